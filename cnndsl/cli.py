@@ -1,0 +1,82 @@
+"""The `cnndsl` command: thin argument parsing around the library functions.
+
+Exit status: 0 success, 1 a problem in the spec (rendered diagnostics), 2 a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from cnndsl import __version__
+from cnndsl.api import check
+from cnndsl.errors import CnnError, UsageError
+
+
+def _set_pair(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name.strip(), value.strip()
+
+
+def _depth(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("depth must be at least 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="cnndsl", description="Check and compile convolutional-network specs.")
+    parser.add_argument("--version", action="version", version=f"cnndsl {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    chk = commands.add_parser("check", help="check a spec: shapes, parameters and MACs of every layer",
+                              description="Check a .cnn spec and print one row per layer with its output "
+                                          "shape, parameters and MACs, then the totals.")
+    chk.add_argument("file", help="the .cnn spec")
+    chk.add_argument("--set", dest="bindings", metavar="NAME=VALUE", type=_set_pair, action="append",
+                     default=[], help="bind or override a `let` name (repeatable), e.g. --set N=3")
+    chk.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    chk.add_argument("--depth", type=_depth, default=None,
+                     help="show groups (blocks, repetitions, branches) only this many levels deep")
+    chk.add_argument("--width", type=int, default=None, help="table width in characters")
+    return parser
+
+
+def run_check(args: argparse.Namespace) -> int:
+    """`cnndsl check`."""
+    report = check(args.file, set=dict(args.bindings))
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        sys.stdout.write(report.render_table(args.depth, args.width))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return {"check": run_check}[args.command](args)
+    except UsageError as err:
+        print(f"cnndsl: {err.render()}", file=sys.stderr)
+        return 2
+    except CnnError as err:
+        print(err.render(), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("cnndsl: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # a bug in cnndsl, never the user's fault: say so briefly
+        if os.environ.get("CNNDSL_DEBUG"):
+            raise
+        print(f"cnndsl: internal error: {type(err).__name__}: {err}\n"
+              "  = help: this is a bug in cnndsl; rerun with CNNDSL_DEBUG=1 for the traceback and report it",
+              file=sys.stderr)
+        return 70

@@ -1,0 +1,37 @@
+"""Costs per node: trainable parameters, batch-norm state and multiply-accumulates (MACs).
+
+Conventions (DESIGN.md §5): a MAC is one multiply-add of a convolution or a fully connected layer,
+biases excluded; FLOPs = 2 x MACs; batch norm, activations, pooling and joins add no MACs. Batch-norm
+scale and offset are parameters; its running mean and variance are state.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from cnndsl import ir
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What one node costs for one image."""
+
+    params: int = 0
+    state: int = 0
+    macs: int = 0
+
+
+def node_cost(op: ir.Op, in_shape: ir.Shape, out_shape: ir.Shape) -> Cost:
+    """The cost of `op` taking `in_shape` (its first input) to `out_shape`."""
+    if isinstance(op, ir.Conv):
+        per_output = op.kernel[0] * op.kernel[1] * (in_shape[2] // op.groups)
+        weights = per_output * op.filters
+        return Cost(weights + (op.filters if op.bias else 0), 0, per_output * math.prod(out_shape))
+    if isinstance(op, ir.Dense):
+        fan_in = math.prod(in_shape)
+        return Cost(fan_in * op.units + (op.units if op.bias else 0), 0, fan_in * op.units)
+    if isinstance(op, ir.BatchNorm):
+        channels = out_shape[-1]
+        return Cost(2 * channels, 2 * channels, 0)
+    return Cost()

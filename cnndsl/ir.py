@@ -1,0 +1,228 @@
+"""The IR: a graph of layer operations, blocks inlined and repetitions unrolled.
+
+Every node keeps the `Span` it was written at and its group path (the blocks, repetitions and
+branches it sits in), so errors found after expansion still point into the source. Ops carry
+only normalized parameters: kernel, stride and dilation are (height, width) pairs; padding is
+`"same"`, `"valid"` or ((top, bottom), (left, right)).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import ClassVar, Union
+
+from cnndsl.source import Source, Span
+
+Pair = tuple[int, int]
+Padding = Union[str, tuple[Pair, Pair]]
+Shape = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Op:
+    """Base of IR operations; `kind` is the op's name in the language."""
+
+    kind: ClassVar[str] = "op"
+    #: How many leading fields are shown positionally in `label()`.
+    positional: ClassVar[int] = 0
+
+    def label(self) -> str:
+        """The op as a user would write it, defaults left out: `conv(64, 3x3, stride=2)`."""
+        parts = []
+        for i, f in enumerate(fields(self)):
+            value = getattr(self, f.name)
+            if i < self.positional:
+                parts.append(_show(f.name, value))
+            elif value != f.default:
+                parts.append(f"{f.name}={_show(f.name, value)}")
+        return f"{self.kind}({', '.join(parts)})" if parts else self.kind
+
+
+def _show(name: str, value: object) -> str:
+    if name in ("kernel", "window") and isinstance(value, tuple):
+        return "x".join(map(str, value))
+    if isinstance(value, tuple) and len(value) == 2 and value[0] == value[1]:
+        return _show(name, value[0])
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(_show("", v) for v in value) + ")"
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Input(Op):
+    """The network's input: one image of `shape` (H, W, C)."""
+
+    kind: ClassVar[str] = "input"
+    shape: Shape = ()
+
+    def label(self) -> str:
+        return "input"
+
+
+@dataclass(frozen=True)
+class Conv(Op):
+    """2-D convolution."""
+
+    kind: ClassVar[str] = "conv"
+    positional: ClassVar[int] = 2
+    filters: int = 1
+    kernel: Pair = (1, 1)
+    stride: Pair = (1, 1)
+    pad: Padding = "valid"
+    dilation: Pair = (1, 1)
+    groups: int = 1
+    bias: bool = True
+
+
+@dataclass(frozen=True)
+class Pool(Op):
+    """Max or average pooling over a window; `ceil` rounds the output size up (Caffe, torch)."""
+
+    kind: ClassVar[str] = "pool"
+    positional: ClassVar[int] = 1
+    window: Pair = (2, 2)
+    stride: Pair = (2, 2)
+    pad: Padding = "valid"
+    ceil: bool = False
+    mode: str = "max"
+    count_pad: bool = True
+
+    def label(self) -> str:
+        parts = [_show("window", self.window)]
+        if self.stride != self.window:
+            parts.append(f"stride={_show('stride', self.stride)}")
+        if self.pad != "valid":
+            parts.append(f"pad={_show('pad', self.pad)}")
+        if self.ceil:
+            parts.append("ceil=true")
+        if self.mode == "avg" and not self.count_pad:
+            parts.append("count_pad=false")
+        return f"{self.mode}pool({', '.join(parts)})"
+
+
+@dataclass(frozen=True)
+class GlobalPool(Op):
+    """Max or average over all positions: (H, W, C) -> (C,)."""
+
+    kind: ClassVar[str] = "global_pool"
+    mode: str = "avg"
+
+    def label(self) -> str:
+        return f"global_{self.mode}pool"
+
+
+@dataclass(frozen=True)
+class Dense(Op):
+    """A fully connected layer; a 3-D input is flattened first."""
+
+    kind: ClassVar[str] = "fc"
+    positional: ClassVar[int] = 1
+    units: int = 1
+    bias: bool = True
+
+
+@dataclass(frozen=True)
+class Flatten(Op):
+    """(H, W, C) -> (H*W*C,), in H, W, C order."""
+
+    kind: ClassVar[str] = "flatten"
+
+
+@dataclass(frozen=True)
+class Activation(Op):
+    """An elementwise activation (softmax: over the last axis)."""
+
+    kind: ClassVar[str] = "activation"
+    fn: str = "relu"
+    slope: float = 0.01
+
+    def label(self) -> str:
+        return f"leaky_relu(slope={self.slope})" if self.fn == "leaky_relu" and self.slope != 0.01 else self.fn
+
+
+@dataclass(frozen=True)
+class BatchNorm(Op):
+    """Batch normalization over channels; `momentum` is the running average's decay (Flax's)."""
+
+    kind: ClassVar[str] = "bn"
+    eps: float = 1e-5
+    momentum: float = 0.9
+
+
+@dataclass(frozen=True)
+class LocalResponseNorm(Op):
+    """Local response normalization across channels (AlexNet)."""
+
+    kind: ClassVar[str] = "lrn"
+    size: int = 5
+    alpha: float = 1e-4
+    beta: float = 0.75
+    k: float = 2.0
+
+
+@dataclass(frozen=True)
+class Dropout(Op):
+    """Dropout with probability `rate` in training."""
+
+    kind: ClassVar[str] = "dropout"
+    positional: ClassVar[int] = 1
+    rate: float = 0.5
+
+
+@dataclass(frozen=True)
+class Concat(Op):
+    """Concatenates its inputs on the channel (last) axis, in branch order."""
+
+    kind: ClassVar[str] = "concat"
+
+
+@dataclass(frozen=True)
+class Add(Op):
+    """Sums its inputs elementwise; `residual` marks an identity-or-projection shortcut."""
+
+    kind: ClassVar[str] = "add"
+    residual: bool = False
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A group a node sits in: a block call, a repetition's iteration, a branch."""
+
+    id: int
+    label: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class Node:
+    """One operation in the graph; `inputs` are ids of earlier nodes."""
+
+    id: int
+    name: str
+    op: Op
+    inputs: tuple[int, ...]
+    span: Span
+    path: tuple[Frame, ...]
+
+    def where(self) -> str:
+        """The node's group path as text: `stage(64, 2) › rep 2/2`."""
+        return " › ".join(f.label for f in self.path)
+
+
+@dataclass(frozen=True)
+class Graph:
+    """An expanded network: nodes in topological order, node 0 the input."""
+
+    name: str
+    nodes: tuple[Node, ...]
+    output: int
+    source: Source
+
+    @property
+    def input_shape(self) -> Shape:
+        """The shape of one input image."""
+        op = self.nodes[0].op
+        assert isinstance(op, Input)
+        return op.shape

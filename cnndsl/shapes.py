@@ -1,0 +1,187 @@
+"""Shape inference: the output shape of every node of an IR graph, or every reason it has none.
+
+Shapes leave out the batch axis: (H, W, C) for feature maps, (F,) for vectors. The output-size rule
+for convolution and pooling (`window_output`) is the one documented in docs/language.md.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cnndsl import ir
+from cnndsl.errors import CnnError, Diagnostic
+
+INT64_MAX = 2**63 - 1
+
+
+class ShapeIssue(Exception):
+    """Why a node has no valid output shape: a message and, optionally, a fix."""
+
+    def __init__(self, message: str, help: str | None = None, notes: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.message, self.help, self.notes = message, help, notes
+
+
+@dataclass(frozen=True)
+class Inferred:
+    """A node's output shape and, where the node does something implicit, a note saying what."""
+
+    shape: ir.Shape
+    note: str = ""
+
+
+def fmt(shape: ir.Shape) -> str:
+    """`56x56x64` for a feature map, `4096` for a vector."""
+    return "x".join(map(str, shape))
+
+
+def window_output(size: int, kernel: int, stride: int, dilation: int, pad: ir.Padding, axis: int,
+                  ceil: bool = False) -> tuple[int, tuple[int, int]]:
+    """Output length of a sliding window along one axis, and the (before, after) padding used.
+
+    `same`: out = ceil(size / stride); the total padding max((out - 1) * stride + span - size, 0) is
+    split with the extra element after (bottom/right), as XLA, TensorFlow and Flax do.
+    explicit (before, after): out = floor((size + before + after - span) / stride) + 1, or with
+    `ceil` rounded up, except that a last window starting in the after-padding is dropped (Caffe/torch).
+    `span` = (kernel - 1) * dilation + 1 is the window's reach.
+    """
+    span = (kernel - 1) * dilation + 1
+    if pad == "same":
+        out = -(-size // stride)
+        total = max((out - 1) * stride + span - size, 0)
+        return out, (total // 2, total - total // 2)
+    before, after = (0, 0) if pad == "valid" else pad[axis]
+    room = size + before + after - span
+    if room < 0:
+        return 0, (before, after)
+    out = (-(-room // stride) if ceil else room // stride) + 1
+    if ceil and (out - 1) * stride >= size + before:
+        out -= 1
+    return out, (before, after)
+
+
+def _feature_map(op: ir.Op, shape: ir.Shape) -> ir.Shape:
+    if len(shape) != 3:
+        raise ShapeIssue(f"`{op.label()}` needs a feature map (HxWxC), but its input is a vector of {fmt(shape)}",
+                         "put it before `fc`, `flatten` and global pooling")
+    return shape
+
+
+def _windowed(op: ir.Conv | ir.Pool, shape: ir.Shape, kernel: ir.Pair, dilation: ir.Pair,
+              ceil: bool) -> tuple[int, int]:
+    h, w, _ = _feature_map(op, shape)
+    oh, _ = window_output(h, kernel[0], op.stride[0], dilation[0], op.pad, 0, ceil)
+    ow, _ = window_output(w, kernel[1], op.stride[1], dilation[1], op.pad, 1, ceil)
+    if oh < 1 or ow < 1:
+        if isinstance(op, ir.Pool):
+            raise ShapeIssue(f"`{op.label()}` would shrink the feature map below 1x1", notes=(
+                f"its input is {fmt(shape)}",), help="remove this pooling layer or pool less before it")
+        reach = "x".join(str((k - 1) * d + 1) for k, d in zip(kernel, dilation))
+        raise ShapeIssue(f"`{op.label()}` needs an input of at least {reach}, got {fmt(shape)}",
+                         "pad the input (`pad=same`) or downsample less before it")
+    return oh, ow
+
+
+def _conv(op: ir.Conv, shapes: list[ir.Shape]) -> Inferred:
+    (shape,) = shapes
+    oh, ow = _windowed(op, shape, op.kernel, op.dilation, False)
+    channels = shape[2]
+    if channels % op.groups or op.filters % op.groups:
+        bad = f"its {channels} input channels" if channels % op.groups else f"its {op.filters} filters"
+        raise ShapeIssue(f"`{op.label()}` splits into {op.groups} groups, but {bad} do not divide by {op.groups}",
+                         "choose `groups` that divides both the input channels and the filters")
+    return Inferred((oh, ow, op.filters))
+
+
+def _pool(op: ir.Pool, shapes: list[ir.Shape]) -> Inferred:
+    (shape,) = shapes
+    oh, ow = _windowed(op, shape, op.window, (1, 1), op.ceil)
+    return Inferred((oh, ow, shape[2]))
+
+
+def _global_pool(op: ir.GlobalPool, shapes: list[ir.Shape]) -> Inferred:
+    (shape,) = shapes
+    return Inferred((_feature_map(op, shape)[2],))
+
+
+def _dense(op: ir.Dense, shapes: list[ir.Shape]) -> Inferred:
+    (shape,) = shapes
+    if len(shape) == 3:
+        return Inferred((op.units,), f"flattens {fmt(shape)} to {math.prod(shape)} first")
+    return Inferred((op.units,))
+
+
+def _flatten(op: ir.Flatten, shapes: list[ir.Shape]) -> Inferred:
+    (shape,) = shapes
+    return Inferred((math.prod(shape),))
+
+
+def _same(op: ir.Op, shapes: list[ir.Shape]) -> Inferred:
+    (shape,) = shapes
+    return Inferred(shape)
+
+
+def _concat(op: ir.Concat, shapes: list[ir.Shape]) -> Inferred:
+    first = shapes[0]
+    for i, shape in enumerate(shapes[1:], start=2):
+        if len(shape) != len(first) or shape[:-1] != first[:-1]:
+            what = "height and width" if len(first) == 3 else "rank"
+            listing = tuple(f"branch {j} gives {fmt(s)}" for j, s in enumerate(shapes, start=1))
+            raise ShapeIssue(f"`concat` needs branches of the same {what}: branch 1 gives {fmt(first)}, "
+                             f"branch {i} gives {fmt(shape)}", "give every branch the same strides and `pad=same`",
+                             listing if len(shapes) > 2 else ())
+    return Inferred(first[:-1] + (sum(s[-1] for s in shapes),))
+
+
+def _add(op: ir.Add, shapes: list[ir.Shape]) -> Inferred:
+    first = shapes[0]
+    for i, shape in enumerate(shapes[1:], start=2):
+        if shape != first:
+            if op.residual:
+                body, shortcut = shapes
+                stride = shortcut[0] // body[0] if len(body) == 3 and body[0] and shortcut[0] % body[0] == 0 else 1
+                fix = (f"project the shortcut: `residual(..., shortcut=conv({body[-1]}, 1x1"
+                       f"{f', stride={stride}' if stride > 1 else ''}, bias=false) -> bn)`")
+                raise ShapeIssue(f"`residual` adds its body's {fmt(body)} to a shortcut of {fmt(shortcut)}",
+                                 fix if len(body) == len(shortcut) == 3 else None)
+            raise ShapeIssue(f"`add` needs branches of one shape: branch 1 gives {fmt(first)}, "
+                             f"branch {i} gives {fmt(shape)}")
+    return Inferred(first)
+
+
+_RULES: dict[type, Callable[..., Inferred]] = {
+    ir.Conv: _conv, ir.Pool: _pool, ir.GlobalPool: _global_pool, ir.Dense: _dense, ir.Flatten: _flatten,
+    ir.Activation: _same, ir.BatchNorm: _same, ir.LocalResponseNorm: _same, ir.Dropout: _same,
+    ir.Concat: _concat, ir.Add: _add,
+}
+
+
+def infer_shapes(graph: ir.Graph) -> list[Inferred]:
+    """The output of every node, in node order; raise `CnnError` with every shape problem found.
+
+    A node whose input has no shape is skipped silently, so one mistake is reported once.
+    """
+    results: list[Inferred | None] = []
+    diagnostics: list[Diagnostic] = []
+    for node in graph.nodes:
+        if isinstance(node.op, ir.Input):
+            results.append(Inferred(node.op.shape))
+            continue
+        inputs = [results[i] for i in node.inputs]
+        if any(x is None for x in inputs):
+            results.append(None)
+            continue
+        try:
+            inferred = _RULES[type(node.op)](node.op, [x.shape for x in inputs])
+            if any(d > INT64_MAX for d in inferred.shape) or math.prod(inferred.shape) > INT64_MAX:
+                raise ShapeIssue(f"the output of `{node.op.label()}` has more elements than fit in 64 bits")
+            results.append(inferred)
+        except ShapeIssue as issue:
+            notes = issue.notes + ((f"in {node.where()}",) if node.path else ())
+            diagnostics.append(Diagnostic("shape", issue.message, graph.source, node.span, notes, issue.help))
+            results.append(None)
+    if diagnostics:
+        raise CnnError(tuple(diagnostics))
+    return results  # type: ignore[return-value]
