@@ -609,10 +609,10 @@ class _Evaluator:
             what = ("parameter " if len(b.required) == 1 else "parameters ") + " and ".join(
                 f"`{p}`" for p in b.required)
             if func.written != func.written.lower():  # the course's CONV: a free parameter of a family
-                return self.free(func.written, f"`{func.written}` needs its parameters {what}", env, span,
+                return self.free(func.written, f"`{func.written}` needs its {what}", env, span,
                                  f"bind it, e.g. `let {func.written} = {b.example}` or "
                                  f"`--set {func.written}=\"{b.example}\"`")
-            return self.error("arguments", f"`{func.written}` needs its parameters {what}", env, span,
+            return self.error("arguments", f"`{func.written}` needs its {what}", env, span,
                               f"write it with its parameters, e.g. `{b.example}`")
         bound = self.bind(b.name, [p.name for p in b.params], set(b.required), args, kwargs, span, env)
         if bound is None:
