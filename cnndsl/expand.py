@@ -13,6 +13,7 @@ mistake is reported once and the rest of the program is still checked.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import operator
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -62,6 +63,11 @@ class PrimLayer(Layer):
     op: ir.Op
     span: Span
     source: Source
+
+    @property
+    def text(self) -> str:
+        """How a block-call label shows this layer."""
+        return self.op.label()
 
     def apply(self, g: _Builder, x: int) -> int:
         return g.add(self.op, (x,), self.span, self.source)
@@ -163,6 +169,11 @@ class BuiltinFunc:
     written: str
     what = "a builtin layer"
 
+    @property
+    def text(self) -> str:
+        """How a block-call label shows this layer."""
+        return self.written
+
 
 @dataclass(frozen=True, eq=False)
 class BlockFunc:
@@ -170,6 +181,11 @@ class BlockFunc:
 
     block: n.Block
     what = "a block"
+
+    @property
+    def text(self) -> str:
+        """How a block-call label shows this block."""
+        return self.block.name
 
 
 @dataclass(frozen=True, eq=False)
@@ -559,10 +575,11 @@ class _Evaluator:
             seen.add(k.name)
         if func is POISON:
             return POISON
-        if isinstance(func, BuiltinFunc):
-            return self.call_builtin(func, args, kwargs, e.span, env)
         if isinstance(func, BlockFunc):
             return self.call_block(func.block, args, kwargs, e.span, env)
+        kwargs = {k.lower(): v for k, v in kwargs.items()}  # a builtin's parameter names are keywords too
+        if isinstance(func, BuiltinFunc):
+            return self.call_builtin(func, args, kwargs, e.span, env)
         if isinstance(func, CombinatorFunc):
             return self.call_combinator(func.name, args, kwargs, e, env)
         return self.error("type", f"`{e.func.id}` is {describe(func)}, not a layer or block that takes arguments",
@@ -714,14 +731,17 @@ def expand(program: n.Program, overrides: dict[str, tuple[n.Expr, Source]] | Non
         ev.globals.vars[key] = thunk
 
     if input_decl is None:
-        ev.error("input", "the spec does not declare its input", source, Span(1, 1, 1, 2),
+        ev.error("input", "the spec does not declare its input", source, None,
                  "add a line like `input 32x32x3` (height x width x channels)")
     elif len(input_decl.dims) != 3 or min(input_decl.dims) < 1:
         ev.error("input", f"the input must be HxWxC, got {'x'.join(map(str, input_decl.dims))}", source,
                  input_decl.span, "e.g. `input 28x28x1` for a grayscale image")
     if main is None:
-        ev.error("input", "the spec has no main chain", source, Span(1, 1, 1, 2),
+        ev.error("input", "the spec has no main chain", source, None,
                  "add a line like `input -> conv(32, 3x3) -> relu -> fc(10)`")
+    elif isinstance(main.body, n.Branches):
+        ev.as_layer(BranchesValue(()), main.body, ev.globals)  # reports "branches must be inside concat"
+        main = None
 
     g = _Builder()
     output = 0
@@ -733,8 +753,9 @@ def expand(program: n.Program, overrides: dict[str, tuple[n.Expr, Source]] | Non
                 items = items[1:]
             for item in items:
                 output = ev.layer(item, ev.globals).apply(g, output)
+        mentioned = _names_in(program)
         for key, thunk, known in used_overrides:
-            if not known and thunk.state == "new":
+            if not known and key.rstrip("?") not in mentioned:
                 names = list(defined) + list(ev.unbound)
                 guess = closest(key, names)
                 ev.error("name", f"`--set {key}` binds a name the spec does not use", thunk.source, None,
@@ -750,7 +771,7 @@ def expand(program: n.Program, overrides: dict[str, tuple[n.Expr, Source]] | Non
     except RecursionError:
         ev.error("limit", "the spec nests blocks or expressions too deeply to expand", source,
                  main.span if main else None, "use fewer levels of nesting")
-    if ev.unbound:
+    if ev.unbound and all(d.kind == "unbound" for d in ev.diagnostics):
         free = ", ".join(f"`{k}`" for k in ev.unbound)
         example = " ".join(f"--set '{k}=...'" if k.endswith("?") else f"--set {k}=..." for k in ev.unbound)
         ev.diagnostics.append(Diagnostic(
@@ -759,6 +780,21 @@ def expand(program: n.Program, overrides: dict[str, tuple[n.Expr, Source]] | Non
     if ev.diagnostics:
         raise CnnError(tuple(ev.diagnostics))
     return ir.Graph(name, tuple(g.nodes), output, source)
+
+
+def _names_in(program: n.Program) -> set[str]:
+    """Every name the program refers to (iteratively: expressions can be long)."""
+    names, stack = set(), list(program.statements)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, n.Name):
+            names.add(node.id)
+        for f in dataclasses.fields(node) if dataclasses.is_dataclass(node) else ():
+            value = getattr(node, f.name)
+            for item in value if isinstance(value, tuple) else (value,):
+                if isinstance(item, n.Node):
+                    stack.append(item)
+    return names
 
 
 def _definitions(stmt: n.Let | n.Block, source: Source) -> Iterator[tuple[str, n.Node, Any]]:

@@ -185,6 +185,9 @@ class Add(Op):
     kind: ClassVar[str] = "add"
     residual: bool = False
 
+    def label(self) -> str:
+        return "add"
+
 
 @dataclass(frozen=True)
 class Frame:
@@ -206,9 +209,13 @@ class Node:
     span: Span
     path: tuple[Frame, ...]
 
-    def where(self) -> str:
-        """The node's group path as text: `stage(64, 2) › rep 2/2`."""
-        return " › ".join(f.label for f in self.path)
+    def where(self, outside_own_group: bool = False) -> str:
+        """The node's group path as text: `stage(64, 2) › […]*n 2/2`.
+
+        `outside_own_group` leaves out the group a join node closes (a `concat` is in its own group).
+        """
+        frames = [f for f in self.path if not (outside_own_group and f.span == self.span)]
+        return " › ".join(f.label for f in frames)
 
 
 @dataclass(frozen=True)

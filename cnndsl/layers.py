@@ -78,12 +78,13 @@ def positive_int(v: Any) -> int:
 
 def pair(v: Any) -> ir.Pair:
     """`3` or `3x3` or `(3, 3)` -> (3, 3); both positive."""
+    given = v
     if _is_int(v):
         v = (v, v)
     if not (isinstance(v, tuple) and len(v) == 2 and all(_is_int(x) for x in v)):
         raise ArgError(f"expected a size like `3` or `3x3`, got {describe(v)}")
     if min(v) < 1:
-        raise ArgError(f"sizes must be positive, got {show(v)}")
+        raise ArgError(f"sizes must be positive, got {show(given)}")
     return v
 
 
@@ -96,17 +97,23 @@ def padding(v: Any) -> ir.Padding:
     """`same` | `valid` | `1` | `(1, 2)` (height, width) | `((top, bottom), (left, right))`."""
     if isinstance(v, Symbol) and v.name in ("same", "valid"):
         return v.name
+    if min(_ints_in(v), default=0) < 0:
+        raise ArgError(f"padding cannot be negative, got {show(v)}")
     if _is_int(v):
         v = (v, v)
     if isinstance(v, tuple) and len(v) == 2 and all(_is_int(x) for x in v):
         v = ((v[0], v[0]), (v[1], v[1]))
     if (isinstance(v, tuple) and len(v) == 2
             and all(isinstance(p, tuple) and len(p) == 2 and all(_is_int(x) for x in p) for p in v)):
-        if min(v[0] + v[1]) < 0:
-            raise ArgError(f"padding cannot be negative, got {show(v)}")
         return v
     raise ArgError(f"expected `same`, `valid`, a number or `((top, bottom), (left, right))`, got {describe(v)}",
                    help="e.g. `pad=same`, `pad=1`, `pad=(1, 2)` or `pad=((0, 1), (0, 1))`")
+
+
+def _ints_in(v: Any) -> list[int]:
+    if _is_int(v):
+        return [v]
+    return [x for item in v for x in _ints_in(item)] if isinstance(v, tuple) else []
 
 
 def boolean(v: Any) -> bool:

@@ -247,8 +247,10 @@ def _syntax_diagnostic(err: UnexpectedInput, source: Source) -> Diagnostic:
         span = Span(line, col, line, col + 1)
     else:
         span = _token_span(tok)
-    note = (f"expected {', '.join(expected[:-1])} or {expected[-1]}" if len(expected) > 1
-            else f"expected {expected[0]}") if expected else None
+    note = None  # a long list of expected tokens helps nobody: name them only when there are few
+    if 0 < len(expected) <= 6:
+        note = f"expected {', '.join(expected[:-1])} or {expected[-1]}" if len(expected) > 1 else \
+            f"expected {expected[0]}"
     notes = (note,) if note else ()
     if at_end and ({"_RPAR", "_RSQB"} & set(err.expected)):
         closer = "`)`" if "_RPAR" in err.expected else "`]`"

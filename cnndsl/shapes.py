@@ -129,9 +129,8 @@ def _concat(op: ir.Concat, shapes: list[ir.Shape]) -> Inferred:
         if len(shape) != len(first) or shape[:-1] != first[:-1]:
             what = "height and width" if len(first) == 3 else "rank"
             listing = tuple(f"branch {j} gives {fmt(s)}" for j, s in enumerate(shapes, start=1))
-            raise ShapeIssue(f"`concat` needs branches of the same {what}: branch 1 gives {fmt(first)}, "
-                             f"branch {i} gives {fmt(shape)}", "give every branch the same strides and `pad=same`",
-                             listing if len(shapes) > 2 else ())
+            raise ShapeIssue(f"`concat` needs branches of the same {what}",
+                             "give every branch the same strides and `pad=same`", listing)
     return Inferred(first[:-1] + (sum(s[-1] for s in shapes),))
 
 
@@ -179,7 +178,8 @@ def infer_shapes(graph: ir.Graph) -> list[Inferred]:
                 raise ShapeIssue(f"the output of `{node.op.label()}` has more elements than fit in 64 bits")
             results.append(inferred)
         except ShapeIssue as issue:
-            notes = issue.notes + ((f"in {node.where()}",) if node.path else ())
+            where = node.where(outside_own_group=True)
+            notes = issue.notes + ((f"in {where}",) if where else ())
             diagnostics.append(Diagnostic("shape", issue.message, graph.source, node.span, notes, issue.help))
             results.append(None)
     if diagnostics:

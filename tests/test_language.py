@@ -1,0 +1,228 @@
+"""The language, construct by construct: what each one expands to and the shapes it produces."""
+
+from __future__ import annotations
+
+import pytest
+
+import cnndsl
+from cnndsl import nodes as n
+from cnndsl.errors import CnnError
+
+
+def net(body: str, input: str = "32x32x3", **bindings: object) -> cnndsl.Report:
+    return cnndsl.check(f"network T\ninput {input}\n{body}\n", set=bindings or None)
+
+
+def ops(report: cnndsl.Report) -> list[str]:
+    return [r.op for r in report.rows]
+
+
+def kinds_of(body: str, **bindings: object) -> tuple[str, ...]:
+    with pytest.raises(CnnError) as caught:
+        net(body, **bindings)
+    return caught.value.kinds
+
+
+def test_course_pattern_parses_exactly_as_written() -> None:
+    program = cnndsl.parse("INPUT -> [[CONV -> RELU]*N -> POOL?]*M -> [FC -> RELU]*K -> FC")
+    (main,) = program.statements
+    assert isinstance(main, n.Main) and isinstance(main.body, n.Chain)
+    first, outer, head, last = main.body.items
+    assert isinstance(first, n.InputRef)
+    assert isinstance(outer, n.BinOp) and outer.op == "*" and outer.right == n.Name(outer.right.span, "M")
+    inner_chain = outer.left.body
+    assert isinstance(inner_chain.items[1], n.Optional) and inner_chain.items[1].target.id == "POOL"
+    assert isinstance(last, n.Name) and last.id == "FC"
+
+
+def test_keywords_and_builtins_are_case_insensitive() -> None:
+    upper = cnndsl.check("NETWORK T\nINPUT 8x8X1\nLET C = CONV(4, 3X3, PAD=SAME)\nINPUT -> C -> RELU -> FC(2)")
+    lower = cnndsl.check("network T\ninput 8x8x1\nlet C = conv(4, 3x3, pad=same)\ninput -> C -> relu -> fc(2)")
+    assert ops(upper) == ops(lower) and upper.params == lower.params
+
+
+def test_user_names_are_case_sensitive_and_shadow_nothing_builtin() -> None:
+    report = net("let CONV = conv(8, 3x3)\ninput -> CONV -> conv(4, 1x1) -> fc(2)")
+    assert ops(report)[:2] == ["conv(8, 3x3)", "conv(4, 1x1)"]
+
+
+def test_newlines_continue_inside_brackets_and_around_arrows() -> None:
+    report = net("input -> conv(8,\n   3x3)\n  -> relu ->\n fc(2)")
+    assert ops(report) == ["conv(8, 3x3)", "relu", "fc(2)"]
+    with pytest.raises(CnnError):
+        net("input -> conv(8, 3x3)\nrelu")  # a new statement, and not a valid one
+
+
+def test_comments_and_blank_lines() -> None:
+    report = net("# a comment\n\nlet W = 8  # trailing\n\ninput -> conv(W, 3x3) # end\n")
+    assert ops(report) == ["conv(8, 3x3)"]
+
+
+def test_arithmetic_in_arguments() -> None:
+    report = net("let c = 4\ninput -> conv(c * 2 + 1, (c - 1) * 1) -> conv(2**3, 1x1) -> conv(c // 3 + c % 3, 1)")
+    assert [r.output_shape[-1] for r in report.rows] == [9, 8, 2]
+    assert report.rows[0].op == "conv(9, 3x3)"
+
+
+def test_repetition_index_and_per_stage_counts() -> None:
+    report = net("let depths = (1, 2, 3)\n"
+                 "input -> [[conv(8 * 2**i, 3x3, pad=same) -> relu]*depths[i] -> maxpool(2x2)]*3 as i")
+    convs = [r for r in report.rows if r.op.startswith("conv")]
+    assert [r.output_shape[-1] for r in convs] == [8, 16, 16, 32, 32, 32]
+    assert report.rows[0].path[0].label == "[…]*3 i=0"
+
+
+def test_repetition_count_zero_is_no_layers() -> None:
+    assert ops(net("input -> conv(4, 1x1) -> [relu]*0 -> fc(2)")) == ["conv(4, 1x1)", "fc(2)"]
+
+
+def test_repetition_of_a_bare_layer_either_side() -> None:
+    assert ops(net("input -> relu*2 -> 2*[relu] -> fc(2)")) == ["relu"] * 4 + ["fc(2)"]
+
+
+def test_optional_part_bound_in_file_or_from_the_command_line() -> None:
+    body = "let POOL = maxpool(2x2)\nlet POOL? = false\ninput -> conv(4, 3x3) -> POOL? -> fc(2)"
+    assert "maxpool(2x2)" not in ops(net(body))
+    assert "maxpool(2x2)" in ops(net(body, **{"POOL?": True}))
+
+
+def test_conditional_layers_and_values() -> None:
+    report = net("input -> [conv(4, 3x3, stride=2 if i == 0 else 1, pad=same) -> maxpool(2x2) if i < 1]*2 as i")
+    assert ops(report) == ["conv(4, 3x3, stride=2, pad=same)", "maxpool(2x2)", "conv(4, 3x3, pad=same)"]
+    assert report.output_shape == (8, 8, 4)
+
+
+def test_boolean_logic() -> None:
+    report = net("let a = 3\ninput -> relu if a > 2 and not a == 4 or false else tanh")
+    assert ops(report) == ["relu"]
+
+
+def test_block_arguments_defaults_and_keywords() -> None:
+    report = net("block unit(c, k=3, act=relu) = conv(c, k, pad=same) -> act\n"
+                 "input -> unit(4) -> unit(8, k=5, act=tanh) -> unit(c=2, act=identity)")
+    assert ops(report) == ["conv(4, 3x3, pad=same)", "relu", "conv(8, 5x5, pad=same)", "tanh",
+                           "conv(2, 3x3, pad=same)"]
+    assert [r.path[0].label for r in report.rows][:3] == ["unit(4)", "unit(4)", "unit(8, k=5, act=tanh)"]
+
+
+def test_blocks_can_be_used_before_they_are_defined() -> None:
+    report = net("input -> outer(4)\nblock outer(c) = inner(c) -> inner(c)\nblock inner(c) = conv(c, 1x1)")
+    assert [f.label for f in report.rows[1].path] == ["outer(4)", "inner(4)"]
+
+
+def test_padding_forms() -> None:
+    shapes = [net(f"input -> conv(1, 3x3, pad={p})", input="10x10x1").output_shape[:2] for p in
+              ("same", "valid", "1", "(1, 0)", "((0, 1), (2, 3))")]
+    assert shapes == [(10, 10), (8, 8), (10, 10), (10, 8), (9, 13)]
+
+
+def test_same_padding_with_stride_two() -> None:
+    assert net("input -> conv(1, 3x3, stride=2, pad=same)", input="7x8x1").output_shape == (4, 4, 1)
+
+
+def test_dilation_and_groups() -> None:
+    report = net("input -> conv(8, 3x3, dilation=2) -> conv(16, 3x3, groups=4, pad=same, bias=false)",
+                 input="9x9x4")
+    first, second = report.rows
+    assert first.output_shape == (5, 5, 8) and first.params == 3 * 3 * 4 * 8 + 8
+    assert second.params == 3 * 3 * (8 // 4) * 16
+
+
+def test_depthwise_convolution() -> None:
+    report = net("input -> conv(32, 3x3, groups=32, pad=same)", input="8x8x32")
+    assert report.params == 9 * 32 + 32 and report.macs == 9 * 32 * 64
+
+
+def test_ceil_mode_pooling() -> None:
+    floor = net("input -> maxpool(3x3, stride=2)", input="112x112x1").output_shape
+    ceil = net("input -> maxpool(3x3, stride=2, ceil=true)", input="112x112x1").output_shape
+    assert floor[:2] == (55, 55) and ceil[:2] == (56, 56)
+
+
+def test_global_pooling_flatten_and_implicit_flatten_note() -> None:
+    report = net("input -> conv(8, 3x3) -> global_avgpool -> fc(4)")
+    assert report.rows[1].output_shape == (8,)
+    flat = net("input -> conv(8, 3x3) -> fc(4)")
+    assert flat.rows[1].note == "flattens 30x30x8 to 7200 first"
+    explicit = net("input -> conv(8, 3x3) -> flatten -> fc(4)")
+    assert explicit.rows[1].output_shape == (7200,) and explicit.rows[2].note == ""
+
+
+def test_every_activation_and_normalization_keeps_the_shape() -> None:
+    layers = "relu -> relu6 -> gelu -> silu -> tanh -> sigmoid -> softmax -> leaky_relu(0.2) -> bn -> lrn -> dropout(0.1)"
+    report = net(f"input -> {layers}", input="4x4x3")
+    assert all(r.output_shape == (4, 4, 3) for r in report.rows)
+    assert ops(report)[7] == "leaky_relu(slope=0.2)"
+    assert report.params == 6 and report.state == 6  # bn only
+
+
+def test_batch_norm_parameters() -> None:
+    assert ops(net("input -> bn(eps=1e-3, momentum=0.99)"))[0] == "bn(eps=0.001, momentum=0.99)"
+
+
+def test_concat_joins_channels_in_branch_order() -> None:
+    report = net("input -> concat(conv(4, 1x1) | conv(8, 3x3, pad=same) | maxpool(3x3, stride=1, pad=1))")
+    assert report.output_shape == (32, 32, 15)
+    assert [r.path[-1].label for r in report.rows[:3]] == ["branch 1/3", "branch 2/3", "branch 3/3"]
+
+
+def test_add_and_residual() -> None:
+    assert net("input -> add(conv(3, 1x1) | relu)").output_shape == (32, 32, 3)
+    report = net("input -> residual(conv(3, 3x3, pad=same) -> bn) -> relu")
+    add = report.rows[2]
+    assert add.op == "add" and report.graph.nodes[3].inputs == (2, 0)  # body, then the identity shortcut
+    projected = net("input -> residual(conv(8, 3x3, stride=2, pad=1), shortcut=conv(8, 1x1, stride=2))")
+    assert projected.output_shape == (16, 16, 8)
+
+
+def test_node_names_are_unique_and_readable() -> None:
+    report = net("input -> conv(4, 1x1) -> relu -> conv(4, 1x1) -> relu -> fc(2)")
+    assert [r.name for r in report.rows] == ["conv1", "relu1", "conv2", "relu2", "fc1"]
+
+
+def test_set_overrides_a_let() -> None:
+    body = "let W = 4\ninput -> conv(W, 1x1)"
+    assert net(body).output_shape[-1] == 4
+    assert net(body, W=6).output_shape[-1] == 6
+    assert net(body, W="2 * 5").output_shape[-1] == 10
+
+
+def test_set_of_an_unused_name_is_an_error() -> None:
+    with pytest.raises(CnnError) as caught:
+        net("let Width = 4\ninput -> conv(Width, 1x1)", width=3)
+    assert "did you mean `Width`?" in caught.value.render()
+
+
+def test_let_order_does_not_matter() -> None:
+    assert net("let A = B * 2\nlet B = 3\ninput -> conv(A, 1x1)").output_shape[-1] == 6
+
+
+@pytest.mark.parametrize("body, kind", [
+    ("input -> conv(4, 3x3) -> conv(4, 3x3) -> fc(2)\ninput -> relu", "duplicate"),
+    ("input -> [relu]*(0 - 1)", "value"),
+    ("let t = (1, 2)\ninput -> conv(t, 3x3)", "type"),
+    ("input -> conv(4, 3x3) -> relu(3)", "arguments"),
+    ("input -> fc(4) -> maxpool(2x2)", "shape"),
+    ("input -> conv(1 / 0, 1x1)", "value"),
+    ("input -> conv(4, 1x1, bias=1)", "type"),
+    ("input -> concat", "type"),
+    ("input -> dropout(1.5)", "type"),
+    ("let x = conv(4, 1x1)\ninput -> x(3)", "type"),
+    ("let x = relu\ninput -> x(3)", "arguments"),
+    ("input -> relu if 3", "type"),
+    ("input -> conv(4, 1x1) -> [relu]*2.0", "type"),
+    ("input -> 3", "type"),
+])
+def test_errors_have_the_right_kind(body: str, kind: str) -> None:
+    assert kind in kinds_of(body)
+
+
+def test_errors_in_unused_bindings_are_reported() -> None:
+    assert kinds_of("let unused = conv(4, sam)\ninput -> relu") == ("name",)
+
+
+def test_all_errors_of_a_stage_are_reported_together() -> None:
+    kinds = kinds_of("input -> conv(4, 3x3, strid=1) -> maxpol(2) -> fc(bias=true)")
+    assert kinds == ("arguments", "name", "arguments")
+    shapes = kinds_of("input -> concat(conv(4, 3x3, groups=2) | fc(2) -> conv(1, 1x1)) -> fc(3)")
+    assert shapes == ("shape", "shape")  # both branches; the concat after them is not blamed
