@@ -10,6 +10,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from cnndsl import __version__
 from cnndsl.api import check
@@ -51,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_check(args: argparse.Namespace) -> int:
     """`cnndsl check`."""
-    report = check(args.file, set=dict(args.bindings))
+    report = check(Path(args.file), set=dict(args.bindings))
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import operator
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,8 @@ from cnndsl.source import Source, Span
 
 #: Largest number of layers a spec may expand to.
 MAX_LAYERS = 100_000
+#: Python recursion limit while expanding: evaluation recurses once per level of an expression.
+RECURSION_LIMIT = 20_000
 
 
 class _Poison:
@@ -369,7 +372,11 @@ class _Evaluator:
                                      thunk.source, thunk.span, "give it a value that does not use its own name")
             return thunk.value
         thunk.state = "busy"
-        value = self.value(thunk.expr, Env({}, self.globals, thunk.source))
+        try:
+            value = self.value(thunk.expr, Env({}, self.globals, thunk.source))
+        except RecursionError:
+            value = self.error("limit", f"`{thunk.name}` is nested too deeply to evaluate", thunk.source, thunk.span,
+                               "split it into several `let` bindings")
         thunk.state, thunk.value = "done", value
         return value
 
@@ -701,6 +708,15 @@ def expand(program: n.Program, overrides: dict[str, tuple[n.Expr, Source]] | Non
     `overrides` maps names (`N`, `POOL?`) to expressions given outside the file (`--set`), each with
     the `Source` it was parsed from; they replace the file's `let` bindings of the same name.
     """
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, RECURSION_LIMIT))
+    try:
+        return _expand(program, overrides)
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+def _expand(program: n.Program, overrides: dict[str, tuple[n.Expr, Source]] | None) -> ir.Graph:
     source = program.source
     ev = _Evaluator(source)
     name, input_decl, main = program.name or "network", None, None

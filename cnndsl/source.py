@@ -55,4 +55,4 @@ def looks_like_path(spec: str | os.PathLike[str]) -> bool:
         return True
     if "\n" in spec or "->" in spec:
         return False
-    return spec.endswith(".cnn") or Path(spec).is_file()
+    return spec.endswith(".cnn") or Path(spec).exists()

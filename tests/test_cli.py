@@ -1,0 +1,95 @@
+"""The `cnndsl` command: output, exit statuses, and never a traceback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from cnndsl.cli import main
+from tests.conftest import ROOT
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "cnndsl", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=60)
+
+
+def test_check_prints_the_table_and_totals(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "examples/vgg16.cnn"]) == 0
+    out = capsys.readouterr().out
+    assert "stage(64, 2)" in out and "[…]*n 1/2" in out and "conv(64, 3x3, pad=same)" in out
+    assert "params:" in out and "138,357,544" in out and "15,470,264,320" in out
+    assert "flattens 7x7x512 to 25088 first" in out
+
+
+def test_depth_collapses_groups(capsys: pytest.CaptureFixture[str]) -> None:
+    main(["check", "examples/vgg16.cnn", "--depth", "1"])
+    out = capsys.readouterr().out
+    assert "stage(512, 3)" in out and "conv(64, 3x3" not in out and "[…]*n" not in out
+    assert "138,357,544" in out  # totals do not depend on the depth
+
+
+def test_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "examples/resnet18.cnn", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert {"params", "state", "macs", "flops", "input_shape", "output_shape", "layers"} <= set(data)
+    assert data["params"] == 11_689_512 and data["flops"] == 2 * data["macs"]
+    assert data["input_shape"] == [224, 224, 3] and data["output_shape"] == [1000]
+    layer = data["layers"][0]
+    assert {"name", "op", "path", "output_shape", "params", "macs", "line", "col"} <= set(layer)
+    assert sum(row["params"] for row in data["layers"]) == data["params"]
+    assert any(row["path"][:1] == ["[…]*4 i=3"] for row in data["layers"])
+
+
+def test_set_binds_from_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["check", "examples/course.cnn", "--json", "--set", "N=1", "--set", "M=2", "--set", "K=1",
+            "--set", "POOL?=true", "--set", "CONV=conv(16, 3x3, pad=same)", "--set", "POOL=maxpool(2x2)",
+            "--set", "FC=fc(10)"]
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["output_shape"] == [10]
+
+
+def test_spec_errors_exit_1_with_the_rendered_diagnostic() -> None:
+    result = run("check", "tests/invalid/name_typo.cnn")
+    assert result.returncode == 1
+    assert result.stderr.startswith("error[name]: `maxpol` is not defined\n  --> tests/invalid/name_typo.cnn:3:35")
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+@pytest.mark.parametrize("args", [
+    ("check",), ("check", "no/such/file.cnn"), ("check", "examples"), ("nonsense",),
+    ("check", "examples/small.cnn", "--set", "N"), ("check", "examples/small.cnn", "--depth", "0"),
+    ("check", "examples/small.cnn", "--set", "3x=1"),
+])
+def test_usage_errors_exit_2(args: tuple[str, ...]) -> None:
+    result = run(*args)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and result.stderr.strip()
+
+
+def test_family_exits_1_and_lists_what_to_bind() -> None:
+    result = run("check", "examples/course.cnn")
+    assert result.returncode == 1
+    assert "the spec is a family with 6 free names" in result.stderr
+
+
+def test_binary_file_is_a_clear_error(tmp_path) -> None:
+    bad = tmp_path / "bad.cnn"
+    bad.write_bytes(b"\xff\xfe\x00garbage")
+    result = run("check", str(bad))
+    assert result.returncode == 1 and "is not UTF-8 text" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_huge_file_is_refused(tmp_path) -> None:
+    big = tmp_path / "big.cnn"
+    big.write_text("# padding\n" * 300_000)
+    result = run("check", str(big))
+    assert result.returncode == 1 and "larger than" in result.stderr
+
+
+def test_version() -> None:
+    result = run("--version")
+    assert result.returncode == 0 and result.stdout.startswith("cnndsl ")
