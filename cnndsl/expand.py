@@ -6,292 +6,29 @@ index bound for `as i`), optional and conditional parts, and branches. Layer val
 that `apply` themselves to a node of the graph being built; a block's body and an indexed
 repetition's body are evaluated when applied, so every node records the group path it was made in.
 
-Every problem found is collected; an erroneous value becomes `POISON`, which spreads silently, so one
-mistake is reported once and the rest of the program is still checked.
+Every problem found is collected; an erroneous value becomes `POISON` (values.py), which spreads
+silently, so one mistake is reported once and the rest of the program is still checked.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import operator
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from cnndsl import ir
 from cnndsl import nodes as n
 from cnndsl.errors import CnnError, Diagnostic, closest
-from cnndsl.layers import BUILTINS, COMBINATORS, CONSTANTS, REQUIRED, ArgError, Builtin, describe, show
+from cnndsl.layers import BUILTINS, COMBINATORS, CONSTANTS, ArgError, describe, show
 from cnndsl.source import Source, Span
+from cnndsl.values import (
+    IDENTITY, MAX_LAYERS, POISON, BlockFunc, BlockLayer, BranchesValue, BranchLayer, BuiltinFunc, CombinatorFunc,
+    Env, GraphBuilder, Layer, PrimLayer, RepeatLayer, SeqLayer, Thunk, TooLarge)
 
-#: Largest number of layers a spec may expand to.
-MAX_LAYERS = 100_000
 #: Python recursion limit while expanding: evaluation recurses once per level of an expression.
 RECURSION_LIMIT = 20_000
-
-
-class _Poison:
-    """The value of an expression that already produced an error."""
-
-    what = "an erroneous value"
-
-    def __repr__(self) -> str:
-        return "POISON"
-
-
-POISON: Any = _Poison()
-
-
-class _TooLarge(Exception):
-    """Raised by the graph builder past `MAX_LAYERS`; expansion stops there."""
-
-
-# ---------------------------------------------------------------- layer values
-class Layer:
-    """A piece of network that can be applied to a node of the graph being built."""
-
-    what = "a layer"
-
-    def apply(self, g: _Builder, x: int) -> int:
-        """Add this layer's nodes after node `x`; return the id of its output node."""
-        raise NotImplementedError
-
-
-@dataclass(frozen=True, eq=False)
-class PrimLayer(Layer):
-    """One builtin op: `conv(64, 3x3)`."""
-
-    op: ir.Op
-    span: Span
-    source: Source
-
-    @property
-    def text(self) -> str:
-        """How a block-call label shows this layer."""
-        return self.op.label()
-
-    def apply(self, g: _Builder, x: int) -> int:
-        return g.add(self.op, (x,), self.span, self.source)
-
-
-@dataclass(frozen=True, eq=False)
-class IdentityLayer(Layer):
-    """No layer at all: what `X if false` and an absent `X?` become."""
-
-    def apply(self, g: _Builder, x: int) -> int:
-        return x
-
-
-IDENTITY = IdentityLayer()
-
-
-@dataclass(frozen=True, eq=False)
-class SeqLayer(Layer):
-    """`a -> b -> c`."""
-
-    parts: tuple[Layer, ...]
-
-    def apply(self, g: _Builder, x: int) -> int:
-        for part in self.parts:
-            x = part.apply(g, x)
-        return x
-
-
-@dataclass(frozen=True, eq=False)
-class RepeatLayer(Layer):
-    """`[body]*count`; `body(k)` gives iteration k's layer (it differs when the index is named)."""
-
-    body: Callable[[int], Layer]
-    count: int
-    span: Span
-    count_text: str
-    index: str | None = None
-
-    def apply(self, g: _Builder, x: int) -> int:
-        for k in range(self.count):
-            step = f"{self.index}={k}" if self.index else f"{k + 1}/{self.count}"
-            label = f"[…]*{self.count_text} {step}"
-            with g.frame(label, self.span):
-                x = self.body(k).apply(g, x)
-        return x
-
-
-@dataclass(frozen=True, eq=False)
-class BranchLayer(Layer):
-    """`concat(a | b)`, `add(a | b)`, `residual(body, shortcut=...)`: branches from one input, joined."""
-
-    mode: str
-    branches: tuple[Layer, ...]
-    labels: tuple[str, ...]
-    span: Span
-    source: Source
-
-    def apply(self, g: _Builder, x: int) -> int:
-        with g.frame(self.mode, self.span):
-            outputs = []
-            for branch, label in zip(self.branches, self.labels):
-                if isinstance(branch, IdentityLayer):
-                    outputs.append(x)
-                    continue
-                with g.frame(label, self.span):
-                    outputs.append(branch.apply(g, x))
-            op = ir.Concat() if self.mode == "concat" else ir.Add(residual=self.mode == "residual")
-            return g.add(op, tuple(outputs), self.span, self.source)
-
-
-@dataclass(frozen=True, eq=False)
-class BlockLayer(Layer):
-    """A call of a `block`: its body is evaluated, inside the block's frame, when applied."""
-
-    block: n.Block
-    label: str
-    span: Span
-    body: Callable[[], Layer]
-    on_recursion: Callable[[list[str]], None]
-
-    def apply(self, g: _Builder, x: int) -> int:
-        if self.block.name in g.block_stack:
-            self.on_recursion(g.block_stack[g.block_stack.index(self.block.name):] + [self.block.name])
-            return x
-        g.block_stack.append(self.block.name)
-        try:
-            with g.frame(self.label, self.span):
-                return self.body().apply(g, x)
-        finally:
-            g.block_stack.pop()
-
-
-# ---------------------------------------------------------------- other values
-@dataclass(frozen=True, eq=False)
-class BuiltinFunc:
-    """A builtin layer named but not yet called: `conv`, `relu`."""
-
-    builtin: Builtin
-    written: str
-    what = "a builtin layer"
-
-    @property
-    def text(self) -> str:
-        """How a block-call label shows this layer."""
-        return self.written
-
-
-@dataclass(frozen=True, eq=False)
-class BlockFunc:
-    """A `block` named but not yet called."""
-
-    block: n.Block
-    what = "a block"
-
-    @property
-    def text(self) -> str:
-        """How a block-call label shows this block."""
-        return self.block.name
-
-
-@dataclass(frozen=True, eq=False)
-class CombinatorFunc:
-    """`concat`, `add` or `residual` named but not yet called."""
-
-    name: str
-    what = "a layer combinator"
-
-
-@dataclass(frozen=True, eq=False)
-class BranchesValue:
-    """`a | b | c`: only an argument of `concat(...)` or `add(...)`."""
-
-    items: tuple[Layer, ...]
-    what = "branches `a | b`"
-
-
-@dataclass(eq=False)
-class _Thunk:
-    """A global binding evaluated on first use (so `let` order does not matter)."""
-
-    name: str
-    expr: n.Expr
-    source: Source
-    span: Span
-    state: str = "new"  # new | busy | done
-    value: Any = None
-
-
-@dataclass(eq=False)
-class Env:
-    """A scope: names to values (or global thunks), its parent, and the source its code is in."""
-
-    vars: dict[str, Any]
-    parent: Env | None
-    source: Source
-
-    def child(self, vars: dict[str, Any]) -> Env:
-        """A nested scope over this one, in the same source."""
-        return Env(vars, self, self.source)
-
-    def find(self, name: str) -> Any:
-        """The innermost binding of `name`, or None."""
-        env: Env | None = self
-        while env is not None:
-            if name in env.vars:
-                return env.vars[name]
-            env = env.parent
-        return None
-
-    def names(self) -> set[str]:
-        """Every name visible here."""
-        env, out = self, set()
-        while env is not None:
-            out |= set(env.vars)
-            env = env.parent
-        return out
-
-
-# ---------------------------------------------------------------- graph builder
-@dataclass
-class _Builder:
-    """Accumulates IR nodes and the current group path."""
-
-    nodes: list[ir.Node] = field(default_factory=list)
-    frames: list[ir.Frame] = field(default_factory=list)
-    counts: dict[str, int] = field(default_factory=dict)
-    block_stack: list[str] = field(default_factory=list)
-    next_frame: int = 0
-    last_span: Span | None = None
-    last_source: Source | None = None
-
-    def add(self, op: ir.Op, inputs: tuple[int, ...], span: Span, source: Source) -> int:
-        """Append a node; its name is its op's base name and a per-base counter: `conv3`."""
-        if len(self.nodes) >= MAX_LAYERS:
-            raise _TooLarge
-        self.last_span, self.last_source = span, source
-        base = _base_name(op)
-        self.counts[base] = self.counts.get(base, 0) + 1
-        node = ir.Node(len(self.nodes), f"{base}{self.counts[base]}", op, inputs, span, tuple(self.frames))
-        self.nodes.append(node)
-        return node.id
-
-    @contextlib.contextmanager
-    def frame(self, label: str, span: Span) -> Iterator[None]:
-        """Nodes added inside belong to a new group `label`."""
-        self.next_frame += 1
-        self.frames.append(ir.Frame(self.next_frame, label, span))
-        try:
-            yield
-        finally:
-            self.frames.pop()
-
-
-def _base_name(op: ir.Op) -> str:
-    if isinstance(op, ir.Activation):
-        return op.fn
-    if isinstance(op, ir.Pool):
-        return f"{op.mode}pool"
-    if isinstance(op, ir.GlobalPool):
-        return f"global_{op.mode}pool"
-    return op.kind
 
 
 # ---------------------------------------------------------------- the evaluator
@@ -344,7 +81,7 @@ class _Evaluator:
     def lookup(self, name: str, env: Env, span: Span) -> Any:
         """What `name` means here: a local or global binding, a constant, a builtin layer."""
         found = env.find(name)
-        if isinstance(found, _Thunk):
+        if isinstance(found, Thunk):
             return self.force(found)
         if found is not None:
             return found
@@ -363,7 +100,7 @@ class _Evaluator:
                          f"bind it in the file with `let {name} = ...` or on the command line with "
                          f"`--set {name}=...`")
 
-    def force(self, thunk: _Thunk) -> Any:
+    def force(self, thunk: Thunk) -> Any:
         """The value of a global binding, evaluating it the first time."""
         if thunk.state == "done":
             return thunk.value
@@ -480,7 +217,7 @@ class _Evaluator:
             return self.free(key, f"the optional part `{key}` is not bound", env, e.span,
                              f"choose it in the file with `let {key} = true` (or false) or on the command line "
                              f"with `--set '{key}=true'`")
-        flag = self.force(flag) if isinstance(flag, _Thunk) else flag
+        flag = self.force(flag) if isinstance(flag, Thunk) else flag
         if flag is POISON:
             return POISON
         if not isinstance(flag, bool):
@@ -742,7 +479,7 @@ def _expand(program: n.Program, overrides: dict[str, tuple[n.Expr, Source]] | No
                 ev.globals.vars[key] = value
     used_overrides = []
     for key, (expr, set_source) in (overrides or {}).items():
-        thunk = _Thunk(key, expr, set_source, expr.span)
+        thunk = Thunk(key, expr, set_source, expr.span)
         used_overrides.append((key, thunk, key in ev.globals.vars))
         ev.globals.vars[key] = thunk
 
@@ -759,7 +496,7 @@ def _expand(program: n.Program, overrides: dict[str, tuple[n.Expr, Source]] | No
         ev.as_layer(BranchesValue(()), main.body, ev.globals)  # reports "branches must be inside concat"
         main = None
 
-    g = _Builder()
+    g = GraphBuilder()
     output = 0
     try:
         if input_decl is not None and main is not None:
@@ -778,9 +515,9 @@ def _expand(program: n.Program, overrides: dict[str, tuple[n.Expr, Source]] | No
                          f"did you mean `{guess}`?" if guess else
                          (f"the spec's names are: {', '.join(names)}" if names else "the spec has no names to set"))
         for value in list(ev.globals.vars.values()):  # report errors in bindings the network does not use
-            if isinstance(value, _Thunk):
+            if isinstance(value, Thunk):
                 ev.force(value)
-    except _TooLarge:
+    except TooLarge:
         notes = (f"in {g.nodes[-1].where()}",) if g.nodes[-1].path else ()
         ev.error("limit", f"the network expands to more than {MAX_LAYERS:,} layers", g.last_source or source,
                  g.last_span, "use smaller repetition counts", notes)
@@ -818,4 +555,4 @@ def _definitions(stmt: n.Let | n.Block, source: Source) -> Iterator[tuple[str, n
         yield stmt.name, stmt, BlockFunc(stmt)
         return
     for b in stmt.bindings:
-        yield b.key, b, _Thunk(b.key, b.value, source, b.span)
+        yield b.key, b, Thunk(b.key, b.value, source, b.span)

@@ -48,13 +48,18 @@ def grammar_text() -> str:
     return (Path(__file__).resolve().parent.parent / "grammar" / "cnn.lark").read_text(encoding="utf-8")
 
 
+class _TooDeep(Exception):
+    """Raised by the postlexer at the bracket that nests deeper than MAX_NESTING."""
+
+    def __init__(self, token: Token) -> None:
+        super().__init__(token)
+        self.token = token
+
+
 class _Newlines:
     """Postlexer: keeps only the newlines that end a statement, and bounds bracket nesting."""
 
     always_accept = ("_NL",)
-
-    def __init__(self, source: Source) -> None:
-        self.source = source
 
     def process(self, stream: Iterator[Token]) -> Iterator[Token]:
         depth, previous, pending = 0, None, None
@@ -69,9 +74,7 @@ class _Newlines:
             if tok.type in _OPENERS:
                 depth += 1
                 if depth > MAX_NESTING:
-                    raise CnnError((Diagnostic(
-                        "limit", f"brackets nested more than {MAX_NESTING} deep", self.source,
-                        _token_span(tok), help="flatten the spec with a `block`"),))
+                    raise _TooDeep(tok)
             elif tok.type in _CLOSERS:
                 depth = max(0, depth - 1)
             previous = tok
@@ -81,7 +84,7 @@ class _Newlines:
 @functools.cache
 def _lark() -> Lark:
     return Lark(grammar_text(), parser="lalr", lexer="basic", propagate_positions=True,
-                maybe_placeholders=True, postlex=_Newlines(Source("")))
+                maybe_placeholders=True, postlex=_Newlines())
 
 
 def _token_span(tok: Token) -> Span:
@@ -213,11 +216,12 @@ def parse(source: Source) -> n.Program:
         raise CnnError((Diagnostic(
             "limit", f"the spec is larger than {MAX_SOURCE_BYTES // 1_000_000} MB", source,
             help="a network spec is a few KB; generate repetition with `[...]*N` instead"),))
-    parser = _lark()
-    parser.options.postlex.source = source  # the cached parser is reused; errors need this source
     try:
-        tree = parser.parse(source.text)
+        tree = _lark().parse(source.text)
         return _ToAst(source).transform(tree)
+    except _TooDeep as err:
+        raise CnnError((Diagnostic("limit", f"brackets nested more than {MAX_NESTING} deep", source,
+                                   _token_span(err.token), help="flatten the spec with a `block`"),)) from None
     except UnexpectedInput as err:
         raise CnnError((_syntax_diagnostic(err, source),)) from None
     except VisitError as err:  # an error raised inside the transformer

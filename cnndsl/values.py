@@ -1,0 +1,284 @@
+"""The runtime values of the language and the graph they build.
+
+Numbers, tuples and constants are plain Python values. Layers are closures that `apply` themselves to
+a node of the graph being built (`GraphBuilder`), so a block's body and an indexed repetition's body
+are evaluated in the group they belong to. `POISON` is the value of an expression that already
+produced an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from cnndsl import ir
+from cnndsl import nodes as n
+from cnndsl.layers import Builtin
+from cnndsl.source import Source, Span
+
+#: Largest number of layers a spec may expand to.
+MAX_LAYERS = 100_000
+
+
+class Poison:
+    """The value of an expression that already produced an error."""
+
+    what = "an erroneous value"
+
+    def __repr__(self) -> str:
+        return "POISON"
+
+
+POISON: Any = Poison()
+
+
+class TooLarge(Exception):
+    """Raised by the graph builder past `MAX_LAYERS`; expansion stops there."""
+
+
+# ---------------------------------------------------------------- layer values
+class Layer:
+    """A piece of network that can be applied to a node of the graph being built."""
+
+    what = "a layer"
+
+    def apply(self, g: GraphBuilder, x: int) -> int:
+        """Add this layer's nodes after node `x`; return the id of its output node."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, eq=False)
+class PrimLayer(Layer):
+    """One builtin op: `conv(64, 3x3)`."""
+
+    op: ir.Op
+    span: Span
+    source: Source
+
+    @property
+    def text(self) -> str:
+        """How a block-call label shows this layer."""
+        return self.op.label()
+
+    def apply(self, g: GraphBuilder, x: int) -> int:
+        return g.add(self.op, (x,), self.span, self.source)
+
+
+@dataclass(frozen=True, eq=False)
+class IdentityLayer(Layer):
+    """No layer at all: what `X if false` and an absent `X?` become."""
+
+    def apply(self, g: GraphBuilder, x: int) -> int:
+        return x
+
+
+IDENTITY = IdentityLayer()
+
+
+@dataclass(frozen=True, eq=False)
+class SeqLayer(Layer):
+    """`a -> b -> c`."""
+
+    parts: tuple[Layer, ...]
+
+    def apply(self, g: GraphBuilder, x: int) -> int:
+        for part in self.parts:
+            x = part.apply(g, x)
+        return x
+
+
+@dataclass(frozen=True, eq=False)
+class RepeatLayer(Layer):
+    """`[body]*count`; `body(k)` gives iteration k's layer (it differs when the index is named)."""
+
+    body: Callable[[int], Layer]
+    count: int
+    span: Span
+    count_text: str
+    index: str | None = None
+
+    def apply(self, g: GraphBuilder, x: int) -> int:
+        for k in range(self.count):
+            step = f"{self.index}={k}" if self.index else f"{k + 1}/{self.count}"
+            label = f"[…]*{self.count_text} {step}"
+            with g.frame(label, self.span):
+                x = self.body(k).apply(g, x)
+        return x
+
+
+@dataclass(frozen=True, eq=False)
+class BranchLayer(Layer):
+    """`concat(a | b)`, `add(a | b)`, `residual(body, shortcut=...)`: branches from one input, joined."""
+
+    mode: str
+    branches: tuple[Layer, ...]
+    labels: tuple[str, ...]
+    span: Span
+    source: Source
+
+    def apply(self, g: GraphBuilder, x: int) -> int:
+        with g.frame(self.mode, self.span):
+            outputs = []
+            for branch, label in zip(self.branches, self.labels):
+                if isinstance(branch, IdentityLayer):
+                    outputs.append(x)
+                    continue
+                with g.frame(label, self.span):
+                    outputs.append(branch.apply(g, x))
+            op = ir.Concat() if self.mode == "concat" else ir.Add(residual=self.mode == "residual")
+            return g.add(op, tuple(outputs), self.span, self.source)
+
+
+@dataclass(frozen=True, eq=False)
+class BlockLayer(Layer):
+    """A call of a `block`: its body is evaluated, inside the block's frame, when applied."""
+
+    block: n.Block
+    label: str
+    span: Span
+    body: Callable[[], Layer]
+    on_recursion: Callable[[list[str]], None]
+
+    def apply(self, g: GraphBuilder, x: int) -> int:
+        if self.block.name in g.block_stack:
+            self.on_recursion(g.block_stack[g.block_stack.index(self.block.name):] + [self.block.name])
+            return x
+        g.block_stack.append(self.block.name)
+        try:
+            with g.frame(self.label, self.span):
+                return self.body().apply(g, x)
+        finally:
+            g.block_stack.pop()
+
+
+# ---------------------------------------------------------------- other values
+@dataclass(frozen=True, eq=False)
+class BuiltinFunc:
+    """A builtin layer named but not yet called: `conv`, `relu`."""
+
+    builtin: Builtin
+    written: str
+    what = "a builtin layer"
+
+    @property
+    def text(self) -> str:
+        """How a block-call label shows this layer."""
+        return self.written
+
+
+@dataclass(frozen=True, eq=False)
+class BlockFunc:
+    """A `block` named but not yet called."""
+
+    block: n.Block
+    what = "a block"
+
+    @property
+    def text(self) -> str:
+        """How a block-call label shows this block."""
+        return self.block.name
+
+
+@dataclass(frozen=True, eq=False)
+class CombinatorFunc:
+    """`concat`, `add` or `residual` named but not yet called."""
+
+    name: str
+    what = "a layer combinator"
+
+
+@dataclass(frozen=True, eq=False)
+class BranchesValue:
+    """`a | b | c`: only an argument of `concat(...)` or `add(...)`."""
+
+    items: tuple[Layer, ...]
+    what = "branches `a | b`"
+
+
+@dataclass(eq=False)
+class Thunk:
+    """A global binding evaluated on first use (so `let` order does not matter)."""
+
+    name: str
+    expr: n.Expr
+    source: Source
+    span: Span
+    state: str = "new"  # new | busy | done
+    value: Any = None
+
+
+@dataclass(eq=False)
+class Env:
+    """A scope: names to values (or global thunks), its parent, and the source its code is in."""
+
+    vars: dict[str, Any]
+    parent: Env | None
+    source: Source
+
+    def child(self, vars: dict[str, Any]) -> Env:
+        """A nested scope over this one, in the same source."""
+        return Env(vars, self, self.source)
+
+    def find(self, name: str) -> Any:
+        """The innermost binding of `name`, or None."""
+        env: Env | None = self
+        while env is not None:
+            if name in env.vars:
+                return env.vars[name]
+            env = env.parent
+        return None
+
+    def names(self) -> set[str]:
+        """Every name visible here."""
+        env, out = self, set()
+        while env is not None:
+            out |= set(env.vars)
+            env = env.parent
+        return out
+
+
+# ---------------------------------------------------------------- graph builder
+@dataclass
+class GraphBuilder:
+    """Accumulates IR nodes and the current group path."""
+
+    nodes: list[ir.Node] = field(default_factory=list)
+    frames: list[ir.Frame] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    block_stack: list[str] = field(default_factory=list)
+    next_frame: int = 0
+    last_span: Span | None = None
+    last_source: Source | None = None
+
+    def add(self, op: ir.Op, inputs: tuple[int, ...], span: Span, source: Source) -> int:
+        """Append a node; its name is its op's base name and a per-base counter: `conv3`."""
+        if len(self.nodes) >= MAX_LAYERS:
+            raise TooLarge
+        self.last_span, self.last_source = span, source
+        base = base_name(op)
+        self.counts[base] = self.counts.get(base, 0) + 1
+        node = ir.Node(len(self.nodes), f"{base}{self.counts[base]}", op, inputs, span, tuple(self.frames))
+        self.nodes.append(node)
+        return node.id
+
+    @contextlib.contextmanager
+    def frame(self, label: str, span: Span) -> Iterator[None]:
+        """Nodes added inside belong to a new group `label`."""
+        self.next_frame += 1
+        self.frames.append(ir.Frame(self.next_frame, label, span))
+        try:
+            yield
+        finally:
+            self.frames.pop()
+
+
+def base_name(op: ir.Op) -> str:
+    if isinstance(op, ir.Activation):
+        return op.fn
+    if isinstance(op, ir.Pool):
+        return f"{op.mode}pool"
+    if isinstance(op, ir.GlobalPool):
+        return f"global_{op.mode}pool"
+    return op.kind
