@@ -10,4 +10,15 @@ from cnndsl.errors import CnnError, Diagnostic, UsageError
 from cnndsl.report import Report
 
 __version__ = "0.1.0"
-__all__ = ["CnnError", "Diagnostic", "Report", "UsageError", "check", "load_source", "parse", "__version__"]
+__all__ = ["CnnError", "Diagnostic", "Report", "UsageError", "check", "compile", "load_source", "parse",
+           "__version__"]
+
+
+def compile(spec, set=None, dtype=None):  # noqa: A001 - the name users expect, as in re.compile
+    """Check a spec and compile it to a Flax module; see `cnndsl.compiler.compile`.
+
+    Imported lazily so that `check` never loads JAX.
+    """
+    from cnndsl.compiler import compile as _compile
+
+    return _compile(spec, set=set, dtype=dtype)

@@ -61,6 +61,11 @@ class Report:
         return cls(graph.name, graph, tuple(rows), graph.input_shape, inferred[graph.output].shape)
 
     @property
+    def node_shapes(self) -> tuple[ir.Shape, ...]:
+        """The output shape of every graph node, in node order (node 0 is the input)."""
+        return (self.input_shape,) + tuple(r.output_shape for r in self.rows)
+
+    @property
     def params(self) -> int:
         """Trainable parameters."""
         return sum(r.params for r in self.rows)

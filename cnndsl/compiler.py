@@ -1,0 +1,80 @@
+"""Check a spec and compile it for JAX: `compile(spec) -> CompiledNetwork`.
+
+    net = cnndsl.compile("examples/resnet18.cnn")
+    model = net.init(seed=0)                       # a flax.nnx.Module with float32 parameters
+    logits_BxK = net.forward(model, x_BxHxWxC)     # jit-compiled, eval mode
+    loss = net.apply(model, x, train=True)         # batch statistics and dropout on
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from cnndsl.api import SetValue, check
+from cnndsl.flax_backend import Network
+from cnndsl.report import Report
+
+
+@nnx.jit
+def _forward(model: Network, x_BxHxWxC: jax.Array) -> jax.Array:
+    return model(x_BxHxWxC)
+
+
+@dataclass(frozen=True)
+class CompiledNetwork:
+    """A checked network and what runs it: the report, the Flax module, init, apply and a jitted forward."""
+
+    report: Report
+    dtype: Any = None
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one input image (H, W, C)."""
+        return self.report.input_shape
+
+    def init(self, seed: int = 0) -> Network:
+        """A new module with parameters initialised from `seed` (the same seed, the same parameters)."""
+        return Network(self.report.graph, self.report.node_shapes, rngs=nnx.Rngs(seed), dtype=self.dtype)
+
+    def abstract(self) -> Network:
+        """The module with shapes and dtypes but no parameter values (cheap, for big networks)."""
+        return nnx.eval_shape(lambda: self.init(0))
+
+    def apply(self, model: Network, x_BxHxWxC: jax.Array, *, train: bool = False) -> jax.Array:
+        """Run the module eagerly; `train` uses batch statistics (and updates them) and dropout."""
+        model.train() if train else model.eval()
+        return model(x_BxHxWxC)
+
+    def forward(self, model: Network, x_BxHxWxC: jax.Array) -> jax.Array:
+        """The jit-compiled forward pass in eval mode (running batch-norm statistics, no dropout)."""
+        model.eval()
+        return _forward(model, x_BxHxWxC)
+
+    def eval_shapes(self, batch: int = 1) -> dict[str, tuple[int, ...]]:
+        """Every node's output shape as JAX computes it (`jax.eval_shape`, no parameters materialised)."""
+        graphdef, state = nnx.split(self.abstract())
+
+        def run(state: Any, x: jax.Array) -> dict[str, jax.Array]:
+            return nnx.merge(graphdef, state)(x, all_outputs=True)
+
+        x = jax.ShapeDtypeStruct((batch, *self.input_shape), jnp.float32)
+        return {name: tuple(s.shape) for name, s in jax.eval_shape(run, state, x).items()}
+
+    def param_count(self) -> int:
+        """The module's real number of trainable parameters."""
+        return sum(math.prod(p.shape) for p in jax.tree.leaves(nnx.state(self.abstract(), nnx.Param)))
+
+
+def compile(spec: str | os.PathLike[str], set: Mapping[str, SetValue] | None = None,
+            dtype: Any = None) -> CompiledNetwork:
+    """Check a spec (a path or its text) and prepare it to run; `dtype=jnp.bfloat16` computes in bfloat16
+    while parameters stay float32. Raises `CnnError` with every problem in the spec."""
+    return CompiledNetwork(check(spec, set=set), dtype)

@@ -1,0 +1,175 @@
+"""IR graph -> Flax NNX module: `Network(graph, shapes, rngs=...)`.
+
+The module holds one NNX layer per IR node that has parameters or state (named after the node:
+`conv3`, `bn7`) and evaluates the graph in node order. Padding is made explicit from the same
+`window_output` rule the checker uses, so the module's shapes are the checked shapes by construction
+(and the tests confirm it with `jax.eval_shape`). Compute runs in `dtype` (e.g. bfloat16) with
+float32 parameters; batch norm always normalizes in float32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from cnndsl import ir
+from cnndsl.shapes import window_output
+
+_ACTIVATIONS = {
+    "relu": jax.nn.relu,
+    "relu6": jax.nn.relu6,
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),  # the exact erf form, as PyTorch's default
+    "silu": jax.nn.silu,
+    "tanh": jnp.tanh,
+    "sigmoid": jax.nn.sigmoid,
+    "softmax": lambda x: jax.nn.softmax(x, axis=-1),
+}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One node as the forward pass runs it: static, hashable configuration only."""
+
+    id: int
+    name: str
+    op: ir.Op
+    inputs: tuple[int, ...]
+    in_shape: ir.Shape
+    # Explicit padding per spatial axis, ((top, bottom), (left, right)), for conv and pooling; for
+    # ceil-mode pooling `extra` is the additional after-padding that makes the last window fit.
+    pads: tuple[tuple[int, int], ...] = ()
+    extra: tuple[int, int] = (0, 0)
+
+
+def _explicit_padding(op: ir.Conv | ir.Pool, shape: ir.Shape) -> tuple[tuple[tuple[int, int], ...], tuple[int, int]]:
+    kernel = op.kernel if isinstance(op, ir.Conv) else op.window
+    dilation = op.dilation if isinstance(op, ir.Conv) else (1, 1)
+    ceil = isinstance(op, ir.Pool) and op.ceil
+    pads, extra = [], []
+    for axis in (0, 1):
+        size = shape[axis]
+        out, (before, after) = window_output(size, kernel[axis], op.stride[axis], dilation[axis], op.pad, axis, ceil)
+        reach = (kernel[axis] - 1) * dilation[axis] + 1
+        pads.append((before, after))
+        extra.append(max(0, (out - 1) * op.stride[axis] + reach - (size + before + after)))
+    return tuple(pads), (extra[0], extra[1])
+
+
+def plan(graph: ir.Graph, shapes: tuple[ir.Shape, ...]) -> tuple[Step, ...]:
+    """The steps of the forward pass, with every padding made explicit; `shapes[i]` is node i's output."""
+    steps = []
+    for node in graph.nodes[1:]:
+        in_shape = shapes[node.inputs[0]]
+        pads, extra = ((), (0, 0))
+        if isinstance(node.op, (ir.Conv, ir.Pool)):
+            pads, extra = _explicit_padding(node.op, in_shape)
+        steps.append(Step(node.id, node.name, node.op, node.inputs, in_shape, pads, extra))
+    return tuple(steps)
+
+
+class Network(nnx.Module):
+    """A checked cnndsl network as a Flax NNX module: `logits_BxK = Network(...)(x_BxHxWxC)`."""
+
+    def __init__(self, graph: ir.Graph, shapes: tuple[ir.Shape, ...], *, rngs: nnx.Rngs,
+                 dtype: Any = None, param_dtype: Any = jnp.float32) -> None:
+        self.steps = plan(graph, shapes)
+        self.output_id = graph.output
+        self.dtype = dtype
+        for step in self.steps:
+            layer = _make_layer(step, rngs, dtype, param_dtype)
+            if layer is not None:
+                setattr(self, step.name, layer)
+
+    def __call__(self, x_BxHxWxC: jax.Array, *, all_outputs: bool = False) -> Any:
+        """The network's output for a batch; with `all_outputs`, a dict of every node's output by name."""
+        x = x_BxHxWxC.astype(self.dtype) if self.dtype is not None else x_BxHxWxC
+        values: dict[int, jax.Array] = {0: x}
+        named: dict[str, jax.Array] = {}
+        for step in self.steps:
+            inputs = [values[i] for i in step.inputs]
+            values[step.id] = self._run(step, inputs)
+            if all_outputs:
+                named[step.name] = values[step.id]
+        return named if all_outputs else values[self.output_id]
+
+    def _run(self, step: Step, inputs: list[jax.Array]) -> jax.Array:
+        op, x = step.op, inputs[0]
+        if isinstance(op, (ir.Conv, ir.BatchNorm, ir.Dropout)):
+            return getattr(self, step.name)(x)
+        if isinstance(op, ir.Dense):
+            return getattr(self, step.name)(x.reshape(x.shape[0], -1))
+        if isinstance(op, ir.Pool):
+            return _pool(op, x, step.pads, step.extra)
+        if isinstance(op, ir.GlobalPool):
+            return jnp.mean(x, axis=(1, 2)) if op.mode == "avg" else jnp.max(x, axis=(1, 2))
+        if isinstance(op, ir.Flatten):
+            return x.reshape(x.shape[0], -1)
+        if isinstance(op, ir.Activation):
+            if op.fn == "leaky_relu":
+                return jax.nn.leaky_relu(x, op.slope)
+            return _ACTIVATIONS[op.fn](x)
+        if isinstance(op, ir.LocalResponseNorm):
+            return _lrn(op, x)
+        if isinstance(op, ir.Concat):
+            return jnp.concatenate(inputs, axis=-1)
+        if isinstance(op, ir.Add):
+            total = inputs[0]
+            for other in inputs[1:]:
+                total = total + other
+            return total
+        raise NotImplementedError(f"no Flax lowering for {type(op).__name__}")
+
+
+def _make_layer(step: Step, rngs: nnx.Rngs, dtype: Any, param_dtype: Any) -> nnx.Module | None:
+    op = step.op
+    if isinstance(op, ir.Conv):
+        return nnx.Conv(step.in_shape[-1], op.filters, op.kernel, op.stride, padding=list(step.pads),
+                        kernel_dilation=op.dilation, feature_group_count=op.groups, use_bias=op.bias,
+                        dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    if isinstance(op, ir.Dense):
+        fan_in = 1
+        for d in step.in_shape:
+            fan_in *= d
+        return nnx.Linear(fan_in, op.units, use_bias=op.bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    if isinstance(op, ir.BatchNorm):
+        return nnx.BatchNorm(step.in_shape[-1], momentum=op.momentum, epsilon=op.eps, dtype=jnp.float32,
+                             param_dtype=param_dtype, rngs=rngs)
+    if isinstance(op, ir.Dropout):
+        return nnx.Dropout(op.rate, rngs=rngs)
+    return None
+
+
+def _pool(op: ir.Pool, x: jax.Array, pads: tuple[tuple[int, int], ...], extra: tuple[int, int]) -> jax.Array:
+    """Max or average pooling with explicit padding; `extra` after-padding realizes ceil mode.
+
+    Max pools pad with -inf. Average pools divide by the number of window elements inside the input
+    and, with `count_pad`, the explicit padding — never the ceil-mode extra (PyTorch's rule).
+    """
+    window = (1, *op.window, 1)
+    strides = (1, *op.stride, 1)
+    full = ((0, 0), (pads[0][0], pads[0][1] + extra[0]), (pads[1][0], pads[1][1] + extra[1]), (0, 0))
+    if op.mode == "max":
+        return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, window, strides, full)
+    total = jax.lax.reduce_window(x, jnp.zeros((), x.dtype), jax.lax.add, window, strides, full)
+    ones = jnp.ones((1, x.shape[1], x.shape[2], 1), x.dtype)
+    if op.count_pad:  # padding counts in the divisor, the ceil-mode extra does not
+        ones = jnp.pad(ones, ((0, 0), pads[0], pads[1], (0, 0)), constant_values=1)
+        counted = ((0, 0), (0, extra[0]), (0, extra[1]), (0, 0))
+    else:
+        counted = full
+    divisor = jax.lax.reduce_window(ones, jnp.zeros((), x.dtype), jax.lax.add, window, strides, counted)
+    return total / divisor
+
+
+def _lrn(op: ir.LocalResponseNorm, x: jax.Array) -> jax.Array:
+    """Local response normalization across channels, PyTorch's and Caffe's form:
+    b_c = a_c / (k + alpha / size * sum of a_c'^2 over the `size` channels centred on c) ** beta."""
+    squares = jnp.square(x)
+    before, after = op.size // 2, (op.size - 1) // 2
+    window_sum = jax.lax.reduce_window(squares, jnp.zeros((), x.dtype), jax.lax.add, (1, 1, 1, op.size),
+                                       (1, 1, 1, 1), ((0, 0), (0, 0), (0, 0), (before, after)))
+    return x / jnp.power(op.k + op.alpha / op.size * window_sum, op.beta)
