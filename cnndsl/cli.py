@@ -47,7 +47,41 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--depth", type=_depth, default=None,
                      help="show groups (blocks, repetitions, branches) only this many levels deep")
     chk.add_argument("--width", type=int, default=None, help="table width in characters")
+    comp = commands.add_parser("compile", help="check a spec and write an artifact made from it",
+                               description="Check a .cnn spec, print its summary, and write the chosen artifact.")
+    comp.add_argument("file", help="the .cnn spec")
+    comp.add_argument("--emit", choices=sorted(EMITTERS), required=True,
+                      help="json: the IR with shapes and costs (schema cnndsl.ir/1)")
+    comp.add_argument("-o", "--output", required=True, metavar="PATH", help="where to write the artifact")
+    comp.add_argument("--set", dest="bindings", metavar="NAME=VALUE", type=_set_pair, action="append",
+                      default=[], help="bind or override a `let` name (repeatable)")
+    comp.add_argument("--quiet", action="store_true", help="do not print the summary table")
     return parser
+
+
+def _emit_json(report, path: Path) -> None:
+    from cnndsl.emit.ir_json import to_json
+
+    path.write_text(json.dumps(to_json(report), indent=1) + "\n", encoding="utf-8")
+
+
+#: `--emit` targets: each writes one artifact of a checked report to a path.
+EMITTERS = {"json": _emit_json}
+
+
+def run_compile(args: argparse.Namespace) -> int:
+    """`cnndsl compile`."""
+    report = check(Path(args.file), set=dict(args.bindings))
+    output = Path(args.output)
+    if output.is_dir():
+        raise UsageError(f"{output} is a directory", "give the artifact's file name with -o")
+    if not output.parent.exists():
+        raise UsageError(f"{output.parent} does not exist", "create the directory first")
+    if not args.quiet:
+        sys.stdout.write(report.render_table())
+    EMITTERS[args.emit](report, output)
+    print(f"wrote {output} ({args.emit})", file=sys.stderr)
+    return 0
 
 
 def run_check(args: argparse.Namespace) -> int:
@@ -64,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        return {"check": run_check}[args.command](args)
+        return {"check": run_check, "compile": run_compile}[args.command](args)
     except UsageError as err:
         print(f"cnndsl: {err.render()}", file=sys.stderr)
         return 2

@@ -1,0 +1,1 @@
+"""Emitters: artifacts made from a checked network (`cnndsl compile --emit TARGET`)."""

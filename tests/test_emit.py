@@ -1,0 +1,57 @@
+"""`cnndsl compile --emit json`: the IR with shapes and costs, in its documented schema."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import cnndsl
+from cnndsl.cli import main
+from cnndsl.emit.ir_json import SCHEMA, to_json
+from tests.conftest import EXAMPLES, FAMILIES
+
+CONCRETE = [p for p in EXAMPLES if p.name not in FAMILIES]
+
+
+@pytest.mark.parametrize("path", CONCRETE, ids=lambda p: p.stem)
+def test_ir_json_is_consistent_with_the_report(path: Path) -> None:
+    report = cnndsl.check(path)
+    data = json.loads(json.dumps(to_json(report)))  # survives a JSON round trip
+    assert data["schema"] == SCHEMA
+    nodes = data["nodes"]
+    assert len(nodes) == len(report.rows) + 1 and nodes[0]["op"] == "input"
+    assert all(i < node["id"] for node in nodes for i in node["inputs"])  # topological order
+    assert sum(node["params"] for node in nodes) == data["totals"]["params"] == report.params
+    assert sum(node["macs"] for node in nodes) == data["totals"]["macs"] == report.macs
+    assert nodes[-1]["name"] == data["output"] and data["output_shape"] == list(report.output_shape)
+    joins = [node for node in nodes if node["op"] in ("concat", "add")]
+    assert all(len(node["inputs"]) >= 2 for node in joins)
+
+
+def test_conv_attributes_are_normalized() -> None:
+    data = to_json(cnndsl.check("network T\ninput 8x8x3\ninput -> conv(4, 3x3, stride=2, pad=same, groups=1)"))
+    conv = data["nodes"][1]
+    assert conv["attrs"] == {"filters": 4, "kernel": [3, 3], "stride": [2, 2], "pad": "same", "dilation": [1, 1],
+                             "groups": 1, "bias": True}
+    assert conv["span"] == {"line": 3, "col": 10, "end_line": 3, "end_col": 52}
+
+
+def test_compile_command_writes_the_artifact(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "googlenet.json"
+    assert main(["compile", "examples/googlenet.cnn", "--emit", "json", "-o", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "inception(64, 96, 128, 16, 32, 32)" in captured.out  # the summary, unless --quiet
+    data = json.loads(out.read_text())
+    assert data["totals"]["params"] == 6_624_904
+    assert sum(node["op"] == "concat" for node in data["nodes"]) == 9
+
+
+def test_compile_quiet_and_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "x.json"
+    assert main(["compile", "examples/lenet5.cnn", "--emit", "json", "-o", str(out), "--quiet"]) == 0
+    assert capsys.readouterr().out == ""
+    assert main(["compile", "examples/lenet5.cnn", "--emit", "json", "-o", str(tmp_path)]) == 2
+    assert main(["compile", "examples/lenet5.cnn", "--emit", "json", "-o", str(tmp_path / "no" / "x.json")]) == 2
+    assert main(["compile", "tests/invalid/name_typo.cnn", "--emit", "json", "-o", str(out)]) == 1
