@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 import cnndsl
 from tests.conftest import EXAMPLES, FAMILIES
@@ -195,3 +197,35 @@ def test_jit_forward_traces_once_per_input_shape(monkeypatch: pytest.MonkeyPatch
     assert traced == [(3, 32, 32, 1)]
     jax.block_until_ready(net.forward(model, jnp.zeros((5, 32, 32, 1))))
     assert traced == [(3, 32, 32, 1), (5, 32, 32, 1)]
+
+
+@st.composite
+def random_layer(draw: st.DrawFn, depth: int = 0) -> str:
+    pad = draw(st.sampled_from(["same", "valid", "1", "(0, 2)", "((0, 1), (1, 0))"]))
+    choices = [
+        f"conv({draw(st.sampled_from([2, 4, 6]))}, {draw(st.integers(1, 3))}x{draw(st.integers(1, 3))}, "
+        f"stride={draw(st.integers(1, 2))}, pad={pad}, dilation={draw(st.integers(1, 2))}, "
+        f"groups={draw(st.sampled_from([1, 2]))}, bias={draw(st.sampled_from(['true', 'false']))})",
+        f"{draw(st.sampled_from(['max', 'avg']))}pool({draw(st.integers(1, 3))}x{draw(st.integers(1, 3))}, "
+        f"stride={draw(st.integers(1, 2))}, ceil={draw(st.sampled_from(['true', 'false']))})",
+        "bn", "relu", "lrn(size=3)", "dropout(0.1)",
+    ]
+    if depth == 0:
+        a, b = draw(random_layer(1)), draw(random_layer(1))
+        choices += [f"concat({a} | {b})", f"residual({draw(st.sampled_from(['bn', 'relu', 'conv(4, 3x3, pad=same)']))})"]
+    return draw(st.sampled_from(choices))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(6, 20), st.lists(random_layer(), min_size=1, max_size=5), st.booleans())
+def test_random_specs_agree_with_jax(size: int, layers: list[str], head: bool) -> None:
+    tail = " -> global_avgpool -> fc(3)" if head else ""
+    spec = f"network R\ninput {size}x{size}x4\ninput -> conv(4, 1x1) -> {' -> '.join(layers)}{tail}"
+    try:
+        net = cnndsl.compile(spec)
+    except cnndsl.CnnError:
+        assume(False)  # a spec the checker rejects has nothing to compare
+    shapes = net.eval_shapes(batch=2)
+    for row in net.report.rows:
+        assert shapes[row.name] == (2, *row.output_shape), (spec, row.name)
+    assert net.param_count() == net.report.params
