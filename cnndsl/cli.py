@@ -15,6 +15,7 @@ from pathlib import Path
 from cnndsl import __version__
 from cnndsl.api import check
 from cnndsl.errors import CnnError, UsageError
+from cnndsl.report import Report
 
 
 def _set_pair(text: str) -> tuple[str, str]:
@@ -59,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _emit_json(report, path: Path) -> None:
+def _emit_json(report: Report, path: Path) -> None:
     from cnndsl.emit.ir_json import to_json
 
     path.write_text(json.dumps(to_json(report), indent=1) + "\n", encoding="utf-8")

@@ -50,7 +50,10 @@ class CompiledNetwork:
 
     def apply(self, model: Network, x_BxHxWxC: jax.Array, *, train: bool = False) -> jax.Array:
         """Run the module eagerly; `train` uses batch statistics (and updates them) and dropout."""
-        model.train() if train else model.eval()
+        if train:
+            model.train()
+        else:
+            model.eval()
         return model(x_BxHxWxC)
 
     def forward(self, model: Network, x_BxHxWxC: jax.Array) -> jax.Array:

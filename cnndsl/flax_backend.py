@@ -9,6 +9,7 @@ float32 parameters; batch norm always normalizes in float32.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,10 +132,7 @@ def _make_layer(step: Step, rngs: nnx.Rngs, dtype: Any, param_dtype: Any) -> nnx
                         kernel_dilation=op.dilation, feature_group_count=op.groups, use_bias=op.bias,
                         dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     if isinstance(op, ir.Dense):
-        fan_in = 1
-        for d in step.in_shape:
-            fan_in *= d
-        return nnx.Linear(fan_in, op.units, use_bias=op.bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        return nnx.Linear(math.prod(step.in_shape), op.units, use_bias=op.bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     if isinstance(op, ir.BatchNorm):
         return nnx.BatchNorm(step.in_shape[-1], momentum=op.momentum, epsilon=op.eps, dtype=jnp.float32,
                              param_dtype=param_dtype, rngs=rngs)
