@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                                description="Check a .cnn spec, print its summary, and write the chosen artifact.")
     comp.add_argument("file", help="the .cnn spec")
     comp.add_argument("--emit", choices=sorted(EMITTERS), required=True,
-                      help="json: the IR with shapes and costs (schema cnndsl.ir/1)")
+                      help="json: the IR with shapes and costs (schema cnndsl.ir/1); "
+                           "python: a standalone Flax NNX module file that does not import cnndsl")
     comp.add_argument("-o", "--output", required=True, metavar="PATH", help="where to write the artifact")
     comp.add_argument("--set", dest="bindings", metavar="NAME=VALUE", type=_set_pair, action="append",
                       default=[], help="bind or override a `let` name (repeatable)")
@@ -66,8 +67,14 @@ def _emit_json(report: Report, path: Path) -> None:
     path.write_text(json.dumps(to_json(report), indent=1) + "\n", encoding="utf-8")
 
 
+def _emit_python(report: Report, path: Path) -> None:
+    from cnndsl.emit.python_source import to_python
+
+    path.write_text(to_python(report, str(report.graph.source.path)), encoding="utf-8")
+
+
 #: `--emit` targets: each writes one artifact of a checked report to a path.
-EMITTERS = {"json": _emit_json}
+EMITTERS = {"json": _emit_json, "python": _emit_python}
 
 
 def run_compile(args: argparse.Namespace) -> int:

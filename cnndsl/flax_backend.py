@@ -20,15 +20,20 @@ from flax import nnx
 from cnndsl import ir
 from cnndsl.shapes import window_output
 
-_ACTIVATIONS = {
-    "relu": jax.nn.relu,
-    "relu6": jax.nn.relu6,
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),  # the exact erf form, as PyTorch's default
-    "silu": jax.nn.silu,
-    "tanh": jnp.tanh,
-    "sigmoid": jax.nn.sigmoid,
-    "softmax": lambda x: jax.nn.softmax(x, axis=-1),
+#: Each activation as a Python expression of `x` (and `slope`): the backend evaluates these, and the
+#: Python emitter writes them into ejected source, so both compute exactly the same thing.
+ACTIVATION_CODE = {
+    "relu": "jax.nn.relu(x)",
+    "relu6": "jax.nn.relu6(x)",
+    "gelu": "jax.nn.gelu(x, approximate=False)",  # the exact erf form, as PyTorch's default
+    "silu": "jax.nn.silu(x)",
+    "tanh": "jnp.tanh(x)",
+    "sigmoid": "jax.nn.sigmoid(x)",
+    "softmax": "jax.nn.softmax(x, axis=-1)",
+    "leaky_relu": "jax.nn.leaky_relu(x, slope)",
 }
+_ACTIVATIONS = {fn: eval(f"lambda x, slope: {code}", {"jax": jax, "jnp": jnp})  # noqa: S307 - our own constants
+                for fn, code in ACTIVATION_CODE.items()}
 
 
 @dataclass(frozen=True)
@@ -104,17 +109,15 @@ class Network(nnx.Module):
         if isinstance(op, ir.Dense):
             return getattr(self, step.name)(x.reshape(x.shape[0], -1))
         if isinstance(op, ir.Pool):
-            return _pool(op, x, step.pads, step.extra)
+            return pool(x, op.mode, op.window, op.stride, step.pads, step.extra, op.count_pad)
         if isinstance(op, ir.GlobalPool):
             return jnp.mean(x, axis=(1, 2)) if op.mode == "avg" else jnp.max(x, axis=(1, 2))
         if isinstance(op, ir.Flatten):
             return x.reshape(x.shape[0], -1)
         if isinstance(op, ir.Activation):
-            if op.fn == "leaky_relu":
-                return jax.nn.leaky_relu(x, op.slope)
-            return _ACTIVATIONS[op.fn](x)
+            return _ACTIVATIONS[op.fn](x, op.slope)
         if isinstance(op, ir.LocalResponseNorm):
-            return _lrn(op, x)
+            return lrn(x, op.size, op.alpha, op.beta, op.k)
         if isinstance(op, ir.Concat):
             return jnp.concatenate(inputs, axis=-1)
         if isinstance(op, ir.Add):
@@ -141,20 +144,22 @@ def _make_layer(step: Step, rngs: nnx.Rngs, dtype: Any, param_dtype: Any) -> nnx
     return None
 
 
-def _pool(op: ir.Pool, x: jax.Array, pads: tuple[tuple[int, int], ...], extra: tuple[int, int]) -> jax.Array:
+# `pool` and `lrn` take plain values: `emit/python_source.py` copies their source into ejected files.
+def pool(x: jax.Array, mode: str, window: tuple[int, int], stride: tuple[int, int],
+         pads: tuple[tuple[int, int], ...], extra: tuple[int, int], count_pad: bool = True) -> jax.Array:
     """Max or average pooling with explicit padding; `extra` after-padding realizes ceil mode.
 
     Max pools pad with -inf. Average pools divide by the number of window elements inside the input
     and, with `count_pad`, the explicit padding — never the ceil-mode extra (PyTorch's rule).
     """
-    window = (1, *op.window, 1)
-    strides = (1, *op.stride, 1)
+    window = (1, *window, 1)
+    strides = (1, *stride, 1)
     full = ((0, 0), (pads[0][0], pads[0][1] + extra[0]), (pads[1][0], pads[1][1] + extra[1]), (0, 0))
-    if op.mode == "max":
+    if mode == "max":
         return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, window, strides, full)
     total = jax.lax.reduce_window(x, jnp.zeros((), x.dtype), jax.lax.add, window, strides, full)
     ones = jnp.ones((1, x.shape[1], x.shape[2], 1), x.dtype)
-    if op.count_pad:  # padding counts in the divisor, the ceil-mode extra does not
+    if count_pad:  # padding counts in the divisor, the ceil-mode extra does not
         ones = jnp.pad(ones, ((0, 0), pads[0], pads[1], (0, 0)), constant_values=1)
         counted = ((0, 0), (0, extra[0]), (0, extra[1]), (0, 0))
     else:
@@ -163,11 +168,11 @@ def _pool(op: ir.Pool, x: jax.Array, pads: tuple[tuple[int, int], ...], extra: t
     return total / divisor
 
 
-def _lrn(op: ir.LocalResponseNorm, x: jax.Array) -> jax.Array:
+def lrn(x: jax.Array, size: int, alpha: float, beta: float, k: float) -> jax.Array:
     """Local response normalization across channels, PyTorch's and Caffe's form:
     b_c = a_c / (k + alpha / size * sum of a_c'^2 over the `size` channels centred on c) ** beta."""
     squares = jnp.square(x)
-    before, after = op.size // 2, (op.size - 1) // 2
-    window_sum = jax.lax.reduce_window(squares, jnp.zeros((), x.dtype), jax.lax.add, (1, 1, 1, op.size),
+    before, after = size // 2, (size - 1) // 2
+    window_sum = jax.lax.reduce_window(squares, jnp.zeros((), x.dtype), jax.lax.add, (1, 1, 1, size),
                                        (1, 1, 1, 1), ((0, 0), (0, 0), (0, 0), (before, after)))
-    return x / jnp.power(op.k + op.alpha / op.size * window_sum, op.beta)
+    return x / jnp.power(k + alpha / size * window_sum, beta)

@@ -102,7 +102,8 @@ class RepeatLayer(Layer):
     def apply(self, g: GraphBuilder, x: int) -> int:
         for k in range(self.count):
             step = f"{self.index}={k}" if self.index else f"{k + 1}/{self.count}"
-            label = f"[…]*{self.count_text} {step}"
+            count = self.count_text if self.count_text.replace("_", "").isalnum() else f"({self.count_text})"
+            label = f"[…]*{count} {step}"
             with g.frame(label, self.span):
                 x = self.body(k).apply(g, x)
         return x

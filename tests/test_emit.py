@@ -55,3 +55,42 @@ def test_compile_quiet_and_usage_errors(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["compile", "examples/lenet5.cnn", "--emit", "json", "-o", str(tmp_path)]) == 2
     assert main(["compile", "examples/lenet5.cnn", "--emit", "json", "-o", str(tmp_path / "no" / "x.json")]) == 2
     assert main(["compile", "tests/invalid/name_typo.cnn", "--emit", "json", "-o", str(out)]) == 1
+
+
+def _load(path: Path, module_name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("path", CONCRETE, ids=lambda p: p.stem)
+def test_ejected_python_gives_the_same_outputs(path: Path, tmp_path: Path) -> None:
+    import jax
+    import numpy as np
+    from flax import nnx
+
+    from cnndsl.emit.python_source import class_name
+
+    out = tmp_path / f"{path.stem}_model.py"
+    assert main(["compile", str(path), "--emit", "python", "-o", str(out), "--quiet"]) == 0
+    source = out.read_text()
+    import ast
+
+    imported = {alias.name.split(".")[0] for node in ast.walk(ast.parse(source))
+                if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(ast.parse(source))
+                 if isinstance(node, ast.ImportFrom) and node.module}
+    assert imported <= {"__future__", "typing", "jax", "flax"}, imported
+    module = _load(out, f"ejected_{path.stem}")
+    net = cnndsl.compile(path)
+    model = net.init(0)
+    ejected = getattr(module, class_name(net.report.name))(rngs=nnx.Rngs(0))
+    same_seed = jax.tree.map(np.array_equal, nnx.state(ejected, nnx.Param), nnx.state(model, nnx.Param))
+    assert all(jax.tree.leaves(same_seed)), "the same seed gives the same parameters"
+    nnx.update(ejected, nnx.state(model))
+    ejected.eval()
+    x = jax.random.normal(jax.random.key(1), (2, *net.input_shape))
+    np.testing.assert_allclose(np.asarray(ejected(x)), np.asarray(net.forward(model, x)), rtol=1e-5, atol=1e-5)
