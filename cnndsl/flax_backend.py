@@ -128,20 +128,44 @@ class Network(nnx.Module):
         raise NotImplementedError(f"no Flax lowering for {type(op).__name__}")
 
 
-def _make_layer(step: Step, rngs: nnx.Rngs, dtype: Any, param_dtype: Any) -> nnx.Module | None:
+#: How each NNX layer class takes dtypes: "compute" layers run in the network's `dtype`, batch norm
+#: always normalizes in float32, dropout has no dtype. All but dropout get `param_dtype`.
+DTYPE_POLICY = {"Conv": "compute", "Linear": "compute", "BatchNorm": "float32", "Dropout": None}
+
+
+def layer_constructor(step: Step) -> tuple[str, tuple[Any, ...], dict[str, Any]] | None:
+    """The NNX layer a step needs, as (class name, positional, keyword arguments), dtypes and rngs left out;
+    None for steps without parameters or state. The module and the Python emitter both build from this, so
+    ejected source constructs exactly the in-memory layers. Keyword arguments equal to NNX's defaults are
+    left out, as a person would write them."""
     op = step.op
     if isinstance(op, ir.Conv):
-        return nnx.Conv(step.in_shape[-1], op.filters, op.kernel, op.stride, padding=list(step.pads),
-                        kernel_dilation=op.dilation, feature_group_count=op.groups, use_bias=op.bias,
-                        dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        options: dict[str, Any] = {"padding": list(step.pads)}
+        if op.dilation != (1, 1):
+            options["kernel_dilation"] = op.dilation
+        if op.groups != 1:
+            options["feature_group_count"] = op.groups
+        if not op.bias:
+            options["use_bias"] = False
+        return "Conv", (step.in_shape[-1], op.filters, op.kernel, op.stride), options
     if isinstance(op, ir.Dense):
-        return nnx.Linear(math.prod(step.in_shape), op.units, use_bias=op.bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        return "Linear", (math.prod(step.in_shape), op.units), ({} if op.bias else {"use_bias": False})
     if isinstance(op, ir.BatchNorm):
-        return nnx.BatchNorm(step.in_shape[-1], momentum=op.momentum, epsilon=op.eps, dtype=jnp.float32,
-                             param_dtype=param_dtype, rngs=rngs)
+        return "BatchNorm", (step.in_shape[-1],), {"momentum": op.momentum, "epsilon": op.eps}
     if isinstance(op, ir.Dropout):
-        return nnx.Dropout(op.rate, rngs=rngs)
+        return "Dropout", (op.rate,), {}
     return None
+
+
+def _make_layer(step: Step, rngs: nnx.Rngs, dtype: Any, param_dtype: Any) -> nnx.Module | None:
+    spec = layer_constructor(step)
+    if spec is None:
+        return None
+    cls, args, options = spec
+    policy = DTYPE_POLICY[cls]
+    if policy is not None:
+        options = {**options, "dtype": dtype if policy == "compute" else jnp.float32, "param_dtype": param_dtype}
+    return getattr(nnx, cls)(*args, **options, rngs=rngs)
 
 
 # `pool` and `lrn` take plain values: `emit/python_source.py` copies their source into ejected files.

@@ -8,11 +8,10 @@ the same seed gives the same parameters. The pooling and LRN helpers are copied 
 from __future__ import annotations
 
 import inspect
-import math
 import re
 
 from cnndsl import ir
-from cnndsl.flax_backend import ACTIVATION_CODE, Step, lrn, plan, pool
+from cnndsl.flax_backend import ACTIVATION_CODE, DTYPE_POLICY, Step, layer_constructor, lrn, plan, pool
 from cnndsl.report import Report
 from cnndsl.shapes import fmt
 
@@ -25,23 +24,15 @@ def class_name(network: str) -> str:
 
 
 def _layer(step: Step) -> str | None:
-    op = step.op
-    if isinstance(op, ir.Conv):
-        options = [f"padding={list(step.pads)}"]  # defaults are left out, as a person would write it
-        options += [f"kernel_dilation={op.dilation}"] if op.dilation != (1, 1) else []
-        options += [f"feature_group_count={op.groups}"] if op.groups != 1 else []
-        options += ["use_bias=False"] if not op.bias else []
-        return (f"nnx.Conv({step.in_shape[-1]}, {op.filters}, {op.kernel}, {op.stride}, {', '.join(options)}, "
-                f"dtype=dtype, param_dtype=param_dtype, rngs=rngs)")
-    if isinstance(op, ir.Dense):
-        bias = "" if op.bias else ", use_bias=False"
-        return f"nnx.Linear({math.prod(step.in_shape)}, {op.units}{bias}, dtype=dtype, param_dtype=param_dtype, rngs=rngs)"
-    if isinstance(op, ir.BatchNorm):
-        return (f"nnx.BatchNorm({step.in_shape[-1]}, momentum={op.momentum}, epsilon={op.eps}, dtype=jnp.float32, "
-                f"param_dtype=param_dtype, rngs=rngs)")
-    if isinstance(op, ir.Dropout):
-        return f"nnx.Dropout({op.rate}, rngs=rngs)"
-    return None
+    spec = layer_constructor(step)
+    if spec is None:
+        return None
+    cls, args, options = spec
+    parts = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in options.items()]
+    policy = DTYPE_POLICY[cls]
+    if policy is not None:
+        parts += ["dtype=dtype" if policy == "compute" else "dtype=jnp.float32", "param_dtype=param_dtype"]
+    return f"nnx.{cls}({', '.join(parts + ['rngs=rngs'])})"
 
 
 def _call(step: Step, names: dict[int, str]) -> str:
