@@ -37,26 +37,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cnndsl", description="Check and compile convolutional-network specs.")
     parser.add_argument("--version", action="version", version=f"cnndsl {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    spec = argparse.ArgumentParser(add_help=False)  # the arguments every command that reads a spec takes
+    spec.add_argument("file", help="the .cnn spec")
+    spec.add_argument("--set", dest="bindings", metavar="NAME=VALUE", type=_set_pair, action="append",
+                      default=[], help="bind or override a `let` name (repeatable), e.g. --set N=3")
 
-    chk = commands.add_parser("check", help="check a spec: shapes, parameters and MACs of every layer",
+    chk = commands.add_parser("check", parents=[spec],
+                              help="check a spec: shapes, parameters and MACs of every layer",
                               description="Check a .cnn spec and print one row per layer with its output "
                                           "shape, parameters and MACs, then the totals.")
-    chk.add_argument("file", help="the .cnn spec")
-    chk.add_argument("--set", dest="bindings", metavar="NAME=VALUE", type=_set_pair, action="append",
-                     default=[], help="bind or override a `let` name (repeatable), e.g. --set N=3")
     chk.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     chk.add_argument("--depth", type=_depth, default=None,
                      help="show groups (blocks, repetitions, branches) only this many levels deep")
     chk.add_argument("--width", type=int, default=None, help="table width in characters")
-    comp = commands.add_parser("compile", help="check a spec and write an artifact made from it",
+    comp = commands.add_parser("compile", parents=[spec], help="check a spec and write an artifact made from it",
                                description="Check a .cnn spec, print its summary, and write the chosen artifact.")
-    comp.add_argument("file", help="the .cnn spec")
     comp.add_argument("--emit", choices=sorted(EMITTERS), required=True,
                       help="json: the IR with shapes and costs (schema cnndsl.ir/1); "
                            "python: a standalone Flax NNX module file that does not import cnndsl")
     comp.add_argument("-o", "--output", required=True, metavar="PATH", help="where to write the artifact")
-    comp.add_argument("--set", dest="bindings", metavar="NAME=VALUE", type=_set_pair, action="append",
-                      default=[], help="bind or override a `let` name (repeatable)")
     comp.add_argument("--quiet", action="store_true", help="do not print the summary table")
     return parser
 

@@ -53,7 +53,6 @@ class _Evaluator:
     """Evaluates expressions in scopes and collects diagnostics."""
 
     def __init__(self, source: Source) -> None:
-        self.source = source
         self.diagnostics: list[Diagnostic] = []
         self._seen: set[tuple] = set()
         self.unbound: dict[str, None] = {}  # ordered set of free names, for the family summary
@@ -406,11 +405,11 @@ class _Evaluator:
             if p.name in bound:
                 scope[p.name] = bound[p.name][0]
             else:
-                scope[p.name] = self.value(p.default, Env({}, self.globals, self.source))
+                scope[p.name] = self.value(p.default, self.globals.child({}))
         shown = [show(scope[p]) for p in params[: len(args)]]
         shown += [f"{p}={show(scope[p])}" for p in params[len(args):] if p in kwargs]
         label = f"{block.name}({', '.join(shown)})" if params else block.name
-        body_env = Env(scope, self.globals, self.source)
+        body_env = self.globals.child(scope)
 
         def on_recursion(cycle: list[str]) -> None:
             self.error("recursion", f"block `{block.name}` calls itself: {' -> '.join(cycle)}", env, span,
@@ -430,7 +429,7 @@ class _Evaluator:
         bound = self.bind(name, ["branches"], {"branches"}, args, kwargs, e.span, env)
         if bound is None:
             return POISON
-        v, where = bound["branches"]
+        v, _ = bound["branches"]
         if v is POISON:
             return POISON
         items = v.items if isinstance(v, BranchesValue) else (self.as_layer(v, e, env),)
@@ -520,7 +519,7 @@ def _expand(program: n.Program, overrides: dict[str, tuple[n.Expr, Source]] | No
     except TooLarge:
         notes = (f"in {g.nodes[-1].where()}",) if g.nodes[-1].path else ()
         ev.error("limit", f"the network expands to more than {MAX_LAYERS:,} layers", g.last_source or source,
-                 g.last_span, "use smaller repetition counts", notes)
+                 g.nodes[-1].span, "use smaller repetition counts", notes)
     except RecursionError:
         ev.error("limit", "the spec nests blocks or expressions too deeply to expand", source,
                  main.span if main else None, "use fewer levels of nesting")

@@ -100,11 +100,10 @@ class RepeatLayer(Layer):
     index: str | None = None
 
     def apply(self, g: GraphBuilder, x: int) -> int:
+        count = self.count_text if self.count_text.replace("_", "").isalnum() else f"({self.count_text})"
         for k in range(self.count):
             step = f"{self.index}={k}" if self.index else f"{k + 1}/{self.count}"
-            count = self.count_text if self.count_text.replace("_", "").isalnum() else f"({self.count_text})"
-            label = f"[…]*{count} {step}"
-            with g.frame(label, self.span):
+            with g.frame(f"[…]*{count} {step}", self.span):
                 x = self.body(k).apply(g, x)
         return x
 
@@ -250,14 +249,13 @@ class GraphBuilder:
     counts: dict[str, int] = field(default_factory=dict)
     block_stack: list[str] = field(default_factory=list)
     next_frame: int = 0
-    last_span: Span | None = None
-    last_source: Source | None = None
+    last_source: Source | None = None  # of the last node added (its span is on the node)
 
     def add(self, op: ir.Op, inputs: tuple[int, ...], span: Span, source: Source) -> int:
         """Append a node; its name is its op's base name and a per-base counter: `conv3`."""
         if len(self.nodes) >= MAX_LAYERS:
             raise TooLarge
-        self.last_span, self.last_source = span, source
+        self.last_source = source
         base = base_name(op)
         self.counts[base] = self.counts.get(base, 0) + 1
         node = ir.Node(len(self.nodes), f"{base}{self.counts[base]}", op, inputs, span, tuple(self.frames))
@@ -276,6 +274,7 @@ class GraphBuilder:
 
 
 def base_name(op: ir.Op) -> str:
+    """The stem of a node's name: the op as the language names it (`relu`, `maxpool`, `conv`)."""
     if isinstance(op, ir.Activation):
         return op.fn
     if isinstance(op, ir.Pool):
