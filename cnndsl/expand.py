@@ -21,7 +21,7 @@ from typing import Any
 from cnndsl import ir
 from cnndsl import nodes as n
 from cnndsl.errors import CnnError, Diagnostic, closest
-from cnndsl.layers import BUILTINS, COMBINATORS, CONSTANTS, ArgError, describe, show
+from cnndsl.layers import BUILTINS, COMBINATORS, CONSTANTS, FOREIGN_PARAMS, ArgError, describe, show
 from cnndsl.source import Source, Span
 from cnndsl.values import (
     IDENTITY, MAX_LAYERS, POISON, BlockFunc, BlockLayer, BranchesValue, BranchLayer, BuiltinFunc, CombinatorFunc,
@@ -343,7 +343,7 @@ class _Evaluator:
             bound[params[i]] = (v, expr)
         for key, (v, kw) in kwargs.items():
             if key not in params:
-                guess = closest(key, params)
+                guess = FOREIGN_PARAMS.get(key) if FOREIGN_PARAMS.get(key) in params else closest(key, params)
                 hint = f"did you mean `{guess}`?" if guess else f"its parameters are: {', '.join(params) or 'none'}"
                 self.error("arguments", f"`{name}` has no parameter `{key}`", env, kw.span, hint)
                 ok = False

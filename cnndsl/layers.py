@@ -209,5 +209,13 @@ _TABLE = [
 #: Every builtin layer by its lower-case name.
 BUILTINS: dict[str, Builtin] = {b.name: b for b in _TABLE}
 
+#: Parameter names other frameworks use (Keras, PyTorch, Flax), for "did you mean" hints.
+FOREIGN_PARAMS = {
+    "padding": "pad", "kernel_size": "kernel", "strides": "stride", "use_bias": "bias",
+    "dilation_rate": "dilation", "kernel_dilation": "dilation", "out_channels": "filters", "features": "units",
+    "out_features": "units", "feature_group_count": "groups", "epsilon": "eps", "p": "rate",
+    "pool_size": "window", "ceil_mode": "ceil", "count_include_pad": "count_pad", "negative_slope": "slope",
+}
+
 #: Layer combinators, handled by the expander: they take layers, not numbers.
 COMBINATORS = ("concat", "add", "residual", "identity")

@@ -8,6 +8,7 @@ exceptions become rendered diagnostics.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
@@ -260,12 +261,29 @@ def _syntax_diagnostic(err: UnexpectedInput, source: Source) -> Diagnostic:
         closer = "`)`" if "_RPAR" in err.expected else "`]`"
         return Diagnostic("syntax", f"unclosed bracket: the line ends before {closer}", source,
                           span, notes, help=f"add the missing {closer}")
+    if tok.type == "NAME" and re.fullmatch(r"[xX][0-9]+", str(tok)):
+        return Diagnostic("syntax", f"`{tok}` is not an operator", source, span,
+                          help=f"repeat a group with `*`: `[...]*{str(tok)[1:]}`")
+    if _inside_call(source, tok) and "_COMMA" in err.expected and tok.type in ("NAME", "INT", "FLOAT", "DIMS"):
+        return Diagnostic("syntax", f"missing `,` before `{tok}`", source, span,
+                          help="separate arguments with `,`")
     if not at_end and "_ARROW" in err.expected and tok.type in ("NAME", "_LSQB", "_INPUT"):
         return Diagnostic("syntax", f"missing `->` before `{tok}`", source, span, notes,
                           help="layers in a chain are joined with `->`")
     what = "the end of the line" if tok.type == "_NL" else (
         "the end of the file" if tok.type == "$END" else f"`{tok}`")
     return Diagnostic("syntax", f"unexpected {what}", source, span, notes)
+
+
+def _inside_call(source: Source, tok: Token) -> bool:
+    """Whether `tok` stands inside `(...)` (an argument list or tuple) rather than `[...]` or at the top."""
+    stack = []
+    for t in _lark().lex(source.text[: tok.start_pos]):
+        if t.type in _OPENERS:
+            stack.append(t.type)
+        elif t.type in _CLOSERS and stack:
+            stack.pop()
+    return bool(stack) and stack[-1] == "_LPAR"
 
 
 def _character_help(char: str) -> str | None:
