@@ -10,7 +10,8 @@ from cnndsl.errors import CnnError, Diagnostic, UsageError
 from cnndsl.report import Report
 
 __version__ = "0.1.0"
-__all__ = ["CnnError", "Diagnostic", "Report", "UsageError", "check", "compile", "load_source", "parse",
+__all__ = ["CnnError", "Diagnostic", "Report", "UsageError", "check", "compile", "load_exported", "load_source",
+           "parse",
            "__version__"]
 
 
@@ -22,3 +23,10 @@ def compile(spec, set=None, dtype=None):  # noqa: A001 - the name users expect, 
     from cnndsl.compiler import compile as _compile
 
     return _compile(spec, set=set, dtype=dtype)
+
+
+def load_exported(directory):
+    """Load an inference artifact written by `cnndsl compile --emit export`; see `cnndsl.export.load_exported`."""
+    from cnndsl.export import load_exported as _load
+
+    return _load(directory)
