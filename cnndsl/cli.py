@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("-o", "--output", required=True, metavar="PATH",
                       help="where to write the artifact (a directory for export)")
     comp.add_argument("--seed", type=int, default=0, help="export: initialise the parameters from this seed")
+    comp.add_argument("--depth", type=_depth, default=None,
+                      help="svg: draw groups (blocks, repetitions) only this many levels deep, fold the rest")
     comp.add_argument("--quiet", action="store_true", help="do not print the summary table")
     run = commands.add_parser("run", help="run an exported network on images saved as .npy",
                               description="Load an artifact written by `cnndsl compile --emit export` and print "
@@ -98,7 +100,7 @@ def _emit_export(report: Report, path: Path, args: argparse.Namespace) -> None:
 def _emit_svg(report: Report, path: Path, args: argparse.Namespace) -> None:
     from cnndsl.emit.diagram import to_svg
 
-    path.write_text(to_svg(report), encoding="utf-8")
+    path.write_text(to_svg(report, args.depth), encoding="utf-8")
 
 
 #: `--emit` targets: each writes one artifact of a checked report to a path.
