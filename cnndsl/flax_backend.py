@@ -181,14 +181,14 @@ def pool(x: jax.Array, mode: str, window: tuple[int, int], stride: tuple[int, in
     full = ((0, 0), (pads[0][0], pads[0][1] + extra[0]), (pads[1][0], pads[1][1] + extra[1]), (0, 0))
     if mode == "max":
         return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, window, strides, full)
-    total = jax.lax.reduce_window(x, jnp.zeros((), x.dtype), jax.lax.add, window, strides, full)
+    total = jax.lax.reduce_window(x, 0.0, jax.lax.add, window, strides, full)
     ones = jnp.ones((1, x.shape[1], x.shape[2], 1), x.dtype)
     if count_pad:  # padding counts in the divisor, the ceil-mode extra does not
         ones = jnp.pad(ones, ((0, 0), pads[0], pads[1], (0, 0)), constant_values=1)
         counted = ((0, 0), (0, extra[0]), (0, extra[1]), (0, 0))
     else:
         counted = full
-    divisor = jax.lax.reduce_window(ones, jnp.zeros((), x.dtype), jax.lax.add, window, strides, counted)
+    divisor = jax.lax.reduce_window(ones, 0.0, jax.lax.add, window, strides, counted)
     return total / divisor
 
 
@@ -197,6 +197,6 @@ def lrn(x: jax.Array, size: int, alpha: float, beta: float, k: float) -> jax.Arr
     b_c = a_c / (k + alpha / size * sum of a_c'^2 over the `size` channels centred on c) ** beta."""
     squares = jnp.square(x)
     before, after = size // 2, (size - 1) // 2
-    window_sum = jax.lax.reduce_window(squares, jnp.zeros((), x.dtype), jax.lax.add, (1, 1, 1, size),
+    window_sum = jax.lax.reduce_window(squares, 0.0, jax.lax.add, (1, 1, 1, size),
                                        (1, 1, 1, 1), ((0, 0), (0, 0), (0, 0), (before, after)))
     return x / jnp.power(k + alpha / size * window_sum, beta)

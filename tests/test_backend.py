@@ -24,6 +24,22 @@ def test_static_shapes_and_params_equal_jax(path: Path) -> None:
     for row in net.report.rows:
         assert shapes[row.name] == (2, *row.output_shape), row.name
     assert net.param_count() == net.report.params
+    assert_differentiable(net)
+
+
+def assert_differentiable(net: cnndsl.compiler.CompiledNetwork) -> None:
+    """Every layer has a gradient in train mode (traced only: `jax.eval_shape` of the gradient)."""
+    from flax import nnx
+
+    model = net.abstract()
+    model.train()
+
+    def gradients(model, x):
+        return nnx.grad(lambda m: m(x).astype(jnp.float32).sum())(model)
+
+    grads = nnx.eval_shape(gradients, model, jax.ShapeDtypeStruct((2, *net.input_shape), jnp.float32))
+    params = nnx.state(model, nnx.Param)
+    assert jax.tree.map(lambda g: g.shape, grads) == jax.tree.map(lambda p: p.shape, params)
 
 
 def small(body: str, input: str) -> tuple[cnndsl.compiler.CompiledNetwork, object]:
@@ -229,3 +245,4 @@ def test_random_specs_agree_with_jax(size: int, layers: list[str], head: bool) -
     for row in net.report.rows:
         assert shapes[row.name] == (2, *row.output_shape), (spec, row.name)
     assert net.param_count() == net.report.params
+    assert_differentiable(net)
