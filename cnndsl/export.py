@@ -32,10 +32,6 @@ class ExportError(Exception):
     """An artifact that cannot be written or read: the message names the file and what is wrong."""
 
 
-def _key_name(path: Sequence[Any]) -> str:
-    return "/".join(str(getattr(part, "key", getattr(part, "idx", part))) for part in path)
-
-
 def export(net: Any, model: Any, directory: str | Path,
            platforms: Sequence[str] = DEFAULT_PLATFORMS) -> dict[str, Any]:
     """Write `model` (a module of the compiled network `net`) as an inference artifact into `directory`.
@@ -49,16 +45,15 @@ def export(net: Any, model: Any, directory: str | Path,
     from flax import nnx
 
     from cnndsl import __version__
+    from cnndsl.flax_backend import flatten_state, unflatten_state
 
     model.eval()
     graphdef, weights, rest = nnx.split(model, (nnx.Param, nnx.BatchStat), ...)
-    leaves_with_paths, treedef = jax.tree_util.tree_flatten_with_path(weights)
-    names = [_key_name(path) for path, _ in leaves_with_paths]
-    arrays = {name: np.asarray(leaf) for name, (_, leaf) in zip(names, leaves_with_paths)}
+    names, treedef, flat = flatten_state(weights)
+    arrays = {name: np.asarray(leaf) for name, leaf in flat.items()}
 
     def forward(params: dict[str, jax.Array], x_BxHxWxC: jax.Array) -> jax.Array:
-        state = jax.tree.unflatten(treedef, [params[name] for name in names])
-        return nnx.merge(graphdef, state, rest)(x_BxHxWxC)
+        return nnx.merge(graphdef, unflatten_state(names, treedef, params), rest)(x_BxHxWxC)
 
     batch = jax.export.symbolic_shape("batch")[0]
     x_spec = jax.ShapeDtypeStruct((batch, *net.input_shape), jnp.float32)

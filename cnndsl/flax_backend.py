@@ -90,21 +90,25 @@ class Network(nnx.Module):
             if layer is not None:
                 setattr(self, step.name, layer)
 
-    def __call__(self, x_BxHxWxC: jax.Array, *, all_outputs: bool = False) -> Any:
-        """The network's output for a batch; with `all_outputs`, a dict of every node's output by name."""
+    def __call__(self, x_BxHxWxC: jax.Array, *, all_outputs: bool = False, rngs: nnx.Rngs | None = None) -> Any:
+        """The network's output for a batch; with `all_outputs`, a dict of every node's output by name.
+        `rngs` (a `dropout` or default stream) replaces the dropout layers' own random state for this call,
+        which lets a functional training step derive each step's randomness from the step number."""
         x = x_BxHxWxC.astype(self.dtype) if self.dtype is not None else x_BxHxWxC
         values: dict[int, jax.Array] = {0: x}
         named: dict[str, jax.Array] = {}
         for step in self.steps:
             inputs = [values[i] for i in step.inputs]
-            values[step.id] = self._run(step, inputs)
+            values[step.id] = self._run(step, inputs, rngs)
             if all_outputs:
                 named[step.name] = values[step.id]
         return named if all_outputs else values[self.output_id]
 
-    def _run(self, step: Step, inputs: list[jax.Array]) -> jax.Array:
+    def _run(self, step: Step, inputs: list[jax.Array], rngs: nnx.Rngs | None = None) -> jax.Array:
         op, x = step.op, inputs[0]
-        if isinstance(op, (ir.Conv, ir.BatchNorm, ir.Dropout)):
+        if isinstance(op, ir.Dropout):
+            return getattr(self, step.name)(x, rngs=rngs)
+        if isinstance(op, (ir.Conv, ir.BatchNorm)):
             return getattr(self, step.name)(x)
         if isinstance(op, ir.Dense):
             return getattr(self, step.name)(x.reshape(x.shape[0], -1))
@@ -200,3 +204,16 @@ def lrn(x: jax.Array, size: int, alpha: float, beta: float, k: float) -> jax.Arr
     window_sum = jax.lax.reduce_window(squares, 0.0, jax.lax.add, (1, 1, 1, size),
                                        (1, 1, 1, 1), ((0, 0), (0, 0), (0, 0), (before, after)))
     return x / jnp.power(k + alpha / size * window_sum, beta)
+
+
+def flatten_state(state: Any) -> tuple[list[str], Any, dict[str, jax.Array]]:
+    """A module state as (names, treedef, {"conv1/kernel": array, ...}): plain arrays by readable name,
+    for optimizers, checkpoints and exported parameter files. `unflatten_state` inverts it."""
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(state)
+    names = ["/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path) for path, _ in leaves]
+    return names, treedef, {name: leaf for name, (_, leaf) in zip(names, leaves)}
+
+
+def unflatten_state(names: list[str], treedef: Any, flat: dict[str, jax.Array]) -> Any:
+    """The state `flatten_state` flattened, rebuilt from (possibly new) arrays by name."""
+    return jax.tree.unflatten(treedef, [flat[name] for name in names])

@@ -1,0 +1,345 @@
+"""Datasets for training: `load_dataset(source, data_dir=None)` -> `Dataset` (numpy arrays, NHWC).
+
+Sources:
+    digits                 scikit-learn's 8x8 digits (offline), a fixed 1,437 / 360 split
+    mnist, fashion-mnist   the official IDX files (gzip), 60,000 / 10,000
+    cifar10, cifar100      the official *binary* archives (no pickle is ever read), 50,000 / 10,000
+    npz:PATH               arrays x, y and optionally x_test, y_test (else a fixed 20% is held out)
+    folder:PATH            one subfolder of PNG/JPEG images per class (or PATH/train and PATH/test so)
+
+Official files are looked up in `data_dir`, then in the cache (`$CNNDSL_CACHE`, default
+~/.cache/cnndsl), and downloaded into the cache when absent: to a `.part` file, checked against the
+published MD5, then renamed, so a broken download never leaves a file that looks complete.
+`$CNNDSL_DATA_MIRROR` replaces the download base URL (a local mirror; the tests serve one on 127.0.0.1).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import struct
+import tarfile
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+TEST_FRACTION = 0.2  # held out when a source has no test split of its own
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+
+
+class DataError(Exception):
+    """A dataset that cannot be read or fetched; the message names the file and what is wrong."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Images as (N, H, W, C) arrays with integer labels; pixel values are divided by `scale` for training."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    scale: float
+    classes: tuple[str, ...] = ()
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(H, W, C) of every image."""
+        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Remote:
+    """An official file: its name, where it is published, and its published MD5."""
+
+    name: str
+    url: str
+    md5: str
+
+
+_MNIST = "https://ossci-datasets.s3.amazonaws.com/mnist/"
+_FASHION = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+_TORONTO = "https://www.cs.toronto.edu/~kriz/"
+#: The official files of each downloadable dataset (names, URLs and MD5s as their publishers give them).
+REMOTES: dict[str, tuple[Remote, ...]] = {
+    "mnist": (Remote("train-images-idx3-ubyte.gz", _MNIST, "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+              Remote("train-labels-idx1-ubyte.gz", _MNIST, "d53e105ee54ea40749a09fcbcd1e9432"),
+              Remote("t10k-images-idx3-ubyte.gz", _MNIST, "9fb629c4189551a2d022fa330f9573f3"),
+              Remote("t10k-labels-idx1-ubyte.gz", _MNIST, "ec29112dd5afa0611ce80d1b7f02629c")),
+    "fashion-mnist": (Remote("train-images-idx3-ubyte.gz", _FASHION, "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
+                      Remote("train-labels-idx1-ubyte.gz", _FASHION, "25c81989df183df01b3e8a0aad5dffbe"),
+                      Remote("t10k-images-idx3-ubyte.gz", _FASHION, "bef4ecab320f06d8554ea6380940ec79"),
+                      Remote("t10k-labels-idx1-ubyte.gz", _FASHION, "bb300cfdad3c16e7a12a480ee83cd310")),
+    "cifar10": (Remote("cifar-10-binary.tar.gz", _TORONTO, "c32a1d4ab5d03f1284b67883e8d87530"),),
+    "cifar100": (Remote("cifar-100-binary.tar.gz", _TORONTO, "03b5dce01913d631647c71ecec9e9cb8"),),
+}
+SOURCES = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "npz:PATH", "folder:PATH")
+
+
+def cache_dir() -> Path:
+    """Where downloads go: `$CNNDSL_CACHE` or ~/.cache/cnndsl."""
+    return Path(os.environ.get("CNNDSL_CACHE") or Path.home() / ".cache" / "cnndsl")
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fetch(dataset: str, remote: Remote, data_dir: Path | None, download: bool = True,
+          progress: Callable[[str], None] | None = None) -> Path:
+    """The local path of an official file: found in `data_dir` or the cache, else downloaded and verified."""
+    for folder in ([data_dir] if data_dir else []) + [cache_dir() / dataset]:
+        candidate = folder / remote.name
+        if candidate.is_file():
+            if _md5(candidate) != remote.md5:
+                raise DataError(f"{candidate}: checksum mismatch (MD5 {_md5(candidate)}, the published file has "
+                                f"{remote.md5}); the file is corrupt or not the official one: delete it to download "
+                                "it again")
+            return candidate
+    if not download:
+        raise DataError(f"{remote.name} of {dataset} is not in {data_dir or cache_dir() / dataset}; "
+                        "put the official file there or allow the download")
+    target_dir = cache_dir() / dataset
+    target_dir.mkdir(parents=True, exist_ok=True)
+    target, part = target_dir / remote.name, target_dir / (remote.name + ".part")
+    url = (os.environ.get("CNNDSL_DATA_MIRROR") or remote.url).rstrip("/") + "/" + remote.name
+    if progress:
+        progress(f"downloading {url}")
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, part.open("wb") as out:  # noqa: S310
+            for block in iter(lambda: response.read(1 << 20), b""):
+                out.write(block)
+    except (urllib.error.URLError, OSError, TimeoutError) as err:
+        part.unlink(missing_ok=True)
+        reason = getattr(err, "reason", err)
+        raise DataError(f"cannot download {url}: {reason}; without network access, put {remote.name} into a "
+                        f"folder and pass --data-dir FOLDER") from None
+    got = _md5(part)
+    if got != remote.md5:
+        part.unlink()
+        raise DataError(f"{url}: checksum mismatch after download (MD5 {got}, expected {remote.md5}); "
+                        "the download was corrupted or the mirror serves another file; nothing was kept")
+    part.replace(target)
+    return target
+
+
+# ---- readers for the official formats ----------------------------------------------------------------------
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX array (MNIST's format), gzip-compressed or not; uint8 data only, as the datasets use."""
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile) as err:
+        raise DataError(f"{path}: not a readable gzip file ({err}); it is truncated or corrupt") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        raise DataError(f"{path}: not an IDX file (bad magic number)")
+    kind, ndim = raw[2], raw[3]
+    if kind != 0x08:
+        raise DataError(f"{path}: IDX element type 0x{kind:02x} is not unsigned bytes (0x08)")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{path}: truncated IDX header")
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    expected = header + int(np.prod(dims, dtype=np.int64))
+    if len(raw) != expected:
+        raise DataError(f"{path}: {len(raw):,} bytes, the header promises {expected:,} for shape "
+                        f"{'x'.join(map(str, dims))}; the file is truncated or corrupt")
+    return np.frombuffer(raw, np.uint8, offset=header).reshape(dims)
+
+
+def _checked_labels(labels: np.ndarray, num_classes: int, where: str) -> np.ndarray:
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        bad = int(labels.max() if labels.max() >= num_classes else labels.min())
+        raise DataError(f"{where}: label {bad} is out of range for {num_classes} classes (0..{num_classes - 1})")
+    return labels.astype(np.int32)
+
+
+def _idx_dataset(name: str, data_dir: Path | None, download: bool, progress: Callable[[str], None] | None,
+                 ) -> Dataset:
+    paths = [fetch(name, r, data_dir, download, progress) for r in REMOTES[name]]
+    x_train, y_train, x_test, y_test = (read_idx(p) for p in paths)
+    for images, labels, (pi, pl) in ((x_train, y_train, paths[:2]), (x_test, y_test, paths[2:])):
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise DataError(f"{pi} and {pl}: {len(images)} images of shape {images.shape[1:]} but "
+                            f"{len(labels)} labels")
+        _checked_labels(labels, 10, str(pl))
+    return Dataset(name, x_train[..., None], y_train.astype(np.int32), x_test[..., None], y_test.astype(np.int32),
+                   10, 255.0)
+
+
+def _cifar_dataset(name: str, data_dir: Path | None, download: bool,
+                   progress: Callable[[str], None] | None) -> Dataset:
+    (remote,) = REMOTES[name]
+    archive = fetch(name, remote, data_dir, download, progress)
+    if name == "cifar10":
+        folder, train, test, label_bytes, classes = "cifar-10-batches-bin", [f"data_batch_{i}.bin" for i in
+                                                                              range(1, 6)], ["test_batch.bin"], 1, 10
+    else:
+        folder, train, test, label_bytes, classes = "cifar-100-binary", ["train.bin"], ["test.bin"], 2, 100
+    record = label_bytes + 32 * 32 * 3
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            def read(member: str) -> tuple[np.ndarray, np.ndarray]:
+                try:
+                    handle = tar.extractfile(f"{folder}/{member}")
+                except KeyError:
+                    handle = None
+                if handle is None:
+                    raise DataError(f"{archive}: {folder}/{member} is missing from the archive")
+                raw = handle.read()
+                if len(raw) % record:
+                    raise DataError(f"{archive}: {member} has {len(raw):,} bytes, not a whole number of "
+                                    f"{record}-byte records; the archive is truncated or corrupt")
+                rows = np.frombuffer(raw, np.uint8).reshape(-1, record)
+                labels = _checked_labels(rows[:, label_bytes - 1].astype(np.int32), classes, f"{archive}: {member}")
+                images = rows[:, label_bytes:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # planar CHW -> HWC
+                return images, labels
+
+            parts_train = [read(m) for m in train]
+            parts_test = [read(m) for m in test]
+    except (tarfile.TarError, OSError, EOFError, gzip.BadGzipFile) as err:
+        raise DataError(f"{archive}: not a readable .tar.gz archive ({err}); it is truncated or corrupt") from None
+    x_train = np.concatenate([p[0] for p in parts_train])
+    y_train = np.concatenate([p[1] for p in parts_train])
+    x_test = np.concatenate([p[0] for p in parts_test])
+    y_test = np.concatenate([p[1] for p in parts_test])
+    return Dataset(name, np.ascontiguousarray(x_train), y_train, np.ascontiguousarray(x_test), y_test, classes, 255.0)
+
+
+def _digits() -> Dataset:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = digits.images.astype(np.float32)[..., None]  # values 0..16
+    y = digits.target.astype(np.int32)
+    order = np.random.default_rng(0).permutation(len(x))  # the fixed split, the same on every machine
+    test = order[: round(len(x) * TEST_FRACTION)]
+    train = order[round(len(x) * TEST_FRACTION):]
+    return Dataset("digits", x[train], y[train], x[test], y[test], 10, 16.0, tuple(map(str, range(10))))
+
+
+def _held_out(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
+    order = np.random.default_rng(0).permutation(len(x))
+    cut = round(len(x) * TEST_FRACTION)
+    return x[order[cut:]], y[order[cut:]], x[order[:cut]], y[order[:cut]]
+
+
+def _as_images(x: np.ndarray, where: str) -> np.ndarray:
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4 or x.shape[-1] not in (1, 3, 4) or x.shape[0] == 0:
+        raise DataError(f"{where}: expected images as an array N x H x W (x C), got shape "
+                        f"{'x'.join(map(str, x.shape))}")
+    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+        raise DataError(f"{where}: images must be numbers, got dtype {x.dtype}")
+    return x
+
+
+def _npz(path: Path) -> Dataset:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except (OSError, ValueError, EOFError) as err:
+        raise DataError(f"{path}: not a readable .npz archive ({err})") from None
+    missing = [k for k in ("x", "y") if k not in arrays]
+    if missing:
+        raise DataError(f"{path}: missing array {' and '.join(missing)} (found: {', '.join(sorted(arrays)) or 'none'}); "
+                        "an npz dataset holds x, y and optionally x_test, y_test")
+    x, y = _as_images(arrays["x"], f"{path}: x"), arrays["y"]
+    if "x_test" in arrays and "y_test" in arrays:
+        x_test, y_test = _as_images(arrays["x_test"], f"{path}: x_test"), arrays["y_test"]
+    else:
+        x, y, x_test, y_test = _held_out(x, y)
+    for images, labels, name in ((x, y, "x"), (x_test, y_test, "x_test")):
+        if labels.ndim != 1 or len(labels) != len(images) or not np.issubdtype(labels.dtype, np.integer):
+            raise DataError(f"{path}: {name} has {len(images)} images but its labels have shape "
+                            f"{labels.shape} and dtype {labels.dtype}; labels must be N integers")
+    if x.shape[1:] != x_test.shape[1:]:
+        raise DataError(f"{path}: x images are {x.shape[1:]}, x_test images {x_test.shape[1:]}")
+    num_classes = int(max(y.max(), y_test.max())) + 1
+    y, y_test = _checked_labels(y, num_classes, f"{path}: y"), _checked_labels(y_test, num_classes, f"{path}: y_test")
+    scale = 255.0 if x.dtype == np.uint8 else 1.0
+    return Dataset(f"npz:{path}", x, y, x_test, y_test, num_classes, scale)
+
+
+def read_image(path: Path) -> np.ndarray:
+    """One PNG/JPEG image as an (H, W, C) uint8 array (C = 1 for grayscale, else 3)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            mode = "L" if image.mode in ("1", "L", "I;16", "I", "F", "LA") else "RGB"
+            array = np.asarray(image.convert(mode))
+    except (OSError, UnidentifiedImageError, ValueError) as err:
+        raise DataError(f"{path}: not a readable image ({err})") from None
+    return array[..., None] if array.ndim == 2 else array
+
+
+def _folder_split(root: Path, classes: list[str] | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    names = classes or sorted(p.name for p in root.iterdir() if p.is_dir())
+    if not names:
+        raise DataError(f"{root}: no class folders; a folder dataset has one subfolder of images per class")
+    images, labels, first = [], [], None
+    for label, name in enumerate(names):
+        folder = root / name
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+        if not files:
+            raise DataError(f"{folder}: class {name!r} has no PNG or JPEG images")
+        for file in files:
+            image = read_image(file)
+            if first is None:
+                first = (file, image.shape)
+            elif image.shape[:2] != first[1][:2]:
+                raise DataError(f"{file}: {image.shape[0]}x{image.shape[1]}, but {first[0]} is "
+                                f"{first[1][0]}x{first[1][1]}; the images of a folder dataset must have one size")
+            images.append(image)
+            labels.append(label)
+    channels = max(i.shape[-1] for i in images)
+    stacked = np.stack([np.repeat(i, channels, axis=-1) if i.shape[-1] != channels else i for i in images])
+    return stacked, np.asarray(labels, np.int32), names
+
+
+def _folder(root: Path) -> Dataset:
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder")
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        x, y, names = _folder_split(root / "train")
+        x_test, y_test, _ = _folder_split(root / "test", names)
+    else:
+        x_all, y_all, names = _folder_split(root)
+        x, y, x_test, y_test = _held_out(x_all, y_all)
+    if x.shape[-1] != x_test.shape[-1]:
+        raise DataError(f"{root}: the train images have {x.shape[-1]} channels, the test images {x_test.shape[-1]}")
+    return Dataset(f"folder:{root}", x, y, x_test, y_test, len(names), 255.0, tuple(names))
+
+
+def load_dataset(source: str, data_dir: str | Path | None = None, download: bool = True,
+                 progress: Callable[[str], None] | None = None) -> Dataset:
+    """Load a dataset by source name (see the module docstring); raises DataError naming what is wrong."""
+    folder = Path(data_dir) if data_dir else None
+    kind, _, rest = source.partition(":")
+    if source == "digits":
+        return _digits()
+    if source in ("mnist", "fashion-mnist"):
+        return _idx_dataset(source, folder, download, progress)
+    if source in ("cifar10", "cifar100"):
+        return _cifar_dataset(source, folder, download, progress)
+    if kind == "npz" and rest:
+        return _npz(Path(rest))
+    if kind == "folder" and rest:
+        return _folder(Path(rest))
+    raise ValueError(f"unknown data source {source!r}")

@@ -1,0 +1,616 @@
+"""Training: `train(spec, settings)` fits a compiled network to a dataset, with checkpoints that survive a kill.
+
+The loop is functional: parameters, batch-norm statistics and optimizer state are flat dicts of arrays
+("conv1/kernel" -> array) threaded through one jitted step. The dataset lives on the device; each
+step gathers its batch from the epoch's permutation, normalizes, augments and resizes inside jit.
+Every random choice derives from (seed, epoch) or (seed, step), never from hidden state, so a run
+resumed from any checkpoint continues exactly as the uninterrupted run would have.
+
+A run directory holds:
+    spec.cnn          the spec as trained          settings.json   the resolved settings
+    metrics.jsonl     one line per epoch           curves.png      loss and accuracy per epoch
+    checkpoints/last  the newest N checkpoints     checkpoints/best  the best test accuracy so far
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from cnndsl.compiler import CompiledNetwork
+from cnndsl.compiler import compile as compile_spec
+from cnndsl.data import Dataset, DataError, load_dataset
+from cnndsl.flax_backend import flatten_state, unflatten_state
+from cnndsl.shapes import fmt
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "cosine", "warmup-cosine", "one-cycle", "step")
+AUGMENTATIONS = ("crop", "flip")
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+EVAL_BATCH = 500
+
+
+class TrainingError(Exception):
+    """A run that cannot start or had to stop (bad settings, a NaN loss); the message says what to do."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C (or SIGTERM) during training; a checkpoint of the current step was saved."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that decides a run's result. Defaults < the spec's `train { }` section < flags."""
+
+    data: str = "digits"
+    data_dir: str | None = None
+    epochs: int = 10
+    batch_size: int = 64
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    nesterov: bool = False
+    schedule: str = "constant"
+    warmup_epochs: float = 1.0
+    weight_decay: float = 0.0
+    label_smoothing: float = 0.0
+    clip: float = 0.0  # global gradient-norm clipping; 0 = off
+    augment: tuple[str, ...] = ()
+    dtype: str = "float32"
+    seed: int = 0
+    resize: bool = False
+    checkpoint_every: int = 0  # steps between mid-epoch checkpoints; 0 = at epoch ends only
+    keep: int = 3  # how many of the newest checkpoints to keep
+
+    def validate(self) -> Settings:
+        """The settings if they make sense, else a TrainingError naming the bad one."""
+        checks = [
+            (self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}"),
+            (self.optimizer in OPTIMIZERS, f"unknown optimizer {self.optimizer!r}; choose {', '.join(OPTIMIZERS)}"),
+            (self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r}; choose {', '.join(SCHEDULES)}"),
+            (self.lr > 0 and math.isfinite(self.lr), f"the learning rate must be positive, got {self.lr}"),
+            (0 <= self.label_smoothing < 1, f"label smoothing must be in [0, 1), got {self.label_smoothing}"),
+            (self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}"),
+            (self.clip >= 0, f"clip must be >= 0, got {self.clip}"),
+            (all(a in AUGMENTATIONS for a in self.augment),
+             f"unknown augmentation in {','.join(self.augment)}; choose from {', '.join(AUGMENTATIONS)}"),
+            (self.dtype in DTYPES, f"unknown dtype {self.dtype!r}; choose {', '.join(DTYPES)}"),
+            (self.keep >= 1, f"keep must be at least 1, got {self.keep}"),
+            (self.checkpoint_every >= 0, "checkpoint-every must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise TrainingError(message)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (tuples as lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Settings:
+        """The inverse of `to_dict`; unknown keys are an error."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise TrainingError(f"unknown training settings: {', '.join(unknown)}")
+        return cls(**{k: tuple(v) if k == "augment" else v for k, v in data.items()})
+
+
+@dataclass
+class History:
+    """Per-epoch metrics, as written to metrics.jsonl."""
+
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def best_accuracy(self) -> float:
+        """The best test accuracy of any epoch (0 before the first)."""
+        return max((e["test_accuracy"] for e in self.epochs), default=0.0)
+
+
+@dataclass
+class TrainResult:
+    """What `train` returns: the network, the trained module, the history and where the run lives."""
+
+    net: CompiledNetwork
+    model: Any
+    history: History
+    run_dir: Path
+
+
+# ---- the functional pieces -----------------------------------------------------------------------------------
+
+def make_optimizer(settings: Settings, steps_per_epoch: int) -> optax.GradientTransformation:
+    """The optax optimizer with its learning-rate schedule, weight decay and clipping."""
+    total = settings.epochs * steps_per_epoch
+    lr = settings.lr
+    schedule: Any = {
+        "constant": lambda: lr,
+        "cosine": lambda: optax.cosine_decay_schedule(lr, total),
+        "warmup-cosine": lambda: optax.warmup_cosine_decay_schedule(
+            0.0, lr, min(total - 1, max(1, round(settings.warmup_epochs * steps_per_epoch))), total),
+        "one-cycle": lambda: optax.cosine_onecycle_schedule(total, lr),
+        "step": lambda: optax.piecewise_constant_schedule(lr, {round(total * 0.5): 0.1, round(total * 0.75): 0.1}),
+    }[settings.schedule]()
+    parts = []
+    if settings.clip:
+        parts.append(optax.clip_by_global_norm(settings.clip))
+    if settings.optimizer == "adamw":
+        parts.append(optax.adamw(schedule, weight_decay=settings.weight_decay))
+    else:
+        if settings.weight_decay:
+            parts.append(optax.add_decayed_weights(settings.weight_decay))
+        if settings.optimizer == "sgd":
+            parts.append(optax.sgd(schedule, momentum=settings.momentum or None, nesterov=settings.nesterov))
+        else:
+            parts.append(optax.adam(schedule))
+    return optax.chain(*parts)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Turns stored pixels into network inputs, inside jit: scale, normalize, resize, augment."""
+
+    scale: float
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    size: tuple[int, int]  # the spec's input H, W
+    augment: tuple[str, ...] = ()
+
+    def __call__(self, x: jax.Array, key: jax.Array | None = None) -> jax.Array:
+        x = (x.astype(jnp.float32) / self.scale - jnp.asarray(self.mean)) / jnp.asarray(self.std)
+        if x.shape[1:3] != self.size:
+            x = jax.image.resize(x, (x.shape[0], *self.size, x.shape[3]), "bilinear")
+        if key is None or not self.augment:
+            return x
+        crop_key, flip_key = jax.random.split(key)
+        if "crop" in self.augment:  # pad by an eighth of the size (4 pixels at 32x32), crop back at random
+            pad_h, pad_w = max(1, self.size[0] // 8), max(1, self.size[1] // 8)
+            padded = jnp.pad(x, ((0, 0), (pad_h, pad_h), (pad_w, pad_w), (0, 0)))
+            offsets = jax.random.randint(crop_key, (x.shape[0], 2), 0, jnp.asarray([2 * pad_h + 1, 2 * pad_w + 1]))
+            x = jax.vmap(lambda image, o: jax.lax.dynamic_slice(image, (o[0], o[1], 0), x.shape[1:]))(padded, offsets)
+        if "flip" in self.augment:
+            flip = jax.random.bernoulli(flip_key, 0.5, (x.shape[0], 1, 1, 1))
+            x = jnp.where(flip, x[:, :, ::-1, :], x)
+        return x
+
+
+class Trainer:
+    """The jitted train and eval steps of one network, optimizer and preprocessing."""
+
+    def __init__(self, net: CompiledNetwork, model: Any, optimizer: optax.GradientTransformation,
+                 preprocess: Preprocess, settings: Settings, num_classes: int) -> None:
+        model.train()
+        self.train_graph, params, stats, self.rest = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
+        model.eval()
+        self.eval_graph = nnx.split(model, nnx.Param, nnx.BatchStat, ...)[0]
+        self.param_names, self.param_tree, self.params = flatten_state(params)
+        self.stat_names, self.stat_tree, self.stats = flatten_state(stats)
+        self.optimizer, self.preprocess, self.settings = optimizer, preprocess, settings
+        self.num_classes = num_classes
+        # Donating the state saves a copy per step where the backend supports it (not XLA:CPU, which warns).
+        donate = (0, 1, 2, 3) if jax.default_backend() != "cpu" else ()
+        self.train_step = jax.jit(self._train_step, donate_argnums=donate)
+        self.eval_step = jax.jit(self._eval_step)
+
+    def module(self, params: dict[str, jax.Array], stats: dict[str, jax.Array], train: bool) -> Any:
+        """The NNX module with these arrays (fresh variables, safe to use under any transformation)."""
+        graph = self.train_graph if train else self.eval_graph
+        return nnx.merge(graph, unflatten_state(self.param_names, self.param_tree, params),
+                         unflatten_state(self.stat_names, self.stat_tree, stats), self.rest, copy=True)
+
+    def _loss(self, logits: jax.Array, labels: jax.Array) -> jax.Array:
+        targets = jax.nn.one_hot(labels, self.num_classes)
+        if self.settings.label_smoothing:
+            targets = optax.smooth_labels(targets, self.settings.label_smoothing)
+        return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+
+    def _train_step(self, params: Any, stats: Any, opt_state: Any, meters: jax.Array, x_all: jax.Array,
+                    y_all: jax.Array, order: jax.Array, index: jax.Array, key: jax.Array) -> tuple[Any, ...]:
+        batch = self.settings.batch_size
+        picked = jax.lax.dynamic_slice_in_dim(order, index * batch, batch)
+        augment_key, dropout_key = jax.random.split(key)
+        x = self.preprocess(x_all[picked], augment_key)
+        y = y_all[picked]
+
+        def loss_fn(params: Any) -> tuple[jax.Array, tuple[jax.Array, Any]]:
+            module = self.module(params, stats, train=True)
+            logits = module(x, rngs=nnx.Rngs(dropout=dropout_key))
+            new_stats = flatten_state(nnx.state(module, nnx.BatchStat))[2]
+            return self._loss(logits, y).mean(), (logits, new_stats)
+
+        (loss, (logits, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        updates, opt_state = self.optimizer.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        correct = jnp.sum(jnp.argmax(logits, -1) == y)
+        meters = meters + jnp.stack([loss * batch, correct.astype(jnp.float32), jnp.float32(batch)])
+        return params, new_stats, opt_state, meters, loss
+
+    def _eval_step(self, params: Any, stats: Any, x: jax.Array, y: jax.Array, valid: jax.Array) -> jax.Array:
+        logits = self.module(params, stats, train=False)(self.preprocess(x))
+        losses = self._loss(logits, y)
+        correct = (jnp.argmax(logits, -1) == y) & valid
+        return jnp.stack([jnp.sum(jnp.where(valid, losses, 0.0)), jnp.sum(correct).astype(jnp.float32)])
+
+    def evaluate(self, params: Any, stats: Any, x: jax.Array, y: jax.Array) -> tuple[float, float]:
+        """(mean loss, accuracy) over a whole split, in fixed-size batches (one compilation)."""
+        n = int(x.shape[0])
+        size = min(EVAL_BATCH, n)
+        totals = jnp.zeros(2)
+        for start in range(0, n, size):
+            stop = min(start + size, n)
+            xb, yb = x[start:stop], y[start:stop]
+            valid = jnp.arange(size) < (stop - start)
+            if stop - start < size:  # pad the last batch to the same shape
+                xb = jnp.concatenate([xb, jnp.zeros((size - (stop - start), *xb.shape[1:]), xb.dtype)])
+                yb = jnp.concatenate([yb, jnp.zeros((size - (stop - start),), yb.dtype)])
+            totals = totals + self.eval_step(params, stats, xb, yb, valid)
+        loss, correct = (float(v) for v in totals)
+        return loss / n, correct / n
+
+
+# ---- the run ----------------------------------------------------------------------------------------------
+
+def check_compatible(net: CompiledNetwork, data: Dataset, resize: bool) -> None:
+    """A TrainingError unless the dataset's images and classes fit the spec."""
+    (h, w, c), (dh, dw, dc) = net.input_shape, data.image_shape
+    where = data.name
+    if c != dc:
+        raise TrainingError(f"{where} has images of {dh}x{dw}x{dc} ({dc} channel{'s' * (dc != 1)}), the spec's "
+                            f"input is {h}x{w}x{c}; change `input` to {h}x{w}x{dc}")
+    if (h, w) != (dh, dw) and not resize:
+        raise TrainingError(f"{where} has images of {dh}x{dw}x{dc}, the spec's input is {h}x{w}x{c}; pass --resize "
+                            f"to resize them on the device, or change `input` to {dh}x{dw}x{c}")
+    out = net.report.output_shape
+    if len(out) != 1:
+        raise TrainingError(f"the network's output is {fmt(out)}, not a vector of class scores; end it with "
+                            f"fc({data.num_classes})")
+    if out[0] != data.num_classes:
+        raise TrainingError(f"the network outputs {out[0]} classes, {where} has {data.num_classes}; end the "
+                            f"network with fc({data.num_classes})")
+
+
+def _checkpoint_managers(run_dir: Path, keep: int) -> tuple[Any, Any]:
+    import orbax.checkpoint as ocp
+
+    def manager(name: str, max_to_keep: int) -> Any:
+        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                               enable_async_checkpointing=False)
+        return ocp.CheckpointManager((run_dir / "checkpoints" / name).absolute(), options=options)
+
+    return manager("last", keep), manager("best", 1)
+
+
+def _save(manager: Any, step: int, tree: dict[str, Any]) -> None:
+    import orbax.checkpoint as ocp
+
+    manager.save(step, args=ocp.args.StandardSave(tree), force=True)
+    manager.wait_until_finished()
+
+
+def restore(manager: Any, template: dict[str, Any], step: int | None = None) -> dict[str, Any] | None:
+    """The newest (or given) checkpoint of a manager, shaped like `template`; None when there is none."""
+    import orbax.checkpoint as ocp
+
+    step = manager.latest_step() if step is None else step
+    if step is None:
+        return None
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+    return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+
+
+def normalization(data: Dataset) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation of the training images (after dividing by `scale`)."""
+    x = data.x_train.astype(np.float64) / data.scale
+    mean = x.mean(axis=(0, 1, 2))
+    std = np.maximum(x.std(axis=(0, 1, 2)), 1e-6)
+    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+
+def new_run_dir(spec_path: str, root: Path = Path("runs")) -> Path:
+    """runs/<spec name>, or runs/<spec name>-2, -3, ... if taken."""
+    stem = Path(spec_path).stem if spec_path and not spec_path.startswith("<") else "run"
+    candidate, n = root / stem, 1
+    while candidate.exists():
+        n += 1
+        candidate = root / f"{stem}-{n}"
+    return candidate
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def plot_curves(history: History, path: Path, title: str) -> None:
+    """Loss and accuracy per epoch (train and test) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [e["epoch"] for e in history.epochs]
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(9, 3.4), dpi=110)
+    for key, label, style in (("train", "train", "-"), ("test", "test", "--")):
+        loss_ax.plot(epochs, [e[f"{key}_loss"] for e in history.epochs], style, marker="o", ms=3, label=label)
+        acc_ax.plot(epochs, [100 * e[f"{key}_accuracy"] for e in history.epochs], style, marker="o", ms=3,
+                    label=label)
+    loss_ax.set(xlabel="epoch", ylabel="loss", title="loss")
+    acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    for ax in (loss_ax, acc_ax):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+@dataclass
+class _Progress:
+    """Progress reporting, rich when on a terminal; silent when `quiet`."""
+
+    quiet: bool = False
+    bar: Any = None
+    task: Any = None
+
+    def start(self, epoch: int, epochs: int, steps: int, done: int) -> None:
+        if self.quiet:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn(f"epoch {epoch}/{epochs}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=True)
+        self.bar.start()
+        self.task = self.bar.add_task("train", total=steps, completed=done, info="")
+
+    def update(self, done: int, info: str) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=done, info=info)
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+    def line(self, text: str) -> None:
+        if not self.quiet:
+            from rich.console import Console
+
+            Console(stderr=True, highlight=False).print(text)
+
+
+def train(spec: str | os.PathLike[str], settings: Settings | None = None, *, run_dir: str | Path | None = None,
+          resume: bool = False, bindings: dict[str, Any] | None = None, quiet: bool = False,
+          on_epoch: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+    """Train the network of a spec (a path or text) and return the trained module and its history.
+
+    With `resume`, `run_dir` must hold an earlier run: its settings and checkpoint are picked up and
+    training continues from the last saved step (settings passed here override, e.g. more epochs).
+    """
+    settings = (settings or Settings()).validate()
+    net = compile_spec(spec, set=bindings, dtype=DTYPES[settings.dtype])
+    run = Path(run_dir) if run_dir else new_run_dir(str(net.report.graph.source.path))
+    progress = _Progress(quiet)
+    try:
+        data = load_dataset(settings.data, settings.data_dir, progress=progress.line)
+    except DataError as err:
+        raise TrainingError(str(err)) from None
+    check_compatible(net, data, settings.resize)
+
+    batch = min(settings.batch_size, len(data.x_train))
+    settings = dataclasses.replace(settings, batch_size=batch)
+    steps_per_epoch = len(data.x_train) // batch
+    total_steps = steps_per_epoch * settings.epochs
+    mean, std = normalization(data)
+    preprocess = Preprocess(data.scale, mean, std, net.input_shape[:2], settings.augment)
+    trainer = Trainer(net, net.init(settings.seed), make_optimizer(settings, steps_per_epoch), preprocess, settings,
+                      data.num_classes)
+
+    run.mkdir(parents=True, exist_ok=True)
+    last, best = _checkpoint_managers(run, settings.keep)
+    state = {"params": trainer.params, "stats": trainer.stats, "opt_state": trainer.optimizer.init(trainer.params),
+             "meters": jnp.zeros(3, jnp.float32), "step": np.array(0, np.int64)}
+    history = History()
+    if resume:
+        restored = restore(last, state)
+        if restored is None:
+            raise TrainingError(f"{run} has no checkpoint to resume from; start a new run instead")
+        state = restored
+        history = _read_history(run / "metrics.jsonl", int(state["step"]) // steps_per_epoch)
+        progress.line(f"resuming {run} at step {int(state['step'])} (epoch {int(state['step']) // steps_per_epoch + 1})")
+    else:
+        source = net.report.graph.source
+        (run / "spec.cnn").write_text(source.text, encoding="utf-8")
+        (run / "metrics.jsonl").write_text("", encoding="utf-8")
+    _write_atomic(run / "settings.json", json.dumps(
+        {**settings.to_dict(), "normalization": {"mean": mean, "std": std, "scale": data.scale},
+         "num_classes": data.num_classes, "classes": list(data.classes), "steps_per_epoch": steps_per_epoch,
+         "input_shape": list(net.input_shape), "data_shape": list(data.image_shape)}, indent=1) + "\n")
+
+    x_train, y_train = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+    x_test, y_test = jnp.asarray(data.x_test), jnp.asarray(data.y_test)
+    key = jax.random.key(settings.seed)
+    order_key, step_key = jax.random.split(key)
+
+    def snapshot() -> dict[str, Any]:
+        return {"params": params, "stats": stats, "opt_state": opt_state, "meters": meters,
+                "step": np.array(step, np.int64)}
+
+    params, stats, opt_state, meters = state["params"], state["stats"], state["opt_state"], state["meters"]
+    step = int(state["step"])
+    saved_step = step
+    interrupted: list[int] = []
+    previous = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, lambda *_: interrupted.append(1))
+    try:
+        while step < total_steps:
+            epoch, index = divmod(step, steps_per_epoch)
+            order = jax.random.permutation(jax.random.fold_in(order_key, epoch), len(data.x_train))
+            progress.start(epoch + 1, settings.epochs, steps_per_epoch, index)
+            started, first_step = time.perf_counter(), step
+            try:
+                for index in range(index, steps_per_epoch):
+                    params, stats, opt_state, meters, loss = trainer.train_step(
+                        params, stats, opt_state, meters, x_train, y_train, order, jnp.asarray(index, jnp.int32),
+                        jax.random.fold_in(step_key, step))
+                    step += 1
+                    boundary = settings.checkpoint_every and step % settings.checkpoint_every == 0
+                    if index % 10 == 9 or boundary or index == steps_per_epoch - 1:
+                        seen_loss, seen_correct, seen = (float(v) for v in meters)
+                        if not math.isfinite(seen_loss):
+                            raise TrainingError(
+                                f"the loss became {float(loss)} at step {step} (epoch {epoch + 1}); stopped without "
+                                f"saving it. The last good checkpoint is step {saved_step} in {run / 'checkpoints'}"
+                                f". Try a lower --lr (now {settings.lr}) or --clip 1.0")
+                        rate = (step - first_step) * batch / max(time.perf_counter() - started, 1e-9)
+                        progress.update(index + 1, f"loss {seen_loss / seen:.4f}  acc {seen_correct / seen:.1%}  "
+                                                   f"{rate:,.0f} img/s")
+                    if boundary and index != steps_per_epoch - 1:
+                        _save(last, step, snapshot())
+                        saved_step = step
+                    if interrupted:
+                        raise KeyboardInterrupt
+            finally:
+                progress.stop()
+            elapsed = time.perf_counter() - started
+            test_loss, test_accuracy = trainer.evaluate(params, stats, x_test, y_test)
+            seen_loss, seen_correct, seen = (float(v) for v in meters)
+            record = {"epoch": epoch + 1, "step": step, "train_loss": seen_loss / seen,
+                      "train_accuracy": seen_correct / seen, "test_loss": test_loss, "test_accuracy": test_accuracy,
+                      "images_per_s": (step - first_step) * batch / elapsed, "seconds": elapsed}
+            if not math.isfinite(test_loss):
+                raise TrainingError(f"the test loss is {test_loss} after epoch {epoch + 1}; stopped without saving "
+                                    f"it. The last good checkpoint is step {saved_step}. Try a lower --lr")
+            meters = jnp.zeros(3, jnp.float32)
+            improved = test_accuracy > history.best_accuracy or not history.epochs
+            history.epochs.append(record)
+            # The metrics line first: a resume drops lines beyond its checkpoint, never lacks one.
+            with (run / "metrics.jsonl").open("a", encoding="utf-8") as out:
+                out.write(json.dumps(record) + "\n")
+            _save(last, step, snapshot())
+            saved_step = step
+            if improved:
+                _save(best, step, snapshot())
+            progress.line(f"epoch {epoch + 1:>3}/{settings.epochs}  loss {record['train_loss']:.4f}  "
+                          f"acc {record['train_accuracy']:.2%}  test loss {test_loss:.4f}  "
+                          f"test acc {test_accuracy:.2%}  {record['images_per_s']:,.0f} img/s")
+            if on_epoch:
+                on_epoch(record)
+    except KeyboardInterrupt:
+        seen_loss = float(meters[0])
+        if math.isfinite(seen_loss) and step != saved_step:
+            _save(last, step, snapshot())
+            saved_step = step
+        raise Interrupted(f"interrupted at step {step}; checkpoint saved at step {saved_step}. "
+                          f"Continue with: cnndsl train --resume {run}") from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if history.epochs:
+            plot_curves(history, run / "curves.png", f"{net.report.name} on {data.name}")
+    model = trainer.module(params, stats, train=False)
+    return TrainResult(net, model, history, run)
+
+
+def _read_history(path: Path, completed_epochs: int) -> History:
+    """The metrics of the epochs a checkpoint covers; later lines (from after it) are dropped from the file."""
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    records = [json.loads(line) for line in lines if line.strip()]
+    records = [r for r in records if r["epoch"] <= completed_epochs]
+    _write_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
+    return History(records)
+
+
+# ---- using a trained run --------------------------------------------------------------------------------------
+
+@dataclass
+class LoadedRun:
+    """A trained run ready to evaluate or predict: network, trainer, arrays, settings."""
+
+    net: CompiledNetwork
+    trainer: Trainer
+    params: Any
+    stats: Any
+    settings: dict[str, Any]
+    step: int
+
+
+def load_run(spec: str | os.PathLike[str] | None, run_dir: str | Path, checkpoint: str = "best",
+             bindings: dict[str, Any] | None = None) -> LoadedRun:
+    """The network of a run with its `best` or `last` checkpoint restored (spec defaults to the run's copy)."""
+    run = Path(run_dir)
+    if not (run / "settings.json").is_file():
+        raise TrainingError(f"{run} is not a training run (no settings.json); train one with cnndsl train FILE")
+    saved = json.loads((run / "settings.json").read_text(encoding="utf-8"))
+    settings = Settings.from_dict({k: v for k, v in saved.items() if k in {f.name for f in dataclasses.fields(Settings)}})
+    net = compile_spec(spec if spec is not None else run / "spec.cnn", set=bindings, dtype=DTYPES[settings.dtype])
+    norm = saved["normalization"]
+    preprocess = Preprocess(norm["scale"], tuple(norm["mean"]), tuple(norm["std"]), net.input_shape[:2])
+    trainer = Trainer(net, net.init(settings.seed), make_optimizer(settings, saved["steps_per_epoch"]), preprocess,
+                      settings, saved["num_classes"])
+    if net.report.output_shape != (saved["num_classes"],):
+        raise TrainingError(f"the spec outputs {fmt(net.report.output_shape)}, the run was trained for "
+                            f"{saved['num_classes']} classes; use the spec the run was trained with ({run / 'spec.cnn'})")
+    last, best = _checkpoint_managers(run, settings.keep)
+    manager = best if checkpoint == "best" else last
+    template = {"params": trainer.params, "stats": trainer.stats, "opt_state": trainer.optimizer.init(trainer.params),
+                "meters": jnp.zeros(3, jnp.float32), "step": np.array(0, np.int64)}
+    try:
+        restored = restore(manager, template)
+    except (ValueError, KeyError) as err:
+        raise TrainingError(f"{run}: the checkpoint does not fit this spec ({str(err).splitlines()[0][:200]}); "
+                            f"use the spec the run was trained with ({run / 'spec.cnn'})") from None
+    if restored is None:
+        raise TrainingError(f"{run} has no {checkpoint} checkpoint yet")
+    return LoadedRun(net, trainer, restored["params"], restored["stats"], saved, int(restored["step"]))
+
+
+def evaluate(spec: str | os.PathLike[str] | None, run_dir: str | Path, data: str | None = None,
+             data_dir: str | None = None, checkpoint: str = "best") -> dict[str, Any]:
+    """Accuracy and loss of a trained run on a dataset's test split: {"accuracy", "loss", "n", ...}."""
+    loaded = load_run(spec, run_dir, checkpoint)
+    source = data or loaded.settings["data"]
+    try:
+        dataset = load_dataset(source, data_dir or loaded.settings.get("data_dir"))
+    except DataError as err:
+        raise TrainingError(str(err)) from None
+    check_compatible(loaded.net, dataset, bool(loaded.settings.get("resize")))
+    loss, accuracy = loaded.trainer.evaluate(loaded.params, loaded.stats, jnp.asarray(dataset.x_test),
+                                             jnp.asarray(dataset.y_test))
+    return {"accuracy": accuracy, "loss": loss, "n": int(len(dataset.x_test)), "data": source,
+            "checkpoint": checkpoint, "step": loaded.step}
+
+
+def predict(spec: str | os.PathLike[str] | None, run_dir: str | Path, images: Sequence[np.ndarray],
+            checkpoint: str = "best") -> np.ndarray:
+    """Class probabilities (N, K) for raw images (H, W, C) as stored by the run's dataset (same scale)."""
+    loaded = load_run(spec, run_dir, checkpoint)
+    h, w, c = loaded.net.input_shape
+    batch = []
+    for image in images:
+        if image.shape[-1] != c:
+            image = image.mean(axis=-1, keepdims=True) if c == 1 else np.repeat(image[..., :1], c, axis=-1)
+        batch.append(np.asarray(jax.image.resize(jnp.asarray(image, jnp.float32), (h, w, c), "bilinear"))
+                     if image.shape[:2] != (h, w) else image.astype(np.float32))
+    logits = loaded.trainer.module(loaded.params, loaded.stats, train=False)(
+        loaded.trainer.preprocess(jnp.asarray(np.stack(batch))))
+    return np.asarray(jax.nn.softmax(logits.astype(jnp.float32), axis=-1))
