@@ -11,7 +11,7 @@ from cnndsl.report import Report
 
 __version__ = "0.1.0"
 __all__ = ["CnnError", "Diagnostic", "Report", "UsageError", "check", "compile", "load_exported", "load_source",
-           "parse",
+           "parse", "train",
            "__version__"]
 
 
@@ -30,3 +30,10 @@ def load_exported(directory):
     from cnndsl.export import load_exported as _load
 
     return _load(directory)
+
+
+def train(spec, settings=None, **options):
+    """Train a spec's network; returns the trained module and history. See `cnndsl.training.train`."""
+    from cnndsl.training import train as _train
+
+    return _train(spec, settings, **options)

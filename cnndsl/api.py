@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Mapping
@@ -15,6 +16,7 @@ from cnndsl.errors import CnnError, Diagnostic, UsageError
 from cnndsl.expand import expand
 from cnndsl.parser import parse as parse_source
 from cnndsl.report import Report
+from cnndsl.settings import spec_settings
 from cnndsl.shapes import INT64_MAX, infer_shapes
 from cnndsl.source import Source, looks_like_path
 
@@ -69,8 +71,16 @@ def check(spec: str | os.PathLike[str], set: Mapping[str, SetValue] | None = Non
     `spec` is a path or the spec's text; `set` binds or overrides `let` names: `{"N": 3}`.
     """
     overrides = parse_overrides(set)
-    graph = expand(parse_source(load_source(spec)), overrides)
-    report = Report.build(graph, infer_shapes(graph))
+    program = parse_source(load_source(spec))
+    train_settings, problems = spec_settings(program)
+    try:
+        graph = expand(program, overrides)
+    except CnnError as err:
+        raise CnnError(tuple(problems) + err.diagnostics) from None
+    if problems:
+        raise CnnError(tuple(problems))
+    report = dataclasses.replace(Report.build(graph, infer_shapes(graph)),
+                                 train_settings=tuple(train_settings.items()))
     for what, total in (("parameters", report.params), ("MACs", report.macs)):
         if total > INT64_MAX:
             raise CnnError((Diagnostic("limit", f"the network's {what} ({total:.3e}) do not fit in 64 bits",

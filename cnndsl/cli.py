@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from cnndsl import __version__
 from cnndsl.api import check
@@ -70,7 +71,75 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("images", nargs="+", metavar="IMAGE.npy", help="images as numpy arrays")
     run.add_argument("--top", type=int, default=5, help="how many classes to show per image (default 5)")
     run.add_argument("--json", action="store_true", help="print one JSON object per image")
+    _add_training_commands(commands, spec)
     return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _augment(text: str) -> tuple[str, ...]:
+    return () if text in ("", "none") else tuple(part.strip() for part in text.split(","))
+
+
+def _add_training_commands(commands: Any, spec: argparse.ArgumentParser) -> None:
+    from cnndsl.data import SOURCES
+    from cnndsl.settings import DTYPE_NAMES, OPTIMIZERS, SCHEDULES
+
+    data = argparse.ArgumentParser(add_help=False)
+    data.add_argument("--data", metavar="SOURCE", default=None,
+                      help=f"dataset: {', '.join(SOURCES)} (default: digits, or the run's)")
+    data.add_argument("--data-dir", metavar="DIR", default=None,
+                      help="where the official dataset files are (else the cache, downloading when absent)")
+    train = commands.add_parser(
+        "train", parents=[data], help="train a network on a dataset, with checkpoints and metrics",
+        description="Train the network of a .cnn spec. Settings: defaults < the spec's `train` lines < "
+                    "these flags. Writes a run directory with the spec, settings, metrics.jsonl, curves.png and "
+                    "checkpoints; --resume RUN_DIR continues an interrupted run.")
+    train.add_argument("file", nargs="?", help="the .cnn spec (optional with --resume: the run's copy)")
+    train.add_argument("--set", dest="bindings", metavar="NAME=VALUE", type=_set_pair, action="append",
+                       default=[], help="bind or override a `let` name (repeatable)")
+    train.add_argument("--epochs", type=_positive_int)
+    train.add_argument("--batch-size", type=_positive_int)
+    train.add_argument("--optimizer", choices=OPTIMIZERS)
+    train.add_argument("--lr", type=float, help="peak learning rate")
+    train.add_argument("--momentum", type=float, help="sgd momentum (default 0.9)")
+    train.add_argument("--nesterov", action="store_const", const=True, help="sgd with Nesterov momentum")
+    train.add_argument("--schedule", choices=SCHEDULES)
+    train.add_argument("--warmup-epochs", type=float, help="warmup-cosine: epochs of linear warmup (default 1)")
+    train.add_argument("--weight-decay", type=float)
+    train.add_argument("--label-smoothing", type=float)
+    train.add_argument("--clip", type=float, help="clip gradients to this global norm")
+    train.add_argument("--augment", type=_augment, metavar="crop,flip|none",
+                       help="random crop with padding and/or horizontal flip, on the device")
+    train.add_argument("--dtype", choices=DTYPE_NAMES, help="compute dtype; parameters stay float32")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--resize", action="store_const", const=True,
+                       help="resize the dataset's images to the spec's input on the device")
+    train.add_argument("--checkpoint-every", type=int, metavar="STEPS",
+                       help="also checkpoint every STEPS steps within an epoch (default: at epoch ends)")
+    train.add_argument("--keep", type=_positive_int, help="how many of the newest checkpoints to keep (default 3)")
+    train.add_argument("--out", metavar="RUN_DIR", help="the run directory (default runs/<spec name>[-N])")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue the interrupted run in RUN_DIR")
+    train.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    evaluate = commands.add_parser("eval", parents=[data], help="accuracy and loss of a trained run",
+                                   description="Evaluate a trained run's checkpoint on a dataset's test split.")
+    evaluate.add_argument("file", help="the .cnn spec the run was trained with")
+    evaluate.add_argument("--run", required=True, metavar="RUN_DIR")
+    evaluate.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    evaluate.add_argument("--json", action="store_true", help="print {accuracy, loss, n, ...} as JSON")
+    predict = commands.add_parser("predict", help="top classes of images with a trained run",
+                                  description="Classify images (PNG, JPEG or .npy) with a trained run.")
+    predict.add_argument("file", help="the .cnn spec the run was trained with")
+    predict.add_argument("images", nargs="+", metavar="IMAGE")
+    predict.add_argument("--run", required=True, metavar="RUN_DIR")
+    predict.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    predict.add_argument("--top", type=_positive_int, default=3)
+    predict.add_argument("--json", action="store_true")
 
 
 def _emit_json(report: Report, path: Path, args: argparse.Namespace) -> None:
@@ -163,6 +232,121 @@ def run_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_source(source: str | None) -> None:
+    from cnndsl.data import SOURCES
+
+    if source is None:
+        return
+    kind, colon, rest = source.partition(":")
+    if source in SOURCES or (colon and kind in ("npz", "folder") and rest):
+        return
+    from cnndsl.errors import closest
+
+    guess = closest(source, [s.split(":")[0] for s in SOURCES])
+    raise UsageError(f"unknown data source {source!r}",
+                     (f"did you mean {guess!r}? " if guess else "") + f"sources: {', '.join(SOURCES)}")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """`cnndsl train`."""
+    import dataclasses
+
+    from cnndsl.settings import Settings
+    from cnndsl.training import train
+
+    _check_source(args.data)
+    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(Settings)
+             if getattr(args, f.name, None) is not None}
+    if args.resume:
+        run_dir = Path(args.resume)
+        if not (run_dir / "settings.json").is_file():
+            raise UsageError(f"{run_dir} is not a training run (no settings.json)", "give the run directory to resume")
+        if args.out:
+            raise UsageError("--resume and --out both name a run directory", "give only --resume RUN_DIR")
+        spec: Any = Path(args.file) if args.file else run_dir / "spec.cnn"
+    else:
+        if not args.file:
+            raise UsageError("no spec to train", "give a .cnn file, or --resume RUN_DIR")
+        spec = Path(args.file)
+        run_dir = Path(args.out) if args.out else None
+        if run_dir is not None and (run_dir / "settings.json").exists():
+            raise UsageError(f"{run_dir} already holds a run",
+                             f"continue it with --resume {run_dir}, or pick another --out")
+    result = train(spec, run_dir=run_dir, resume=bool(args.resume), bindings=dict(args.bindings),
+                   quiet=args.quiet, **flags)
+    sys.stdout.write(_history_table(result))
+    return 0
+
+
+def _history_table(result: Any) -> str:
+    from io import StringIO
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{result.net.report.name}: {result.run_dir}", title_justify="left", show_edge=False)
+    for name in ("epoch", "train loss", "train acc", "test loss", "test acc", "img/s", "seconds"):
+        table.add_column(name, justify="right")
+    for e in result.history.epochs:
+        table.add_row(str(e["epoch"]), f"{e['train_loss']:.4f}", f"{e['train_accuracy']:.2%}", f"{e['test_loss']:.4f}",
+                      f"{e['test_accuracy']:.2%}", f"{e['images_per_s']:,.0f}", f"{e['seconds']:.1f}")
+    out = StringIO()
+    Console(file=out, width=100, highlight=False).print(table)
+    best = max(result.history.epochs, key=lambda e: e["test_accuracy"])
+    out.write(f"best test accuracy {best['test_accuracy']:.2%} (epoch {best['epoch']}); "
+              f"run: {result.run_dir}\n")
+    return out.getvalue()
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    """`cnndsl eval`."""
+    from cnndsl.training import evaluate
+
+    _check_source(args.data)
+    result = evaluate(Path(args.file), args.run, args.data, args.data_dir, args.checkpoint)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{result['data']}: accuracy {result['accuracy']:.2%}  loss {result['loss']:.4f}  "
+              f"n {result['n']:,}  ({args.checkpoint} checkpoint, step {result['step']})")
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    """`cnndsl predict`: PNG/JPEG images in 0..255 are rescaled to the dataset's units; .npy arrays are
+    taken as they are (the units the run's dataset stores)."""
+    import numpy as np
+
+    from cnndsl.data import DataError, read_image
+    from cnndsl.training import load_run, predict
+
+    scale = json.loads((Path(args.run) / "settings.json").read_text())["normalization"]["scale"] \
+        if (Path(args.run) / "settings.json").is_file() else 255.0
+    images = []
+    for name in args.images:
+        path = Path(name)
+        if path.suffix.lower() == ".npy":
+            try:
+                array = np.load(path, allow_pickle=False)
+            except (OSError, ValueError) as err:
+                raise DataError(f"{path}: not a readable .npy array ({err})") from None
+            images.append(array[..., None] if array.ndim == 2 else array)
+        else:
+            images.append(read_image(path).astype(np.float32) * (scale / 255.0))
+    load_run(Path(args.file), args.run, args.checkpoint)  # a clear error before any work if the run is unusable
+    probs = predict(Path(args.file), args.run, images, args.checkpoint)
+    classes = json.loads((Path(args.run) / "settings.json").read_text()).get("classes") or []
+    for name, row in zip(args.images, probs):
+        top = np.argsort(-row, kind="stable")[: args.top]
+        label = [classes[c] if c < len(classes) else str(int(c)) for c in top]
+        if args.json:
+            print(json.dumps({"image": name, "top": [{"class": int(c), "label": l, "probability": float(row[c])}
+                                                     for c, l in zip(top, label)]}))
+        else:
+            print(f"{name}:  " + "  ".join(f"{l} {row[c]:.1%}" for c, l in zip(top, label)))
+    return 0
+
+
 def run_check(args: argparse.Namespace) -> int:
     """`cnndsl check`."""
     report = check(Path(args.file), set=dict(args.bindings))
@@ -173,17 +357,32 @@ def run_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _runtime_errors() -> tuple[type[Exception], ...]:
+    """Errors with a message for the user: bad data, a run that cannot start or had to stop."""
+    from cnndsl.data import DataError
+    from cnndsl.export import ExportError
+    from cnndsl.settings import Interrupted, TrainingError
+
+    return DataError, ExportError, TrainingError, Interrupted
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        return {"check": run_check, "compile": run_compile, "run": run_run}[args.command](args)
+        return {"check": run_check, "compile": run_compile, "run": run_run, "train": run_train, "eval": run_eval,
+                "predict": run_predict}[args.command](args)
     except UsageError as err:
         print(f"cnndsl: {err.render()}", file=sys.stderr)
         return 2
     except CnnError as err:
         print(err.render(), file=sys.stderr)
         return 1
+    except _runtime_errors() as err:
+        from cnndsl.settings import Interrupted
+
+        print(f"cnndsl: {err}", file=sys.stderr)
+        return 130 if isinstance(err, Interrupted) else 1
     except KeyboardInterrupt:
         print("cnndsl: interrupted", file=sys.stderr)
         return 130

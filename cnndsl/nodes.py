@@ -235,6 +235,13 @@ class Block(Statement):
 
 
 @dataclass(frozen=True)
+class TrainSection(Statement):
+    """`train epochs = 15, lr = 0.003`: training settings that travel with the spec."""
+
+    bindings: tuple[Binding, ...]
+
+
+@dataclass(frozen=True)
 class Main(Statement):
     """The main chain: `input -> ... -> fc(10)`."""
 

@@ -37,7 +37,7 @@ _TERMINAL_NAMES = {
     "MUL_OP": "`/`", "ADD_OP": "`+`", "COMP_OP": "a comparison", "NAME": "a name", "INT": "a number",
     "FLOAT": "a number", "DIMS": "a size like `3x3`", "_NL": "a new line", "$END": "the end of the file",
     "_IF": "`if`", "_ELSE": "`else`", "_AS": "`as`", "_AND": "`and`", "_OR": "`or`", "_NOT": "`not`",
-    "_INPUT": "`input`", "_NETWORK": "`network`", "_LET": "`let`", "_BLOCK": "`block`",
+    "_INPUT": "`input`", "_NETWORK": "`network`", "_LET": "`let`", "_BLOCK": "`block`", "_TRAIN": "`train`",
 }
 
 
@@ -120,6 +120,9 @@ class _ToAst(Transformer_NonRecursive):
 
     def let(self, meta: Any, c: list) -> n.Let:
         return n.Let(_span(meta), tuple(c))
+
+    def train_section(self, meta: Any, c: list) -> n.TrainSection:
+        return n.TrainSection(_span(meta), tuple(c))
 
     def binding(self, meta: Any, c: list) -> n.Binding:
         return n.Binding(_span(meta), str(c[0]), c[1] is not None, c[2])

@@ -49,6 +49,7 @@ class Report:
     rows: tuple[Row, ...]
     input_shape: ir.Shape
     output_shape: ir.Shape
+    train_settings: tuple[tuple[str, Any], ...] = ()  # the spec's `train` lines, checked
 
     @classmethod
     def build(cls, graph: ir.Graph, inferred: list[Inferred]) -> Report:
@@ -154,7 +155,11 @@ class Report:
             ("activations", f"{self.activation_bytes:,} B", _bytes(self.activation_bytes) + " per image, float32"),
         ]
         width = max(len(v) for _, v, _ in lines)
-        return "\n".join(f"{k + ':':<18}{v:>{width}}  ({h})" for k, v, h in lines)
+        text = "\n".join(f"{k + ':':<18}{v:>{width}}  ({h})" for k, v, h in lines)
+        if self.train_settings:
+            shown = ", ".join(f"{k}={','.join(v) if isinstance(v, tuple) else v}" for k, v in self.train_settings)
+            text += f"\n{'training:':<18}{shown}"
+        return text
 
 
 @dataclass(frozen=True)

@@ -35,81 +35,13 @@ from cnndsl.compiler import CompiledNetwork
 from cnndsl.compiler import compile as compile_spec
 from cnndsl.data import Dataset, DataError, load_dataset
 from cnndsl.flax_backend import flatten_state, unflatten_state
+from cnndsl.settings import Interrupted, Settings, TrainingError
+
+__all__ = ["Interrupted", "Settings", "TrainingError", "TrainResult", "evaluate", "predict", "train"]
 from cnndsl.shapes import fmt
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "cosine", "warmup-cosine", "one-cycle", "step")
-AUGMENTATIONS = ("crop", "flip")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 EVAL_BATCH = 500
-
-
-class TrainingError(Exception):
-    """A run that cannot start or had to stop (bad settings, a NaN loss); the message says what to do."""
-
-
-class Interrupted(Exception):
-    """Ctrl-C (or SIGTERM) during training; a checkpoint of the current step was saved."""
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Everything that decides a run's result. Defaults < the spec's `train { }` section < flags."""
-
-    data: str = "digits"
-    data_dir: str | None = None
-    epochs: int = 10
-    batch_size: int = 64
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    momentum: float = 0.9
-    nesterov: bool = False
-    schedule: str = "constant"
-    warmup_epochs: float = 1.0
-    weight_decay: float = 0.0
-    label_smoothing: float = 0.0
-    clip: float = 0.0  # global gradient-norm clipping; 0 = off
-    augment: tuple[str, ...] = ()
-    dtype: str = "float32"
-    seed: int = 0
-    resize: bool = False
-    checkpoint_every: int = 0  # steps between mid-epoch checkpoints; 0 = at epoch ends only
-    keep: int = 3  # how many of the newest checkpoints to keep
-
-    def validate(self) -> Settings:
-        """The settings if they make sense, else a TrainingError naming the bad one."""
-        checks = [
-            (self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
-            (self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}"),
-            (self.optimizer in OPTIMIZERS, f"unknown optimizer {self.optimizer!r}; choose {', '.join(OPTIMIZERS)}"),
-            (self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r}; choose {', '.join(SCHEDULES)}"),
-            (self.lr > 0 and math.isfinite(self.lr), f"the learning rate must be positive, got {self.lr}"),
-            (0 <= self.label_smoothing < 1, f"label smoothing must be in [0, 1), got {self.label_smoothing}"),
-            (self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}"),
-            (self.clip >= 0, f"clip must be >= 0, got {self.clip}"),
-            (all(a in AUGMENTATIONS for a in self.augment),
-             f"unknown augmentation in {','.join(self.augment)}; choose from {', '.join(AUGMENTATIONS)}"),
-            (self.dtype in DTYPES, f"unknown dtype {self.dtype!r}; choose {', '.join(DTYPES)}"),
-            (self.keep >= 1, f"keep must be at least 1, got {self.keep}"),
-            (self.checkpoint_every >= 0, "checkpoint-every must be >= 0"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise TrainingError(message)
-        return self
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready (tuples as lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Settings:
-        """The inverse of `to_dict`; unknown keys are an error."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise TrainingError(f"unknown training settings: {', '.join(unknown)}")
-        return cls(**{k: tuple(v) if k == "augment" else v for k, v in data.items()})
 
 
 @dataclass
@@ -396,18 +328,33 @@ class _Progress:
         if not self.quiet:
             from rich.console import Console
 
-            Console(stderr=True, highlight=False).print(text)
+            Console(stderr=True, highlight=False, soft_wrap=True).print(text)
 
 
 def train(spec: str | os.PathLike[str], settings: Settings | None = None, *, run_dir: str | Path | None = None,
           resume: bool = False, bindings: dict[str, Any] | None = None, quiet: bool = False,
-          on_epoch: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+          on_epoch: Callable[[dict[str, Any]], None] | None = None, **overrides: Any) -> TrainResult:
     """Train the network of a spec (a path or text) and return the trained module and its history.
 
-    With `resume`, `run_dir` must hold an earlier run: its settings and checkpoint are picked up and
-    training continues from the last saved step (settings passed here override, e.g. more epochs).
+    Settings: `settings` if given, else the defaults < the spec's `train` lines (or, with `resume`, the
+    run's saved settings) < `overrides` (keyword arguments named like `Settings` fields: epochs=3).
+    With `resume`, `run_dir` must hold an earlier run; training continues from its last checkpoint.
     """
-    settings = (settings or Settings()).validate()
+    if settings is None:
+        if resume:
+            saved = Path(run_dir or "") / "settings.json"
+            if not saved.is_file():
+                raise TrainingError(f"{run_dir} is not a training run (no settings.json); start a new run instead")
+            fields = {f.name for f in dataclasses.fields(Settings)}
+            base = {k: v for k, v in json.loads(saved.read_text(encoding="utf-8")).items() if k in fields}
+        else:
+            from cnndsl.api import check
+
+            base = dict(check(spec, set=bindings).train_settings)
+        settings = Settings.from_dict({**base, **overrides})
+    elif overrides:
+        settings = dataclasses.replace(settings, **overrides)
+    settings = settings.validate()
     net = compile_spec(spec, set=bindings, dtype=DTYPES[settings.dtype])
     run = Path(run_dir) if run_dir else new_run_dir(str(net.report.graph.source.path))
     progress = _Progress(quiet)
