@@ -22,6 +22,7 @@ import struct
 import tarfile
 import urllib.error
 import urllib.request
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -252,21 +253,24 @@ def _npz(path: Path) -> Dataset:
             arrays = {name: data[name] for name in data.files}
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
-    except (OSError, ValueError, EOFError) as err:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         raise DataError(f"{path}: not a readable .npz archive ({err})") from None
     missing = [k for k in ("x", "y") if k not in arrays]
     if missing:
         raise DataError(f"{path}: missing array {' and '.join(missing)} (found: {', '.join(sorted(arrays)) or 'none'}); "
                         "an npz dataset holds x, y and optionally x_test, y_test")
-    x, y = _as_images(arrays["x"], f"{path}: x"), arrays["y"]
-    if "x_test" in arrays and "y_test" in arrays:
-        x_test, y_test = _as_images(arrays["x_test"], f"{path}: x_test"), arrays["y_test"]
+    pairs = [("x", "y")] + ([("x_test", "y_test")] if "x_test" in arrays and "y_test" in arrays else [])
+    for images_key, labels_key in pairs:
+        images, labels = _as_images(arrays[images_key], f"{path}: {images_key}"), arrays[labels_key]
+        if labels.ndim != 1 or len(labels) != len(images) or not np.issubdtype(labels.dtype, np.integer):
+            raise DataError(f"{path}: {images_key} has {len(images)} images but {labels_key} has shape "
+                            f"{labels.shape} and dtype {labels.dtype}; labels must be N integers")
+        arrays[images_key] = images
+    x, y = arrays["x"], arrays["y"]
+    if len(pairs) == 2:
+        x_test, y_test = arrays["x_test"], arrays["y_test"]
     else:
         x, y, x_test, y_test = _held_out(x, y)
-    for images, labels, name in ((x, y, "x"), (x_test, y_test, "x_test")):
-        if labels.ndim != 1 or len(labels) != len(images) or not np.issubdtype(labels.dtype, np.integer):
-            raise DataError(f"{path}: {name} has {len(images)} images but its labels have shape "
-                            f"{labels.shape} and dtype {labels.dtype}; labels must be N integers")
     if x.shape[1:] != x_test.shape[1:]:
         raise DataError(f"{path}: x images are {x.shape[1:]}, x_test images {x_test.shape[1:]}")
     num_classes = int(max(y.max(), y_test.max())) + 1

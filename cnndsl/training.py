@@ -379,7 +379,12 @@ def train(spec: str | os.PathLike[str], settings: Settings | None = None, *, run
              "meters": jnp.zeros(3, jnp.float32), "step": np.array(0, np.int64)}
     history = History()
     if resume:
-        restored = restore(last, state)
+        try:
+            restored = restore(last, state)
+        except (ValueError, KeyError, TypeError) as err:
+            raise TrainingError(f"{run}: the checkpoint does not fit this network and optimizer "
+                                f"({str(err).splitlines()[0][:160]}); resume with the spec and --optimizer, "
+                                "--clip and --weight-decay the run started with") from None
         if restored is None:
             raise TrainingError(f"{run} has no checkpoint to resume from; start a new run instead")
         state = restored
@@ -407,8 +412,7 @@ def train(spec: str | os.PathLike[str], settings: Settings | None = None, *, run
     step = int(state["step"])
     saved_step = step
     interrupted: list[int] = []
-    previous = signal.getsignal(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, lambda *_: interrupted.append(1))
+    restore_signals = _stop_on_signals(interrupted)
     try:
         while step < total_steps:
             epoch, index = divmod(step, steps_per_epoch)
@@ -471,11 +475,30 @@ def train(spec: str | os.PathLike[str], settings: Settings | None = None, *, run
         raise Interrupted(f"interrupted at step {step}; checkpoint saved at step {saved_step}. "
                           f"Continue with: cnndsl train --resume {run}") from None
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        restore_signals()
         if history.epochs:
             plot_curves(history, run / "curves.png", f"{net.report.name} on {data.name}")
     model = trainer.module(params, stats, train=False)
     return TrainResult(net, model, history, run)
+
+
+def _stop_on_signals(flag: list[int]) -> Callable[[], None]:
+    """Make Ctrl-C (SIGINT) and SIGTERM stop training after the current step, with a checkpoint: a
+    KeyboardInterrupt raised at an arbitrary point (inside JAX, a garbage-collection callback) can be
+    swallowed or leave state half-updated. A second Ctrl-C interrupts at once. Returns the undo."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum: int, frame: Any) -> None:
+        flag.append(signum)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    for sig in previous:
+        signal.signal(sig, handler)
+    return lambda: [signal.signal(sig, old) for sig, old in previous.items()] and None
 
 
 def _read_history(path: Path, completed_epochs: int) -> History:

@@ -1,0 +1,218 @@
+"""`cnndsl train`, `eval`, `predict`: real training on digits, run directories, resume after SIGKILL, faults."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import cnndsl
+from cnndsl.cli import main
+from cnndsl.settings import Settings
+from cnndsl.training import Preprocess, load_run, make_optimizer
+from tests.conftest import ROOT
+
+DIGITS = ROOT / "examples" / "digits.cnn"
+
+
+def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "cnndsl", *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    run = tmp_path_factory.mktemp("digits") / "run"
+    return run, cli("train", str(DIGITS), "--out", str(run), "--quiet")
+
+
+def test_digits_example_reaches_97_percent_in_its_default_epochs(digits_run) -> None:
+    run, result = digits_run
+    assert result.returncode == 0, result.stderr
+    epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    settings = json.loads((run / "settings.json").read_text())
+    assert settings["epochs"] == 15 and settings["lr"] == 0.003  # from the spec's `train` line
+    assert len(epochs) == 15 and [e["epoch"] for e in epochs] == list(range(1, 16))
+    assert epochs[-1]["test_accuracy"] >= 0.97
+    assert epochs[-1]["train_loss"] < epochs[0]["train_loss"]
+    assert "best test accuracy" in result.stdout and "train loss" in result.stdout  # the final table
+
+
+def test_run_directory_holds_everything(digits_run) -> None:
+    run, _ = digits_run
+    assert (run / "spec.cnn").read_text() == DIGITS.read_text()
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    last = sorted(int(p.name) for p in (run / "checkpoints" / "last").iterdir() if p.name.isdigit())
+    best = [int(p.name) for p in (run / "checkpoints" / "best").iterdir() if p.name.isdigit()]
+    assert len(last) == 3 and last[-1] == 15 * 22  # keep the newest 3 (22 steps per epoch)
+    epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    best_epoch = max(epochs, key=lambda e: e["test_accuracy"])  # the first epoch with the best accuracy
+    assert best == [best_epoch["step"]]
+
+
+def test_eval_reports_the_best_and_last_checkpoints(digits_run) -> None:
+    run, _ = digits_run
+    epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    best = json.loads(cli("eval", str(DIGITS), "--run", str(run), "--json").stdout)
+    last = json.loads(cli("eval", str(DIGITS), "--run", str(run), "--json", "--checkpoint", "last").stdout)
+    assert best["n"] == last["n"] == 359
+    assert best["accuracy"] == pytest.approx(max(e["test_accuracy"] for e in epochs))
+    assert last["accuracy"] == pytest.approx(epochs[-1]["test_accuracy"])
+    assert last["loss"] == pytest.approx(epochs[-1]["test_loss"], rel=1e-4)
+
+
+def test_predict_classifies_training_digits(digits_run, tmp_path: Path) -> None:
+    from sklearn.datasets import load_digits
+
+    run, _ = digits_run
+    digits = load_digits()
+    paths = []
+    for i in range(5):
+        np.save(tmp_path / f"d{i}.npy", digits.images[i][..., None].astype(np.float32))
+        paths.append(str(tmp_path / f"d{i}.npy"))
+    result = cli("predict", str(DIGITS), "--run", str(run), "--checkpoint", "last", "--json", "--top", "2", *paths)
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [row["top"][0]["class"] for row in rows] == list(digits.target[:5])
+    assert all(row["top"][0]["probability"] > 0.5 for row in rows)
+
+
+def _train_args(run: Path, epochs: int, every: int) -> list[str]:
+    return ["train", str(DIGITS), "--out", str(run), "--epochs", str(epochs), "--checkpoint-every", str(every),
+            "--quiet", "--seed", "5"]
+
+
+def _final(run: Path) -> dict[str, np.ndarray]:
+    loaded = load_run(None, run, "last")
+    return {**{k: np.asarray(v) for k, v in loaded.params.items()},
+            **{k: np.asarray(v) for k, v in loaded.stats.items()}}
+
+
+def test_sigkill_mid_epoch_then_resume_ends_with_the_same_parameters(tmp_path: Path) -> None:
+    epochs, every, per_epoch = 30, 25, 22
+    reference = tmp_path / "reference"
+    assert cli(*_train_args(reference, epochs, every)).returncode == 0
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, "-m", "cnndsl", *_train_args(killed, epochs, every)],
+                               env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    checkpoints = killed / "checkpoints" / "last"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:  # wait for a mid-epoch checkpoint past epoch 2
+        steps = [int(p.name) for p in checkpoints.iterdir() if p.name.isdigit()] if checkpoints.exists() else []
+        if any(s > 2 * per_epoch and s % per_epoch for s in steps):
+            break
+        time.sleep(0.005)
+    assert process.poll() is None, "the run ended before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    saved = max(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit())
+    assert saved < epochs * per_epoch
+    resumed = cli("train", "--resume", str(killed), "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = _final(reference), _final(killed)
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    lines = [[json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+             for run in (reference, killed)]
+    assert [(e["train_loss"], e["test_accuracy"]) for e in lines[0]] == \
+           [(e["train_loss"], e["test_accuracy"]) for e in lines[1]]
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "cnndsl", *_train_args(run, 200, 0)],
+                               env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not (run / "metrics.jsonl").is_file() or \
+            not (run / "metrics.jsonl").read_text().strip():
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "interrupted at step" in err and "--resume" in err and "Traceback" not in err
+    step = int(err.split("checkpoint saved at step ")[1].split(".")[0])
+    assert step in [int(p.name) for p in (run / "checkpoints" / "last").iterdir() if p.name.isdigit()]
+    resumed = cli("train", "--resume", str(run), "--epochs", "3", "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert cli("train", str(DIGITS), "--out", str(run), "--epochs", "1", "--quiet").returncode == 0
+    result = cli("train", "--resume", str(run), "--epochs", "3", "--lr", "1e38", "--quiet")
+    assert result.returncode == 1
+    assert "the loss became nan" in result.stderr and "last good checkpoint is step 22" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
+    assert cli("eval", str(DIGITS), "--run", str(run), "--checkpoint", "last").returncode == 0
+    changed = cli("train", "--resume", str(run), "--epochs", "3", "--optimizer", "sgd", "--quiet")
+    assert changed.returncode == 1 and "resume with the spec and --optimizer" in changed.stderr
+
+
+def test_python_api_trains_and_returns_history(tmp_path: Path) -> None:
+    result = cnndsl.train(DIGITS, run_dir=tmp_path / "run", quiet=True, epochs=2, batch_size=128)
+    assert [e["epoch"] for e in result.history.epochs] == [1, 2]
+    x = jnp.zeros((3, 8, 8, 1))
+    assert result.model(x).shape == (3, 10)
+
+
+def test_spec_settings_and_flags(tmp_path: Path) -> None:
+    spec = tmp_path / "net.cnn"
+    spec.write_text("network T\ninput 8x8x1\ntrain epochs = 1, optimizer = sgd, schedule = warmup_cosine,\n"
+                    "      augment = (crop), label_smoothing = 0.1\ninput -> conv(4, 3x3) -> relu -> fc(10)\n")
+    report = cnndsl.check(spec)
+    assert dict(report.train_settings) == {"epochs": 1, "optimizer": "sgd", "schedule": "warmup-cosine",
+                                           "augment": ("crop",), "label_smoothing": 0.1}
+    assert main(["train", str(spec), "--out", str(tmp_path / "run"), "--batch-size", "100", "--quiet"]) == 0
+    saved = json.loads((tmp_path / "run" / "settings.json").read_text())
+    assert (saved["optimizer"], saved["batch_size"], saved["augment"]) == ("sgd", 100, ["crop"])
+
+
+def test_resize_trains_a_32x32_network_on_8x8_digits(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lenet = ROOT / "examples" / "lenet5.cnn"
+    assert main(["train", str(lenet), "--out", str(tmp_path / "a"), "--epochs", "1", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "8x8x1" in err and "32x32x1" in err and "--resize" in err
+    assert main(["train", str(lenet), "--out", str(tmp_path / "b"), "--epochs", "1", "--resize", "--quiet"]) == 0
+
+
+def test_augmentation_is_deterministic_and_flips_for_real() -> None:
+    x = jnp.arange(2 * 8 * 8, dtype=jnp.float32).reshape(2, 8, 8, 1)
+    flip = Preprocess(1.0, (0.0,), (1.0,), (8, 8), ("flip",))
+    key = jax.random.key(0)
+    out = flip(x, key)
+    assert jnp.array_equal(out, flip(x, key))
+    for i in range(2):
+        assert jnp.array_equal(out[i], x[i]) or jnp.array_equal(out[i], x[i, :, ::-1])
+    flipped = [bool(jnp.array_equal(flip(x, jax.random.key(k))[0], x[0, :, ::-1])) for k in range(16)]
+    assert 0 < sum(flipped) < 16
+    crop = Preprocess(1.0, (0.0,), (1.0,), (8, 8), ("crop",))
+    moved = crop(x, jax.random.key(3))
+    assert moved.shape == x.shape and not jnp.array_equal(moved, x)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
+@pytest.mark.parametrize("schedule", ["constant", "cosine", "warmup-cosine", "one-cycle", "step"])
+def test_every_optimizer_and_schedule_builds_and_steps(optimizer: str, schedule: str) -> None:
+    settings = Settings(optimizer=optimizer, schedule=schedule, epochs=2, weight_decay=1e-4, clip=1.0, nesterov=True)
+    tx = make_optimizer(settings, steps_per_epoch=5)
+    params = {"w": jnp.ones(3)}
+    state = tx.init(params)
+    for _ in range(3):  # warmup schedules start at 0: take a few steps
+        updates, state = tx.update({"w": jnp.ones(3)}, state, params)
+        params = optax.apply_updates(params, updates)
+    assert jnp.all(params["w"] < 1)  # moved against the gradient
