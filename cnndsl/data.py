@@ -1,7 +1,7 @@
 """Datasets for training: `load_dataset(source, data_dir=None)` -> `Dataset` (numpy arrays, NHWC).
 
 Sources:
-    digits                 scikit-learn's 8x8 digits (offline), a fixed 1,437 / 360 split
+    digits                 scikit-learn's 8x8 digits (offline), a fixed 1,438 / 359 split
     mnist, fashion-mnist   the official IDX files (gzip), 60,000 / 10,000
     cifar10, cifar100      the official *binary* archives (no pickle is ever read), 50,000 / 10,000
     npz:PATH               arrays x, y and optionally x_test, y_test (else a fixed 20% is held out)

@@ -137,7 +137,8 @@ class Trainer:
         self.optimizer, self.preprocess, self.settings = optimizer, preprocess, settings
         self.num_classes = num_classes
         # Donating the state saves a copy per step where the backend supports it (not XLA:CPU, which warns).
-        donate = (0, 1, 2, 3) if jax.default_backend() != "cpu" else ()
+        # The meters (argument 3) are not donated: the progress display reads them after the next step.
+        donate = (0, 1, 2) if jax.default_backend() != "cpu" else ()
         self.train_step = jax.jit(self._train_step, donate_argnums=donate)
         self.eval_step = jax.jit(self._eval_step)
 
@@ -419,6 +420,19 @@ def train(spec: str | os.PathLike[str], settings: Settings | None = None, *, run
             order = jax.random.permutation(jax.random.fold_in(order_key, epoch), len(data.x_train))
             progress.start(epoch + 1, settings.epochs, steps_per_epoch, index)
             started, first_step = time.perf_counter(), step
+            pending: tuple[Any, int, int] | None = None
+
+            def show(values: jax.Array, done: int, at_step: int) -> None:
+                """Report the running meters; stop at a non-finite loss before anything saves it."""
+                seen_loss, seen_correct, seen = (float(v) for v in values)
+                if not math.isfinite(seen_loss):
+                    raise TrainingError(
+                        f"the loss became {seen_loss} by step {at_step} (epoch {epoch + 1}); stopped without "
+                        f"saving it. The last good checkpoint is step {saved_step} in {run / 'checkpoints'}. "
+                        f"Try a lower --lr (now {settings.lr}) or --clip 1.0")
+                rate = (at_step - first_step) * batch / max(time.perf_counter() - started, 1e-9)
+                progress.update(done, f"loss {seen_loss / seen:.4f}  acc {seen_correct / seen:.1%}  {rate:,.0f} img/s")
+
             try:
                 for index in range(index, steps_per_epoch):
                     params, stats, opt_state, meters, loss = trainer.train_step(
@@ -426,16 +440,13 @@ def train(spec: str | os.PathLike[str], settings: Settings | None = None, *, run
                         jax.random.fold_in(step_key, step))
                     step += 1
                     boundary = settings.checkpoint_every and step % settings.checkpoint_every == 0
-                    if index % 10 == 9 or boundary or index == steps_per_epoch - 1:
-                        seen_loss, seen_correct, seen = (float(v) for v in meters)
-                        if not math.isfinite(seen_loss):
-                            raise TrainingError(
-                                f"the loss became {float(loss)} at step {step} (epoch {epoch + 1}); stopped without "
-                                f"saving it. The last good checkpoint is step {saved_step} in {run / 'checkpoints'}"
-                                f". Try a lower --lr (now {settings.lr}) or --clip 1.0")
-                        rate = (step - first_step) * batch / max(time.perf_counter() - started, 1e-9)
-                        progress.update(index + 1, f"loss {seen_loss / seen:.4f}  acc {seen_correct / seen:.1%}  "
-                                                   f"{rate:,.0f} img/s")
+                    if index % 10 == 9:  # show the meters copied at the last update (no stall), copy these
+                        if pending is not None:
+                            show(*pending)
+                        meters.copy_to_host_async()
+                        pending = (meters, index + 1, step)
+                    if boundary or index == steps_per_epoch - 1:  # a checkpoint or the epoch's end: check now
+                        show(meters, index + 1, step)
                     if boundary and index != steps_per_epoch - 1:
                         _save(last, step, snapshot())
                         saved_step = step
