@@ -216,3 +216,10 @@ def test_every_optimizer_and_schedule_builds_and_steps(optimizer: str, schedule:
         updates, state = tx.update({"w": jnp.ones(3)}, state, params)
         params = optax.apply_updates(params, updates)
     assert jnp.all(params["w"] < 1)  # moved against the gradient
+
+
+def test_bfloat16_compute_trains_with_float32_parameters(tmp_path: Path) -> None:
+    result = cnndsl.train(DIGITS, run_dir=tmp_path / "run", quiet=True, epochs=2, dtype="bfloat16")
+    assert result.history.epochs[-1]["test_accuracy"] > 0.8
+    loaded = load_run(None, tmp_path / "run", "last")
+    assert {str(v.dtype) for v in loaded.params.values()} == {"float32"}
