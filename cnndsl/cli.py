@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("-o", "--output", required=True, metavar="PATH",
                       help="where to write the artifact (a directory for export)")
     comp.add_argument("--seed", type=int, default=0, help="export: initialise the parameters from this seed")
+    comp.add_argument("--run", metavar="RUN_DIR", help="export: the trained parameters of this run (its best "
+                                                       "checkpoint) and its input normalization")
     comp.add_argument("--depth", type=_depth, default=None,
                       help="svg: draw groups (blocks, repetitions) only this many levels deep, fold the rest")
     comp.add_argument("--quiet", action="store_true", help="do not print the summary table")
@@ -158,10 +160,20 @@ def _emit_export(report: Report, path: Path, args: argparse.Namespace) -> None:
     from cnndsl.compiler import CompiledNetwork
     from cnndsl.export import export
 
-    net = CompiledNetwork(report)
-    meta = export(net, net.init(args.seed), path)
-    print(f"lowered for {', '.join(meta['platforms'])}; parameters from seed {args.seed} "
-          f"(export trained ones from Python: cnndsl.export.export(net, model, DIR))", file=sys.stderr)
+    if args.run:
+        from cnndsl.training import load_run
+
+        loaded = load_run(Path(args.file), args.run, "best", dict(args.bindings))
+        model = loaded.trainer.module(loaded.params, loaded.stats, train=False)
+        norm = loaded.settings["normalization"]
+        meta = export(loaded.net, model, path, preprocess={k: norm[k] for k in ("scale", "mean", "std")},
+                      classes=loaded.settings.get("classes") or ())
+        origin = f"trained parameters of {args.run} (step {loaded.step}); takes raw pixels as its dataset stores them"
+    else:
+        net = CompiledNetwork(report)
+        meta = export(net, net.init(args.seed), path)
+        origin = f"parameters from seed {args.seed} (export a trained run with --run RUN_DIR)"
+    print(f"lowered for {', '.join(meta['platforms'])}; {origin}", file=sys.stderr)
     for reason in meta["platforms_left_out"]:
         print(f"left out {reason}", file=sys.stderr)
 
@@ -221,14 +233,17 @@ def run_run(args: argparse.Namespace) -> int:
         except ExportError as err:
             print(f"cnndsl: {image}: {err}", file=sys.stderr)
             return 1
+        classes = network.meta.get("classes") or []
         for index, row in enumerate(probs):
             name = image if len(probs) == 1 else f"{image}[{index}]"
             top = np.argsort(-row, kind="stable")[: args.top]
+            labels = [classes[c] if c < len(classes) else str(int(c)) for c in top]
             if args.json:
-                print(json.dumps({"image": name, "top": [{"class": int(c), "probability": float(row[c])}
-                                                         for c in top]}))
+                print(json.dumps({"image": name, "top": [{"class": int(c), "label": label,
+                                                          "probability": float(row[c])}
+                                                         for c, label in zip(top, labels)]}))
             else:
-                print(name + ":  " + "  ".join(f"{int(c)} {row[c]:.1%}" for c in top))
+                print(name + ":  " + "  ".join(f"{label} {row[c]:.1%}" for c, label in zip(top, labels)))
     return 0
 
 

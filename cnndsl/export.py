@@ -32,13 +32,14 @@ class ExportError(Exception):
     """An artifact that cannot be written or read: the message names the file and what is wrong."""
 
 
-def export(net: Any, model: Any, directory: str | Path,
-           platforms: Sequence[str] = DEFAULT_PLATFORMS) -> dict[str, Any]:
+def export(net: Any, model: Any, directory: str | Path, platforms: Sequence[str] = DEFAULT_PLATFORMS,
+           preprocess: dict[str, Any] | None = None, classes: Sequence[str] = ()) -> dict[str, Any]:
     """Write `model` (a module of the compiled network `net`) as an inference artifact into `directory`.
 
-    The forward pass runs in eval mode (running batch-norm statistics, no dropout). Platforms the installed
-    jax cannot lower for are left out (and not listed in meta.json) unless none is left. Returns the
-    metadata written to meta.json.
+    The forward pass runs in eval mode (running batch-norm statistics, no dropout). With `preprocess`
+    ({"scale", "mean", "std"}, as a training run records it) the program takes raw pixels and normalizes
+    them first, exactly as training did. Platforms the installed jax cannot lower for are left out (and
+    not listed in meta.json) unless none is left. Returns the metadata written to meta.json.
     """
     import jax
     import jax.numpy as jnp
@@ -53,6 +54,9 @@ def export(net: Any, model: Any, directory: str | Path,
     arrays = {name: np.asarray(leaf) for name, leaf in flat.items()}
 
     def forward(params: dict[str, jax.Array], x_BxHxWxC: jax.Array) -> jax.Array:
+        if preprocess is not None:
+            x_BxHxWxC = (x_BxHxWxC / preprocess["scale"] - jnp.asarray(preprocess["mean"], jnp.float32)) \
+                / jnp.asarray(preprocess["std"], jnp.float32)
         return nnx.merge(graphdef, unflatten_state(names, treedef, params), rest)(x_BxHxWxC)
 
     batch = jax.export.symbolic_shape("batch")[0]
@@ -83,6 +87,8 @@ def export(net: Any, model: Any, directory: str | Path,
         "input_shape": list(report.input_shape),
         "output_shape": list(report.output_shape),
         "output_is_probabilities": _ends_in_softmax(report),
+        "preprocess": preprocess,
+        "classes": list(classes),
         "params": report.params,
         "parameters": {name: {"shape": list(a.shape), "dtype": str(a.dtype)} for name, a in arrays.items()},
         "spec": report.graph.source.path,

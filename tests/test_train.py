@@ -223,3 +223,17 @@ def test_bfloat16_compute_trains_with_float32_parameters(tmp_path: Path) -> None
     assert result.history.epochs[-1]["test_accuracy"] > 0.8
     loaded = load_run(None, tmp_path / "run", "last")
     assert {str(v.dtype) for v in loaded.params.values()} == {"float32"}
+
+
+def test_export_of_a_trained_run_takes_raw_pixels(digits_run, tmp_path: Path) -> None:
+    from sklearn.datasets import load_digits
+
+    from cnndsl.training import predict
+
+    run, _ = digits_run
+    assert main(["compile", str(DIGITS), "--emit", "export", "-o", str(tmp_path / "art"), "--run", str(run),
+                 "--quiet"]) == 0
+    images = load_digits().images[:6, ..., None].astype(np.float32)  # raw 0..16 pixels, as the dataset stores them
+    exported = cnndsl.load_exported(tmp_path / "art")
+    assert exported.meta["preprocess"]["scale"] == 16.0 and exported.meta["classes"][:2] == ["0", "1"]
+    np.testing.assert_allclose(exported.probabilities(images), predict(DIGITS, run, list(images)), atol=1e-5)
