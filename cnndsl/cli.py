@@ -161,14 +161,10 @@ def _emit_export(report: Report, path: Path, args: argparse.Namespace) -> None:
     from cnndsl.export import export
 
     if args.run:
-        from cnndsl.training import load_run
+        from cnndsl.export import export_run
 
-        loaded = load_run(Path(args.file), args.run, "best", dict(args.bindings))
-        model = loaded.trainer.module(loaded.params, loaded.stats, train=False)
-        norm = loaded.settings["normalization"]
-        meta = export(loaded.net, model, path, preprocess={k: norm[k] for k in ("scale", "mean", "std")},
-                      classes=loaded.settings.get("classes") or ())
-        origin = f"trained parameters of {args.run} (step {loaded.step}); takes raw pixels as its dataset stores them"
+        meta = export_run(Path(args.file), args.run, path, bindings=dict(args.bindings))
+        origin = f"trained parameters of {args.run} (step {meta['step']}); takes raw pixels as its dataset stores them"
     else:
         net = CompiledNetwork(report)
         meta = export(net, net.init(args.seed), path)

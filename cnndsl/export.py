@@ -100,6 +100,21 @@ def export(net: Any, model: Any, directory: str | Path, platforms: Sequence[str]
     return meta
 
 
+def export_run(spec: Any, run_dir: str | Path, directory: str | Path, checkpoint: str = "best",
+               bindings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Export a training run's `best` (or `last`) checkpoint with the run's input normalization built into
+    the program, so the artifact takes raw pixels as the run's dataset stores them. `spec` may be None
+    (the run's own copy). Returns the metadata, with the checkpoint's step added."""
+    from cnndsl.training import load_run
+
+    loaded = load_run(spec, run_dir, checkpoint, bindings)
+    model = loaded.trainer.module(loaded.params, loaded.stats, train=False)
+    norm = loaded.settings["normalization"]
+    meta = export(loaded.net, model, directory, preprocess={k: norm[k] for k in ("scale", "mean", "std")},
+                  classes=loaded.settings.get("classes") or ())
+    return {**meta, "step": loaded.step}
+
+
 def _ends_in_softmax(report: Any) -> bool:
     from cnndsl import ir
 
