@@ -341,7 +341,11 @@ def run_predict(args: argparse.Namespace) -> int:
                 array = np.load(path, allow_pickle=False)
             except (OSError, ValueError) as err:
                 raise DataError(f"{path}: not a readable .npy array ({err})") from None
-            images.append(array[..., None] if array.ndim == 2 else array)
+            array = array[..., None] if array.ndim == 2 else array
+            if array.ndim != 3 or array.shape[-1] not in (1, 3, 4) or not np.issubdtype(array.dtype, np.number):
+                raise DataError(f"{path}: expected one image, an array H x W or H x W x C (C = 1 or 3) of "
+                                f"numbers, got shape {'x'.join(map(str, array.shape))} of {array.dtype}")
+            images.append(array)
         else:
             images.append(read_image(path).astype(np.float32) * (scale / 255.0))
     load_run(Path(args.file), args.run, args.checkpoint)  # a clear error before any work if the run is unusable

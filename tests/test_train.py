@@ -85,6 +85,9 @@ def test_predict_classifies_training_digits(digits_run, tmp_path: Path) -> None:
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [row["top"][0]["class"] for row in rows] == list(digits.target[:5])
     assert all(row["top"][0]["probability"] > 0.5 for row in rows)
+    np.save(tmp_path / "vector.npy", np.zeros(5))
+    bad = cli("predict", str(DIGITS), "--run", str(run), str(tmp_path / "vector.npy"))
+    assert bad.returncode == 1 and "vector.npy: expected one image" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def _train_args(run: Path, epochs: int, every: int) -> list[str]:
