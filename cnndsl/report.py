@@ -96,7 +96,7 @@ class Report:
         return {"network": self.name, "input_shape": list(self.input_shape),
                 "output_shape": list(self.output_shape), "params": self.params, "state": self.state,
                 "macs": self.macs, "flops": self.flops, "activation_bytes": self.activation_bytes,
-                "layers": [r.to_dict() for r in self.rows]}
+                "train": dict(self.train_settings), "layers": [r.to_dict() for r in self.rows]}
 
     def tree(self, depth: int | None = None) -> list[TreeRow]:
         """The rows as an indented tree: group rows carry subtotals; levels >= `depth` are folded in."""
