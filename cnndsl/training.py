@@ -220,7 +220,10 @@ def check_compatible(net: CompiledNetwork, data: Dataset, resize: bool) -> None:
 
 
 def _checkpoint_managers(run_dir: Path, keep: int) -> tuple[Any, Any]:
+    import absl.logging
     import orbax.checkpoint as ocp
+
+    absl.logging.set_verbosity(absl.logging.ERROR)  # orbax's info and warnings are not for our users
 
     def manager(name: str, max_to_keep: int) -> Any:
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
@@ -380,14 +383,22 @@ def train(spec: str | os.PathLike[str], settings: Settings | None = None, *, run
              "meters": jnp.zeros(3, jnp.float32), "step": np.array(0, np.int64)}
     history = History()
     if resume:
-        try:
-            restored = restore(last, state)
-        except (ValueError, KeyError, TypeError) as err:
-            raise TrainingError(f"{run}: the checkpoint does not fit this network and optimizer "
-                                f"({str(err).splitlines()[0][:160]}); resume with the spec and --optimizer, "
-                                "--clip and --weight-decay the run started with") from None
+        restored, failures = None, []
+        for saved in sorted(last.all_steps(), reverse=True):  # the newest readable one
+            try:  # a fresh manager per attempt: a failed restore can leave one unusable
+                restored = restore(_checkpoint_managers(run, settings.keep)[0], state, saved)
+                break
+            except Exception as err:  # noqa: BLE001 - orbax raises many types for a damaged or foreign checkpoint
+                failures.append(f"step {saved}: {str(err).splitlines()[0][:160]}")
+                progress.line(f"checkpoint step {saved} cannot be restored; trying an older one")
+        if restored is None and failures:
+            raise TrainingError(f"{run}: no checkpoint fits this network and optimizer ({failures[0]}); resume "
+                                "with the spec and --optimizer, --clip and --weight-decay the run started with")
         if restored is None:
             raise TrainingError(f"{run} has no checkpoint to resume from; start a new run instead")
+        last, best = _checkpoint_managers(run, settings.keep)
+        for damaged in [s for s in last.all_steps() if s > int(restored["step"])]:
+            last.delete(damaged)  # the run will write these steps again
         state = restored
         history = _read_history(run / "metrics.jsonl", int(state["step"]) // steps_per_epoch)
         progress.line(f"resuming {run} at step {int(state['step'])} (epoch {int(state['step']) // steps_per_epoch + 1})")

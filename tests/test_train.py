@@ -240,3 +240,13 @@ def test_export_of_a_trained_run_takes_raw_pixels(digits_run, tmp_path: Path) ->
     exported = cnndsl.load_exported(tmp_path / "art")
     assert exported.meta["preprocess"]["scale"] == 16.0 and exported.meta["classes"][:2] == ["0", "1"]
     np.testing.assert_allclose(exported.probabilities(images), predict(DIGITS, run, list(images)), atol=1e-5)
+
+
+def test_resume_skips_a_damaged_newest_checkpoint(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert cli("train", str(DIGITS), "--out", str(run), "--epochs", "1", "--quiet").returncode == 0
+    (run / "checkpoints" / "last" / "30" / "default").mkdir(parents=True)  # a step whose files are gone
+    resumed = cli("train", "--resume", str(run), "--epochs", "2")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "checkpoint step 30 cannot be restored; trying an older one" in resumed.stderr
+    assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
