@@ -35,7 +35,7 @@ def _depth(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(prog="cnndsl", description="Check and compile convolutional-network specs.")
+    parser = argparse.ArgumentParser(prog="cnndsl", description="Check, compile, train and run convolutional-network specs.")
     parser.add_argument("--version", action="version", version=f"cnndsl {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     spec = argparse.ArgumentParser(add_help=False)  # the arguments every command that reads a spec takes
@@ -85,7 +85,14 @@ def _positive_int(text: str) -> int:
 
 
 def _augment(text: str) -> tuple[str, ...]:
-    return () if text in ("", "none") else tuple(part.strip() for part in text.split(","))
+    from cnndsl.settings import AUGMENTATIONS
+
+    parts = () if text in ("", "none") else tuple(part.strip() for part in text.split(","))
+    unknown = [p for p in parts if p not in AUGMENTATIONS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown augmentation {unknown[0]!r}; choose from "
+                                         f"{', '.join(AUGMENTATIONS)} (comma-separated) or none")
+    return parts
 
 
 def _add_training_commands(commands: Any, spec: argparse.ArgumentParser) -> None:
