@@ -98,25 +98,48 @@ def test_unreachable_server_says_how_to_work_offline(cache: Path, monkeypatch: p
         load_dataset("fashion-mnist")
 
 
-def test_cifar10_binary_archive(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_cifar_binary_archives(name: str, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     rng = np.random.default_rng(2)
+    classes = 10 if name == "cifar10" else 100
     images = rng.integers(0, 256, (7, 32, 32, 3), dtype=np.uint8)
-    labels = rng.integers(0, 10, 7, dtype=np.uint8)
-    records = b"".join(bytes([label]) + image.transpose(2, 0, 1).tobytes() for label, image in zip(labels, images))
+    labels = rng.integers(0, classes, 7, dtype=np.uint8)
+    coarse = rng.integers(0, 20, 7, dtype=np.uint8)  # CIFAR-100 records start with the coarse label
+    prefix = [bytes([label]) if name == "cifar10" else bytes([c, label]) for c, label in zip(coarse, labels)]
+    records = b"".join(p + image.transpose(2, 0, 1).tobytes() for p, image in zip(prefix, images))
+    if name == "cifar10":
+        folder, members = "cifar-10-batches-bin", [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]
+    else:
+        folder, members = "cifar-100-binary", ["train.bin", "test.bin"]
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for member in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
-            info = tarfile.TarInfo(f"cifar-10-batches-bin/{member}")
+        for member in members:
+            info = tarfile.TarInfo(f"{folder}/{member}")
             info.size = len(records)
             tar.addfile(info, io.BytesIO(records))
-    files = {"cifar-10-binary.tar.gz": buffer.getvalue()}
-    _register(monkeypatch, "cifar10", files)
+    files = {data.REMOTES[name][0].name: buffer.getvalue()}
+    _register(monkeypatch, name, files)
     with serve(files) as url:
         monkeypatch.setenv("CNNDSL_DATA_MIRROR", url)
-        dataset = load_dataset("cifar10")
-    assert dataset.x_train.shape == (35, 32, 32, 3) and dataset.x_test.shape == (7, 32, 32, 3)
+        dataset = load_dataset(name)
+    assert dataset.x_train.shape == ((35 if name == "cifar10" else 7), 32, 32, 3)
+    assert dataset.x_test.shape == (7, 32, 32, 3) and dataset.num_classes == classes
     np.testing.assert_array_equal(dataset.x_test, images)  # planar CHW records -> HWC
-    np.testing.assert_array_equal(dataset.y_test, labels)
+    np.testing.assert_array_equal(dataset.y_test, labels)  # the fine label for CIFAR-100
+
+
+def test_truncated_cifar_archive_names_the_member(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        info = tarfile.TarInfo("cifar-100-binary/train.bin")
+        info.size = 3074 + 100
+        tar.addfile(info, io.BytesIO(bytes(info.size)))
+    files = {"cifar-100-binary.tar.gz": buffer.getvalue()}
+    _register(monkeypatch, "cifar100", files)
+    with serve(files) as url:
+        monkeypatch.setenv("CNNDSL_DATA_MIRROR", url)
+        with pytest.raises(DataError, match="train.bin has 3,174 bytes, not a whole number of 3074-byte records"):
+            load_dataset("cifar100")
 
 
 def test_data_dir_files_are_used_and_verified(tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
