@@ -388,9 +388,24 @@ def _runtime_errors() -> tuple[type[Exception], ...]:
     return DataError, ExportError, TrainingError, Interrupted
 
 
+def _use_compilation_cache() -> None:
+    """Keep XLA's compiled programs between runs (jax's persistent cache), so a second `cnndsl train`
+    or `eval` of the same network starts without recompiling: $JAX_COMPILATION_CACHE_DIR if set, else
+    the cnndsl cache. The library leaves jax's configuration to its caller; the command line sets it."""
+    import jax
+
+    from cnndsl.data import cache_dir
+
+    if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "xla"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = build_parser().parse_args(argv)
+    if args.command in ("train", "eval", "predict"):
+        _use_compilation_cache()
     try:
         return {"check": run_check, "compile": run_compile, "run": run_run, "train": run_train, "eval": run_eval,
                 "predict": run_predict}[args.command](args)

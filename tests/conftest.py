@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# Downloads and XLA's compilation cache go to one temporary folder per test session, never the home folder.
+os.environ.setdefault("CNNDSL_CACHE", tempfile.mkdtemp(prefix="cnndsl-test-cache-"))
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.cnn"))
