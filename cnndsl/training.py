@@ -403,6 +403,9 @@ def train(spec: str | os.PathLike[str], settings: Settings | None = None, *, run
         history = _read_history(run / "metrics.jsonl", int(state["step"]) // steps_per_epoch)
         progress.line(f"resuming {run} at step {int(state['step'])} (epoch {int(state['step']) // steps_per_epoch + 1})")
     else:
+        if last.all_steps() or (run / "settings.json").exists():
+            raise TrainingError(f"{run} already holds a run; continue it with --resume {run} (resume=True), "
+                                "or choose another run directory")
         source = net.report.graph.source
         (run / "spec.cnn").write_text(source.text, encoding="utf-8")
         (run / "metrics.jsonl").write_text("", encoding="utf-8")
