@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
                                           "the top classes of each image (an .npy array HxWxC, or BxHxWxC).")
     run.add_argument("artifact", help="the export directory")
     run.add_argument("images", nargs="+", metavar="IMAGE.npy", help="images as numpy arrays")
-    run.add_argument("--top", type=int, default=5, help="how many classes to show per image (default 5)")
+    run.add_argument("--top", type=_positive_int, default=5, help="how many classes to show per image (default 5)")
     run.add_argument("--json", action="store_true", help="print one JSON object per image")
     _add_training_commands(commands, spec)
     return parser
@@ -165,11 +165,9 @@ def _emit_python(report: Report, path: Path, args: argparse.Namespace) -> None:
 
 def _emit_export(report: Report, path: Path, args: argparse.Namespace) -> None:
     from cnndsl.compiler import CompiledNetwork
-    from cnndsl.export import export
+    from cnndsl.export import export, export_run
 
     if args.run:
-        from cnndsl.export import export_run
-
         meta = export_run(Path(args.file), args.run, path, bindings=dict(args.bindings))
         origin = f"trained parameters of {args.run} (step {meta['step']}); takes raw pixels as its dataset stores them"
     else:
@@ -211,42 +209,47 @@ def run_compile(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_run(args: argparse.Namespace) -> int:
-    """`cnndsl run`: an exported network on .npy images."""
+def _load_npy(path: str | Path) -> Any:
+    """An .npy array, never unpickled; a DataError naming the file otherwise."""
     import numpy as np
 
+    from cnndsl.data import DataError
+
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: not a readable .npy array ({err})") from None
+
+
+def _print_top(name: str, probabilities: Any, classes: Sequence[str], top: int, as_json: bool) -> None:
+    """One image's `top` most likely classes, as a line of text or one JSON object."""
+    import numpy as np
+
+    best = np.argsort(-probabilities, kind="stable")[:top]
+    labels = [classes[c] if c < len(classes) else str(int(c)) for c in best]
+    if as_json:
+        print(json.dumps({"image": name, "top": [{"class": int(c), "label": label,
+                                                  "probability": float(probabilities[c])}
+                                                 for c, label in zip(best, labels)]}))
+    else:
+        print(f"{name}:  " + "  ".join(f"{label} {probabilities[c]:.1%}" for c, label in zip(best, labels)))
+
+
+def run_run(args: argparse.Namespace) -> int:
+    """`cnndsl run`: an exported network on .npy images."""
     from cnndsl.export import ExportError, load_exported
 
-    if args.top < 1:
-        raise UsageError("--top must be at least 1")
-    try:
-        network = load_exported(args.artifact)
-    except ExportError as err:
-        print(f"cnndsl: {err}", file=sys.stderr)
-        return 1
+    network = load_exported(args.artifact)
+    classes = network.meta.get("classes") or []
     for image in args.images:
-        try:
-            x = np.load(image, allow_pickle=False)
-        except (OSError, ValueError) as err:
-            print(f"cnndsl: {image}: not a readable .npy array ({err})", file=sys.stderr)
-            return 1
+        x = _load_npy(image)
         batch = x[None] if x.ndim == len(network.input_shape) else x
         try:
             probs = network.probabilities(batch)
         except ExportError as err:
-            print(f"cnndsl: {image}: {err}", file=sys.stderr)
-            return 1
-        classes = network.meta.get("classes") or []
+            raise ExportError(f"{image}: {err}") from None
         for index, row in enumerate(probs):
-            name = image if len(probs) == 1 else f"{image}[{index}]"
-            top = np.argsort(-row, kind="stable")[: args.top]
-            labels = [classes[c] if c < len(classes) else str(int(c)) for c in top]
-            if args.json:
-                print(json.dumps({"image": name, "top": [{"class": int(c), "label": label,
-                                                          "probability": float(row[c])}
-                                                         for c, label in zip(top, labels)]}))
-            else:
-                print(name + ":  " + "  ".join(f"{label} {row[c]:.1%}" for c, label in zip(top, labels)))
+            _print_top(image if len(probs) == 1 else f"{image}[{index}]", row, classes, args.top, args.json)
     return 0
 
 
@@ -336,18 +339,15 @@ def run_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
     from cnndsl.data import DataError, read_image
-    from cnndsl.training import load_run, predict
+    from cnndsl.training import load_run
 
-    scale = json.loads((Path(args.run) / "settings.json").read_text())["normalization"]["scale"] \
-        if (Path(args.run) / "settings.json").is_file() else 255.0
+    loaded = load_run(Path(args.file), args.run, args.checkpoint)  # a clear error before reading any image
+    scale = loaded.settings["normalization"]["scale"]
     images = []
     for name in args.images:
         path = Path(name)
         if path.suffix.lower() == ".npy":
-            try:
-                array = np.load(path, allow_pickle=False)
-            except (OSError, ValueError) as err:
-                raise DataError(f"{path}: not a readable .npy array ({err})") from None
+            array = _load_npy(path)
             array = array[..., None] if array.ndim == 2 else array
             if array.ndim != 3 or array.shape[-1] not in (1, 3, 4) or not np.issubdtype(array.dtype, np.number):
                 raise DataError(f"{path}: expected one image, an array H x W or H x W x C (C = 1 or 3) of "
@@ -355,17 +355,9 @@ def run_predict(args: argparse.Namespace) -> int:
             images.append(array)
         else:
             images.append(read_image(path).astype(np.float32) * (scale / 255.0))
-    load_run(Path(args.file), args.run, args.checkpoint)  # a clear error before any work if the run is unusable
-    probs = predict(Path(args.file), args.run, images, args.checkpoint)
-    classes = json.loads((Path(args.run) / "settings.json").read_text()).get("classes") or []
-    for name, row in zip(args.images, probs):
-        top = np.argsort(-row, kind="stable")[: args.top]
-        label = [classes[c] if c < len(classes) else str(int(c)) for c in top]
-        if args.json:
-            print(json.dumps({"image": name, "top": [{"class": int(c), "label": l, "probability": float(row[c])}
-                                                     for c, l in zip(top, label)]}))
-        else:
-            print(f"{name}:  " + "  ".join(f"{l} {row[c]:.1%}" for c, l in zip(top, label)))
+    classes = loaded.settings.get("classes") or []
+    for name, row in zip(args.images, loaded.probabilities(images)):
+        _print_top(name, row, classes, args.top, args.json)
     return 0
 
 

@@ -103,8 +103,9 @@ def fetch(dataset: str, remote: Remote, data_dir: Path | None, download: bool = 
     for folder in ([data_dir] if data_dir else []) + [cache_dir() / dataset]:
         candidate = folder / remote.name
         if candidate.is_file():
-            if _md5(candidate) != remote.md5:
-                raise DataError(f"{candidate}: checksum mismatch (MD5 {_md5(candidate)}, the published file has "
+            found = _md5(candidate)
+            if found != remote.md5:
+                raise DataError(f"{candidate}: checksum mismatch (MD5 {found}, the published file has "
                                 f"{remote.md5}); the file is corrupt or not the official one: delete it to download "
                                 "it again")
             return candidate

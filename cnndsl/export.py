@@ -47,16 +47,19 @@ def export(net: Any, model: Any, directory: str | Path, platforms: Sequence[str]
 
     from cnndsl import __version__
     from cnndsl.flax_backend import flatten_state, unflatten_state
+    from cnndsl.training import Preprocess
 
     model.eval()
     graphdef, weights, rest = nnx.split(model, (nnx.Param, nnx.BatchStat), ...)
     names, treedef, flat = flatten_state(weights)
     arrays = {name: np.asarray(leaf) for name, leaf in flat.items()}
 
+    normalize = None if preprocess is None else Preprocess(
+        preprocess["scale"], tuple(preprocess["mean"]), tuple(preprocess["std"]), tuple(net.input_shape[:2]))
+
     def forward(params: dict[str, jax.Array], x_BxHxWxC: jax.Array) -> jax.Array:
-        if preprocess is not None:
-            x_BxHxWxC = (x_BxHxWxC / preprocess["scale"] - jnp.asarray(preprocess["mean"], jnp.float32)) \
-                / jnp.asarray(preprocess["std"], jnp.float32)
+        if normalize is not None:
+            x_BxHxWxC = normalize(x_BxHxWxC)  # the training run's own normalization, not a copy of it
         return nnx.merge(graphdef, unflatten_state(names, treedef, params), rest)(x_BxHxWxC)
 
     batch = jax.export.symbolic_shape("batch")[0]

@@ -72,6 +72,12 @@ class Settings:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
     @classmethod
+    def from_run(cls, saved: dict[str, Any]) -> Settings:
+        """The settings in a run's settings.json, which also records what the run derived (normalization)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls.from_dict({k: v for k, v in saved.items() if k in names})
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Settings:
         """The inverse of `to_dict`; unknown keys are an error."""
         names = {f.name for f in dataclasses.fields(cls)}

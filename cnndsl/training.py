@@ -142,6 +142,11 @@ class Trainer:
         self.train_step = jax.jit(self._train_step, donate_argnums=donate)
         self.eval_step = jax.jit(self._eval_step)
 
+    def initial_state(self) -> dict[str, Any]:
+        """Step 0 of a run as checkpoints hold it (also the template a checkpoint is restored into)."""
+        return {"params": self.params, "stats": self.stats, "opt_state": self.optimizer.init(self.params),
+                "meters": jnp.zeros(3, jnp.float32), "step": np.array(0, np.int64)}
+
     def module(self, params: dict[str, jax.Array], stats: dict[str, jax.Array], train: bool) -> Any:
         """The NNX module with these arrays (fresh variables, safe to use under any transformation)."""
         graph = self.train_graph if train else self.eval_graph
@@ -349,8 +354,7 @@ def train(spec: str | os.PathLike[str], settings: Settings | None = None, *, run
             saved = Path(run_dir or "") / "settings.json"
             if not saved.is_file():
                 raise TrainingError(f"{run_dir} is not a training run (no settings.json); start a new run instead")
-            fields = {f.name for f in dataclasses.fields(Settings)}
-            base = {k: v for k, v in json.loads(saved.read_text(encoding="utf-8")).items() if k in fields}
+            base = Settings.from_run(json.loads(saved.read_text(encoding="utf-8"))).to_dict()
         else:
             from cnndsl.api import check
 
@@ -379,8 +383,7 @@ def train(spec: str | os.PathLike[str], settings: Settings | None = None, *, run
 
     run.mkdir(parents=True, exist_ok=True)
     last, best = _checkpoint_managers(run, settings.keep)
-    state = {"params": trainer.params, "stats": trainer.stats, "opt_state": trainer.optimizer.init(trainer.params),
-             "meters": jnp.zeros(3, jnp.float32), "step": np.array(0, np.int64)}
+    state = trainer.initial_state()
     history = History()
     if resume:
         restored, failures = None, []
@@ -523,7 +526,11 @@ def _stop_on_signals(flag: list[int]) -> Callable[[], None]:
 
     for sig in previous:
         signal.signal(sig, handler)
-    return lambda: [signal.signal(sig, old) for sig, old in previous.items()] and None
+    def undo() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return undo
 
 
 def _read_history(path: Path, completed_epochs: int) -> History:
@@ -548,6 +555,20 @@ class LoadedRun:
     settings: dict[str, Any]
     step: int
 
+    def probabilities(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Class probabilities (N, K) for raw images (H, W, C) in the units the run's dataset stores;
+        images of another size or channel count are converted to the network's input first."""
+        h, w, c = self.net.input_shape
+        batch = []
+        for image in images:
+            if image.shape[-1] != c:
+                image = image.mean(axis=-1, keepdims=True) if c == 1 else np.repeat(image[..., :1], c, axis=-1)
+            batch.append(np.asarray(jax.image.resize(jnp.asarray(image, jnp.float32), (h, w, c), "bilinear"))
+                         if image.shape[:2] != (h, w) else image.astype(np.float32))
+        logits = self.trainer.module(self.params, self.stats, train=False)(
+            self.trainer.preprocess(jnp.asarray(np.stack(batch))))
+        return np.asarray(jax.nn.softmax(logits.astype(jnp.float32), axis=-1))
+
 
 def load_run(spec: str | os.PathLike[str] | None, run_dir: str | Path, checkpoint: str = "best",
              bindings: dict[str, Any] | None = None) -> LoadedRun:
@@ -556,7 +577,7 @@ def load_run(spec: str | os.PathLike[str] | None, run_dir: str | Path, checkpoin
     if not (run / "settings.json").is_file():
         raise TrainingError(f"{run} is not a training run (no settings.json); train one with cnndsl train FILE")
     saved = json.loads((run / "settings.json").read_text(encoding="utf-8"))
-    settings = Settings.from_dict({k: v for k, v in saved.items() if k in {f.name for f in dataclasses.fields(Settings)}})
+    settings = Settings.from_run(saved)
     net = compile_spec(spec if spec is not None else run / "spec.cnn", set=bindings, dtype=DTYPES[settings.dtype])
     norm = saved["normalization"]
     preprocess = Preprocess(norm["scale"], tuple(norm["mean"]), tuple(norm["std"]), net.input_shape[:2])
@@ -567,10 +588,8 @@ def load_run(spec: str | os.PathLike[str] | None, run_dir: str | Path, checkpoin
                             f"{saved['num_classes']} classes; use the spec the run was trained with ({run / 'spec.cnn'})")
     last, best = _checkpoint_managers(run, settings.keep)
     manager = best if checkpoint == "best" else last
-    template = {"params": trainer.params, "stats": trainer.stats, "opt_state": trainer.optimizer.init(trainer.params),
-                "meters": jnp.zeros(3, jnp.float32), "step": np.array(0, np.int64)}
     try:
-        restored = restore(manager, template)
+        restored = restore(manager, trainer.initial_state())
     except (ValueError, KeyError) as err:
         raise TrainingError(f"{run}: the checkpoint does not fit this spec ({str(err).splitlines()[0][:200]}); "
                             f"use the spec the run was trained with ({run / 'spec.cnn'})") from None
@@ -598,14 +617,4 @@ def evaluate(spec: str | os.PathLike[str] | None, run_dir: str | Path, data: str
 def predict(spec: str | os.PathLike[str] | None, run_dir: str | Path, images: Sequence[np.ndarray],
             checkpoint: str = "best") -> np.ndarray:
     """Class probabilities (N, K) for raw images (H, W, C) as stored by the run's dataset (same scale)."""
-    loaded = load_run(spec, run_dir, checkpoint)
-    h, w, c = loaded.net.input_shape
-    batch = []
-    for image in images:
-        if image.shape[-1] != c:
-            image = image.mean(axis=-1, keepdims=True) if c == 1 else np.repeat(image[..., :1], c, axis=-1)
-        batch.append(np.asarray(jax.image.resize(jnp.asarray(image, jnp.float32), (h, w, c), "bilinear"))
-                     if image.shape[:2] != (h, w) else image.astype(np.float32))
-    logits = loaded.trainer.module(loaded.params, loaded.stats, train=False)(
-        loaded.trainer.preprocess(jnp.asarray(np.stack(batch))))
-    return np.asarray(jax.nn.softmax(logits.astype(jnp.float32), axis=-1))
+    return load_run(spec, run_dir, checkpoint).probabilities(images)

@@ -119,12 +119,12 @@ class _Parallel(_Item):
 
     def __init__(self, branches: list[_Seq], join: _Box, residual: bool) -> None:
         self.branches, self.join, self.residual = branches, join, residual
-        widths = [b.width if b.items else SKIP_W for b in branches]
-        self.width = max(sum(widths) + HGAP * (len(branches) - 1), join.width)
+        self.widths = [b.width if b.items else SKIP_W for b in branches]
+        self.width = max(sum(self.widths) + HGAP * (len(branches) - 1), join.width)
         self.height = max(b.height for b in branches) + GAP + join.height
 
     def draw(self, svg: _Svg, x: float, y: float) -> tuple[list[tuple[Point, bool]], Point]:
-        widths = [b.width if b.items else SKIP_W for b in self.branches]
+        widths = self.widths
         left = x + (self.width - (sum(widths) + HGAP * (len(widths) - 1))) / 2
         join_y = y + max(b.height for b in self.branches) + GAP
         join_entries, join_exit = self.join.draw(svg, x + (self.width - self.join.width) / 2, join_y)
