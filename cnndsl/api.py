@@ -65,6 +65,17 @@ def parse_overrides(values: Mapping[str, SetValue] | None) -> dict[str, tuple[no
     return out
 
 
+def _in_file_order(diagnostics: tuple[Diagnostic, ...], extra: list[Diagnostic]) -> tuple[Diagnostic, ...]:
+    """`diagnostics` with each of `extra` (all with spans) placed before the first one later in the file,
+    so a reader meets the problems top to bottom; the stage's own order is kept otherwise."""
+    merged = list(diagnostics)
+    for item in extra:
+        at = next((i for i, d in enumerate(merged)
+                   if d.span is not None and (d.span.line, d.span.col) > (item.span.line, item.span.col)), len(merged))
+        merged.insert(at, item)
+    return tuple(merged)
+
+
 def check(spec: str | os.PathLike[str], set: Mapping[str, SetValue] | None = None) -> Report:
     """Parse, expand and check a spec; return its report or raise `CnnError` with every problem.
 
@@ -76,7 +87,7 @@ def check(spec: str | os.PathLike[str], set: Mapping[str, SetValue] | None = Non
     try:
         graph = expand(program, overrides)
     except CnnError as err:
-        raise CnnError(tuple(problems) + err.diagnostics) from None
+        raise CnnError(_in_file_order(err.diagnostics, problems)) from None
     if problems:
         raise CnnError(tuple(problems))
     report = dataclasses.replace(Report.build(graph, infer_shapes(graph)),
