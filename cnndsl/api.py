@@ -14,33 +14,45 @@ from pathlib import Path
 from cnndsl import nodes
 from cnndsl.errors import CnnError, Diagnostic, UsageError
 from cnndsl.expand import expand
+from cnndsl.limits import INT64_MAX
 from cnndsl.parser import parse as parse_source
+from cnndsl.parser import too_large
 from cnndsl.report import Report
 from cnndsl.settings import spec_settings
-from cnndsl.shapes import INT64_MAX, infer_shapes
-from cnndsl.source import Source, looks_like_path
+from cnndsl.shapes import infer_shapes
+from cnndsl.source import Source, SourceFileError, Span, looks_like_path, read_source_file
 
 SetValue = str | int | float | bool
 _SET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\??")
 
 
 def load_source(spec: str | os.PathLike[str]) -> Source:
-    """A `Source` from a path or from spec text (see `looks_like_path`)."""
+    """A `Source` from a path or from spec text (see `looks_like_path`).
+
+    A file is checked before it is read (`read_source_file`): a missing path, a directory, a pipe or a
+    device is a `UsageError`; more than 2 MB, or bytes that are not UTF-8, a located `CnnError`.
+    """
     if not looks_like_path(spec):
         return Source(str(spec))
-    path = Path(spec)
+    shown = os.fspath(spec)
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"no such file: {path}") from None
-    except IsADirectoryError:
-        raise UsageError(f"{path} is a directory, not a .cnn file") from None
-    except OSError as err:
-        raise UsageError(f"cannot read {path}: {err.strerror}") from None
+        data, truncated = read_source_file(spec)
+    except SourceFileError as err:
+        raise UsageError(str(err)) from None
+    if truncated:
+        source = Source(data[:4096].decode("utf-8", "replace"), shown)
+        raise CnnError((too_large(source),))
     try:
-        return Source(data.decode("utf-8"), str(spec))
+        return Source(data.decode("utf-8"), shown)
     except UnicodeDecodeError as err:
-        raise CnnError((Diagnostic("syntax", f"{path} is not UTF-8 text (byte {err.start})",
+        source = Source(data.decode("utf-8", "replace"), shown)
+        before = data[: err.start].decode("utf-8")  # valid: it precedes the first bad byte
+        line = before.count("\n") + 1
+        col = len(before) - (before.rfind("\n") + 1) + 1
+        if data.startswith(b"\xef\xbb\xbf"):
+            col -= 1 if line == 1 else 0  # the byte-order mark is not shown
+        raise CnnError((Diagnostic("syntax", f"the file is not UTF-8 text: byte 0x{data[err.start]:02x} cannot start "
+                                             "a character here", source, Span(line, col, line, col + 1),
                                    help="save the spec as UTF-8"),)) from None
 
 
@@ -92,8 +104,13 @@ def check(spec: str | os.PathLike[str], set: Mapping[str, SetValue] | None = Non
         raise CnnError(tuple(problems))
     report = dataclasses.replace(Report.build(graph, infer_shapes(graph)),
                                  train_settings=tuple(train_settings.items()))
-    for what, total in (("parameters", report.params), ("MACs", report.macs)):
-        if total > INT64_MAX:
-            raise CnnError((Diagnostic("limit", f"the network's {what} ({total:.3e}) do not fit in 64 bits",
-                                       graph.source, None, help="use fewer or smaller layers"),))
+    overflow = report.first_overflow()
+    if overflow is not None:
+        index, what = overflow
+        node = graph.nodes[index + 1]
+        where = node.where()
+        raise CnnError((Diagnostic(
+            "limit", f"the network's {what} do not fit in 64 bits", graph.source, node.span,
+            ((f"in {where}",) if where else ()) + (f"the total passes {INT64_MAX:,} at `{node.op.label()}`",),
+            help="use fewer or smaller layers"),))
     return report

@@ -26,27 +26,59 @@ class Diagnostic:
     help: str | None = None
 
     def render(self) -> str:
-        """The rustc-style text: header, `--> file:line:col`, source line, caret, notes, help."""
-        lines = [f"error[{self.kind}]: {self.message}"]
-        if self.source is not None and self.span is not None:
-            gutter = len(str(self.span.line)) + 1
+        """The rustc-style text: header, `--> file:line:col`, source line, caret, notes, help.
+
+        Control characters are escaped (a NUL or an escape sequence in a spec never reaches the
+        terminal raw) and a long source line is cut to a window around the caret.
+        """
+        lines = [f"error[{self.kind}]: {printable(self.message)}"]
+        span = self.span if self.span is not None or self.source is None else self.source.start()
+        if self.source is not None and span is not None:
+            gutter = len(str(span.line)) + 1
             pad = " " * gutter
-            text = self.source.line_text(self.span.line).replace("\t", " ")
-            end = self.span.end_col if self.span.end_line == self.span.line else len(text) + 1
-            width = max(1, min(end, len(text) + 1) - self.span.col)
+            text = self.source.line_text(span.line)
+            end = span.end_col if span.end_line == span.line else len(text) + 1
+            width = max(1, min(end, len(text) + 1) - span.col)
+            shown, offset = _window(text, span.col - 1, width)
             lines += [
-                f"{pad}--> {self.source.path}:{self.span.line}:{self.span.col}",
+                f"{pad}--> {printable(self.source.path)}:{span.line}:{span.col}",
                 f"{pad} |",
-                f"{self.span.line:>{gutter}} | {text}".rstrip(),
-                f"{pad} | {' ' * (self.span.col - 1)}{'^' * width}",
+                f"{span.line:>{gutter}} | {shown}".rstrip(),
+                f"{pad} | {' ' * offset}{'^' * min(width, max(1, len(shown) - offset))}",
             ]
-        elif self.source is not None:
-            lines.append(f"  --> {self.source.path}")
-        indent = " " * (len(str(self.span.line)) + 2 if self.span else 3)
-        lines += [f"{indent}= note: {note}" for note in self.notes]
+        indent = " " * (len(str(span.line)) + 2 if span else 3)
+        lines += [f"{indent}= note: {printable(note)}" for note in self.notes]
         if self.help:
-            lines.append(f"{indent}= help: {self.help}")
+            lines.append(f"{indent}= help: {printable(self.help)}")
         return "\n".join(lines)
+
+
+#: The widest source line shown in full; longer ones are cut around the caret.
+SHOWN_LINE = 120
+
+
+def _window(text: str, start: int, width: int) -> tuple[str, int]:
+    """`text` made safe to show (one column per character) and cut to `SHOWN_LINE` around the span at
+    `start`; returns it and where the span starts in it."""
+    text = "".join(" " if c == "\t" else ("\ufffd" if _is_control(c) else c) for c in text[: start + SHOWN_LINE * 2])
+    if len(text) <= SHOWN_LINE:
+        return text, start
+    left = max(0, min(start - SHOWN_LINE // 3, len(text) - SHOWN_LINE))
+    cut = text[left : left + SHOWN_LINE]
+    prefix, suffix = ("…" if left > 0 else ""), ("…" if left + SHOWN_LINE < len(text) else "")
+    return prefix + cut + suffix, start - left + len(prefix)
+
+
+def _is_control(c: str) -> bool:
+    return c < " " or "\x7f" <= c <= "\x9f" or c in "\u2028\u2029"
+
+
+def printable(text: str) -> str:
+    """`text` with control characters (NUL, escape, newlines, U+2028) written as escapes: `\\x00`."""
+    if not any(_is_control(c) for c in text):
+        return text
+    return "".join((repr(c)[1:-1] if c not in "\u2028\u2029" else f"\\u{ord(c):04x}") if _is_control(c) else c
+                   for c in text)
 
 
 @dataclass

@@ -13,6 +13,7 @@ silently, so one mistake is reported once and the rest of the program is still c
 from __future__ import annotations
 
 import dataclasses
+import math
 import operator
 import sys
 from collections.abc import Callable, Iterator
@@ -22,13 +23,19 @@ from cnndsl import ir
 from cnndsl import nodes as n
 from cnndsl.errors import CnnError, Diagnostic, closest
 from cnndsl.layers import BUILTINS, COMBINATORS, CONSTANTS, FOREIGN_PARAMS, ArgError, describe, show
+from cnndsl.limits import INT64_MAX, MAX_EXPRESSION_DEPTH, MAX_LAYERS
 from cnndsl.source import Source, Span
 from cnndsl.values import (
-    IDENTITY, MAX_LAYERS, POISON, BlockFunc, BlockLayer, BranchesValue, BranchLayer, BuiltinFunc, CombinatorFunc,
-    Env, GraphBuilder, Layer, PrimLayer, RepeatLayer, SeqLayer, Thunk, TooLarge)
+    IDENTITY, POISON, BlockFunc, BlockLayer, BranchesValue, BranchLayer, Budget, BuiltinFunc, CombinatorFunc, Env,
+    GraphBuilder, Layer, PrimLayer, RepeatLayer, SeqLayer, Thunk, TooLarge, TooMuchWork)
 
-#: Python recursion limit while expanding: evaluation recurses once per level of an expression.
-RECURSION_LIMIT = 20_000
+#: Python recursion limit while expanding: evaluation recurses up to three frames per expression level
+#: (CPython 3.11+ keeps Python-to-Python calls off the C stack, so this is safe).
+RECURSION_LIMIT = 4 * MAX_EXPRESSION_DEPTH + 5_000
+
+
+class _TooDeep(Exception):
+    """Raised by the evaluator past MAX_EXPRESSION_DEPTH levels of one expression."""
 
 
 # ---------------------------------------------------------------- the evaluator
@@ -57,6 +64,8 @@ class _Evaluator:
         self._seen: set[tuple] = set()
         self.unbound: dict[str, None] = {}  # ordered set of free names, for the family summary
         self.globals = Env({}, None, source)
+        self.budget = Budget()
+        self.depth = 0  # levels of `value` now running
 
     # -- diagnostics
     def error(self, kind: str, message: str, env: Env | Source, span: Span | None,
@@ -108,19 +117,30 @@ class _Evaluator:
                                      thunk.source, thunk.span, "give it a value that does not use its own name")
             return thunk.value
         thunk.state = "busy"
+        depth, self.depth = self.depth, 0  # a binding's depth is its own: the depth where it is used does not add
         try:
             value = self.value(thunk.expr, Env({}, self.globals, thunk.source))
-        except RecursionError:
+        except (_TooDeep, RecursionError):
             value = self.error("limit", f"`{thunk.name}` is nested too deeply to evaluate", thunk.source, thunk.span,
                                "split it into several `let` bindings")
+        finally:
+            self.depth = depth
         thunk.state, thunk.value = "done", value
         return value
 
     # -- expressions
     def value(self, expr: n.Expr, env: Env) -> Any:
-        """Evaluate an expression to a number, tuple, constant, layer, function or POISON."""
-        method = getattr(self, "_" + type(expr).__name__)
-        return method(expr, env)
+        """Evaluate an expression to a number, tuple, constant, layer, function or POISON.
+
+        Each call is a unit of the expansion budget, and a level of expression depth."""
+        self.budget.spend()
+        if self.depth >= MAX_EXPRESSION_DEPTH:
+            raise _TooDeep
+        self.depth += 1
+        try:
+            return getattr(self, "_" + type(expr).__name__)(expr, env)
+        finally:
+            self.depth -= 1
 
     def layer(self, expr: n.Expr, env: Env) -> Layer:
         """Evaluate an expression that must be a layer."""
@@ -231,21 +251,28 @@ class _Evaluator:
             count = self.repeat_count(count_expr, env)
             body = self.as_layer(body_value, body_expr, env)
             return POISON if count is POISON else RepeatLayer(lambda k: body, count, e.span,
-                                                              env.source.snippet(count_expr.span))
+                                                              env.source.snippet(count_expr.span), env.source)
         if POISON in (left, right):
             return POISON
         if not (_is_number(left) and _is_number(right)):
             bad = e.left if not _is_number(left) else e.right
             return self.error("type", f"`{e.op}` needs numbers, got {describe(left if bad is e.left else right)}",
                               env, bad.span)
+        if e.op == "**" and isinstance(right, int) and right > 64 and abs(left) > 1:
+            # Decided before computing: 2 ** (2 ** 36) would take minutes and gigabytes to find out.
+            return self.error("limit", "the number does not fit in 64 bits", env, e.span,
+                              f"numbers are limited to {INT64_MAX:,}")
         try:
             result = _ARITH[e.op](left, right)
         except ZeroDivisionError:
             return self.error("value", "division by zero", env, e.right.span)
         except OverflowError:
             return self.error("limit", "the number is too large", env, e.span)
-        if isinstance(result, int) and abs(result) > 2**63 - 1:
-            return self.error("limit", "the number does not fit in 64 bits", env, e.span)
+        if isinstance(result, complex):
+            return self.error("value", "a negative number to a fractional power has no real value", env, e.span)
+        if (abs(result) > INT64_MAX) if isinstance(result, int) else not math.isfinite(result):
+            return self.error("limit", "the number does not fit in 64 bits", env, e.span,
+                              f"numbers are limited to {INT64_MAX:,}")
         return result
 
     def repeat_count(self, expr: n.Expr, env: Env) -> Any:
@@ -262,7 +289,7 @@ class _Evaluator:
             self.layer(e.body, env.child({e.index: POISON}))  # still check the body once
             return POISON
         return RepeatLayer(lambda k: self.layer(e.body, env.child({e.index: k})), count, e.span,
-                           env.source.snippet(e.count.span), e.index)
+                           env.source.snippet(e.count.span), env.source, e.index)
 
     def _Unary(self, e: n.Unary, env: Env) -> Any:
         v = self.number(e.operand, env, f"the operand of `{e.op}`", integer=False)
@@ -415,7 +442,7 @@ class _Evaluator:
             self.error("recursion", f"block `{block.name}` calls itself: {' -> '.join(cycle)}", env, span,
                        "a network is finite: use `[...]*N` for repetition")
 
-        return BlockLayer(block, label, span, lambda: self.layer(block.body, body_env), on_recursion)
+        return BlockLayer(block, label, span, env.source, lambda: self.layer(block.body, body_env), on_recursion)
 
     def call_combinator(self, name: str, args: list, kwargs: dict, e: n.Call, env: Env) -> Any:
         """`concat(a | b)`, `add(a | b)`, `residual(body, shortcut=...)`."""
@@ -483,19 +510,19 @@ def _expand(program: n.Program, overrides: dict[str, tuple[n.Expr, Source]] | No
         ev.globals.vars[key] = thunk
 
     if input_decl is None:
-        ev.error("input", "the spec does not declare its input", source, None,
+        ev.error("input", "the spec does not declare its input", source, source.start(),
                  "add a line like `input 32x32x3` (height x width x channels)")
     elif len(input_decl.dims) != 3 or min(input_decl.dims) < 1:
         ev.error("input", f"the input must be HxWxC, got {'x'.join(map(str, input_decl.dims))}", source,
                  input_decl.span, "e.g. `input 28x28x1` for a grayscale image")
     if main is None:
-        ev.error("input", "the spec has no main chain", source, None,
+        ev.error("input", "the spec has no main chain", source, source.end(),
                  "add a line like `input -> conv(32, 3x3) -> relu -> fc(10)`")
     elif isinstance(main.body, n.Branches):
         ev.as_layer(BranchesValue(()), main.body, ev.globals)  # reports "branches must be inside concat"
         main = None
 
-    g = GraphBuilder()
+    g = GraphBuilder(ev.budget)
     output = 0
     try:
         if input_decl is not None and main is not None:
@@ -507,10 +534,10 @@ def _expand(program: n.Program, overrides: dict[str, tuple[n.Expr, Source]] | No
                 output = ev.layer(item, ev.globals).apply(g, output)
         mentioned = _names_in(program)
         for key, thunk, known in used_overrides:
-            if not known and key.rstrip("?") not in mentioned:
+            if not known and key not in mentioned:
                 names = list(defined) + list(ev.unbound)
                 guess = closest(key, names)
-                ev.error("name", f"`--set {key}` binds a name the spec does not use", thunk.source, None,
+                ev.error("name", f"`--set {key}` binds a name the spec does not use", thunk.source, thunk.span,
                          f"did you mean `{guess}`?" if guess else
                          (f"the spec's names are: {', '.join(names)}" if names else "the spec has no names to set"))
         for value in list(ev.globals.vars.values()):  # report errors in bindings the network does not use
@@ -520,27 +547,38 @@ def _expand(program: n.Program, overrides: dict[str, tuple[n.Expr, Source]] | No
         notes = (f"in {g.nodes[-1].where()}",) if g.nodes[-1].path else ()
         ev.error("limit", f"the network expands to more than {MAX_LAYERS:,} layers", g.last_source or source,
                  g.nodes[-1].span, "use smaller repetition counts", notes)
-    except RecursionError:
+    except TooMuchWork as err:
+        notes = (f"in {err.where}",) if err.where else ()
+        ev.error("limit", f"the spec takes more than {err.spent - 1:,} steps to expand "
+                          f"({max(len(g.nodes) - 1, 0):,} layers so far)",
+                 err.source or source,
+                 err.span or (main.span if main else source.start()),
+                 "repeat fewer times: nested repetitions multiply, even when they produce no layers", notes)
+    except (_TooDeep, RecursionError):
         ev.error("limit", "the spec nests blocks or expressions too deeply to expand", source,
-                 main.span if main else None, "use fewer levels of nesting")
+                 main.span if main else source.start(), "use fewer levels of nesting")
     if ev.unbound and all(d.kind == "unbound" for d in ev.diagnostics):
         free = ", ".join(f"`{k}`" for k in ev.unbound)
         example = " ".join(f"--set '{k}=...'" if k.endswith("?") else f"--set {k}=..." for k in ev.unbound)
         ev.diagnostics.append(Diagnostic(
             "unbound", f"the spec is a family with {len(ev.unbound)} free name{'s' if len(ev.unbound) > 1 else ''}: "
-                       f"{free}", source, None, help=f"bind them with `let` in the file or `{example}`"))
+                       f"{free}", source, main.span if main else source.start(),
+            help=f"bind them with `let` in the file or `{example}`"))
     if ev.diagnostics:
         raise CnnError(tuple(ev.diagnostics))
     return ir.Graph(name, tuple(g.nodes), output, source)
 
 
 def _names_in(program: n.Program) -> set[str]:
-    """Every name the program refers to (iteratively: expressions can be long)."""
+    """Every name the program refers to, and `X?` for each optional part `X?` (iteratively: expressions
+    can be long)."""
     names, stack = set(), list(program.statements)
     while stack:
         node = stack.pop()
         if isinstance(node, n.Name):
             names.add(node.id)
+        elif isinstance(node, n.Optional) and isinstance(node.target, n.Name):
+            names.add(node.target.id + "?")
         for f in dataclasses.fields(node) if dataclasses.is_dataclass(node) else ():
             value = getattr(node, f.name)
             for item in value if isinstance(value, tuple) else (value,):

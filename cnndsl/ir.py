@@ -191,11 +191,12 @@ class Add(Op):
 
 @dataclass(frozen=True)
 class Frame:
-    """A group a node sits in: a block call, a repetition's iteration, a branch."""
+    """A group a node sits in: a block call, a repetition's step (`repeat`), a branch."""
 
     id: int
     label: str
     span: Span
+    repeat: bool = False  # a step of `[...]*N`: the steps' labels differ only in the step number
 
 
 @dataclass(frozen=True)

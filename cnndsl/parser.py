@@ -8,6 +8,7 @@ exceptions become rendered diagnostics.
 from __future__ import annotations
 
 import functools
+import math
 import re
 from collections.abc import Iterator
 from importlib import resources
@@ -19,10 +20,9 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedTok
 
 from cnndsl import nodes as n
 from cnndsl.errors import CnnError, Diagnostic
-from cnndsl.source import MAX_SOURCE_BYTES, Source, Span
+from cnndsl.limits import INT64_MAX, MAX_NESTING, MAX_SOURCE_BYTES
+from cnndsl.source import Source, Span
 
-#: Deepest bracket nesting accepted; deeper specs get an error instead of a RecursionError later.
-MAX_NESTING = 100
 
 # Newlines are dropped inside brackets, after these tokens, and before these tokens.
 _OPENERS = {"_LPAR", "_LSQB"}
@@ -116,7 +116,7 @@ class _ToAst(Transformer_NonRecursive):
         return n.Network(_span(meta), str(c[0]))
 
     def input_decl(self, meta: Any, c: list) -> n.InputDecl:
-        return n.InputDecl(_span(meta), _dims(c[0]))
+        return n.InputDecl(_span(meta), _dims(c[0], self.source))
 
     def let(self, meta: Any, c: list) -> n.Let:
         return n.Let(_span(meta), tuple(c))
@@ -176,13 +176,16 @@ class _ToAst(Transformer_NonRecursive):
         return n.Index(_span(meta), c[0], c[1])
 
     def int(self, meta: Any, c: list) -> n.Int:
-        return n.Int(_span(meta), int(c[0]))
+        return n.Int(_span(meta), _integer(c[0], str(c[0]), self.source))
 
     def float(self, meta: Any, c: list) -> n.Float:
-        return n.Float(_span(meta), float(c[0]))
+        value = float(c[0])
+        if not math.isfinite(value):
+            raise _literal_too_large(c[0], self.source, "a 64-bit float")
+        return n.Float(_span(meta), value)
 
     def dims(self, meta: Any, c: list) -> n.Dims:
-        return n.Dims(_span(meta), _dims(c[0]))
+        return n.Dims(_span(meta), _dims(c[0], self.source))
 
     def name(self, meta: Any, c: list) -> n.Name:
         return n.Name(_span(meta), str(c[0]))
@@ -210,16 +213,28 @@ class _ToAst(Transformer_NonRecursive):
         return n.Tuple(_span(meta), _present(c))
 
 
-def _dims(tok: Token) -> tuple[int, ...]:
-    return tuple(int(part) for part in str(tok).lower().split("x"))
+def _integer(tok: Token, digits: str, source: Source) -> int:
+    """A literal's value, refused (located) past 64 bits before Python converts it: a literal of
+    thousands of digits would otherwise cost quadratic time or hit Python's int-string limit."""
+    digits = digits.lstrip("0") or "0"
+    if len(digits) > len(str(INT64_MAX)) or int(digits) > INT64_MAX:
+        raise _literal_too_large(tok, source, "64 bits")
+    return int(digits)
+
+
+def _literal_too_large(tok: Token, source: Source, what: str) -> CnnError:
+    return CnnError((Diagnostic("limit", f"the number does not fit in {what}", source, _token_span(tok),
+                                help=f"sizes, counts and totals are limited to {INT64_MAX:,}"),))
+
+
+def _dims(tok: Token, source: Source) -> tuple[int, ...]:
+    return tuple(_integer(tok, part, source) for part in str(tok).lower().split("x"))
 
 
 def parse(source: Source) -> n.Program:
     """Parse a whole spec; raise `CnnError` with a rendered syntax diagnostic on bad input."""
-    if len(source.text.encode("utf-8", "surrogatepass")) > MAX_SOURCE_BYTES:
-        raise CnnError((Diagnostic(
-            "limit", f"the spec is larger than {MAX_SOURCE_BYTES // 1_000_000} MB", source,
-            help="a network spec is a few KB; generate repetition with `[...]*N` instead"),))
+    if len(source.text) > MAX_SOURCE_BYTES // 4 and len(source.text.encode("utf-8", "surrogatepass")) > MAX_SOURCE_BYTES:
+        raise CnnError((too_large(source),))
     try:
         tree = _lark().parse(source.text)
         return _ToAst(source).transform(tree)
@@ -233,8 +248,14 @@ def parse(source: Source) -> n.Program:
             raise err.orig_exc from None
         raise
     except RecursionError:
-        raise CnnError((Diagnostic("limit", "the spec is nested too deeply to parse", source,
+        raise CnnError((Diagnostic("limit", "the spec is nested too deeply to parse", source, source.start(),
                                    help="split long expressions with `let` or `block`"),)) from None
+
+
+def too_large(source: Source) -> Diagnostic:
+    """The diagnostic for a spec over `MAX_SOURCE_BYTES`, shown at its first character."""
+    return Diagnostic("limit", f"the spec is larger than {MAX_SOURCE_BYTES // 1_000_000} MB", source, source.start(),
+                      help="a network spec is a few KB; generate repetition with `[...]*N` instead")
 
 
 def _syntax_diagnostic(err: UnexpectedInput, source: Source) -> Diagnostic:

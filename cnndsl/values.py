@@ -8,18 +8,15 @@ produced an error.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from cnndsl import ir
 from cnndsl import nodes as n
 from cnndsl.layers import Builtin
+from cnndsl.limits import MAX_LAYERS, MAX_WORK, WORK_PER_LAYER
 from cnndsl.source import Source, Span
-
-#: Largest number of layers a spec may expand to.
-MAX_LAYERS = 100_000
 
 
 class Poison:
@@ -36,6 +33,43 @@ POISON: Any = Poison()
 
 class TooLarge(Exception):
     """Raised by the graph builder past `MAX_LAYERS`; expansion stops there."""
+
+
+class TooMuchWork(Exception):
+    """Raised when expansion has spent its `Budget`; the innermost repetition or block call it passes
+    through records itself as the place to blame (the reason the work multiplied)."""
+
+    def __init__(self, spent: int) -> None:
+        super().__init__()
+        self.spent = spent
+        self.span: Span | None = None
+        self.source: Source | None = None
+        self.where = ""
+
+    def blame(self, span: Span, source: Source, where: str) -> None:
+        """Record the first (innermost) construct the error passes through."""
+        if self.span is None:
+            self.span, self.source, self.where = span, source, where
+
+
+@dataclass
+class Budget:
+    """Units of expansion work (an expression evaluated, a repetition step, a block applied, a layer
+    added), shared by the evaluator and the graph builder.
+
+    The allowance is `MAX_WORK` plus `WORK_PER_LAYER` for every layer produced: a spec may spend what
+    its layers need, but work that produces nothing (`[[relu]*0]*100000` nested deeper) runs out of
+    the fixed part within a second.
+    """
+
+    spent: int = 0
+    allowed: int = MAX_WORK
+
+    def spend(self) -> None:
+        """Count one unit; raise `TooMuchWork` past the allowance."""
+        self.spent += 1
+        if self.spent > self.allowed:
+            raise TooMuchWork(self.spent)
 
 
 # ---------------------------------------------------------------- layer values
@@ -97,14 +131,22 @@ class RepeatLayer(Layer):
     count: int
     span: Span
     count_text: str
+    source: Source
     index: str | None = None
 
     def apply(self, g: GraphBuilder, x: int) -> int:
         count = self.count_text if self.count_text.replace("_", "").isalnum() else f"({self.count_text})"
+        prefix = f"[…]*{count} {self.index}=" if self.index else f"[…]*{count} "
+        suffix = "" if self.index else f"/{self.count}"
         for k in range(self.count):
-            step = f"{self.index}={k}" if self.index else f"{k + 1}/{self.count}"
-            with g.frame(f"[…]*{count} {step}", self.span):
+            g.enter(f"{prefix}{k if self.index else k + 1}{suffix}", self.span, repeat=True)
+            try:
                 x = self.body(k).apply(g, x)
+            except TooMuchWork as err:
+                err.blame(self.span, self.source, g.where())
+                raise
+            finally:
+                g.leave()
         return x
 
 
@@ -119,16 +161,22 @@ class BranchLayer(Layer):
     source: Source
 
     def apply(self, g: GraphBuilder, x: int) -> int:
-        with g.frame(self.mode, self.span):
+        g.enter(self.mode, self.span)
+        try:
             outputs = []
             for branch, label in zip(self.branches, self.labels):
                 if isinstance(branch, IdentityLayer):
                     outputs.append(x)
                     continue
-                with g.frame(label, self.span):
+                g.enter(label, self.span)
+                try:
                     outputs.append(branch.apply(g, x))
+                finally:
+                    g.leave()
             op = ir.Concat() if self.mode == "concat" else ir.Add(residual=self.mode == "residual")
             return g.add(op, tuple(outputs), self.span, self.source)
+        finally:
+            g.leave()
 
 
 @dataclass(frozen=True, eq=False)
@@ -138,6 +186,7 @@ class BlockLayer(Layer):
     block: n.Block
     label: str
     span: Span
+    source: Source
     body: Callable[[], Layer]
     on_recursion: Callable[[list[str]], None]
 
@@ -146,10 +195,14 @@ class BlockLayer(Layer):
             self.on_recursion(g.block_stack[g.block_stack.index(self.block.name):] + [self.block.name])
             return x
         g.block_stack.append(self.block.name)
+        g.enter(self.label, self.span)
         try:
-            with g.frame(self.label, self.span):
-                return self.body().apply(g, x)
+            return self.body().apply(g, x)
+        except TooMuchWork as err:
+            err.blame(self.span, self.source, g.where())
+            raise
         finally:
+            g.leave()
             g.block_stack.pop()
 
 
@@ -244,6 +297,7 @@ class Env:
 class GraphBuilder:
     """Accumulates IR nodes and the current group path."""
 
+    budget: Budget = field(default_factory=Budget)
     nodes: list[ir.Node] = field(default_factory=list)
     frames: list[ir.Frame] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
@@ -253,8 +307,9 @@ class GraphBuilder:
 
     def add(self, op: ir.Op, inputs: tuple[int, ...], span: Span, source: Source) -> int:
         """Append a node; its name is its op's base name and a per-base counter: `conv3`."""
-        if len(self.nodes) >= MAX_LAYERS:
+        if len(self.nodes) > MAX_LAYERS:  # node 0 is the input, not a layer
             raise TooLarge
+        self.budget.allowed += WORK_PER_LAYER
         self.last_source = source
         base = base_name(op)
         self.counts[base] = self.counts.get(base, 0) + 1
@@ -262,15 +317,19 @@ class GraphBuilder:
         self.nodes.append(node)
         return node.id
 
-    @contextlib.contextmanager
-    def frame(self, label: str, span: Span) -> Iterator[None]:
-        """Nodes added inside belong to a new group `label`."""
+    def enter(self, label: str, span: Span, repeat: bool = False) -> None:
+        """Open a group `label`: nodes added until `leave` belong to it. Counts as a unit of work."""
+        self.budget.spend()
         self.next_frame += 1
-        self.frames.append(ir.Frame(self.next_frame, label, span))
-        try:
-            yield
-        finally:
-            self.frames.pop()
+        self.frames.append(ir.Frame(self.next_frame, label, span, repeat))
+
+    def leave(self) -> None:
+        """Close the innermost group."""
+        self.frames.pop()
+
+    def where(self) -> str:
+        """The open groups as text: `stage(64, 2) › […]*n 2/2`."""
+        return " › ".join(f.label for f in self.frames)
 
 
 def base_name(op: ir.Op) -> str:
