@@ -12,8 +12,7 @@ from dataclasses import dataclass
 
 from cnndsl import ir
 from cnndsl.errors import CnnError, Diagnostic
-
-INT64_MAX = 2**63 - 1
+from cnndsl.limits import INT64_MAX
 
 
 class ShapeIssue(Exception):
@@ -54,12 +53,12 @@ def window_output(size: int, kernel: int, stride: int, dilation: int, pad: ir.Pa
         return out, (total // 2, total - total // 2)
     before, after = (0, 0) if pad == "valid" else pad[axis]
     room = size + before + after - span
-    if room < 0:
-        return 0, (before, after)
+    # Floor division rounds towards -inf, as PyTorch's div_rtn: in ceil mode a window up to stride - 1
+    # longer than the padded input still gives one output (2 rows, window 3, stride 2: 1 row).
     out = (-(-room // stride) if ceil else room // stride) + 1
-    if ceil and (out - 1) * stride >= size + before:
+    if ceil and out > 0 and (out - 1) * stride >= size + before:
         out -= 1
-    return out, (before, after)
+    return max(out, 0), (before, after)
 
 
 def _feature_map(op: ir.Op, shape: ir.Shape) -> ir.Shape:
@@ -72,16 +71,45 @@ def _feature_map(op: ir.Op, shape: ir.Shape) -> ir.Shape:
 def _windowed(op: ir.Conv | ir.Pool, shape: ir.Shape, kernel: ir.Pair, dilation: ir.Pair,
               ceil: bool) -> tuple[int, int]:
     h, w, _ = _feature_map(op, shape)
-    oh, _ = window_output(h, kernel[0], op.stride[0], dilation[0], op.pad, 0, ceil)
-    ow, _ = window_output(w, kernel[1], op.stride[1], dilation[1], op.pad, 1, ceil)
-    if oh < 1 or ow < 1:
+    outs, padded, short = [], [], []
+    reach = [(k - 1) * d + 1 for k, d in zip(kernel, dilation)]
+    for axis, (name, size) in enumerate((("height", h), ("width", w))):
+        out, (before, after) = window_output(size, kernel[axis], op.stride[axis], dilation[axis], op.pad, axis, ceil)
+        if op.pad == "same":
+            before, after = 0, max((out - 1) * op.stride[axis] + reach[axis] - size, 0)
+        outs.append(out)
+        padded.append(size + before + after)
+        if out < 1:
+            short.append(f"the {name} {size}" + (f" + {before + after} padding = {padded[-1]}" if before + after else ""))
+    if short:
+        window = f"the {reach[0]}x{reach[1]} window"
+        note = f"{' and '.join(short)} {'is' if len(short) == 1 else 'are'} smaller than {window}"
         if isinstance(op, ir.Pool):
-            raise ShapeIssue(f"`{op.label()}` would shrink the feature map below 1x1", notes=(
-                f"its input is {fmt(shape)}",), help="remove this pooling layer or pool less before it")
-        reach = "x".join(str((k - 1) * d + 1) for k, d in zip(kernel, dilation))
-        raise ShapeIssue(f"`{op.label()}` needs an input of at least {reach}, got {fmt(shape)}",
-                         "pad the input (`pad=same`) or downsample less before it")
-    return oh, ow
+            raise ShapeIssue(f"`{op.label()}` would shrink the feature map below 1x1",
+                             notes=(f"its input is {fmt(shape)}: {note}",),
+                             help="remove this pooling layer or pool less before it")
+        if padded == [h, w]:
+            raise ShapeIssue(f"`{op.label()}` needs an input of at least {reach[0]}x{reach[1]}, got {fmt(shape)}",
+                             "pad the input (`pad=same`) or downsample less before it")
+        raise ShapeIssue(f"`{op.label()}` needs an input of at least {reach[0]}x{reach[1]} after padding, got "
+                         f"{fmt(shape)}, which is {padded[0]}x{padded[1]} padded",
+                         "pad the input more (`pad=same`) or downsample less before it", (note,))
+    return outs[0], outs[1]
+
+
+def _pool_padding(op: ir.Pool) -> None:
+    """PyTorch's rule: no side is padded by more than half the window, so no window covers padding alone
+    (a max over nothing but padding would be -inf)."""
+    if op.pad in ("same", "valid"):
+        return
+    for axis, (name, sides) in enumerate((("top and bottom", "top/bottom"), ("left and right", "left/right"))):
+        before, after = op.pad[axis]
+        half = op.window[axis] // 2
+        if max(before, after) > half:
+            raise ShapeIssue(f"`{op.label()}` pads {max(before, after)} on the {sides}, more than half its window "
+                             f"of {op.window[axis]}",
+                             f"pad at most {half} on the {name}, as PyTorch requires: a window over padding alone "
+                             "has no input to pool")
 
 
 def _conv(op: ir.Conv, shapes: list[ir.Shape]) -> Inferred:
@@ -97,6 +125,7 @@ def _conv(op: ir.Conv, shapes: list[ir.Shape]) -> Inferred:
 
 def _pool(op: ir.Pool, shapes: list[ir.Shape]) -> Inferred:
     (shape,) = shapes
+    _pool_padding(op)
     oh, ow = _windowed(op, shape, op.window, (1, 1), op.ceil)
     return Inferred((oh, ow, shape[2]))
 
