@@ -8,11 +8,12 @@ collapsed with `depth`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cnndsl import ir
 from cnndsl.costs import Cost, node_cost
+from cnndsl.limits import INT64_MAX
 from cnndsl.shapes import Inferred, fmt
 
 BYTES_PER_ACTIVATION = 4  # float32
@@ -91,6 +92,19 @@ class Report:
         """Bytes of every layer's output for one image, in float32 (the input not counted)."""
         return BYTES_PER_ACTIVATION * sum(math.prod(r.output_shape) for r in self.rows)
 
+    def first_overflow(self) -> tuple[int, str] | None:
+        """The first row at which a reported total (parameters, state, MACs, FLOPs, activation bytes)
+        passes 64 bits, and what that total is; None when every total fits."""
+        params = state = macs = elements = 0
+        for i, r in enumerate(self.rows):
+            params, state, macs = params + r.params, state + r.state, macs + r.macs
+            elements += math.prod(r.output_shape)
+            for what, total in (("parameters", params), ("batch-norm state", state), ("MACs", macs),
+                                ("FLOPs", 2 * macs), ("activation bytes", BYTES_PER_ACTIVATION * elements)):
+                if total > INT64_MAX:
+                    return i, what
+        return None
+
     def to_dict(self) -> dict[str, Any]:
         """The `--json` object."""
         return {"network": self.name, "input_shape": list(self.input_shape),
@@ -99,51 +113,53 @@ class Report:
                 "train": dict(self.train_settings), "layers": [r.to_dict() for r in self.rows]}
 
     def tree(self, depth: int | None = None) -> list[TreeRow]:
-        """The rows as an indented tree: group rows carry subtotals; levels >= `depth` are folded in."""
-        groups: dict[int, list[Row]] = {}
+        """The rows as an indented tree: group rows carry subtotals; levels >= `depth` are folded in, and
+        a long run of identical rows (the same layers repeated) is shown once, then one row saying how
+        many times more it repeats (see `fold_runs`)."""
+        members: dict[int, list[Row]] = {}
         for row in self.rows:
             for frame in row.path:
-                groups.setdefault(frame.id, []).append(row)
-        out: list[TreeRow] = [TreeRow(0, "input", fmt(self.input_shape), None, None, "", False)]
+                members.setdefault(frame.id, []).append(row)
+        root = _TreeNode(TreeRow(-1, "", "", None, None, "", False), ())
+        stack = [root]  # stack[k + 1] is the open group at level k
         open_path: tuple[ir.Frame, ...] = ()
         for row in self.rows:
             common = 0
             while common < min(len(open_path), len(row.path)) and open_path[common].id == row.path[common].id:
                 common += 1
-            for level in range(common, len(row.path)):
-                if depth is None or level < depth:
-                    members = groups[row.path[level].id]
-                    out.append(TreeRow(level, row.path[level].label, fmt(members[-1].output_shape),
-                                       sum(m.params for m in members), sum(m.macs for m in members), "", True))
+            del stack[common + 1:]
+            for level in range(len(stack) - 1, len(row.path) if depth is None else min(len(row.path), depth)):
+                frame, inside = row.path[level], members[row.path[level].id]
+                node = _TreeNode(TreeRow(level, frame.label, fmt(inside[-1].output_shape), sum(m.params for m in inside),
+                                         sum(m.macs for m in inside), "", True), frame.span if frame.repeat else frame.label)
+                stack[-1].children.append(node)
+                stack.append(node)
             open_path = row.path
             if depth is None or len(row.path) < depth:
-                out.append(TreeRow(len(row.path), row.op, fmt(row.output_shape), row.params, row.macs, row.note,
-                                   False))
+                leaf = TreeRow(len(row.path), row.op, fmt(row.output_shape), row.params, row.macs, row.note, False)
+                stack[-1].children.append(_TreeNode(leaf, leaf))
+        out = [TreeRow(0, "input", fmt(self.input_shape), None, None, "", False)]
+        root.emit(out, {})
         return out
 
     def render_table(self, depth: int | None = None, width: int | None = None) -> str:
-        """The summary table as text (rich), then the totals."""
-        from io import StringIO
-
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(title=f"{self.name}", title_justify="left", show_edge=False, pad_edge=False)
-        table.add_column("layer", no_wrap=False)
-        table.add_column("output", justify="right", no_wrap=True)
-        table.add_column("params", justify="right", no_wrap=True)
-        table.add_column("MACs", justify="right", no_wrap=True)
-        for r in self.tree(depth):
-            label = "  " * r.level + (f"[bold]{_escape(r.label)}[/bold]" if r.group else _escape(r.label))
-            if r.note:
-                label += f" [dim]({_escape(r.note)})[/dim]"
-            table.add_row(label, r.output, _num(r.params), _num(r.macs))
-        buffer = StringIO()
-        console = Console(file=buffer, width=width or 110, force_terminal=False, color_system=None,
-                          highlight=False)
-        console.print(table)
-        console.print(self.totals_text())
-        return buffer.getvalue()
+        """The summary table as text, then the totals: plain string formatting, so a network of 100,000
+        layers prints as fast as its JSON; the layer column wraps to fit `width` (default 110)."""
+        rows = [("  " * r.level + r.label + (f" ({r.note})" if r.note else ""), r.output, _num(r.params), _num(r.macs),
+                 r.level) for r in self.tree(depth)]
+        header = ("layer", "output", "params", "MACs")
+        widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(4)]
+        fixed = sum(widths[1:]) + 3 * 3
+        widths[0] = max(12, min(widths[0], (width or 110) - fixed))
+        lines = [self.name,
+                 " ┃ ".join([header[0].ljust(widths[0])] + [h.rjust(w) for h, w in zip(header[1:], widths[1:])]),
+                 "━╇━".join("━" * w for w in widths)]
+        for label, output, params, macs, level in rows:
+            parts = _wrap(label, widths[0], "  " * level + "  ")
+            lines.append(" │ ".join([parts[0].ljust(widths[0]), output.rjust(widths[1]), params.rjust(widths[2]),
+                                     macs.rjust(widths[3])]).rstrip())
+            lines += [f"{part.ljust(widths[0])} │ {'':>{widths[1]}} │ {'':>{widths[2]}} │".rstrip() for part in parts[1:]]
+        return "\n".join(lines) + "\n" + self.totals_text() + "\n"
 
     def totals_text(self) -> str:
         """The totals block printed under the table."""
@@ -175,10 +191,75 @@ class TreeRow:
     group: bool
 
 
-def _escape(text: str) -> str:
-    from rich.markup import escape
+#: A run of identical sibling rows is folded when it would hide at least this many rows.
+FOLD_ROWS = 100
+#: The longest repeating pattern of sibling rows looked for (a `conv -> bn -> relu` written out is 3).
+FOLD_PERIOD = 8
 
-    return escape(text)
+
+@dataclass
+class _TreeNode:
+    """A row of the tree with its children; `key` says what makes two siblings the same (a repetition's
+    steps differ only in their label, so they compare by the repetition's span)."""
+
+    row: TreeRow
+    key: object
+    children: list[_TreeNode] = field(default_factory=list)
+
+    def signature(self, ids: dict[object, int]) -> int:
+        """A small integer equal for identical subtrees (same rows, shapes and costs)."""
+        r = self.row
+        whole = (self.key, r.level, r.output, r.params, r.macs, tuple(c.signature(ids) for c in self.children))
+        return ids.setdefault(whole, len(ids))
+
+    def size(self) -> int:
+        """How many rows this subtree prints."""
+        return 1 + sum(c.size() for c in self.children)
+
+    def emit(self, out: list[TreeRow], ids: dict[object, int]) -> None:
+        """Append the children's rows to `out`, folding long identical runs."""
+        keys = [c.signature(ids) for c in self.children]
+        i = 0
+        while i < len(keys):
+            period, times = fold_run(keys, i)
+            block = self.children[i : i + period]
+            for child in block:
+                out.append(child.row)
+                child.emit(out, ids)
+            hidden = self.children[i + period : i + period * times]
+            if hidden:
+                what = "row above" if period == 1 and not block[0].children else (
+                    f"{sum(c.size() for c in block)} rows above")
+                out.append(TreeRow(block[0].row.level, f"… {times - 1:,} more times the {what} (folded)",
+                                   hidden[-1].row.output, sum(c.row.params or 0 for c in hidden),
+                                   sum(c.row.macs or 0 for c in hidden), "", False))
+            i += period * times
+
+
+def fold_run(keys: list[int], start: int) -> tuple[int, int]:
+    """The (period, times) of the repeating run of `keys` from `start` to fold: the pattern of up to
+    `FOLD_PERIOD` keys repeated the most times, if the repeats would hide `FOLD_ROWS` rows or more;
+    otherwise (1, 1), nothing folded. (Rows are counted by keys here; a key's subtree only adds rows.)"""
+    best = (1, 1)
+    for period in range(1, min(FOLD_PERIOD, (len(keys) - start) // 2) + 1):
+        pattern, times = keys[start : start + period], 1
+        while keys[start + period * times : start + period * (times + 1)] == pattern:
+            times += 1
+        if (times - 1) * period >= FOLD_ROWS and times * period > best[0] * best[1]:
+            best = (period, times)
+    return best
+
+
+def _wrap(text: str, width: int, indent: str) -> list[str]:
+    """`text` in lines of at most `width` characters, broken at spaces where it can be; continuation
+    lines start with `indent`."""
+    lines: list[str] = []
+    while len(text) > width:
+        cut = text.rfind(" ", len(indent) + 1 if lines else 1, width + 1)
+        cut = cut if cut > len(indent) else width
+        lines.append(text[:cut].rstrip())
+        text = indent + text[cut:].lstrip()
+    return lines + [text]
 
 
 def _num(n: int | None) -> str:
