@@ -16,6 +16,7 @@ from typing import Any
 from cnndsl import __version__
 from cnndsl.api import check
 from cnndsl.errors import CnnError, UsageError
+from cnndsl.outputs import check_output_dir, check_output_file, write_atomic
 from cnndsl.report import Report
 
 
@@ -26,11 +27,23 @@ def _set_pair(text: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
-def _depth(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("depth must be at least 1")
-    return value
+def _at_least(minimum: int, what: str) -> Any:
+    """An argparse type: an integer of at least `minimum`."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{what} must be at least {minimum}, got {value}")
+        return value
+    return parse
+
+
+_depth = _at_least(1, "depth")
+_positive_int = _at_least(1, "the value")
+#: The narrowest summary table: the numbers need about 40 columns, the layer names a few more.
+MIN_TABLE_WIDTH = 50
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     chk.add_argument("--depth", type=_depth, default=None,
                      help="show groups (blocks, repetitions, branches) only this many levels deep")
-    chk.add_argument("--width", type=int, default=None, help="table width in characters")
+    chk.add_argument("--width", type=_at_least(MIN_TABLE_WIDTH, "width"), default=None,
+                     help=f"table width in characters (at least {MIN_TABLE_WIDTH}; default 110)")
     comp = commands.add_parser("compile", parents=[spec], help="check a spec and write an artifact made from it",
                                description="Check a .cnn spec, print its summary, and write the chosen artifact.")
     comp.add_argument("--emit", choices=sorted(EMITTERS), required=True,
@@ -66,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--depth", type=_depth, default=None,
                       help="svg: draw groups (blocks, repetitions) only this many levels deep, fold the rest")
     comp.add_argument("--quiet", action="store_true", help="do not print the summary table")
+    comp.add_argument("--force", action="store_true",
+                      help="replace an earlier artifact of the same kind at -o (a file or folder cnndsl did not "
+                           "write is never replaced)")
     run = commands.add_parser("run", help="run an exported network on images saved as .npy",
                               description="Load an artifact written by `cnndsl compile --emit export` and print "
                                           "the top classes of each image (an .npy array HxWxC, or BxHxWxC).")
@@ -75,13 +92,6 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print one JSON object per image")
     _add_training_commands(commands, spec)
     return parser
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 def _augment(text: str) -> tuple[str, ...]:
@@ -129,7 +139,7 @@ def _add_training_commands(commands: Any, spec: argparse.ArgumentParser) -> None
     train.add_argument("--seed", type=int)
     train.add_argument("--resize", action="store_const", const=True,
                        help="resize the dataset's images to the spec's input on the device")
-    train.add_argument("--checkpoint-every", type=int, metavar="STEPS",
+    train.add_argument("--checkpoint-every", type=_at_least(0, "checkpoint-every"), metavar="STEPS",
                        help="also checkpoint every STEPS steps within an epoch (default: at epoch ends)")
     train.add_argument("--keep", type=_positive_int, help="how many of the newest checkpoints to keep (default 3)")
     train.add_argument("--out", metavar="RUN_DIR", help="the run directory (default runs/<spec name>[-N])")
@@ -154,13 +164,13 @@ def _add_training_commands(commands: Any, spec: argparse.ArgumentParser) -> None
 def _emit_json(report: Report, path: Path, args: argparse.Namespace) -> None:
     from cnndsl.emit.ir_json import to_json
 
-    path.write_text(json.dumps(to_json(report), indent=1) + "\n", encoding="utf-8")
+    write_atomic(path, json.dumps(to_json(report), indent=1) + "\n")
 
 
 def _emit_python(report: Report, path: Path, args: argparse.Namespace) -> None:
     from cnndsl.emit.python_source import to_python
 
-    path.write_text(to_python(report, str(report.graph.source.path)), encoding="utf-8")
+    write_atomic(path, to_python(report, str(report.graph.source.path)))
 
 
 def _emit_export(report: Report, path: Path, args: argparse.Namespace) -> None:
@@ -168,11 +178,11 @@ def _emit_export(report: Report, path: Path, args: argparse.Namespace) -> None:
     from cnndsl.export import export, export_run
 
     if args.run:
-        meta = export_run(Path(args.file), args.run, path, bindings=dict(args.bindings))
+        meta = export_run(Path(args.file), args.run, path, bindings=dict(args.bindings), force=args.force)
         origin = f"trained parameters of {args.run} (step {meta['step']}); takes raw pixels as its dataset stores them"
     else:
         net = CompiledNetwork(report)
-        meta = export(net, net.init(args.seed), path)
+        meta = export(net, net.init(args.seed), path, force=args.force)
         origin = f"parameters from seed {args.seed} (export a trained run with --run RUN_DIR)"
     print(f"lowered for {', '.join(meta['platforms'])}; {origin}", file=sys.stderr)
     for reason in meta["platforms_left_out"]:
@@ -182,7 +192,7 @@ def _emit_export(report: Report, path: Path, args: argparse.Namespace) -> None:
 def _emit_svg(report: Report, path: Path, args: argparse.Namespace) -> None:
     from cnndsl.emit.diagram import to_svg
 
-    path.write_text(to_svg(report, args.depth), encoding="utf-8")
+    write_atomic(path, to_svg(report, args.depth))
 
 
 #: `--emit` targets: each writes one artifact of a checked report to a path.
@@ -194,14 +204,11 @@ DIRECTORY_TARGETS = {"export"}
 def run_compile(args: argparse.Namespace) -> int:
     """`cnndsl compile`."""
     report = check(Path(args.file), set=dict(args.bindings))
-    output = Path(args.output)
+    inputs = [args.file] + ([args.run] if args.run else [])
     if args.emit in DIRECTORY_TARGETS:
-        if output.exists() and not output.is_dir():
-            raise UsageError(f"{output} is a file", f"--emit {args.emit} writes a directory; give its name with -o")
-    elif output.is_dir():
-        raise UsageError(f"{output} is a directory", "give the artifact's file name with -o")
-    if not output.parent.exists():
-        raise UsageError(f"{output.parent} does not exist", "create the directory first")
+        output = check_output_dir(args.output, args.emit, args.force, inputs)
+    else:
+        output = check_output_file(args.output, args.emit, args.force, inputs)
     if not args.quiet:
         sys.stdout.write(report.render_table())
     EMITTERS[args.emit](report, output, args)
@@ -237,12 +244,16 @@ def _print_top(name: str, probabilities: Any, classes: Sequence[str], top: int, 
 
 def run_run(args: argparse.Namespace) -> int:
     """`cnndsl run`: an exported network on .npy images."""
+    import numpy as np
+
     from cnndsl.export import ExportError, load_exported
 
     network = load_exported(args.artifact)
     classes = network.meta.get("classes") or []
     for image in args.images:
         x = _load_npy(image)
+        if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+            raise ExportError(f"{image}: the images must be numbers, got an array of {x.dtype}")
         batch = x[None] if x.ndim == len(network.input_shape) else x
         try:
             probs = network.probabilities(batch)
@@ -272,6 +283,7 @@ def run_train(args: argparse.Namespace) -> int:
     """`cnndsl train`."""
     import dataclasses
 
+    from cnndsl.rundir import SPEC, RunDir
     from cnndsl.settings import Settings
     from cnndsl.training import train
 
@@ -280,19 +292,18 @@ def run_train(args: argparse.Namespace) -> int:
              if getattr(args, f.name, None) is not None}
     if args.resume:
         run_dir = Path(args.resume)
-        if not (run_dir / "settings.json").is_file():
+        if not RunDir(run_dir).holds_run():
             raise UsageError(f"{run_dir} is not a training run (no settings.json)", "give the run directory to resume")
         if args.out:
             raise UsageError("--resume and --out both name a run directory", "give only --resume RUN_DIR")
-        spec: Any = Path(args.file) if args.file else run_dir / "spec.cnn"
+        spec: Any = Path(args.file) if args.file else RunDir(run_dir).file(SPEC)
     else:
         if not args.file:
             raise UsageError("no spec to train", "give a .cnn file, or --resume RUN_DIR")
         spec = Path(args.file)
         run_dir = Path(args.out) if args.out else None
-        if run_dir is not None and (run_dir / "settings.json").exists():
-            raise UsageError(f"{run_dir} already holds a run",
-                             f"continue it with --resume {run_dir}, or pick another --out")
+        if run_dir is not None:  # fail fast, before the spec is compiled and the data loaded
+            check_output_dir(run_dir, "run", inputs=[spec], make_parents=True)
     result = train(spec, run_dir=run_dir, resume=bool(args.resume), bindings=dict(args.bindings),
                    quiet=args.quiet, **flags)
     sys.stdout.write(_history_table(result))
@@ -338,7 +349,7 @@ def run_predict(args: argparse.Namespace) -> int:
     taken as they are (the units the run's dataset stores)."""
     import numpy as np
 
-    from cnndsl.data import DataError, read_image
+    from cnndsl.data import DataError, check_finite, read_image
     from cnndsl.training import load_run
 
     loaded = load_run(Path(args.file), args.run, args.checkpoint)  # a clear error before reading any image
@@ -349,9 +360,11 @@ def run_predict(args: argparse.Namespace) -> int:
         if path.suffix.lower() == ".npy":
             array = _load_npy(path)
             array = array[..., None] if array.ndim == 2 else array
-            if array.ndim != 3 or array.shape[-1] not in (1, 3, 4) or not np.issubdtype(array.dtype, np.number):
+            numeric = np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
+            if array.ndim != 3 or array.shape[-1] not in (1, 3, 4) or not numeric or min(array.shape) < 1:
                 raise DataError(f"{path}: expected one image, an array H x W or H x W x C (C = 1 or 3) of "
                                 f"numbers, got shape {'x'.join(map(str, array.shape))} of {array.dtype}")
+            check_finite(array, str(path))
             images.append(array)
         else:
             images.append(read_image(path).astype(np.float32) * (scale / 255.0))
@@ -415,6 +428,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cnndsl: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `cnndsl check ... | head`: the reader stopped reading, which is not an error to report
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not fail again
+        return 1
     except Exception as err:  # a bug in cnndsl, never the user's fault: say so briefly
         if os.environ.get("CNNDSL_DEBUG"):
             raise
