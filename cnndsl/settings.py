@@ -56,6 +56,10 @@ class Settings:
             (0 <= self.label_smoothing < 1, f"label smoothing must be in [0, 1), got {self.label_smoothing}"),
             (self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}"),
             (self.clip >= 0, f"clip must be >= 0, got {self.clip}"),
+            (self.momentum >= 0, f"momentum must be >= 0, got {self.momentum}"),
+            (self.warmup_epochs >= 0, f"warmup epochs must be >= 0, got {self.warmup_epochs}"),
+            (all(math.isfinite(v) for v in (self.momentum, self.warmup_epochs, self.weight_decay,
+                                             self.label_smoothing, self.clip)), "settings must be finite numbers"),
             (all(a in AUGMENTATIONS for a in self.augment),
              f"unknown augmentation in {','.join(self.augment)}; choose from {', '.join(AUGMENTATIONS)}"),
             (self.dtype in DTYPE_NAMES, f"unknown dtype {self.dtype!r}; choose {', '.join(DTYPE_NAMES)}"),
@@ -79,12 +83,31 @@ class Settings:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Settings:
-        """The inverse of `to_dict`; unknown keys are an error."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
+        """The inverse of `to_dict`; unknown keys and values of the wrong type are an error."""
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(defaults))
         if unknown:
             raise TrainingError(f"unknown training settings: {', '.join(unknown)}")
-        return cls(**{k: tuple(v) if k == "augment" else v for k, v in data.items()})
+        return cls(**{k: _typed(k, v, defaults[k]) for k, v in data.items()})
+
+
+def _typed(name: str, value: Any, default: Any) -> Any:
+    """`value` as the type of the setting's default, or a TrainingError saying what was expected."""
+    if isinstance(default, bool):
+        ok, what = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, what = isinstance(value, int) and not isinstance(value, bool), "a whole number"
+    elif isinstance(default, float):
+        ok, what = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value), "a number"
+        value = float(value) if ok else value
+    elif isinstance(default, tuple):
+        ok, what = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value), "a list of names"
+        value = tuple(value) if ok else value
+    else:  # a name, or None
+        ok, what = isinstance(value, str) or (default is None and value is None), "a name"
+    if not ok:
+        raise TrainingError(f"setting {name} must be {what}, got {value!r}")
+    return value
 
 
 # ---- the spec's `train` section -----------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from cnndsl.compiler import CompiledNetwork
 from cnndsl.compiler import compile as compile_spec
 from cnndsl.data import Dataset, DataError, load_dataset
 from cnndsl.flax_backend import flatten_state, unflatten_state
+from cnndsl.rundir import CURVES, SPEC, RunDir
 from cnndsl.settings import Interrupted, Settings, TrainingError
 
 __all__ = ["Interrupted", "Settings", "TrainingError", "TrainResult", "evaluate", "predict", "train"]
@@ -210,8 +211,10 @@ def check_compatible(net: CompiledNetwork, data: Dataset, resize: bool) -> None:
     (h, w, c), (dh, dw, dc) = net.input_shape, data.image_shape
     where = data.name
     if c != dc:
+        fix = (f"change `input` to {h}x{w}x{dc}" if (h, w) == (dh, dw) or resize else
+               f"change `input` to {dh}x{dw}x{dc} (or to {h}x{w}x{dc} and pass --resize)")
         raise TrainingError(f"{where} has images of {dh}x{dw}x{dc} ({dc} channel{'s' * (dc != 1)}), the spec's "
-                            f"input is {h}x{w}x{c}; change `input` to {h}x{w}x{dc}")
+                            f"input is {h}x{w}x{c}; {fix}")
     if (h, w) != (dh, dw) and not resize:
         raise TrainingError(f"{where} has images of {dh}x{dw}x{dc}, the spec's input is {h}x{w}x{c}; pass --resize "
                             f"to resize them on the device, or change `input` to {dh}x{dw}x{c}")
@@ -228,7 +231,9 @@ def _checkpoint_managers(run_dir: Path, keep: int) -> tuple[Any, Any]:
     import absl.logging
     import orbax.checkpoint as ocp
 
-    absl.logging.set_verbosity(absl.logging.ERROR)  # orbax's info and warnings are not for our users
+    # orbax logs what it finds wrong with a damaged checkpoint (with the file's content) as absl ERROR lines;
+    # cnndsl reports each such problem itself, in one line, so orbax's logging is not for our users.
+    absl.logging.set_verbosity(absl.logging.FATAL)
 
     def manager(name: str, max_to_keep: int) -> Any:
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
@@ -272,12 +277,6 @@ def new_run_dir(spec_path: str, root: Path = Path("runs")) -> Path:
         n += 1
         candidate = root / f"{stem}-{n}"
     return candidate
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def plot_curves(history: History, path: Path, title: str) -> None:
@@ -349,22 +348,38 @@ def train(spec: str | os.PathLike[str], settings: Settings | None = None, *, run
     run's saved settings) < `overrides` (keyword arguments named like `Settings` fields: epochs=3).
     With `resume`, `run_dir` must hold an earlier run; training continues from its last checkpoint.
     """
-    if settings is None:
+    run: RunDir | None = None
+    try:
         if resume:
-            saved = Path(run_dir or "") / "settings.json"
-            if not saved.is_file():
-                raise TrainingError(f"{run_dir} is not a training run (no settings.json); start a new run instead")
-            base = Settings.from_run(json.loads(saved.read_text(encoding="utf-8"))).to_dict()
-        else:
-            from cnndsl.api import check
+            if run_dir is None:
+                raise TrainingError("resume needs the run directory (run_dir=...)")
+            run = RunDir(run_dir)
+            run.open()  # locked from here until the run ends
+        if settings is None:
+            if resume:
+                base = Settings.from_run(run.read_settings()).to_dict()
+            else:
+                from cnndsl.api import check
 
-            base = dict(check(spec, set=bindings).train_settings)
-        settings = Settings.from_dict({**base, **overrides})
-    elif overrides:
-        settings = dataclasses.replace(settings, **overrides)
-    settings = settings.validate()
-    net = compile_spec(spec, set=bindings, dtype=DTYPES[settings.dtype])
-    run = Path(run_dir) if run_dir else new_run_dir(str(net.report.graph.source.path))
+                base = dict(check(spec, set=bindings).train_settings)
+            settings = Settings.from_dict({**base, **overrides})
+        elif overrides:
+            settings = Settings.from_dict({**settings.to_dict(), **overrides})
+        settings = settings.validate()
+        net = compile_spec(spec, set=bindings, dtype=DTYPES[settings.dtype])
+        if run is None:
+            run = RunDir(run_dir if run_dir else new_run_dir(str(net.report.graph.source.path)))
+            run.create(inputs=[p for p in [net.report.graph.source.path] if not p.startswith("<")])
+        return _train(net, settings, run, resume, quiet, on_epoch)
+    finally:
+        if run is not None:
+            run.release()
+
+
+def _train(net: CompiledNetwork, settings: Settings, run: RunDir, resume: bool, quiet: bool,
+           on_epoch: Callable[[dict[str, Any]], None] | None) -> TrainResult:
+    """The run itself, in a locked run directory: data, state (new, or restored from the newest good
+    checkpoint), the loop, checkpoints and metrics."""
     progress = _Progress(quiet)
     try:
         data = load_dataset(settings.data, settings.data_dir, progress=progress.line)
@@ -381,41 +396,22 @@ def train(spec: str | os.PathLike[str], settings: Settings | None = None, *, run
     trainer = Trainer(net, net.init(settings.seed), make_optimizer(settings, steps_per_epoch), preprocess, settings,
                       data.num_classes)
 
-    run.mkdir(parents=True, exist_ok=True)
-    last, best = _checkpoint_managers(run, settings.keep)
     state = trainer.initial_state()
-    history = History()
     if resume:
-        restored, failures = None, []
-        for saved in sorted(last.all_steps(), reverse=True):  # the newest readable one
-            try:  # a fresh manager per attempt: a failed restore can leave one unusable
-                restored = restore(_checkpoint_managers(run, settings.keep)[0], state, saved)
-                break
-            except Exception as err:  # noqa: BLE001 - orbax raises many types for a damaged or foreign checkpoint
-                failures.append(f"step {saved}: {str(err).splitlines()[0][:160]}")
-                progress.line(f"checkpoint step {saved} cannot be restored; trying an older one")
-        if restored is None and failures:
-            raise TrainingError(f"{run}: no checkpoint fits this network and optimizer ({failures[0]}); resume "
-                                "with the spec and --optimizer, --clip and --weight-decay the run started with")
-        if restored is None:
-            raise TrainingError(f"{run} has no checkpoint to resume from; start a new run instead")
-        last, best = _checkpoint_managers(run, settings.keep)
-        for damaged in [s for s in last.all_steps() if s > int(restored["step"])]:
-            last.delete(damaged)  # the run will write these steps again
-        state = restored
-        history = _read_history(run / "metrics.jsonl", int(state["step"]) // steps_per_epoch)
-        progress.line(f"resuming {run} at step {int(state['step'])} (epoch {int(state['step']) // steps_per_epoch + 1})")
-    else:
-        if last.all_steps() or (run / "settings.json").exists():
-            raise TrainingError(f"{run} already holds a run; continue it with --resume {run} (resume=True), "
-                                "or choose another run directory")
-        source = net.report.graph.source
-        (run / "spec.cnn").write_text(source.text, encoding="utf-8")
-        (run / "metrics.jsonl").write_text("", encoding="utf-8")
-    _write_atomic(run / "settings.json", json.dumps(
-        {**settings.to_dict(), "normalization": {"mean": mean, "std": std, "scale": data.scale},
-         "num_classes": data.num_classes, "classes": list(data.classes), "steps_per_epoch": steps_per_epoch,
-         "input_shape": list(net.input_shape), "data_shape": list(data.image_shape)}, indent=1) + "\n")
+        state = _restore_newest(run, settings, state, progress)
+        step = int(state["step"])
+        history = History(run.read_metrics(step // steps_per_epoch))
+        progress.line(f"resuming {run.path} at step {step} (epoch {step // steps_per_epoch + 1})" if step else
+                      f"{run.path} has no checkpoint yet: starting again from step 0 with its settings")
+    # settings.json first (atomically): from this moment the directory holds a run that --resume continues
+    run.write_settings({**settings.to_dict(), "normalization": {"mean": mean, "std": std, "scale": data.scale},
+                        "num_classes": data.num_classes, "classes": list(data.classes),
+                        "steps_per_epoch": steps_per_epoch, "input_shape": list(net.input_shape),
+                        "data_shape": list(data.image_shape)})
+    if not resume:
+        run.write_spec(net.report.graph.source.text)
+        history = History(run.read_metrics(0))
+    last, best = _checkpoint_managers(run.path, settings.keep)
 
     x_train, y_train = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
     x_test, y_test = jnp.asarray(data.x_test), jnp.asarray(data.y_test)
@@ -445,7 +441,7 @@ def train(spec: str | os.PathLike[str], settings: Settings | None = None, *, run
                 if not math.isfinite(seen_loss):
                     raise TrainingError(
                         f"the loss became {seen_loss} by step {at_step} (epoch {epoch + 1}); stopped without "
-                        f"saving it. The last good checkpoint is step {saved_step} in {run / 'checkpoints'}. "
+                        f"saving it. The last good checkpoint is step {saved_step} in {run.checkpoints}. "
                         f"Try a lower --lr (now {settings.lr}) or --clip 1.0")
                 rate = (at_step - first_step) * batch / max(time.perf_counter() - started, 1e-9)
                 progress.update(done, f"loss {seen_loss / seen:.4f}  acc {seen_correct / seen:.1%}  {rate:,.0f} img/s")
@@ -484,8 +480,7 @@ def train(spec: str | os.PathLike[str], settings: Settings | None = None, *, run
             improved = test_accuracy > history.best_accuracy or not history.epochs
             history.epochs.append(record)
             # The metrics line first: a resume drops lines beyond its checkpoint, never lacks one.
-            with (run / "metrics.jsonl").open("a", encoding="utf-8") as out:
-                out.write(json.dumps(record) + "\n")
+            run.append_metrics(record)
             _save(last, step, snapshot())
             saved_step = step
             if improved:
@@ -501,13 +496,37 @@ def train(spec: str | os.PathLike[str], settings: Settings | None = None, *, run
             _save(last, step, snapshot())
             saved_step = step
         raise Interrupted(f"interrupted at step {step}; checkpoint saved at step {saved_step}. "
-                          f"Continue with: cnndsl train --resume {run}") from None
+                          f"Continue with: cnndsl train --resume {run.path}") from None
     finally:
         restore_signals()
         if history.epochs:
-            plot_curves(history, run / "curves.png", f"{net.report.name} on {data.name}")
+            plot_curves(history, run.file(CURVES), f"{net.report.name} on {data.name}")
     model = trainer.module(params, stats, train=False)
-    return TrainResult(net, model, history, run)
+    return TrainResult(net, model, history, run.path)
+
+
+def _restore_newest(run: RunDir, settings: Settings, template: dict[str, Any], progress: _Progress,
+                    ) -> dict[str, Any]:
+    """The newest checkpoint of `run` that restores into `template`; damaged ones (empty or truncated files,
+    a step orbax cannot list) are skipped and deleted with every checkpoint after the one restored, since
+    the run writes those steps again. With no checkpoint at all (a run killed before its first), step 0."""
+    folder = run.checkpoints / "last"
+    steps = sorted((int(p.name) for p in folder.iterdir() if p.name.isdigit()), reverse=True) if folder.is_dir() else []
+    restored, failures = None, []
+    for saved in steps:
+        try:  # a fresh manager per attempt: a failed restore can leave one unusable
+            restored = restore(_checkpoint_managers(run.path, settings.keep)[0], template, saved)
+            break
+        except Exception as err:  # noqa: BLE001 - orbax raises many types for a damaged or foreign checkpoint
+            failures.append(f"step {saved}: {str(err).splitlines()[0][:160]}")
+            progress.line(f"checkpoint step {saved} cannot be restored; trying an older one")
+    if restored is None and failures:
+        raise TrainingError(f"{run.path}: no checkpoint can be restored ({failures[0]}); resume with the spec and "
+                            "--optimizer, --clip and --weight-decay the run started with, or, if the checkpoints are "
+                            f"damaged, delete {folder} to start again from step 0")
+    state = restored if restored is not None else template
+    run.drop_checkpoints_after(int(state["step"]))
+    return state
 
 
 def _stop_on_signals(flag: list[int]) -> Callable[[], None]:
@@ -531,15 +550,6 @@ def _stop_on_signals(flag: list[int]) -> Callable[[], None]:
             signal.signal(sig, old)
 
     return undo
-
-
-def _read_history(path: Path, completed_epochs: int) -> History:
-    """The metrics of the epochs a checkpoint covers; later lines (from after it) are dropped from the file."""
-    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
-    records = [json.loads(line) for line in lines if line.strip()]
-    records = [r for r in records if r["epoch"] <= completed_epochs]
-    _write_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
-    return History(records)
 
 
 # ---- using a trained run --------------------------------------------------------------------------------------
@@ -573,28 +583,36 @@ class LoadedRun:
 def load_run(spec: str | os.PathLike[str] | None, run_dir: str | Path, checkpoint: str = "best",
              bindings: dict[str, Any] | None = None) -> LoadedRun:
     """The network of a run with its `best` or `last` checkpoint restored (spec defaults to the run's copy)."""
-    run = Path(run_dir)
-    if not (run / "settings.json").is_file():
-        raise TrainingError(f"{run} is not a training run (no settings.json); train one with cnndsl train FILE")
-    saved = json.loads((run / "settings.json").read_text(encoding="utf-8"))
+    run = RunDir(run_dir)
+    saved = run.read_settings()
     settings = Settings.from_run(saved)
-    net = compile_spec(spec if spec is not None else run / "spec.cnn", set=bindings, dtype=DTYPES[settings.dtype])
+    trained_spec = run.file(SPEC)
+    net = compile_spec(spec if spec is not None else trained_spec, set=bindings, dtype=DTYPES[settings.dtype])
     norm = saved["normalization"]
     preprocess = Preprocess(norm["scale"], tuple(norm["mean"]), tuple(norm["std"]), net.input_shape[:2])
     trainer = Trainer(net, net.init(settings.seed), make_optimizer(settings, saved["steps_per_epoch"]), preprocess,
                       settings, saved["num_classes"])
     if net.report.output_shape != (saved["num_classes"],):
         raise TrainingError(f"the spec outputs {fmt(net.report.output_shape)}, the run was trained for "
-                            f"{saved['num_classes']} classes; use the spec the run was trained with ({run / 'spec.cnn'})")
-    last, best = _checkpoint_managers(run, settings.keep)
+                            f"{saved['num_classes']} classes; use the spec the run was trained with ({trained_spec})")
+    last, best = _checkpoint_managers(run.path, settings.keep)
     manager = best if checkpoint == "best" else last
     try:
         restored = restore(manager, trainer.initial_state())
     except (ValueError, KeyError) as err:
-        raise TrainingError(f"{run}: the checkpoint does not fit this spec ({str(err).splitlines()[0][:200]}); "
-                            f"use the spec the run was trained with ({run / 'spec.cnn'})") from None
+        raise TrainingError(f"{run.path}: the checkpoint does not fit this spec ({str(err).splitlines()[0][:200]}); "
+                            f"use the spec the run was trained with ({trained_spec})") from None
+    except Exception as err:  # noqa: BLE001 - orbax's many errors for a damaged checkpoint
+        raise TrainingError(f"{run.checkpoints / checkpoint}: the checkpoint cannot be read "
+                            f"({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}); it is "
+                            "damaged") from None
     if restored is None:
-        raise TrainingError(f"{run} has no {checkpoint} checkpoint yet")
+        raise TrainingError(f"{run.path} has no {checkpoint} checkpoint yet")
+    for kind in ("params", "stats"):
+        for name, array in restored[kind].items():
+            if not bool(jnp.isfinite(array).all()):
+                raise TrainingError(f"{run.checkpoints / checkpoint} (step {int(restored['step'])}): {name} holds NaN "
+                                    "or infinite values; the checkpoint is damaged")
     return LoadedRun(net, trainer, restored["params"], restored["stats"], saved, int(restored["step"]))
 
 

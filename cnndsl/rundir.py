@@ -1,0 +1,198 @@
+"""A training run's directory: what it holds, the lock that lets one trainer at a time use it, and the
+checked reading of what an earlier run saved.
+
+    settings.json     the resolved settings and what the run derived (written first, atomically)
+    spec.cnn          the spec as trained                 metrics.jsonl   one line per epoch
+    curves.png        loss and accuracy per epoch         checkpoints/    orbax: last/ and best/
+    .lock             held (fcntl) by the process training the run, with its PID
+
+Everything read back is validated: a damaged or hand-edited file is a `TrainingError` that names the
+file (and line) and what is wrong, never a crash. A run directory holds a run as soon as its
+settings.json exists, so a run killed before its first checkpoint can be resumed from step 0.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from cnndsl.outputs import check_output_dir, write_atomic
+from cnndsl.settings import Settings, TrainingError
+
+FORMAT = "cnndsl.run/1"
+SETTINGS, SPEC, METRICS, CURVES, CHECKPOINTS, LOCK = (
+    "settings.json", "spec.cnn", "metrics.jsonl", "curves.png", "checkpoints", ".lock")
+#: The numbers each metrics.jsonl line holds.
+METRIC_FIELDS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "images_per_s", "seconds")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _count(value: Any, minimum: int = 1) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _shape(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 3 and all(_count(d) for d in value)
+
+
+class RunDir:
+    """One run directory. `create` (a new run) or `open` (resume) takes its lock; `release` lets it go."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._lock_fd: int | None = None
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def file(self, name: str) -> Path:
+        """A file of the run: `run.file(METRICS)`."""
+        return self.path / name
+
+    @property
+    def checkpoints(self) -> Path:
+        """The orbax checkpoint folder (last/ and best/)."""
+        return self.path / CHECKPOINTS
+
+    def holds_run(self) -> bool:
+        """Whether the directory holds a run (its settings.json exists)."""
+        return self.file(SETTINGS).is_file()
+
+    # ---- the lock -------------------------------------------------------------------------------------
+    def create(self, inputs: list[str]) -> None:
+        """Make the directory of a new run and lock it: it must be new or empty (`cnndsl.outputs`)."""
+        check_output_dir(self.path, "run", inputs=inputs, make_parents=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise TrainingError(f"cannot create the run directory {self.path}: {err.strerror}") from None
+        self.lock()
+        if self.holds_run():  # another process started a run here between the check and the lock
+            self.release()
+            raise TrainingError(f"{self.path} already holds a run; continue it with --resume {self.path}")
+
+    def open(self) -> None:
+        """Lock the directory of an existing run to continue it."""
+        if not self.path.is_dir():
+            raise TrainingError(f"{self.path} is not a run directory (no such folder)")
+        if not self.holds_run():
+            raise TrainingError(f"{self.path} is not a training run (no {SETTINGS}); start a new run instead")
+        self.lock()
+
+    def lock(self) -> None:
+        """Take the run's exclusive lock, or say which process holds it. The lock (fcntl) is released by
+        the system when the process ends, however it ends; the file records the holder's PID."""
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock, as before (documented)
+            return
+        try:
+            fd = os.open(self.file(LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise TrainingError(f"cannot lock {self.path}: {err.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise TrainingError(f"{self.path} is being trained by process {holder}; wait for it to finish or stop "
+                                "it first") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+        self._lock_fd = fd
+
+    def release(self) -> None:
+        """Let the lock go (closing the file releases it)."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # ---- settings, spec, metrics ------------------------------------------------------------------------
+    def write_settings(self, settings: dict[str, Any]) -> None:
+        """settings.json, atomically, marked with the run format."""
+        write_atomic(self.file(SETTINGS), json.dumps({"format": FORMAT, **settings}, indent=1) + "\n")
+
+    def read_settings(self) -> dict[str, Any]:
+        """settings.json, checked: the settings themselves (`Settings.from_run`) and what the run derived."""
+        path = self.file(SETTINGS)
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise TrainingError(f"{self.path} is not a training run (no {SETTINGS})") from None
+        except (OSError, ValueError) as err:
+            raise TrainingError(f"{path}: not readable JSON ({err}); the file is damaged") from None
+        if not isinstance(saved, dict):
+            raise TrainingError(f"{path}: not a run's settings (a JSON object is expected)")
+        norm = saved.get("normalization")
+        checks = [
+            (_count(saved.get("steps_per_epoch")), "steps_per_epoch must be a whole number of at least 1"),
+            (_count(saved.get("num_classes")), "num_classes must be a whole number of at least 1"),
+            (isinstance(saved.get("classes", []), list) and all(isinstance(c, str) for c in saved.get("classes", [])),
+             "classes must be a list of names"),
+            (_shape(saved.get("input_shape")), "input_shape must be [H, W, C]"),
+            (isinstance(norm, dict) and _number(norm.get("scale")) and norm["scale"] > 0
+             and isinstance(norm.get("mean"), list) and isinstance(norm.get("std"), list)
+             and len(norm["mean"]) == len(norm["std"]) >= 1 and all(_number(m) for m in norm["mean"])
+             and all(_number(s) and s > 0 for s in norm["std"]),
+             "normalization must hold a positive scale and one finite mean and positive std per channel"),
+        ]
+        for ok, what in checks:
+            if not ok:
+                raise TrainingError(f"{path}: {what}; the file is damaged or was edited")
+        try:
+            Settings.from_run(saved).validate()
+        except TrainingError as err:
+            raise TrainingError(f"{path}: {err}") from None
+        return saved
+
+    def write_spec(self, text: str) -> None:
+        """The spec as trained."""
+        write_atomic(self.file(SPEC), text)
+
+    def read_metrics(self, completed_epochs: int) -> list[dict[str, Any]]:
+        """The metrics of the first `completed_epochs` epochs; later lines (written after the checkpoint a
+        resume starts from) are dropped from the file. A damaged line is an error naming the line."""
+        path = self.file(METRICS)
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+        except (OSError, UnicodeDecodeError) as err:
+            raise TrainingError(f"{path}: cannot read it ({err})") from None
+        records = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = None
+            if not (isinstance(record, dict) and _count(record.get("epoch")) and _count(record.get("step"), 0)
+                    and all(_number(record.get(k)) for k in METRIC_FIELDS)):
+                raise TrainingError(f"{path}:{number}: not a metrics record of this run; the file is damaged "
+                                    "(remove the line to resume)")
+            records.append(record)
+        kept = [r for r in records if r["epoch"] <= completed_epochs]
+        if len(kept) != len(records) or not path.exists():
+            write_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
+        return kept
+
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        """One epoch's line."""
+        with self.file(METRICS).open("a", encoding="utf-8") as out:
+            out.write(json.dumps(record) + "\n")
+
+    def drop_checkpoints_after(self, step: int) -> None:
+        """Delete every checkpoint newer than `step` (damaged ones included, which orbax may not list, and
+        orbax's unfinished temporary folders): the resumed run writes those steps again."""
+        for manager in ("last", "best"):
+            folder = self.checkpoints / manager
+            for entry in folder.iterdir() if folder.is_dir() else ():
+                stem = entry.name.split(".", 1)[0]
+                if entry.is_dir() and stem.isdigit() and (int(stem) > step or "tmp" in entry.name):
+                    shutil.rmtree(entry, ignore_errors=True)
