@@ -161,9 +161,11 @@ def read_idx(path: Path) -> np.ndarray:
 
 
 def _checked_labels(labels: np.ndarray, num_classes: int, where: str) -> np.ndarray:
-    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-        bad = int(labels.max() if labels.max() >= num_classes else labels.min())
-        raise DataError(f"{where}: label {bad} is out of range for {num_classes} classes (0..{num_classes - 1})")
+    if labels.size and labels.min() < 0:
+        raise DataError(f"{where}: label {int(labels.min())} is negative; labels are class numbers 0, 1, 2, ...")
+    if labels.size and labels.max() >= num_classes:
+        raise DataError(f"{where}: label {int(labels.max())} is out of range for {num_classes} classes "
+                        f"(0..{num_classes - 1})")
     return labels.astype(np.int32)
 
 
@@ -248,6 +250,13 @@ def _as_images(x: np.ndarray, where: str) -> np.ndarray:
     return x
 
 
+def check_finite(images: np.ndarray, where: str) -> None:
+    """A DataError naming `where` if float images hold NaN or infinity (they would train to NaN)."""
+    if np.issubdtype(images.dtype, np.floating) and not np.isfinite(images).all():
+        bad = np.argwhere(~np.isfinite(images))[0]
+        raise DataError(f"{where}: NaN or infinite pixel values (the first at index {tuple(int(i) for i in bad)})")
+
+
 def _npz(path: Path) -> Dataset:
     try:
         with np.load(path, allow_pickle=False) as data:
@@ -267,6 +276,9 @@ def _npz(path: Path) -> Dataset:
             raise DataError(f"{path}: {images_key} has {len(images)} images but {labels_key} has shape "
                             f"{labels.shape} and dtype {labels.dtype}; labels must be N integers")
         arrays[images_key] = images
+    for images_key, labels_key in pairs:  # before the split: a negative label names its own array
+        _checked_labels(arrays[labels_key], np.iinfo(np.int32).max, f"{path}: {labels_key}")
+        check_finite(arrays[images_key], f"{path}: {images_key}")
     x, y = arrays["x"], arrays["y"]
     if len(pairs) == 2:
         x_test, y_test = arrays["x_test"], arrays["y_test"]
@@ -280,17 +292,33 @@ def _npz(path: Path) -> Dataset:
     return Dataset(f"npz:{path}", x, y, x_test, y_test, num_classes, scale)
 
 
+#: The most pixels one image may have (a 7,000 x 7,000 photo): larger ones are refused from their header,
+#: before any pixel is decoded, so a decompression bomb costs nothing.
+MAX_IMAGE_PIXELS = 50_000_000
+
+
 def read_image(path: Path) -> np.ndarray:
-    """One PNG/JPEG image as an (H, W, C) uint8 array (C = 1 for grayscale, else 3)."""
+    """One PNG/JPEG image as an (H, W, C) uint8 array (C = 1 for grayscale, else 3).
+
+    The size is checked from the header before decoding: empty images and images of more than
+    `MAX_IMAGE_PIXELS` pixels are a DataError, as is any file Pillow cannot decode."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
+            width, height = image.size
+            if width < 1 or height < 1:
+                raise DataError(f"{path}: the image is empty ({width}x{height} pixels)")
+            if width * height > MAX_IMAGE_PIXELS:
+                raise DataError(f"{path}: {width}x{height} pixels is more than cnndsl reads "
+                                f"({MAX_IMAGE_PIXELS:,} pixels); resize it first")
             image.load()
             mode = "L" if image.mode in ("1", "L", "I;16", "I", "F", "LA") else "RGB"
             array = np.asarray(image.convert(mode))
-    except (OSError, UnidentifiedImageError, ValueError) as err:
-        raise DataError(f"{path}: not a readable image ({err})") from None
+    except DataError:
+        raise
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError, SyntaxError) as err:
+        raise DataError(f"{path}: not a readable image ({type(err).__name__}: {err})") from None
     return array[..., None] if array.ndim == 2 else array
 
 

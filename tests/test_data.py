@@ -178,7 +178,7 @@ def test_npz_dataset_and_its_errors(tmp_path: Path) -> None:
         load_dataset(_npz(tmp_path / "a.npz", x=x))
     with pytest.raises(DataError, match="labels must be N integers"):
         load_dataset(_npz(tmp_path / "b.npz", x=x, y=y[:5]))
-    with pytest.raises(DataError, match="label -1 is out of range"):
+    with pytest.raises(DataError, match="label -1 is negative"):
         load_dataset(_npz(tmp_path / "c.npz", x=x, y=y - 1))
     (tmp_path / "d.npz").write_bytes(b"PK\x03\x04garbage")
     with pytest.raises(DataError, match="d.npz: not a readable .npz"):
