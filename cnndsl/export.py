@@ -189,8 +189,6 @@ def load_exported(directory: str | Path) -> ExportedNetwork:
     against meta.json's shapes, and each array of params.npz by its header, before it is read (a zip
     bomb costs nothing), then for NaN and infinity.
     """
-    import jax
-
     root = Path(directory)
     if not root.is_dir():
         raise ExportError(f"{root} is not a folder; give the folder `cnndsl compile FILE --emit export -o DIR` wrote")
@@ -206,12 +204,15 @@ def load_exported(directory: str | Path) -> ExportedNetwork:
     if hashlib.sha256(raw).hexdigest() != meta["program_sha256"]:
         raise ExportError(f"{root / PROGRAM}: not the program this export wrote (its hash differs from meta.json's); "
                           "export the network again")
+    params = _read_params(root / PARAMS, meta["parameters"])  # before jax is even imported: a bomb costs nothing
+
+    import jax
+
     try:
         program = jax.export.deserialize(bytearray(raw))
     except Exception as err:  # noqa: BLE001 - a truncated or foreign file
         raise ExportError(f"{root / PROGRAM}: cannot deserialize the program ({type(err).__name__})") from None
     _check_program(program, meta, root / PROGRAM)
-    params = _read_params(root / PARAMS, meta["parameters"])
     here = {"gpu": "cuda"}.get(jax.default_backend(), jax.default_backend())
     if here not in program.platforms:
         raise ExportError(f"{root}: lowered for {', '.join(program.platforms)}, this machine runs {here}; "

@@ -124,7 +124,7 @@ class RunDir:
         path = self.file(SETTINGS)
         try:
             saved = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             raise TrainingError(f"{self.path} is not a training run (no {SETTINGS})") from None
         except (OSError, ValueError) as err:
             raise TrainingError(f"{path}: not readable JSON ({err}); the file is damaged") from None

@@ -124,6 +124,16 @@ def test_pooling_matches_the_window_reference(k: int, s: int, pad: int, ceil: bo
     np.testing.assert_allclose(y, window_reference(x, k, s, pad, ceil, "avg", False), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("n, k, s", [(2, 3, 2), (3, 4, 2), (1, 2, 2), (4, 5, 3)])
+def test_ceil_pooling_whose_window_overhangs_the_input(n: int, k: int, s: int) -> None:
+    """One output from a window larger than the input (PyTorch's ceil mode): the max, or the mean, of what is there."""
+    x = rand(2, n, n, 3)
+    for mode in ("max", "avg"):
+        y, _ = run(f"{mode}pool({k}x{k}, stride={s}, ceil=true)", x)
+        assert y.shape == (2, 1, 1, 3)
+        np.testing.assert_allclose(y, window_reference(x, k, s, 0, True, mode), rtol=1e-5, atol=1e-6)
+
+
 def test_local_response_norm_matches_its_formula() -> None:
     x = rand(1, 2, 2, 7)
     y, _ = run("lrn(size=3, alpha=0.5, beta=0.75, k=2)", x)

@@ -8,8 +8,9 @@ import sys
 
 import pytest
 
+import cnndsl
 from cnndsl.cli import main
-from tests.conftest import ROOT
+from tests.conftest import EXAMPLES, FAMILIES, ROOT
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -93,3 +94,40 @@ def test_huge_file_is_refused(tmp_path) -> None:
 def test_version() -> None:
     result = run("--version")
     assert result.returncode == 0 and result.stdout.startswith("cnndsl ")
+
+
+def test_long_runs_of_identical_rows_are_folded_and_say_so() -> None:
+    report = cnndsl.check("network T\ninput 8x8x1\ninput -> [relu]*40000 -> conv(4, 3x3) -> fc(3)")
+    table = report.render_table()
+    rows = table.splitlines()
+    assert len(rows) < 20
+    assert "… 39,999 more times the 2 rows above (folded)" in table
+    assert "conv(4, 3x3)" in table and "fc(3)" in table and f"{report.params:,}" in table
+
+
+def test_a_written_out_pattern_folds_with_its_subtotals() -> None:
+    chain = " -> ".join(["conv(8, 3x3, pad=same) -> relu"] * 300)
+    report = cnndsl.check(f"network T\ninput 16x16x8\ninput -> conv(8, 1x1) -> {chain}")
+    tree = report.tree()
+    (fold,) = [r for r in tree if r.label.startswith("…")]
+    assert fold.label == "… 299 more times the 2 rows above (folded)"
+    conv = next(r for r in report.rows if r.op == "conv(8, 3x3, pad=same)")
+    assert (fold.params, fold.macs) == (299 * conv.params, 299 * conv.macs)
+    assert sum(r.params or 0 for r in tree if r.level == 0) == report.params  # the top level still adds up
+
+
+def test_short_repetitions_and_distinct_rows_are_never_folded() -> None:
+    for example in EXAMPLES:
+        if example.name in FAMILIES:
+            continue
+        tree = cnndsl.check(example).tree()
+        assert not any(r.label.startswith("…") for r in tree), example.name
+    varied = " -> ".join(f"conv({k + 1}, 1x1)" for k in range(400))
+    assert not any(r.label.startswith("…") for r in cnndsl.check(f"network T\ninput 4x4x1\ninput -> {varied}").tree())
+
+
+def test_folding_applies_to_groups_folded_by_depth() -> None:
+    report = cnndsl.check("network T\ninput 8x8x1\ninput -> [bn -> relu]*500")
+    shallow = report.tree(depth=1)
+    assert [r.label for r in shallow][1:] == ["[…]*500 1/500", "… 499 more times the row above (folded)"]
+    assert shallow[2].params == 499 * 2
