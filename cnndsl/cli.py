@@ -283,7 +283,7 @@ def run_train(args: argparse.Namespace) -> int:
     """`cnndsl train`."""
     import dataclasses
 
-    from cnndsl.rundir import SPEC, RunDir
+    from cnndsl.rundir import RunDir
     from cnndsl.settings import Settings
     from cnndsl.training import train
 
@@ -296,7 +296,7 @@ def run_train(args: argparse.Namespace) -> int:
             raise UsageError(f"{run_dir} is not a training run (no settings.json)", "give the run directory to resume")
         if args.out:
             raise UsageError("--resume and --out both name a run directory", "give only --resume RUN_DIR")
-        spec: Any = Path(args.file) if args.file else RunDir(run_dir).file(SPEC)
+        spec: Any = Path(args.file) if args.file else None  # None: the run's own spec and --set bindings
     else:
         if not args.file:
             raise UsageError("no spec to train", "give a .cnn file, or --resume RUN_DIR")

@@ -22,6 +22,7 @@ import struct
 import tarfile
 import urllib.error
 import urllib.request
+import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -305,19 +306,24 @@ def read_image(path: Path) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():  # cnndsl checks the size itself, below, with a lower limit
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+        with image:
             width, height = image.size
             if width < 1 or height < 1:
                 raise DataError(f"{path}: the image is empty ({width}x{height} pixels)")
             if width * height > MAX_IMAGE_PIXELS:
-                raise DataError(f"{path}: {width}x{height} pixels is more than cnndsl reads "
-                                f"({MAX_IMAGE_PIXELS:,} pixels); resize it first")
+                raise DataError(f"{path}: {width}x{height} is more pixels than cnndsl reads "
+                                f"({MAX_IMAGE_PIXELS:,}); resize it first")
             image.load()
             mode = "L" if image.mode in ("1", "L", "I;16", "I", "F", "LA") else "RGB"
             array = np.asarray(image.convert(mode))
     except DataError:
         raise
-    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError, SyntaxError) as err:
+    except Image.DecompressionBombError:  # Pillow's own limit, checked as it opens the file
+        raise DataError(f"{path}: more pixels than cnndsl reads ({MAX_IMAGE_PIXELS:,}); resize it first") from None
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
         raise DataError(f"{path}: not a readable image ({type(err).__name__}: {err})") from None
     return array[..., None] if array.ndim == 2 else array
 

@@ -137,6 +137,10 @@ class RunDir:
             (isinstance(saved.get("classes", []), list) and all(isinstance(c, str) for c in saved.get("classes", [])),
              "classes must be a list of names"),
             (_shape(saved.get("input_shape")), "input_shape must be [H, W, C]"),
+            (isinstance(saved.get("spec", ""), str), "spec must be the spec's text"),
+            (isinstance(saved.get("bindings") or {}, dict) and all(
+                isinstance(v, (str, int, float, bool)) for v in (saved.get("bindings") or {}).values()),
+             "bindings must map names to values"),
             (isinstance(norm, dict) and _number(norm.get("scale")) and norm["scale"] > 0
              and isinstance(norm.get("mean"), list) and isinstance(norm.get("std"), list)
              and len(norm["mean"]) == len(norm["std"]) >= 1 and all(_number(m) for m in norm["mean"])
@@ -155,6 +159,20 @@ class RunDir:
     def write_spec(self, text: str) -> None:
         """The spec as trained."""
         write_atomic(self.file(SPEC), text)
+
+    def spec_path(self) -> Path:
+        """The run's spec.cnn; written again from settings.json's copy if a kill came between the two."""
+        path = self.file(SPEC)
+        if not path.exists():
+            text = self.read_settings().get("spec")
+            if not isinstance(text, str):
+                raise TrainingError(f"{self.path} has no {SPEC}; give the spec the run was trained with")
+            self.write_spec(text)
+        return path
+
+    def bindings(self) -> dict[str, Any] | None:
+        """The `--set` bindings the run was trained with (None when it had none)."""
+        return self.read_settings().get("bindings") or None
 
     def read_metrics(self, completed_epochs: int) -> list[dict[str, Any]]:
         """The metrics of the first `completed_epochs` epochs; later lines (written after the checkpoint a

@@ -339,14 +339,17 @@ class _Progress:
             Console(stderr=True, highlight=False, soft_wrap=True).print(text)
 
 
-def train(spec: str | os.PathLike[str], settings: Settings | None = None, *, run_dir: str | Path | None = None,
-          resume: bool = False, bindings: dict[str, Any] | None = None, quiet: bool = False,
-          on_epoch: Callable[[dict[str, Any]], None] | None = None, **overrides: Any) -> TrainResult:
+def train(spec: str | os.PathLike[str] | None, settings: Settings | None = None, *,
+          run_dir: str | Path | None = None, resume: bool = False, bindings: dict[str, Any] | None = None,
+          quiet: bool = False, on_epoch: Callable[[dict[str, Any]], None] | None = None,
+          **overrides: Any) -> TrainResult:
     """Train the network of a spec (a path or text) and return the trained module and its history.
 
     Settings: `settings` if given, else the defaults < the spec's `train` lines (or, with `resume`, the
     run's saved settings) < `overrides` (keyword arguments named like `Settings` fields: epochs=3).
-    With `resume`, `run_dir` must hold an earlier run; training continues from its last checkpoint.
+    With `resume`, `run_dir` must hold an earlier run; training continues from its newest good checkpoint
+    (from step 0 if it has none yet), and `spec=None` means the run's own spec and `--set` bindings.
+    The run directory is locked while training: a second trainer of the same run gets a TrainingError.
     """
     run: RunDir | None = None
     try:
@@ -355,6 +358,10 @@ def train(spec: str | os.PathLike[str], settings: Settings | None = None, *, run
                 raise TrainingError("resume needs the run directory (run_dir=...)")
             run = RunDir(run_dir)
             run.open()  # locked from here until the run ends
+            if spec is None:  # the run's own spec, with the --set bindings it was trained with
+                spec, bindings = run.spec_path(), bindings or run.bindings()
+        elif spec is None:
+            raise TrainingError("no spec to train: give a .cnn file or its text")
         if settings is None:
             if resume:
                 base = Settings.from_run(run.read_settings()).to_dict()
@@ -370,14 +377,14 @@ def train(spec: str | os.PathLike[str], settings: Settings | None = None, *, run
         if run is None:
             run = RunDir(run_dir if run_dir else new_run_dir(str(net.report.graph.source.path)))
             run.create(inputs=[p for p in [net.report.graph.source.path] if not p.startswith("<")])
-        return _train(net, settings, run, resume, quiet, on_epoch)
+        return _train(net, settings, run, resume, quiet, on_epoch, bindings)
     finally:
         if run is not None:
             run.release()
 
 
 def _train(net: CompiledNetwork, settings: Settings, run: RunDir, resume: bool, quiet: bool,
-           on_epoch: Callable[[dict[str, Any]], None] | None) -> TrainResult:
+           on_epoch: Callable[[dict[str, Any]], None] | None, bindings: dict[str, Any] | None) -> TrainResult:
     """The run itself, in a locked run directory: data, state (new, or restored from the newest good
     checkpoint), the loop, checkpoints and metrics."""
     progress = _Progress(quiet)
@@ -407,7 +414,8 @@ def _train(net: CompiledNetwork, settings: Settings, run: RunDir, resume: bool, 
     run.write_settings({**settings.to_dict(), "normalization": {"mean": mean, "std": std, "scale": data.scale},
                         "num_classes": data.num_classes, "classes": list(data.classes),
                         "steps_per_epoch": steps_per_epoch, "input_shape": list(net.input_shape),
-                        "data_shape": list(data.image_shape)})
+                        "data_shape": list(data.image_shape), "spec": net.report.graph.source.text,
+                        "bindings": dict(bindings or {})})
     if not resume:
         run.write_spec(net.report.graph.source.text)
         history = History(run.read_metrics(0))
@@ -587,7 +595,9 @@ def load_run(spec: str | os.PathLike[str] | None, run_dir: str | Path, checkpoin
     saved = run.read_settings()
     settings = Settings.from_run(saved)
     trained_spec = run.file(SPEC)
-    net = compile_spec(spec if spec is not None else trained_spec, set=bindings, dtype=DTYPES[settings.dtype])
+    if spec is None:  # the run's own spec, with the --set bindings it was trained with
+        spec, bindings = run.spec_path(), bindings or run.bindings()
+    net = compile_spec(spec, set=bindings, dtype=DTYPES[settings.dtype])
     norm = saved["normalization"]
     preprocess = Preprocess(norm["scale"], tuple(norm["mean"]), tuple(norm["std"]), net.input_shape[:2])
     trainer = Trainer(net, net.init(settings.seed), make_optimizer(settings, saved["steps_per_epoch"]), preprocess,

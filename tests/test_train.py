@@ -250,3 +250,13 @@ def test_resume_skips_a_damaged_newest_checkpoint(tmp_path: Path) -> None:
     assert resumed.returncode == 0, resumed.stderr
     assert "checkpoint step 30 cannot be restored; trying an older one" in resumed.stderr
     assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_a_spec_of_another_shape_is_told_the_datas_own_shape(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "rgb.cnn"
+    spec.write_text("network T\ninput 32x32x3\ninput -> conv(4, 3x3) -> fc(10)\n")
+    assert main(["train", str(spec), "--out", str(tmp_path / "run"), "--epochs", "1", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "change `input` to 8x8x1 (or to 32x32x1 and pass --resize)" in err
+    assert main(["train", str(spec), "--out", str(tmp_path / "run2"), "--resize", "--epochs", "1", "--quiet"]) == 1
+    assert "change `input` to 32x32x1" in capsys.readouterr().err
