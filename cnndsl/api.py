@@ -9,7 +9,6 @@ import dataclasses
 import os
 import re
 from collections.abc import Mapping
-from pathlib import Path
 
 from cnndsl import nodes
 from cnndsl.errors import CnnError, Diagnostic, UsageError

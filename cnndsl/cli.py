@@ -220,10 +220,10 @@ def _load_npy(path: str | Path) -> Any:
     """An .npy array, never unpickled; a DataError naming the file otherwise."""
     import numpy as np
 
-    from cnndsl.data import DataError
+    from cnndsl.data import DataError, regular_file
 
     try:
-        return np.load(path, allow_pickle=False)
+        return np.load(regular_file(Path(path)), allow_pickle=False)
     except (OSError, ValueError) as err:
         raise DataError(f"{path}: not a readable .npy array ({err})") from None
 

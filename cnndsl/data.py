@@ -18,6 +18,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import stat
 import struct
 import tarfile
 import urllib.error
@@ -251,6 +252,21 @@ def _as_images(x: np.ndarray, where: str) -> np.ndarray:
     return x
 
 
+def regular_file(path: Path) -> Path:
+    """`path` if it is a regular file; a DataError otherwise (a pipe would block the reader forever, a
+    device never end, a folder is not an image)."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot read it ({err.strerror})") from None
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file (a pipe, socket or device)"
+        raise DataError(f"{path}: {kind}; give a file")
+    return path
+
+
 def check_finite(images: np.ndarray, where: str) -> None:
     """A DataError naming `where` if float images hold NaN or infinity (they would train to NaN)."""
     if np.issubdtype(images.dtype, np.floating) and not np.isfinite(images).all():
@@ -259,6 +275,7 @@ def check_finite(images: np.ndarray, where: str) -> None:
 
 
 def _npz(path: Path) -> Dataset:
+    regular_file(path)
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
@@ -305,6 +322,7 @@ def read_image(path: Path) -> np.ndarray:
     `MAX_IMAGE_PIXELS` pixels are a DataError, as is any file Pillow cannot decode."""
     from PIL import Image, UnidentifiedImageError
 
+    regular_file(path)
     try:
         with warnings.catch_warnings():  # cnndsl checks the size itself, below, with a lower limit
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

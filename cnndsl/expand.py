@@ -419,6 +419,7 @@ class _Evaluator:
     def call_block(self, block: n.Block, args: list, kwargs: dict, span: Span, env: Env,
                    bare: bool = False) -> Any:
         """Bind a block's arguments; the body is evaluated when the call is applied."""
+        self.budget.spend(2)  # binding arguments and making the call's label cost two expressions' worth
         params = [p.name for p in block.params]
         required = {p.name for p in block.params if p.default is None}
         if bare and required:
@@ -549,7 +550,7 @@ def _expand(program: n.Program, overrides: dict[str, tuple[n.Expr, Source]] | No
                  g.nodes[-1].span, "use smaller repetition counts", notes)
     except TooMuchWork as err:
         notes = (f"in {err.where}",) if err.where else ()
-        ev.error("limit", f"the spec takes more than {err.spent - 1:,} steps to expand "
+        ev.error("limit", f"the spec takes more than {err.allowed:,} steps to expand "
                           f"({max(len(g.nodes) - 1, 0):,} layers so far)",
                  err.source or source,
                  err.span or (main.span if main else source.start()),

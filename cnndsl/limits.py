@@ -15,9 +15,9 @@ MAX_LAYERS = 100_000
 
 #: Units of expansion work (an expression evaluated, a repetition step, a block applied) a spec may
 #: spend beyond what its layers earn (WORK_PER_LAYER each). Bounds specs that repeat nothing many times
-#: (`[[relu]*0]*100000` nested deeper) as MAX_LAYERS bounds the ones that repeat layers: about half a
+#: (`[[relu]*0]*100000` nested deeper) as MAX_LAYERS bounds the ones that repeat layers: well under a
 #: second of work on a 2-core machine, while every legal network, the largest included, fits.
-MAX_WORK = 500_000
+MAX_WORK = 250_000
 WORK_PER_LAYER = 40
 
 #: The largest integer the language holds: sizes, counts, intermediate values and every total.

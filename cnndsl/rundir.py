@@ -48,6 +48,7 @@ class RunDir:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._lock_fd: int | None = None
+        self._settings: dict[str, Any] | None = None  # as last read or written
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -117,10 +118,15 @@ class RunDir:
     # ---- settings, spec, metrics ------------------------------------------------------------------------
     def write_settings(self, settings: dict[str, Any]) -> None:
         """settings.json, atomically, marked with the run format."""
-        write_atomic(self.file(SETTINGS), json.dumps({"format": FORMAT, **settings}, indent=1) + "\n")
+        settings = {"format": FORMAT, **settings}
+        write_atomic(self.file(SETTINGS), json.dumps(settings, indent=1) + "\n")
+        self._settings = settings
 
     def read_settings(self) -> dict[str, Any]:
-        """settings.json, checked: the settings themselves (`Settings.from_run`) and what the run derived."""
+        """settings.json, checked: the settings themselves (`Settings.from_run`) and what the run derived.
+        Read once; later calls return what was read (or written since)."""
+        if self._settings is not None:
+            return self._settings
         path = self.file(SETTINGS)
         try:
             saved = json.loads(path.read_text(encoding="utf-8"))
@@ -154,6 +160,7 @@ class RunDir:
             Settings.from_run(saved).validate()
         except TrainingError as err:
             raise TrainingError(f"{path}: {err}") from None
+        self._settings = saved
         return saved
 
     def write_spec(self, text: str) -> None:
@@ -195,8 +202,9 @@ class RunDir:
                 raise TrainingError(f"{path}:{number}: not a metrics record of this run; the file is damaged "
                                     "(remove the line to resume)")
             records.append(record)
-        kept = [r for r in records if r["epoch"] <= completed_epochs]
-        if len(kept) != len(records) or not path.exists():
+        by_epoch = {r["epoch"]: r for r in records}  # one line per epoch: the last written wins
+        kept = [by_epoch[e] for e in sorted(by_epoch) if e <= completed_epochs]
+        if kept != records or not path.exists():
             write_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
         return kept
 

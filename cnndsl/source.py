@@ -86,7 +86,7 @@ def looks_like_path(spec: str | os.PathLike[str]) -> bool:
     """
     if isinstance(spec, os.PathLike):
         return True
-    if "\n" in spec or "\r" in spec or "->" in spec:
+    if not spec.strip() or "\n" in spec or "\r" in spec or "->" in spec:
         return False
     try:
         return spec.endswith(".cnn") or Path(spec).exists()

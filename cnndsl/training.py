@@ -15,7 +15,6 @@ A run directory holds:
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import signal

@@ -39,9 +39,9 @@ class TooMuchWork(Exception):
     """Raised when expansion has spent its `Budget`; the innermost repetition or block call it passes
     through records itself as the place to blame (the reason the work multiplied)."""
 
-    def __init__(self, spent: int) -> None:
+    def __init__(self, allowed: int) -> None:
         super().__init__()
-        self.spent = spent
+        self.allowed = allowed
         self.span: Span | None = None
         self.source: Source | None = None
         self.where = ""
@@ -65,11 +65,11 @@ class Budget:
     spent: int = 0
     allowed: int = MAX_WORK
 
-    def spend(self) -> None:
-        """Count one unit; raise `TooMuchWork` past the allowance."""
-        self.spent += 1
+    def spend(self, units: int = 1) -> None:
+        """Count work; raise `TooMuchWork` past the allowance."""
+        self.spent += units
         if self.spent > self.allowed:
-            raise TooMuchWork(self.spent)
+            raise TooMuchWork(self.allowed)
 
 
 # ---------------------------------------------------------------- layer values
@@ -309,7 +309,8 @@ class GraphBuilder:
         """Append a node; its name is its op's base name and a per-base counter: `conv3`."""
         if len(self.nodes) > MAX_LAYERS:  # node 0 is the input, not a layer
             raise TooLarge
-        self.budget.allowed += WORK_PER_LAYER
+        if self.nodes:  # a layer (node 0, the input, earns nothing)
+            self.budget.allowed += WORK_PER_LAYER
         self.last_source = source
         base = base_name(op)
         self.counts[base] = self.counts.get(base, 0) + 1

@@ -38,7 +38,7 @@ def test_file_artifacts(kind: str, tmp_path: Path, capsys: pytest.CaptureFixture
     (tmp_path / "a_file").write_text("x")
     before = snapshot(tmp_path)
     refused = [spec, tmp_path / "notes.txt", tmp_path / "a_file" / "under.out", tmp_path / "missing" / "x.out",
-               Path("/dev/null"), tmp_path]
+               Path("/dev/null"), Path("/proc/version"), tmp_path]
     for target in refused:
         assert main(["compile", str(spec), "--emit", kind, "-o", str(target), "--quiet", "--force"]) == 2, target
     assert snapshot(tmp_path) == before
