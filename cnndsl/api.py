@@ -19,7 +19,7 @@ from cnndsl.parser import too_large
 from cnndsl.report import Report
 from cnndsl.settings import spec_settings
 from cnndsl.shapes import infer_shapes
-from cnndsl.source import Source, SourceFileError, Span, looks_like_path, read_source_file
+from cnndsl.source import Source, SourceFileError, Span, looks_like_path, normalize_text, read_source_file
 
 SetValue = str | int | float | bool
 _SET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\??")
@@ -45,11 +45,11 @@ def load_source(spec: str | os.PathLike[str]) -> Source:
         return Source(data.decode("utf-8"), shown)
     except UnicodeDecodeError as err:
         source = Source(data.decode("utf-8", "replace"), shown)
-        before = data[: err.start].decode("utf-8")  # valid: it precedes the first bad byte
+        # Counted in the text as Source normalizes it (no byte-order mark, any line ending): valid UTF-8,
+        # since it precedes the first bad byte.
+        before = normalize_text(data[: err.start].decode("utf-8"))
         line = before.count("\n") + 1
         col = len(before) - (before.rfind("\n") + 1) + 1
-        if data.startswith(b"\xef\xbb\xbf"):
-            col -= 1 if line == 1 else 0  # the byte-order mark is not shown
         raise CnnError((Diagnostic("syntax", f"the file is not UTF-8 text: byte 0x{data[err.start]:02x} cannot start "
                                              "a character here", source, Span(line, col, line, col + 1),
                                    help="save the spec as UTF-8"),)) from None

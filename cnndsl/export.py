@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from cnndsl.jsonchecks import is_shape
 from cnndsl.outputs import check_output_dir, write_atomic
 
 FORMAT = "cnndsl.export/1"
@@ -226,11 +227,6 @@ def _checksum(meta: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode("utf-8")).hexdigest()
 
 
-def _is_shape(value: Any, rank: int | None = None) -> bool:
-    return (isinstance(value, list) and (rank is None or len(value) == rank)
-            and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value))
-
-
 def _read_meta(path: Path) -> dict[str, Any]:
     """meta.json, checked: the format, its checksum, and the type of every field the loader uses."""
     try:
@@ -249,10 +245,10 @@ def _read_meta(path: Path) -> dict[str, Any]:
                           "network again rather than editing meta.json")
     parameters = meta.get("parameters")
     problems = [
-        (_is_shape(meta.get("input_shape"), 3) and min(meta["input_shape"]) >= 1, "input_shape is not H, W, C"),
-        (_is_shape(meta.get("output_shape")), "output_shape is not a list of sizes"),
+        (is_shape(meta.get("input_shape"), 3), "input_shape is not H, W, C"),
+        (is_shape(meta.get("output_shape"), minimum=0), "output_shape is not a list of sizes"),
         (isinstance(parameters, dict) and all(
-            isinstance(v, dict) and _is_shape(v.get("shape")) and isinstance(v.get("dtype"), str)
+            isinstance(v, dict) and is_shape(v.get("shape"), minimum=0) and isinstance(v.get("dtype"), str)
             for v in parameters.values()), "parameters are not {name: {shape, dtype}}"),
         (isinstance(meta.get("classes", []), list) and all(isinstance(c, str) for c in meta.get("classes", [])),
          "classes are not a list of names"),

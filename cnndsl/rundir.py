@@ -14,12 +14,12 @@ settings.json exists, so a run killed before its first checkpoint can be resumed
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
+from cnndsl.jsonchecks import is_count, is_number, is_shape
 from cnndsl.outputs import check_output_dir, write_atomic
 from cnndsl.settings import Settings, TrainingError
 
@@ -28,18 +28,6 @@ SETTINGS, SPEC, METRICS, CURVES, CHECKPOINTS, LOCK = (
     "settings.json", "spec.cnn", "metrics.jsonl", "curves.png", "checkpoints", ".lock")
 #: The numbers each metrics.jsonl line holds.
 METRIC_FIELDS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "images_per_s", "seconds")
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _count(value: Any, minimum: int = 1) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-
-
-def _shape(value: Any) -> bool:
-    return isinstance(value, list) and len(value) == 3 and all(_count(d) for d in value)
 
 
 class RunDir:
@@ -138,19 +126,19 @@ class RunDir:
             raise TrainingError(f"{path}: not a run's settings (a JSON object is expected)")
         norm = saved.get("normalization")
         checks = [
-            (_count(saved.get("steps_per_epoch")), "steps_per_epoch must be a whole number of at least 1"),
-            (_count(saved.get("num_classes")), "num_classes must be a whole number of at least 1"),
+            (is_count(saved.get("steps_per_epoch")), "steps_per_epoch must be a whole number of at least 1"),
+            (is_count(saved.get("num_classes")), "num_classes must be a whole number of at least 1"),
             (isinstance(saved.get("classes", []), list) and all(isinstance(c, str) for c in saved.get("classes", [])),
              "classes must be a list of names"),
-            (_shape(saved.get("input_shape")), "input_shape must be [H, W, C]"),
+            (is_shape(saved.get("input_shape"), 3), "input_shape must be [H, W, C]"),
             (isinstance(saved.get("spec", ""), str), "spec must be the spec's text"),
             (isinstance(saved.get("bindings") or {}, dict) and all(
                 isinstance(v, (str, int, float, bool)) for v in (saved.get("bindings") or {}).values()),
              "bindings must map names to values"),
-            (isinstance(norm, dict) and _number(norm.get("scale")) and norm["scale"] > 0
+            (isinstance(norm, dict) and is_number(norm.get("scale")) and norm["scale"] > 0
              and isinstance(norm.get("mean"), list) and isinstance(norm.get("std"), list)
-             and len(norm["mean"]) == len(norm["std"]) >= 1 and all(_number(m) for m in norm["mean"])
-             and all(_number(s) and s > 0 for s in norm["std"]),
+             and len(norm["mean"]) == len(norm["std"]) >= 1 and all(is_number(m) for m in norm["mean"])
+             and all(is_number(s) and s > 0 for s in norm["std"]),
              "normalization must hold a positive scale and one finite mean and positive std per channel"),
         ]
         for ok, what in checks:
@@ -197,8 +185,8 @@ class RunDir:
                 record = json.loads(line)
             except ValueError:
                 record = None
-            if not (isinstance(record, dict) and _count(record.get("epoch")) and _count(record.get("step"), 0)
-                    and all(_number(record.get(k)) for k in METRIC_FIELDS)):
+            if not (isinstance(record, dict) and is_count(record.get("epoch")) and is_count(record.get("step"), 0)
+                    and all(is_number(record.get(k)) for k in METRIC_FIELDS)):
                 raise TrainingError(f"{path}:{number}: not a metrics record of this run; the file is damaged "
                                     "(remove the line to resume)")
             records.append(record)

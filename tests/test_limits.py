@@ -129,9 +129,11 @@ def test_a_spec_over_the_size_limit_is_refused_after_reading_only_the_limit(tmp_
     assert d.kind == "limit" and "larger than 2 MB" in d.message and (d.span.line, d.span.col) == (1, 1)
 
 
-def test_invalid_utf8_is_located_at_the_bad_byte(tmp_path: Path) -> None:
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+def test_invalid_utf8_is_located_at_the_bad_byte(tmp_path: Path, newline: str) -> None:
     spec = tmp_path / "bad.cnn"
-    spec.write_bytes("network T\ninput 8x8x1\ninput -> relu # café \xff\n".encode("utf-8").replace(b"\xc3\xbf", b"\xff"))
+    text = newline.join(["network T", "input 8x8x1", "input -> relu # café \xff", ""])
+    spec.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8").replace(b"\xc3\xbf", b"\xff"))
     (d,) = located_error(spec).diagnostics
     assert (d.span.line, d.span.col) == (3, 22) and "0xff" in d.message
 
