@@ -169,7 +169,29 @@ def _make_layer(step: Step, rngs: nnx.Rngs, dtype: Any, param_dtype: Any) -> nnx
     policy = DTYPE_POLICY[cls]
     if policy is not None:
         options = {**options, "dtype": dtype if policy == "compute" else jnp.float32, "param_dtype": param_dtype}
-    return getattr(nnx, cls)(*args, **options, rngs=rngs)
+    return LAYER_CLASSES[cls](*args, **options, rngs=rngs)
+
+
+class BatchNorm(nnx.BatchNorm):
+    """`nnx.BatchNorm` whose running variance averages the *unbiased* batch variance (n / (n - 1) times
+    the biased one it normalizes with, n values per channel), as PyTorch and Caffe do, so running
+    statistics agree with theirs; everything else is nnx.BatchNorm's."""
+
+    def __call__(self, x: jax.Array, use_running_average: bool | None = None, **kwargs: Any) -> jax.Array:
+        training = not (self.use_running_average if use_running_average is None else use_running_average)
+        before = self.var[...]
+        y = super().__call__(x, use_running_average, **kwargs)
+        count = x.size // x.shape[-1]
+        if training and count > 1:
+            # nnx stored m * before + (1 - m) * v for the biased v; (after - m * before) / (n - 1) is the
+            # (1 - m) * (v * n / (n - 1) - v) that turns it into the unbiased average.
+            after = self.var[...]
+            self.var[...] = after + (after - self.momentum * before) / (count - 1)
+        return y
+
+
+#: The class each `layer_constructor` name builds: NNX's own, except batch norm (unbiased running variance).
+LAYER_CLASSES: dict[str, Any] = {"Conv": nnx.Conv, "Linear": nnx.Linear, "BatchNorm": BatchNorm, "Dropout": nnx.Dropout}
 
 
 # `pool` and `lrn` take plain values: `emit/python_source.py` copies their source into ejected files.

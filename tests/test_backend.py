@@ -153,8 +153,9 @@ def test_batch_norm_in_train_and_eval() -> None:
                                rtol=1e-3)
     running = np.asarray(model.bn1.mean[...])
     np.testing.assert_allclose(running, 0.1 * x.mean(axis=(0, 1, 2)), rtol=1e-4)  # 0.9 * 0 + 0.1 * batch mean
+    var = np.asarray(model.bn1.var[...])  # PyTorch's rule: the running variance averages the unbiased one
+    np.testing.assert_allclose(var, 0.9 * 1 + 0.1 * x.var(axis=(0, 1, 2), ddof=1), rtol=1e-4)
     y_eval = np.asarray(net.forward(model, jnp.asarray(x)))
-    var = np.asarray(model.bn1.var[...])
     np.testing.assert_allclose(y_eval, (x - running) / np.sqrt(var + 1e-3), rtol=1e-4, atol=1e-4)
 
 
