@@ -137,6 +137,9 @@ def _add_training_commands(commands: Any, spec: argparse.ArgumentParser) -> None
                        help="random crop with padding and/or horizontal flip, on the device")
     train.add_argument("--dtype", choices=DTYPE_NAMES, help="compute dtype; parameters stay float32")
     train.add_argument("--seed", type=int)
+    train.add_argument("--val-fraction", type=float, metavar="F",
+                       help="share of the training data held out to choose the best checkpoint when the dataset has "
+                            "no validation split (default 0.1; 0: none, the last epoch is the best)")
     train.add_argument("--resize", action="store_const", const=True,
                        help="resize the dataset's images to the spec's input on the device")
     train.add_argument("--checkpoint-every", type=_at_least(0, "checkpoint-every"), metavar="STEPS",
@@ -146,15 +149,18 @@ def _add_training_commands(commands: Any, spec: argparse.ArgumentParser) -> None
     train.add_argument("--resume", metavar="RUN_DIR", help="continue the interrupted run in RUN_DIR")
     train.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     evaluate = commands.add_parser("eval", parents=[data], help="accuracy and loss of a trained run",
-                                   description="Evaluate a trained run's checkpoint on a dataset's test split.")
-    evaluate.add_argument("file", help="the .cnn spec the run was trained with")
+                                   description="Evaluate a trained run's checkpoint on its dataset's test and "
+                                               "validation splits (or another dataset's with --data).")
+    evaluate.add_argument("file", nargs="?", help="the .cnn spec (default: the run's own, with its --set bindings)")
     evaluate.add_argument("--run", required=True, metavar="RUN_DIR")
     evaluate.add_argument("--checkpoint", choices=("best", "last"), default="best")
     evaluate.add_argument("--json", action="store_true", help="print {accuracy, loss, n, ...} as JSON")
     predict = commands.add_parser("predict", help="top classes of images with a trained run",
-                                  description="Classify images (PNG, JPEG or .npy) with a trained run.")
-    predict.add_argument("file", help="the .cnn spec the run was trained with")
-    predict.add_argument("images", nargs="+", metavar="IMAGE")
+                                  description="Classify images (PNG, JPEG or .npy) with a trained run. Image "
+                                              "files (0..255) are brought to the units the run's dataset stores; "
+                                              ".npy arrays are taken in those units. A first argument ending in "
+                                              ".cnn is the spec (default: the run's own).")
+    predict.add_argument("images", nargs="+", metavar="[FILE.cnn] IMAGE")
     predict.add_argument("--run", required=True, metavar="RUN_DIR")
     predict.add_argument("--checkpoint", choices=("best", "last"), default="best")
     predict.add_argument("--top", type=_positive_int, default=3)
@@ -316,17 +322,23 @@ def _history_table(result: Any) -> str:
     from rich.console import Console
     from rich.table import Table
 
+    epochs = result.history.epochs
+    validated = epochs[-1].get("val_accuracy") is not None
     table = Table(title=f"{result.net.report.name}: {result.run_dir}", title_justify="left", show_edge=False)
-    for name in ("epoch", "train loss", "train acc", "test loss", "test acc", "img/s", "seconds"):
+    columns = ["epoch", "train loss", "train acc"] + (["val loss", "val acc"] if validated else []) + [
+        "test acc", "img/s", "seconds"]
+    for name in columns:
         table.add_column(name, justify="right")
-    for e in result.history.epochs:
-        table.add_row(str(e["epoch"]), f"{e['train_loss']:.4f}", f"{e['train_accuracy']:.2%}", f"{e['test_loss']:.4f}",
+    for e in epochs:
+        validation = [f"{e['val_loss']:.4f}", f"{e['val_accuracy']:.2%}"] if validated else []
+        table.add_row(str(e["epoch"]), f"{e['train_loss']:.4f}", f"{e['train_accuracy']:.2%}", *validation,
                       f"{e['test_accuracy']:.2%}", f"{e['images_per_s']:,.0f}", f"{e['seconds']:.1f}")
     out = StringIO()
-    Console(file=out, width=100, highlight=False).print(table)
-    best = max(result.history.epochs, key=lambda e: e["test_accuracy"])
-    out.write(f"best test accuracy {best['test_accuracy']:.2%} (epoch {best['epoch']}); "
-              f"run: {result.run_dir}\n")
+    Console(file=out, width=110, highlight=False).print(table)
+    best = result.history.best
+    chosen = (f"best validation accuracy {best['val_accuracy']:.2%} (epoch {best['epoch']})" if validated else
+              f"no validation split: the last epoch ({best['epoch']}) is the best checkpoint")
+    out.write(f"{chosen}; its test accuracy {best['test_accuracy']:.2%}; run: {result.run_dir}\n")
     return out.getvalue()
 
 
@@ -335,12 +347,14 @@ def run_eval(args: argparse.Namespace) -> int:
     from cnndsl.training import evaluate
 
     _check_source(args.data)
-    result = evaluate(Path(args.file), args.run, args.data, args.data_dir, args.checkpoint)
+    result = evaluate(Path(args.file) if args.file else None, args.run, args.data, args.data_dir, args.checkpoint)
     if args.json:
         print(json.dumps(result))
-    else:
-        print(f"{result['data']}: accuracy {result['accuracy']:.2%}  loss {result['loss']:.4f}  "
-              f"n {result['n']:,}  ({args.checkpoint} checkpoint, step {result['step']})")
+        return 0
+    splits = [("test", "")] + ([("validation", "val_")] if result["val_n"] else [])
+    print(f"{result['data']}, {args.checkpoint} checkpoint (step {result['step']}): " + "; ".join(
+        f"{name} accuracy {result[prefix + 'accuracy']:.2%}  loss {result[prefix + 'loss']:.4f}  "
+        f"n {result[prefix + 'n']:,}" for name, prefix in splits))
     return 0
 
 
@@ -352,10 +366,12 @@ def run_predict(args: argparse.Namespace) -> int:
     from cnndsl.data import DataError, check_finite, read_image
     from cnndsl.training import load_run
 
-    loaded = load_run(Path(args.file), args.run, args.checkpoint)  # a clear error before reading any image
-    scale = loaded.settings["normalization"]["scale"]
+    spec, names = (Path(args.images[0]), args.images[1:]) if args.images[0].endswith(".cnn") else (None, args.images)
+    if not names:
+        raise UsageError("no images to classify", "give PNG, JPEG or .npy files after the options")
+    loaded = load_run(spec, args.run, args.checkpoint)  # a clear error before reading any image
     images = []
-    for name in args.images:
+    for name in names:
         path = Path(name)
         if path.suffix.lower() == ".npy":
             array = _load_npy(path)
@@ -367,9 +383,9 @@ def run_predict(args: argparse.Namespace) -> int:
             check_finite(array, str(path))
             images.append(array)
         else:
-            images.append(read_image(path).astype(np.float32) * (scale / 255.0))
+            images.append(loaded.trainer.preprocess.stored_units(read_image(path)))
     classes = loaded.settings.get("classes") or []
-    for name, row in zip(args.images, loaded.probabilities(images)):
+    for name, row in zip(names, loaded.probabilities(images)):
         _print_top(name, row, classes, args.top, args.json)
     return 0
 

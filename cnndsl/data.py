@@ -1,11 +1,14 @@
 """Datasets for training: `load_dataset(source, data_dir=None)` -> `Dataset` (numpy arrays, NHWC).
 
 Sources:
-    digits                 scikit-learn's 8x8 digits (offline), a fixed 1,438 / 359 split
+    digits                 the 8x8 handwritten digits shipped with cnndsl, a fixed 1,438 / 359 train/test split
     mnist, fashion-mnist   the official IDX files (gzip), 60,000 / 10,000
     cifar10, cifar100      the official *binary* archives (no pickle is ever read), 50,000 / 10,000
-    npz:PATH               arrays x, y and optionally x_test, y_test (else a fixed 20% is held out)
-    folder:PATH            one subfolder of PNG/JPEG images per class (or PATH/train and PATH/test so)
+    npz:PATH               arrays x, y and optionally x_val, y_val, x_test, y_test (else a fixed 20% is the test split)
+    folder:PATH            one subfolder of PNG/JPEG images per class (or PATH/train, PATH/test, PATH/val so)
+
+Every source has three splits: train, val (model selection) and test (reported only). A source without
+a validation split of its own gets a fixed 10% (`val_fraction`) of its training images.
 
 Official files are looked up in `data_dir`, then in the cache (`$CNNDSL_CACHE`, default
 ~/.cache/cnndsl), and downloaded into the cache when absent: to a `.part` file, checked against the
@@ -15,6 +18,7 @@ published MD5, then renamed, so a broken download never leaves a file that looks
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import os
@@ -32,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 TEST_FRACTION = 0.2  # held out when a source has no test split of its own
+VAL_FRACTION = 0.1  # of the training data, held out for validation when a source has no validation split
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 
 
@@ -41,11 +46,16 @@ class DataError(Exception):
 
 @dataclass(frozen=True)
 class Dataset:
-    """Images as (N, H, W, C) arrays with integer labels; pixel values are divided by `scale` for training."""
+    """Images as (N, H, W, C) arrays with integer labels, in three splits: train (fitting), val (model
+    selection: the best checkpoint) and test (reported, never used to choose). `scale` is the pixel value
+    that means full intensity in the stored units (255 for 8-bit images, 16 for the digits): what an
+    image file's 255 becomes, and what training divides by before normalizing."""
 
     name: str
     x_train: np.ndarray
     y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
     num_classes: int
@@ -180,8 +190,9 @@ def _idx_dataset(name: str, data_dir: Path | None, download: bool, progress: Cal
             raise DataError(f"{pi} and {pl}: {len(images)} images of shape {images.shape[1:]} but "
                             f"{len(labels)} labels")
         _checked_labels(labels, 10, str(pl))
-    return Dataset(name, x_train[..., None], y_train.astype(np.int32), x_test[..., None], y_test.astype(np.int32),
-                   10, 255.0)
+    x_train = x_train[..., None]
+    return Dataset(name, x_train, y_train.astype(np.int32), *_no_val(x_train), x_test[..., None],
+                   y_test.astype(np.int32), 10, 255.0)
 
 
 def _cifar_dataset(name: str, data_dir: Path | None, download: bool,
@@ -220,25 +231,42 @@ def _cifar_dataset(name: str, data_dir: Path | None, download: bool,
     y_train = np.concatenate([p[1] for p in parts_train])
     x_test = np.concatenate([p[0] for p in parts_test])
     y_test = np.concatenate([p[1] for p in parts_test])
-    return Dataset(name, np.ascontiguousarray(x_train), y_train, np.ascontiguousarray(x_test), y_test, classes, 255.0)
+    x_train = np.ascontiguousarray(x_train)
+    return Dataset(name, x_train, y_train, *_no_val(x_train), np.ascontiguousarray(x_test), y_test, classes, 255.0)
 
 
 def _digits() -> Dataset:
-    from sklearn.datasets import load_digits
+    """The 8x8 digits shipped with cnndsl (cnndsl/builtin/README.md), with their fixed test split."""
+    from importlib import resources
 
-    digits = load_digits()
-    x = digits.images.astype(np.float32)[..., None]  # values 0..16
-    y = digits.target.astype(np.int32)
-    order = np.random.default_rng(0).permutation(len(x))  # the fixed split, the same on every machine
-    test = order[: round(len(x) * TEST_FRACTION)]
-    train = order[round(len(x) * TEST_FRACTION):]
-    return Dataset("digits", x[train], y[train], x[test], y[test], 10, 16.0, tuple(map(str, range(10))))
+    with resources.files("cnndsl").joinpath("builtin/digits.npz").open("rb") as stream, np.load(stream) as data:
+        x = data["images"].astype(np.float32)[..., None]  # values 0..16
+        y = data["labels"].astype(np.int32)
+    x, y, x_test, y_test = _held_out(x, y, TEST_FRACTION)  # the fixed split, the same on every machine
+    return Dataset("digits", x, y, *_no_val(x), x_test, y_test, 10, 16.0, tuple(map(str, range(10))))
 
 
-def _held_out(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
-    order = np.random.default_rng(0).permutation(len(x))
-    cut = round(len(x) * TEST_FRACTION)
+def _held_out(x: np.ndarray, y: np.ndarray, fraction: float, seed: int = 0) -> tuple[np.ndarray, ...]:
+    """(kept x, kept y, held-out x, held-out y): a fixed `fraction` of the examples, chosen by a seeded
+    permutation, so the split is the same on every machine and every run."""
+    order = np.random.default_rng(seed).permutation(len(x))
+    cut = min(len(x) - 1, max(1, round(len(x) * fraction))) if fraction > 0 and len(x) > 1 else 0
     return x[order[cut:]], y[order[cut:]], x[order[:cut]], y[order[:cut]]
+
+
+def _no_val(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """An empty validation split for images like `x` (the source has none of its own)."""
+    return x[:0], np.zeros((0,), np.int32)
+
+
+def white_level(x: np.ndarray) -> float:
+    """The pixel value meaning full intensity, from the dtype and range of the training images: 255 for
+    8-bit data (and float data in 0..255), 1 for float data in 0..1, 65535 for 16-bit data; otherwise
+    the largest value seen."""
+    top = float(x.max()) if x.size else 0.0
+    if np.issubdtype(x.dtype, np.integer):
+        return 255.0 if top <= 255 else (65535.0 if top <= 65535 else top)
+    return 1.0 if top <= 1.0 else (255.0 if top <= 255.0 else top)
 
 
 def _as_images(x: np.ndarray, where: str) -> np.ndarray:
@@ -286,8 +314,9 @@ def _npz(path: Path) -> Dataset:
     missing = [k for k in ("x", "y") if k not in arrays]
     if missing:
         raise DataError(f"{path}: missing array {' and '.join(missing)} (found: {', '.join(sorted(arrays)) or 'none'}); "
-                        "an npz dataset holds x, y and optionally x_test, y_test")
-    pairs = [("x", "y")] + ([("x_test", "y_test")] if "x_test" in arrays and "y_test" in arrays else [])
+                        "an npz dataset holds x, y and optionally x_val, y_val and x_test, y_test")
+    pairs = [("x", "y")] + [(f"x_{split}", f"y_{split}") for split in ("val", "test")
+                            if f"x_{split}" in arrays and f"y_{split}" in arrays]
     for images_key, labels_key in pairs:
         images, labels = _as_images(arrays[images_key], f"{path}: {images_key}"), arrays[labels_key]
         if labels.ndim != 1 or len(labels) != len(images) or not np.issubdtype(labels.dtype, np.integer):
@@ -298,16 +327,18 @@ def _npz(path: Path) -> Dataset:
         _checked_labels(arrays[labels_key], np.iinfo(np.int32).max, f"{path}: {labels_key}")
         check_finite(arrays[images_key], f"{path}: {images_key}")
     x, y = arrays["x"], arrays["y"]
-    if len(pairs) == 2:
+    if "x_test" in arrays and "y_test" in arrays:
         x_test, y_test = arrays["x_test"], arrays["y_test"]
     else:
-        x, y, x_test, y_test = _held_out(x, y)
-    if x.shape[1:] != x_test.shape[1:]:
-        raise DataError(f"{path}: x images are {x.shape[1:]}, x_test images {x_test.shape[1:]}")
-    num_classes = int(max(y.max(), y_test.max())) + 1
-    y, y_test = _checked_labels(y, num_classes, f"{path}: y"), _checked_labels(y_test, num_classes, f"{path}: y_test")
-    scale = 255.0 if x.dtype == np.uint8 else 1.0
-    return Dataset(f"npz:{path}", x, y, x_test, y_test, num_classes, scale)
+        x, y, x_test, y_test = _held_out(x, y, TEST_FRACTION)
+    x_val, y_val = (arrays["x_val"], arrays["y_val"]) if "x_val" in arrays and "y_val" in arrays else _no_val(x)
+    for name, images in (("x_val", x_val), ("x_test", x_test)):
+        if len(images) and images.shape[1:] != x.shape[1:]:
+            raise DataError(f"{path}: x images are {x.shape[1:]}, {name} images {images.shape[1:]}")
+    num_classes = int(max(y.max(), y_test.max(), y_val.max(initial=0))) + 1
+    y, y_val, y_test = (_checked_labels(labels, num_classes, f"{path}: {name}")
+                        for name, labels in (("y", y), ("y_val", y_val), ("y_test", y_test)))
+    return Dataset(f"npz:{path}", x, y, x_val, y_val, x_test, y_test, num_classes, white_level(x))
 
 
 #: The most pixels one image may have (a 7,000 x 7,000 photo): larger ones are refused from their header,
@@ -371,32 +402,65 @@ def _folder_split(root: Path, classes: list[str] | None = None) -> tuple[np.ndar
 
 
 def _folder(root: Path) -> Dataset:
+    """A folder of class folders, or `train/` with `test/` and optionally `val/`. `train/` with `val/` and no
+    `test/` is ImageNet's layout, whose `val/` is the evaluation set: it is used as the test split."""
     if not root.is_dir():
         raise DataError(f"{root}: no such folder")
-    if (root / "train").is_dir() and (root / "test").is_dir():
-        x, y, names = _folder_split(root / "train")
-        x_test, y_test, _ = _folder_split(root / "test", names)
+    splits = {name: root / name for name in ("train", "val", "test") if (root / name).is_dir()}
+    x_val = y_val = None
+    if "train" in splits and ("test" in splits or "val" in splits):
+        x, y, names = _folder_split(splits["train"])
+        x_test, y_test, _ = _folder_split(splits.get("test", splits.get("val")), names)
+        if "test" in splits and "val" in splits:
+            x_val, y_val, _ = _folder_split(splits["val"], names)
     else:
         x_all, y_all, names = _folder_split(root)
-        x, y, x_test, y_test = _held_out(x_all, y_all)
-    if x.shape[-1] != x_test.shape[-1]:
-        raise DataError(f"{root}: the train images have {x.shape[-1]} channels, the test images {x_test.shape[-1]}")
-    return Dataset(f"folder:{root}", x, y, x_test, y_test, len(names), 255.0, tuple(names))
+        x, y, x_test, y_test = _held_out(x_all, y_all, TEST_FRACTION)
+    x_val, y_val = (x_val, y_val) if x_val is not None else _no_val(x)
+    for split, images in (("test", x_test), ("val", x_val)):
+        if len(images) and images.shape[-1] != x.shape[-1]:
+            raise DataError(f"{root}: the train images have {x.shape[-1]} channels, the {split} images "
+                            f"{images.shape[-1]}")
+    return Dataset(f"folder:{root}", x, y, x_val, y_val, x_test, y_test, len(names), 255.0, tuple(names))
 
 
 def load_dataset(source: str, data_dir: str | Path | None = None, download: bool = True,
-                 progress: Callable[[str], None] | None = None) -> Dataset:
-    """Load a dataset by source name (see the module docstring); raises DataError naming what is wrong."""
+                 progress: Callable[[str], None] | None = None, val_fraction: float = VAL_FRACTION) -> Dataset:
+    """Load a dataset by source name (see the module docstring); raises DataError naming what is wrong.
+
+    A source without a validation split of its own gets one: `val_fraction` of its training images,
+    held out by a fixed permutation (the same on every machine), none when it is 0."""
     folder = Path(data_dir) if data_dir else None
     kind, _, rest = source.partition(":")
     if source == "digits":
-        return _digits()
-    if source in ("mnist", "fashion-mnist"):
-        return _idx_dataset(source, folder, download, progress)
-    if source in ("cifar10", "cifar100"):
-        return _cifar_dataset(source, folder, download, progress)
-    if kind == "npz" and rest:
-        return _npz(Path(rest))
-    if kind == "folder" and rest:
-        return _folder(Path(rest))
-    raise ValueError(f"unknown data source {source!r}")
+        data = _digits()
+    elif source in ("mnist", "fashion-mnist"):
+        data = _idx_dataset(source, folder, download, progress)
+    elif source in ("cifar10", "cifar100"):
+        data = _cifar_dataset(source, folder, download, progress)
+    elif kind == "npz" and rest:
+        data = _npz(Path(rest))
+    elif kind == "folder" and rest:
+        data = _folder(Path(rest))
+    else:
+        raise ValueError(f"unknown data source {source!r}")
+    if len(data.x_val) or not val_fraction:
+        return data
+    x, y, x_val, y_val = _held_out(data.x_train, data.y_train, val_fraction, seed=1)
+    return dataclasses.replace(data, x_train=x, y_train=y, x_val=x_val, y_val=y_val)
+
+
+def absolute_source(source: str) -> str:
+    """`source` with the path of `npz:PATH` or `folder:PATH` made absolute, so a run that records it can
+    be evaluated from any directory."""
+    kind, colon, rest = source.partition(":")
+    if colon and kind in ("npz", "folder") and rest:
+        return f"{kind}:{Path(rest).expanduser().absolute()}"
+    return source
+
+
+def missing_classes(data: Dataset) -> list[str]:
+    """The classes that occur in the validation or test split but never in the training split."""
+    seen = set(np.unique(data.y_train).tolist())
+    absent = sorted(set(np.unique(np.concatenate([data.y_val, data.y_test])).tolist()) - seen)
+    return [data.classes[c] if c < len(data.classes) else str(c) for c in absent]

@@ -65,8 +65,7 @@ def export(net: Any, model: Any, directory: str | Path, platforms: Sequence[str]
     arrays = {name: np.asarray(leaf) for name, leaf in flat.items()}
     _check_finite(arrays, "the parameters to export")
 
-    normalize = None if preprocess is None else Preprocess(
-        preprocess["scale"], tuple(preprocess["mean"]), tuple(preprocess["std"]), tuple(net.input_shape[:2]))
+    normalize = None if preprocess is None else Preprocess.from_run({"normalization": preprocess}, net.input_shape[:2])
 
     def forward(params: dict[str, jax.Array], x_BxHxWxC: jax.Array) -> jax.Array:
         if normalize is not None:
@@ -130,8 +129,7 @@ def export_run(spec: Any, run_dir: str | Path, directory: str | Path, checkpoint
 
     loaded = load_run(spec, run_dir, checkpoint, bindings)
     model = loaded.trainer.module(loaded.params, loaded.stats, train=False)
-    norm = loaded.settings["normalization"]
-    meta = export(loaded.net, model, directory, preprocess={k: norm[k] for k in ("scale", "mean", "std")},
+    meta = export(loaded.net, model, directory, preprocess=loaded.trainer.preprocess.to_dict(),
                   classes=loaded.settings.get("classes") or (), force=force)
     return {**meta, "step": loaded.step}
 

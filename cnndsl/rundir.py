@@ -28,6 +28,8 @@ SETTINGS, SPEC, METRICS, CURVES, CHECKPOINTS, LOCK = (
     "settings.json", "spec.cnn", "metrics.jsonl", "curves.png", "checkpoints", ".lock")
 #: The numbers each metrics.jsonl line holds.
 METRIC_FIELDS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "images_per_s", "seconds")
+#: Numbers a metrics line holds when the run has a validation split (null without one).
+OPTIONAL_METRIC_FIELDS = ("val_loss", "val_accuracy")
 
 
 class RunDir:
@@ -186,7 +188,8 @@ class RunDir:
             except ValueError:
                 record = None
             if not (isinstance(record, dict) and is_count(record.get("epoch")) and is_count(record.get("step"), 0)
-                    and all(is_number(record.get(k)) for k in METRIC_FIELDS)):
+                    and all(is_number(record.get(k)) for k in METRIC_FIELDS)
+                    and all(record.get(k) is None or is_number(record[k]) for k in OPTIONAL_METRIC_FIELDS)):
                 raise TrainingError(f"{path}:{number}: not a metrics record of this run; the file is damaged "
                                     "(remove the line to resume)")
             records.append(record)

@@ -42,6 +42,7 @@ class Settings:
     dtype: str = "float32"
     seed: int = 0
     resize: bool = False
+    val_fraction: float = 0.1  # of the training data, held out to choose the best checkpoint (0: none)
     checkpoint_every: int = 0  # steps between mid-epoch checkpoints; 0 = at epoch ends only
     keep: int = 3  # how many of the newest checkpoints to keep
 
@@ -64,6 +65,7 @@ class Settings:
              f"unknown augmentation in {','.join(self.augment)}; choose from {', '.join(AUGMENTATIONS)}"),
             (self.dtype in DTYPE_NAMES, f"unknown dtype {self.dtype!r}; choose {', '.join(DTYPE_NAMES)}"),
             (self.keep >= 1, f"keep must be at least 1, got {self.keep}"),
+            (0 <= self.val_fraction <= 0.5, f"the validation fraction must be from 0 to 0.5, got {self.val_fraction}"),
             (self.checkpoint_every >= 0, "checkpoint-every must be >= 0"),
         ]
         for ok, message in checks:
@@ -114,7 +116,7 @@ def _typed(name: str, value: Any, default: Any) -> Any:
 
 DATA_NAMES = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100")
 _INT_FIELDS = {"epochs": 1, "batch_size": 1, "seed": None, "checkpoint_every": 0, "keep": 1}
-_FLOAT_FIELDS = {"lr", "momentum", "warmup_epochs", "weight_decay", "label_smoothing", "clip"}
+_FLOAT_FIELDS = {"lr", "momentum", "warmup_epochs", "weight_decay", "label_smoothing", "clip", "val_fraction"}
 _BOOL_FIELDS = {"nesterov", "resize"}
 _CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "dtype": DTYPE_NAMES, "data": DATA_NAMES}
 

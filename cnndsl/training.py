@@ -18,6 +18,7 @@ import dataclasses
 import math
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from flax import nnx
 
 from cnndsl.compiler import CompiledNetwork
 from cnndsl.compiler import compile as compile_spec
-from cnndsl.data import Dataset, DataError, load_dataset
+from cnndsl.data import Dataset, DataError, absolute_source, load_dataset, missing_classes
 from cnndsl.flax_backend import flatten_state, unflatten_state
 from cnndsl.rundir import CURVES, SPEC, RunDir
 from cnndsl.settings import Interrupted, Settings, TrainingError
@@ -46,14 +47,24 @@ EVAL_BATCH = 500
 
 @dataclass
 class History:
-    """Per-epoch metrics, as written to metrics.jsonl."""
+    """Per-epoch metrics, as written to metrics.jsonl: train, val (model selection) and test (the record)."""
 
     epochs: list[dict[str, Any]] = field(default_factory=list)
 
     @property
+    def best(self) -> dict[str, Any] | None:
+        """The epoch `checkpoints/best` holds: the first with the best validation accuracy (the last epoch
+        when the run has no validation split). None before the first epoch."""
+        if not self.epochs:
+            return None
+        if self.epochs[-1].get("val_accuracy") is None:
+            return self.epochs[-1]
+        return max(self.epochs, key=lambda e: e["val_accuracy"])
+
+    @property
     def best_accuracy(self) -> float:
-        """The best test accuracy of any epoch (0 before the first)."""
-        return max((e["test_accuracy"] for e in self.epochs), default=0.0)
+        """The best epoch's validation accuracy (0 before the first epoch or without validation)."""
+        return (self.best or {}).get("val_accuracy") or 0.0
 
 
 @dataclass
@@ -106,6 +117,7 @@ class Preprocess:
     augment: tuple[str, ...] = ()
 
     def __call__(self, x: jax.Array, key: jax.Array | None = None) -> jax.Array:
+        """Network inputs for stored pixels `x` (B, H, W, C); with `key` (training), augmented."""
         x = (x.astype(jnp.float32) / self.scale - jnp.asarray(self.mean)) / jnp.asarray(self.std)
         if x.shape[1:3] != self.size:
             x = jax.image.resize(x, (x.shape[0], *self.size, x.shape[3]), "bilinear")
@@ -121,6 +133,21 @@ class Preprocess:
             flip = jax.random.bernoulli(flip_key, 0.5, (x.shape[0], 1, 1, 1))
             x = jnp.where(flip, x[:, :, ::-1, :], x)
         return x
+
+    def stored_units(self, pixels: np.ndarray) -> np.ndarray:
+        """An image file's pixels (0..255) in the units the run's dataset stores (255 becomes `scale`), so a
+        PNG of a training image gives the network exactly the input the stored image gives."""
+        return pixels.astype(np.float32) * np.float32(self.scale / 255.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The run's record of it (settings.json's `normalization`); augmentation is a setting of its own."""
+        return {"scale": self.scale, "mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_run(cls, saved: dict[str, Any], size: tuple[int, int]) -> Preprocess:
+        """The preprocessing a run recorded (its settings.json), for a network taking `size` inputs."""
+        norm = saved["normalization"]
+        return cls(norm["scale"], tuple(norm["mean"]), tuple(norm["std"]), tuple(size))
 
 
 class Trainer:
@@ -278,8 +305,18 @@ def new_run_dir(spec_path: str, root: Path = Path("runs")) -> Path:
     return candidate
 
 
+def epoch_line(record: dict[str, Any], epochs: int) -> str:
+    """One epoch's summary, as the progress output prints it."""
+    parts = [f"epoch {record['epoch']:>3}/{epochs}", f"loss {record['train_loss']:.4f}",
+             f"acc {record['train_accuracy']:.2%}"]
+    if record.get("val_accuracy") is not None:
+        parts += [f"val loss {record['val_loss']:.4f}", f"val acc {record['val_accuracy']:.2%}"]
+    parts += [f"test acc {record['test_accuracy']:.2%}", f"{record['images_per_s']:,.0f} img/s"]
+    return "  ".join(parts)
+
+
 def plot_curves(history: History, path: Path, title: str) -> None:
-    """Loss and accuracy per epoch (train and test) as a PNG."""
+    """Loss and accuracy per epoch (train, validation and test) as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -287,10 +324,15 @@ def plot_curves(history: History, path: Path, title: str) -> None:
 
     epochs = [e["epoch"] for e in history.epochs]
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(9, 3.4), dpi=110)
-    for key, label, style in (("train", "train", "-"), ("test", "test", "--")):
+    for key, label, style in (("train", "train", "-"), ("val", "validation", "-"), ("test", "test", ":")):
+        if history.epochs[-1].get(f"{key}_loss") is None:
+            continue
         loss_ax.plot(epochs, [e[f"{key}_loss"] for e in history.epochs], style, marker="o", ms=3, label=label)
         acc_ax.plot(epochs, [100 * e[f"{key}_accuracy"] for e in history.epochs], style, marker="o", ms=3,
                     label=label)
+    best = history.best
+    if best is not None and best.get("val_accuracy") is not None:
+        acc_ax.axvline(best["epoch"], color="grey", alpha=0.4, lw=1, label="best (validation)")
     loss_ax.set(xlabel="epoch", ylabel="loss", title="loss")
     acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     for ax in (loss_ax, acc_ax):
@@ -306,19 +348,24 @@ def plot_curves(history: History, path: Path, title: str) -> None:
 
 @dataclass
 class _Progress:
-    """Progress reporting, rich when on a terminal; silent when `quiet`."""
+    """Progress on stderr: a live bar of fixed width while an epoch runs when stderr is a terminal, and one
+    plain line per event (an epoch's summary, a resume) either way, so a redirected log reads line by line
+    with no bar redrawn into it. `quiet` leaves only warnings."""
 
     quiet: bool = False
     bar: Any = None
     task: Any = None
+    live: bool = field(default_factory=lambda: sys.stderr.isatty())
 
     def start(self, epoch: int, epochs: int, steps: int, done: int) -> None:
-        if self.quiet:
+        if self.quiet or not self.live:
             return
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        self.bar = Progress(TextColumn(f"epoch {epoch}/{epochs}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=True)
+        self.bar = Progress(TextColumn(f"epoch {epoch}/{epochs}"), BarColumn(bar_width=30), MofNCompleteColumn(),
+                            TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=True,
+                            console=Console(stderr=True))
         self.bar.start()
         self.task = self.bar.add_task("train", total=steps, completed=done, info="")
 
@@ -331,11 +378,13 @@ class _Progress:
             self.bar.stop()
             self.bar = None
 
+    def warn(self, text: str) -> None:
+        """A warning: printed even when quiet (it is about the result, not the progress)."""
+        print(f"warning: {text}", file=sys.stderr, flush=True)
+
     def line(self, text: str) -> None:
         if not self.quiet:
-            from rich.console import Console
-
-            Console(stderr=True, highlight=False, soft_wrap=True).print(text)
+            print(text, file=sys.stderr, flush=True)
 
 
 def train(spec: str | os.PathLike[str] | None, settings: Settings | None = None, *,
@@ -372,6 +421,9 @@ def train(spec: str | os.PathLike[str] | None, settings: Settings | None = None,
         elif overrides:
             settings = Settings.from_dict({**settings.to_dict(), **overrides})
         settings = settings.validate()
+        if not resume:  # recorded absolute, so eval, predict and export work from any directory
+            settings = dataclasses.replace(settings, data=absolute_source(settings.data), data_dir=(
+                str(Path(settings.data_dir).expanduser().absolute()) if settings.data_dir else None))
         net = compile_spec(spec, set=bindings, dtype=DTYPES[settings.dtype])
         if run is None:
             run = RunDir(run_dir if run_dir else new_run_dir(str(net.report.graph.source.path)))
@@ -388,10 +440,15 @@ def _train(net: CompiledNetwork, settings: Settings, run: RunDir, resume: bool, 
     checkpoint), the loop, checkpoints and metrics."""
     progress = _Progress(quiet)
     try:
-        data = load_dataset(settings.data, settings.data_dir, progress=progress.line)
+        data = load_dataset(settings.data, settings.data_dir, progress=progress.line, val_fraction=settings.val_fraction)
     except DataError as err:
         raise TrainingError(str(err)) from None
     check_compatible(net, data, settings.resize)
+    absent = missing_classes(data)
+    if absent:
+        progress.warn(f"{len(absent)} class{'es' * (len(absent) > 1)} of the validation and test data never occur "
+                      f"in the training data ({', '.join(absent[:10])}{', ...' if len(absent) > 10 else ''}); the "
+                      "network cannot learn them: is the data sorted by class before its split?")
 
     batch = min(settings.batch_size, len(data.x_train))
     settings = dataclasses.replace(settings, batch_size=batch)
@@ -410,7 +467,7 @@ def _train(net: CompiledNetwork, settings: Settings, run: RunDir, resume: bool, 
         progress.line(f"resuming {run.path} at step {step} (epoch {step // steps_per_epoch + 1})" if step else
                       f"{run.path} has no checkpoint yet: starting again from step 0 with its settings")
     # settings.json first (atomically): from this moment the directory holds a run that --resume continues
-    run.write_settings({**settings.to_dict(), "normalization": {"mean": mean, "std": std, "scale": data.scale},
+    run.write_settings({**settings.to_dict(), "normalization": preprocess.to_dict(),
                         "num_classes": data.num_classes, "classes": list(data.classes),
                         "steps_per_epoch": steps_per_epoch, "input_shape": list(net.input_shape),
                         "data_shape": list(data.image_shape), "spec": net.report.graph.source.text,
@@ -421,7 +478,8 @@ def _train(net: CompiledNetwork, settings: Settings, run: RunDir, resume: bool, 
     last, best = _checkpoint_managers(run.path, settings.keep)
 
     x_train, y_train = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
-    x_test, y_test = jnp.asarray(data.x_test), jnp.asarray(data.y_test)
+    splits = {"val": (jnp.asarray(data.x_val), jnp.asarray(data.y_val)),
+              "test": (jnp.asarray(data.x_test), jnp.asarray(data.y_test))}
     key = jax.random.key(settings.seed)
     order_key, step_key = jax.random.split(key)
 
@@ -475,26 +533,27 @@ def _train(net: CompiledNetwork, settings: Settings, run: RunDir, resume: bool, 
             finally:
                 progress.stop()
             elapsed = time.perf_counter() - started
-            test_loss, test_accuracy = trainer.evaluate(params, stats, x_test, y_test)
             seen_loss, seen_correct, seen = (float(v) for v in meters)
             record = {"epoch": epoch + 1, "step": step, "train_loss": seen_loss / seen,
-                      "train_accuracy": seen_correct / seen, "test_loss": test_loss, "test_accuracy": test_accuracy,
-                      "images_per_s": (step - first_step) * batch / elapsed, "seconds": elapsed}
-            if not math.isfinite(test_loss):
-                raise TrainingError(f"the test loss is {test_loss} after epoch {epoch + 1}; stopped without saving "
-                                    f"it. The last good checkpoint is step {saved_step}. Try a lower --lr")
+                      "train_accuracy": seen_correct / seen}
+            for split, (x_split, y_split) in splits.items():  # validation chooses; test is only reported
+                loss, accuracy = trainer.evaluate(params, stats, x_split, y_split) if len(y_split) else (None, None)
+                if loss is not None and not math.isfinite(loss):
+                    raise TrainingError(f"the {split} loss is {loss} after epoch {epoch + 1}; stopped without "
+                                        f"saving it. The last good checkpoint is step {saved_step}. Try a lower --lr")
+                record[f"{split}_loss"], record[f"{split}_accuracy"] = loss, accuracy
+            record.update(images_per_s=(step - first_step) * batch / elapsed, seconds=elapsed)
             meters = jnp.zeros(3, jnp.float32)
-            improved = test_accuracy > history.best_accuracy or not history.epochs
+            previous_best = history.best
             history.epochs.append(record)
+            improved = history.best is record and record is not previous_best
             # The metrics line first: a resume drops lines beyond its checkpoint, never lacks one.
             run.append_metrics(record)
             _save(last, step, snapshot())
             saved_step = step
             if improved:
                 _save(best, step, snapshot())
-            progress.line(f"epoch {epoch + 1:>3}/{settings.epochs}  loss {record['train_loss']:.4f}  "
-                          f"acc {record['train_accuracy']:.2%}  test loss {test_loss:.4f}  "
-                          f"test acc {test_accuracy:.2%}  {record['images_per_s']:,.0f} img/s")
+            progress.line(epoch_line(record, settings.epochs))
             if on_epoch:
                 on_epoch(record)
     except KeyboardInterrupt:
@@ -575,15 +634,13 @@ class LoadedRun:
     def probabilities(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Class probabilities (N, K) for raw images (H, W, C) in the units the run's dataset stores;
         images of another size or channel count are converted to the network's input first."""
-        h, w, c = self.net.input_shape
-        batch = []
-        for image in images:
+        c = self.net.input_shape[-1]
+        inputs = []
+        for image in images:  # the run's own preprocessing (scale, normalization, resize), one image at a time
             if image.shape[-1] != c:
                 image = image.mean(axis=-1, keepdims=True) if c == 1 else np.repeat(image[..., :1], c, axis=-1)
-            batch.append(np.asarray(jax.image.resize(jnp.asarray(image, jnp.float32), (h, w, c), "bilinear"))
-                         if image.shape[:2] != (h, w) else image.astype(np.float32))
-        logits = self.trainer.module(self.params, self.stats, train=False)(
-            self.trainer.preprocess(jnp.asarray(np.stack(batch))))
+            inputs.append(self.trainer.preprocess(jnp.asarray(image[None])))
+        logits = self.trainer.module(self.params, self.stats, train=False)(jnp.concatenate(inputs))
         return np.asarray(jax.nn.softmax(logits.astype(jnp.float32), axis=-1))
 
 
@@ -597,8 +654,7 @@ def load_run(spec: str | os.PathLike[str] | None, run_dir: str | Path, checkpoin
     if spec is None:  # the run's own spec, with the --set bindings it was trained with
         spec, bindings = run.spec_path(), bindings or run.bindings()
     net = compile_spec(spec, set=bindings, dtype=DTYPES[settings.dtype])
-    norm = saved["normalization"]
-    preprocess = Preprocess(norm["scale"], tuple(norm["mean"]), tuple(norm["std"]), net.input_shape[:2])
+    preprocess = Preprocess.from_run(saved, net.input_shape[:2])
     trainer = Trainer(net, net.init(settings.seed), make_optimizer(settings, saved["steps_per_epoch"]), preprocess,
                       settings, saved["num_classes"])
     if net.report.output_shape != (saved["num_classes"],):
@@ -627,18 +683,23 @@ def load_run(spec: str | os.PathLike[str] | None, run_dir: str | Path, checkpoin
 
 def evaluate(spec: str | os.PathLike[str] | None, run_dir: str | Path, data: str | None = None,
              data_dir: str | None = None, checkpoint: str = "best") -> dict[str, Any]:
-    """Accuracy and loss of a trained run on a dataset's test split: {"accuracy", "loss", "n", ...}."""
+    """Accuracy and loss of a trained run's checkpoint on its dataset's test split ("accuracy", "loss", "n")
+    and validation split ("val_accuracy", "val_loss", "val_n"; None without one), the run's own split."""
     loaded = load_run(spec, run_dir, checkpoint)
     source = data or loaded.settings["data"]
     try:
-        dataset = load_dataset(source, data_dir or loaded.settings.get("data_dir"))
+        dataset = load_dataset(source, data_dir or loaded.settings.get("data_dir"),
+                               val_fraction=loaded.settings.get("val_fraction", 0.0))
     except DataError as err:
         raise TrainingError(str(err)) from None
     check_compatible(loaded.net, dataset, bool(loaded.settings.get("resize")))
-    loss, accuracy = loaded.trainer.evaluate(loaded.params, loaded.stats, jnp.asarray(dataset.x_test),
-                                             jnp.asarray(dataset.y_test))
-    return {"accuracy": accuracy, "loss": loss, "n": int(len(dataset.x_test)), "data": source,
-            "checkpoint": checkpoint, "step": loaded.step}
+    result: dict[str, Any] = {"data": source, "checkpoint": checkpoint, "step": loaded.step}
+    for split, prefix in (("test", ""), ("val", "val_")):
+        x, y = getattr(dataset, f"x_{split}"), getattr(dataset, f"y_{split}")
+        loss, accuracy = (loaded.trainer.evaluate(loaded.params, loaded.stats, jnp.asarray(x), jnp.asarray(y))
+                          if len(y) else (None, None))
+        result.update({f"{prefix}accuracy": accuracy, f"{prefix}loss": loss, f"{prefix}n": int(len(y))})
+    return result
 
 
 def predict(spec: str | os.PathLike[str] | None, run_dir: str | Path, images: Sequence[np.ndarray],

@@ -72,13 +72,13 @@ def test_mnist_downloads_verifies_and_reads(cache: Path, monkeypatch: pytest.Mon
     _register(monkeypatch, "mnist", files)
     with serve(files) as url:
         monkeypatch.setenv("CNNDSL_DATA_MIRROR", url)
-        dataset = load_dataset("mnist")
+        dataset = load_dataset("mnist", val_fraction=0)  # the reader's own arrays: no validation split
     assert dataset.x_train.shape == (12, 28, 28, 1) and dataset.x_test.shape == (5, 28, 28, 1)
     expected = np.frombuffer(gzip.decompress(files["train-images-idx3-ubyte.gz"])[16:], np.uint8).reshape(12, 28, 28)
     np.testing.assert_array_equal(dataset.x_train[..., 0], expected)
     assert sorted(p.name for p in (cache / "mnist").iterdir()) == sorted(files)  # cached, no .part left
     monkeypatch.setenv("CNNDSL_DATA_MIRROR", "http://127.0.0.1:9/")  # nothing listens: the cache must serve
-    assert load_dataset("mnist").x_train.shape == (12, 28, 28, 1)
+    assert load_dataset("mnist", val_fraction=0).x_train.shape == (12, 28, 28, 1)
 
 
 def test_wrong_checksum_keeps_nothing(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -121,7 +121,7 @@ def test_cifar_binary_archives(name: str, cache: Path, monkeypatch: pytest.Monke
     _register(monkeypatch, name, files)
     with serve(files) as url:
         monkeypatch.setenv("CNNDSL_DATA_MIRROR", url)
-        dataset = load_dataset(name)
+        dataset = load_dataset(name, val_fraction=0)
     assert dataset.x_train.shape == ((35 if name == "cifar10" else 7), 32, 32, 3)
     assert dataset.x_test.shape == (7, 32, 32, 3) and dataset.num_classes == classes
     np.testing.assert_array_equal(dataset.x_test, images)  # planar CHW records -> HWC
@@ -172,7 +172,7 @@ def test_npz_dataset_and_its_errors(tmp_path: Path) -> None:
     x = np.random.default_rng(0).integers(0, 256, (20, 8, 8), dtype=np.uint8)
     y = np.arange(20) % 4
     dataset = load_dataset(_npz(tmp_path / "ok.npz", x=x, y=y))
-    assert (len(dataset.x_train), len(dataset.x_test), dataset.num_classes) == (16, 4, 4)
+    assert (len(dataset.x_train), len(dataset.x_val), len(dataset.x_test), dataset.num_classes) == (14, 2, 4, 4)
     assert dataset.image_shape == (8, 8, 1) and dataset.scale == 255.0
     with pytest.raises(DataError, match="missing array y"):
         load_dataset(_npz(tmp_path / "a.npz", x=x))
@@ -198,7 +198,7 @@ def test_folder_dataset_and_its_errors(tmp_path: Path) -> None:
             Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)).save(tmp_path / "pets" / label / f"{i}.png")
     dataset = load_dataset(f"folder:{tmp_path / 'pets'}")
     assert dataset.classes == ("cat", "dog") and dataset.image_shape == (6, 6, 3)
-    assert len(dataset.x_train) + len(dataset.x_test) == 10
+    assert len(dataset.x_train) + len(dataset.x_val) + len(dataset.x_test) == 10
     (tmp_path / "pets" / "bird").mkdir()
     with pytest.raises(DataError, match="bird: class 'bird' has no PNG or JPEG images"):
         load_dataset(f"folder:{tmp_path / 'pets'}")

@@ -18,6 +18,7 @@ import pytest
 
 import cnndsl
 from cnndsl.cli import main
+from cnndsl.data import load_dataset
 from cnndsl.settings import Settings
 from cnndsl.training import Preprocess, load_run, make_optimizer
 from tests.conftest import ROOT
@@ -45,7 +46,7 @@ def test_digits_example_reaches_97_percent_in_its_default_epochs(digits_run) -> 
     assert len(epochs) == 15 and [e["epoch"] for e in epochs] == list(range(1, 16))
     assert epochs[-1]["test_accuracy"] >= 0.97
     assert epochs[-1]["train_loss"] < epochs[0]["train_loss"]
-    assert "best test accuracy" in result.stdout and "train loss" in result.stdout  # the final table
+    assert "best validation accuracy" in result.stdout and "val acc" in result.stdout  # the final table
 
 
 def test_run_directory_holds_everything(digits_run) -> None:
@@ -54,9 +55,9 @@ def test_run_directory_holds_everything(digits_run) -> None:
     assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     last = sorted(int(p.name) for p in (run / "checkpoints" / "last").iterdir() if p.name.isdigit())
     best = [int(p.name) for p in (run / "checkpoints" / "best").iterdir() if p.name.isdigit()]
-    assert len(last) == 3 and last[-1] == 15 * 22  # keep the newest 3 (22 steps per epoch)
+    assert len(last) == 3 and last[-1] == 15 * 20  # keep the newest 3 (20 steps per epoch: 1,294 images, 64 a batch)
     epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    best_epoch = max(epochs, key=lambda e: e["test_accuracy"])  # the first epoch with the best accuracy
+    best_epoch = max(epochs, key=lambda e: e["val_accuracy"])  # the first epoch with the best validation accuracy
     assert best == [best_epoch["step"]]
 
 
@@ -65,25 +66,26 @@ def test_eval_reports_the_best_and_last_checkpoints(digits_run) -> None:
     epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     best = json.loads(cli("eval", str(DIGITS), "--run", str(run), "--json").stdout)
     last = json.loads(cli("eval", str(DIGITS), "--run", str(run), "--json", "--checkpoint", "last").stdout)
-    assert best["n"] == last["n"] == 359
-    assert best["accuracy"] == pytest.approx(max(e["test_accuracy"] for e in epochs))
+    assert best["n"] == last["n"] == 359 and best["val_n"] == last["val_n"] == 144
+    chosen = max(epochs, key=lambda e: e["val_accuracy"])  # chosen on validation; test is only reported
+    assert best["val_accuracy"] == pytest.approx(chosen["val_accuracy"])
+    assert best["accuracy"] == pytest.approx(chosen["test_accuracy"])
     assert last["accuracy"] == pytest.approx(epochs[-1]["test_accuracy"])
     assert last["loss"] == pytest.approx(epochs[-1]["test_loss"], rel=1e-4)
+    assert last["val_loss"] == pytest.approx(epochs[-1]["val_loss"], rel=1e-4)
 
 
 def test_predict_classifies_training_digits(digits_run, tmp_path: Path) -> None:
-    from sklearn.datasets import load_digits
-
     run, _ = digits_run
-    digits = load_digits()
+    digits = load_dataset("digits")
     paths = []
     for i in range(5):
-        np.save(tmp_path / f"d{i}.npy", digits.images[i][..., None].astype(np.float32))
+        np.save(tmp_path / f"d{i}.npy", digits.x_train[i])
         paths.append(str(tmp_path / f"d{i}.npy"))
     result = cli("predict", str(DIGITS), "--run", str(run), "--checkpoint", "last", "--json", "--top", "2", *paths)
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [row["top"][0]["class"] for row in rows] == list(digits.target[:5])
+    assert [row["top"][0]["class"] for row in rows] == list(digits.y_train[:5])
     assert all(row["top"][0]["probability"] > 0.5 for row in rows)
     np.save(tmp_path / "vector.npy", np.zeros(5))
     bad = cli("predict", str(DIGITS), "--run", str(run), str(tmp_path / "vector.npy"))
@@ -102,7 +104,7 @@ def _final(run: Path) -> dict[str, np.ndarray]:
 
 
 def test_sigkill_mid_epoch_then_resume_ends_with_the_same_parameters(tmp_path: Path) -> None:
-    epochs, every, per_epoch = 30, 25, 22
+    epochs, every, per_epoch = 30, 25, 20
     reference = tmp_path / "reference"
     assert cli(*_train_args(reference, epochs, every)).returncode == 0
     killed = tmp_path / "killed"
@@ -158,7 +160,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> No
     assert cli("train", str(DIGITS), "--out", str(run), "--epochs", "1", "--quiet").returncode == 0
     result = cli("train", "--resume", str(run), "--epochs", "3", "--lr", "1e38", "--quiet")
     assert result.returncode == 1
-    assert "the loss became nan" in result.stderr and "last good checkpoint is step 22" in result.stderr
+    assert "the loss became nan" in result.stderr and "last good checkpoint is step 20" in result.stderr
     assert "Traceback" not in result.stderr
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
     assert cli("eval", str(DIGITS), "--run", str(run), "--checkpoint", "last").returncode == 0
@@ -229,14 +231,12 @@ def test_bfloat16_compute_trains_with_float32_parameters(tmp_path: Path) -> None
 
 
 def test_export_of_a_trained_run_takes_raw_pixels(digits_run, tmp_path: Path) -> None:
-    from sklearn.datasets import load_digits
-
     from cnndsl.training import predict
 
     run, _ = digits_run
     assert main(["compile", str(DIGITS), "--emit", "export", "-o", str(tmp_path / "art"), "--run", str(run),
                  "--quiet"]) == 0
-    images = load_digits().images[:6, ..., None].astype(np.float32)  # raw 0..16 pixels, as the dataset stores them
+    images = load_dataset("digits").x_test[:6]  # raw 0..16 pixels, as the dataset stores them
     exported = cnndsl.load_exported(tmp_path / "art")
     assert exported.meta["preprocess"]["scale"] == 16.0 and exported.meta["classes"][:2] == ["0", "1"]
     np.testing.assert_allclose(exported.probabilities(images), predict(DIGITS, run, list(images)), atol=1e-5)
