@@ -72,7 +72,11 @@ def parse_overrides(values: Mapping[str, SetValue] | None) -> dict[str, tuple[no
         if len(program.statements) != 1 or not isinstance(program.statements[0], nodes.Main):
             raise UsageError(f"the value of `--set {name}` must be one expression, got `{text}`",
                              "e.g. `--set N=3` or `--set CONV=\"conv(64, 3x3)\"`")
-        out[name] = (program.statements[0].body, source)
+        body = program.statements[0].body
+        if name.endswith("?") and not (isinstance(body, nodes.Name) and body.id.lower() in ("true", "false")):
+            raise UsageError(f"`--set {name}` takes `true` or `false`, got `{text}`",
+                             f"write `--set '{name}=true'` to include the optional part or `--set '{name}=false'`")
+        out[name] = (body, source)
     return out
 
 

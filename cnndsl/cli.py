@@ -6,6 +6,7 @@ Exit status: 0 success, 1 a problem in the spec (rendered diagnostics), 2 a usag
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -91,7 +92,24 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--top", type=_positive_int, default=5, help="how many classes to show per image (default 5)")
     run.add_argument("--json", action="store_true", help="print one JSON object per image")
     _add_training_commands(commands, spec)
+    parser.subcommands = commands.choices  # type: ignore[attr-defined]  # for errors with the subcommand's usage
     return parser
+
+
+def _default(name: str, prefix: str = "") -> str:
+    """`(default X)` for a training setting: the value a spec without a `train` line gets."""
+    from cnndsl.settings import Settings
+
+    value = next(f.default for f in dataclasses.fields(Settings) if f.name == name)
+    return f"{prefix}(default {str(value).lower() if isinstance(value, bool) else value}, or the spec's `train` line)"
+
+
+def _size(text: str) -> tuple[int, int]:
+    """`32` or `32x32` as (height, width)."""
+    parts = text.lower().split("x")
+    if len(parts) not in (1, 2) or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected a size like 32 or 32x32, got {text!r}")
+    return (int(parts[0]), int(parts[-1]))
 
 
 def _augment(text: str) -> tuple[str, ...]:
@@ -122,26 +140,30 @@ def _add_training_commands(commands: Any, spec: argparse.ArgumentParser) -> None
     train.add_argument("file", nargs="?", help="the .cnn spec (optional with --resume: the run's copy)")
     train.add_argument("--set", dest="bindings", metavar="NAME=VALUE", type=_set_pair, action="append",
                        default=[], help="bind or override a `let` name (repeatable)")
-    train.add_argument("--epochs", type=_positive_int)
-    train.add_argument("--batch-size", type=_positive_int)
-    train.add_argument("--optimizer", choices=OPTIMIZERS)
-    train.add_argument("--lr", type=float, help="peak learning rate")
-    train.add_argument("--momentum", type=float, help="sgd momentum (default 0.9)")
+    train.add_argument("--epochs", type=_positive_int, help=_default("epochs"))
+    train.add_argument("--batch-size", type=_positive_int, help=_default("batch_size"))
+    train.add_argument("--optimizer", choices=OPTIMIZERS, help=_default("optimizer"))
+    train.add_argument("--lr", type=float, help="peak learning rate" + _default("lr", " "))
+    train.add_argument("--momentum", type=float, help="sgd momentum" + _default("momentum", " "))
     train.add_argument("--nesterov", action="store_const", const=True, help="sgd with Nesterov momentum")
-    train.add_argument("--schedule", choices=SCHEDULES)
-    train.add_argument("--warmup-epochs", type=float, help="warmup-cosine: epochs of linear warmup (default 1)")
-    train.add_argument("--weight-decay", type=float)
-    train.add_argument("--label-smoothing", type=float)
-    train.add_argument("--clip", type=float, help="clip gradients to this global norm")
+    train.add_argument("--schedule", choices=SCHEDULES,
+                       help="learning-rate schedule; step is x0.1 at 50%% and 75%%" + _default("schedule", " "))
+    train.add_argument("--warmup-epochs", type=float,
+                       help="warmup-cosine: epochs of linear warmup" + _default("warmup_epochs", " "))
+    train.add_argument("--weight-decay", type=float, help=_default("weight_decay"))
+    train.add_argument("--label-smoothing", type=float, help=_default("label_smoothing"))
+    train.add_argument("--clip", type=float, help="clip gradients to this global norm (0: off)" + _default("clip", " "))
     train.add_argument("--augment", type=_augment, metavar="crop,flip|none",
-                       help="random crop with padding and/or horizontal flip, on the device")
-    train.add_argument("--dtype", choices=DTYPE_NAMES, help="compute dtype; parameters stay float32")
-    train.add_argument("--seed", type=int)
+                       help="random crop with padding and/or horizontal flip, on the device (default none)")
+    train.add_argument("--dtype", choices=DTYPE_NAMES,
+                       help="compute dtype; parameters stay float32" + _default("dtype", " "))
+    train.add_argument("--seed", type=int, help=_default("seed"))
     train.add_argument("--val-fraction", type=float, metavar="F",
                        help="share of the training data held out to choose the best checkpoint when the dataset has "
-                            "no validation split (default 0.1; 0: none, the last epoch is the best)")
-    train.add_argument("--resize", action="store_const", const=True,
-                       help="resize the dataset's images to the spec's input on the device")
+                            "no validation split (0: none, the last epoch is the best)" + _default("val_fraction", " "))
+    train.add_argument("--resize", nargs="?", const=True, type=_size, metavar="HxW",
+                       help="resize the dataset's images to the spec's input, on the device (HxW, if given, must be "
+                            "that input's size)")
     train.add_argument("--checkpoint-every", type=_at_least(0, "checkpoint-every"), metavar="STEPS",
                        help="also checkpoint every STEPS steps within an epoch (default: at epoch ends)")
     train.add_argument("--keep", type=_positive_int, help="how many of the newest checkpoints to keep (default 3)")
@@ -160,7 +182,8 @@ def _add_training_commands(commands: Any, spec: argparse.ArgumentParser) -> None
                                               "files (0..255) are brought to the units the run's dataset stores; "
                                               ".npy arrays are taken in those units. A first argument ending in "
                                               ".cnn is the spec (default: the run's own).")
-    predict.add_argument("images", nargs="+", metavar="[FILE.cnn] IMAGE")
+    predict.add_argument("first", metavar="FILE.cnn|IMAGE", help="the spec (default: the run's own) or an image")
+    predict.add_argument("images", nargs="*", metavar="IMAGE", help="images: PNG, JPEG or .npy")
     predict.add_argument("--run", required=True, metavar="RUN_DIR")
     predict.add_argument("--checkpoint", choices=("best", "last"), default="best")
     predict.add_argument("--top", type=_positive_int, default=3)
@@ -296,6 +319,8 @@ def run_train(args: argparse.Namespace) -> int:
     _check_source(args.data)
     flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(Settings)
              if getattr(args, f.name, None) is not None}
+    if isinstance(args.resize, tuple):  # --resize HxW: the size must be the spec's input (that is what it resizes to)
+        flags["resize"] = True
     if args.resume:
         run_dir = Path(args.resume)
         if not RunDir(run_dir).holds_run():
@@ -310,6 +335,12 @@ def run_train(args: argparse.Namespace) -> int:
         run_dir = Path(args.out) if args.out else None
         if run_dir is not None:  # fail fast, before the spec is compiled and the data loaded
             check_output_dir(run_dir, "run", inputs=[spec], make_parents=True)
+    if isinstance(args.resize, tuple):
+        wanted = check(spec if spec is not None else RunDir(run_dir).spec_path(), set=dict(args.bindings)).input_shape[:2]
+        if args.resize != wanted:
+            raise UsageError(f"--resize {args.resize[0]}x{args.resize[1]}: the spec's input is {wanted[0]}x{wanted[1]}, "
+                             "and --resize resizes the images to it", f"write --resize alone, or change the spec's "
+                             f"`input` to {args.resize[0]}x{args.resize[1]}xC")
     result = train(spec, run_dir=run_dir, resume=bool(args.resume), bindings=dict(args.bindings),
                    quiet=args.quiet, **flags)
     sys.stdout.write(_history_table(result))
@@ -366,7 +397,8 @@ def run_predict(args: argparse.Namespace) -> int:
     from cnndsl.data import DataError, check_finite, read_image
     from cnndsl.training import load_run
 
-    spec, names = (Path(args.images[0]), args.images[1:]) if args.images[0].endswith(".cnn") else (None, args.images)
+    given = [args.first, *args.images]
+    spec, names = (Path(given[0]), given[1:]) if given[0].endswith(".cnn") else (None, given)
     if not names:
         raise UsageError("no images to classify", "give PNG, JPEG or .npy files after the options")
     loaded = load_run(spec, args.run, args.checkpoint)  # a clear error before reading any image
@@ -391,8 +423,14 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    """`cnndsl check`."""
-    report = check(Path(args.file), set=dict(args.bindings))
+    """`cnndsl check`. With --json, problems are JSON on stdout too ({"errors": [...]}), for editors and scripts."""
+    try:
+        report = check(Path(args.file), set=dict(args.bindings))
+    except CnnError as err:
+        if not args.json:
+            raise
+        print(json.dumps({"errors": [d.to_dict() for d in err.diagnostics]}, indent=2))
+        return 2 if isinstance(err, UsageError) else 1
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
@@ -424,7 +462,10 @@ def _use_compilation_cache() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # reported by the subcommand, with its own usage line, not the top-level one
+        parser.subcommands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command in ("train", "eval", "predict"):
         _use_compilation_cache()
     try:

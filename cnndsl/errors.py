@@ -25,6 +25,15 @@ class Diagnostic:
     notes: tuple[str, ...] = ()
     help: str | None = None
 
+    def to_dict(self) -> dict[str, object]:
+        """The diagnostic as `check --json` prints it: kind, message, file, line, col, end_line, end_col,
+        notes, help (positions 1-based, end exclusive; null where there is none)."""
+        span = self.span
+        return {"kind": self.kind, "message": self.message, "file": self.source.path if self.source else None,
+                "line": span.line if span else None, "col": span.col if span else None,
+                "end_line": span.end_line if span else None, "end_col": span.end_col if span else None,
+                "notes": list(self.notes), "help": self.help}
+
     def render(self) -> str:
         """The rustc-style text: header, `--> file:line:col`, source line, caret, notes, help.
 

@@ -230,18 +230,34 @@ class _Evaluator:
         if not isinstance(e.target, n.Name):
             return self.error("syntax", "only a named layer can be optional with `?`", env, e.span,
                               "write `[...] if COND` and bind COND, or name the part with `let`")
-        key = e.target.id + "?"
+        name = e.target.id
+        key = name + "?"
         flag = env.find(key)
-        if flag is None:
-            return self.free(key, f"the optional part `{key}` is not bound", env, e.span,
-                             f"choose it in the file with `let {key} = true` (or false) or on the command line "
-                             f"with `--set '{key}=true'`")
+        if flag is None:  # a free choice; its layer must be bound too, or choosing it would fail
+            self.free(key, f"the optional part `{key}` is not bound", env, e.span,
+                      f"choose it in the file with `let {key} = true` (or false) or on the command line "
+                      f"with `--set '{key}=true'`")
+            return self._optional_layer_free(e, env) if not self._known(name, env) else POISON
         flag = self.force(flag) if isinstance(flag, Thunk) else flag
         if flag is POISON:
             return POISON
         if not isinstance(flag, bool):
             return self.error("type", f"`{key}` must be `true` or `false`, got {describe(flag)}", env, e.span)
+        if flag and not self._known(name, env):
+            return self._optional_layer_free(e, env)
         return self.layer(e.target, env) if flag else IDENTITY
+
+    def _known(self, name: str, env: Env) -> bool:
+        """Whether `name` means something here (a binding, a builtin, a constant, a combinator)."""
+        lowered = name.lower()
+        return env.find(name) is not None or lowered in BUILTINS or lowered in CONSTANTS or lowered in COMBINATORS
+
+    def _optional_layer_free(self, e: n.Optional, env: Env) -> Any:
+        """The layer of an optional part `X?` is unbound: a free name of the family, like `X?` itself."""
+        name = e.target.id
+        return self.free(name, f"`{name}`, the layer of the optional part `{name}?`, is not bound", env, e.target.span,
+                         f"bind it in the file with `let {name} = maxpool(2x2)` (say) or on the command line with "
+                         f"`--set {name}=\"maxpool(2x2)\"`")
 
     def _BinOp(self, e: n.BinOp, env: Env) -> Any:
         left, right = self.value(e.left, env), self.value(e.right, env)
