@@ -464,6 +464,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    if args.command == "predict":  # argparse leaves images after an option (`FILE --run R a.png`) unmatched
+        args.images += [e for e in extra if not e.startswith("-")]
+        extra = [e for e in extra if e.startswith("-")]
     if extra:  # reported by the subcommand, with its own usage line, not the top-level one
         parser.subcommands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command in ("train", "eval", "predict"):

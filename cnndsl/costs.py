@@ -35,3 +35,25 @@ def node_cost(op: ir.Op, in_shape: ir.Shape, out_shape: ir.Shape) -> Cost:
         channels = out_shape[-1]
         return Cost(2 * channels, 2 * channels, 0)
     return Cost()
+
+
+def parameter_shapes(op: ir.Op, in_shape: ir.Shape, name: str) -> dict[str, tuple[int, ...]]:
+    """The arrays a layer named `name` holds, by the names checkpoints and exports use, with their shapes:
+
+        conv  NAME/kernel (kernel_h, kernel_w, in_channels / groups, filters)   HWIO, as Flax and TensorFlow
+              NAME/bias   (filters,)
+        fc    NAME/kernel (in_features, units)     a 3-D input flattened in H, W, C order first
+              NAME/bias   (units,)
+        bn    NAME/scale, NAME/bias  (channels,)   trainable
+              NAME/mean, NAME/var    (channels,)   running statistics (state)
+
+    PyTorch stores conv weights OIHW and linear weights (out, in): transpose (2, 3, 1, 0) and (1, 0)."""
+    if isinstance(op, ir.Conv):
+        arrays = {"kernel": (*op.kernel, in_shape[2] // op.groups, op.filters)}
+        return {f"{name}/{k}": v for k, v in ({**arrays, "bias": (op.filters,)} if op.bias else arrays).items()}
+    if isinstance(op, ir.Dense):
+        arrays = {"kernel": (math.prod(in_shape), op.units)}
+        return {f"{name}/{k}": v for k, v in ({**arrays, "bias": (op.units,)} if op.bias else arrays).items()}
+    if isinstance(op, ir.BatchNorm):
+        return {f"{name}/{k}": (in_shape[-1],) for k in ("scale", "bias", "mean", "var")}
+    return {}

@@ -230,9 +230,13 @@ def lrn(x: jax.Array, size: int, alpha: float, beta: float, k: float) -> jax.Arr
 
 def flatten_state(state: Any) -> tuple[list[str], Any, dict[str, jax.Array]]:
     """A module state as (names, treedef, {"conv1/kernel": array, ...}): plain arrays by readable name,
-    for optimizers, checkpoints and exported parameter files. `unflatten_state` inverts it."""
+    for optimizers, checkpoints and exported parameter files. `unflatten_state` inverts it.
+
+    Names are `layer/parameter`, the scheme `cnndsl.costs.parameter_shapes` documents (NNX's own
+    `.value` attribute of each variable is left out of the path)."""
     leaves, treedef = jax.tree_util.tree_flatten_with_path(state)
-    names = ["/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path) for path, _ in leaves]
+    names = ["/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path
+                      if not isinstance(k, jax.tree_util.GetAttrKey)) for path, _ in leaves]
     return names, treedef, {name: leaf for name, (_, leaf) in zip(names, leaves)}
 
 

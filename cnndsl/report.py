@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cnndsl import ir
-from cnndsl.costs import Cost, node_cost
+from cnndsl.costs import Cost, node_cost, parameter_shapes
 from cnndsl.limits import INT64_MAX
 from cnndsl.shapes import Inferred, fmt
 
@@ -33,12 +33,14 @@ class Row:
     note: str
     line: int
     col: int
+    arrays: tuple[tuple[str, tuple[int, ...]], ...] = ()  # parameter and state arrays: ("conv1/kernel", shape)
 
     def to_dict(self) -> dict[str, Any]:
         """The row as `--json` prints it."""
         return {"name": self.name, "op": self.op, "path": [f.label for f in self.path],
                 "output_shape": list(self.output_shape), "params": self.params, "state": self.state,
-                "macs": self.macs, "note": self.note, "line": self.line, "col": self.col}
+                "macs": self.macs, "arrays": {name: list(shape) for name, shape in self.arrays},
+                "note": self.note, "line": self.line, "col": self.col}
 
 
 @dataclass(frozen=True)
@@ -57,9 +59,11 @@ class Report:
         """Rows and costs for every node of a graph whose shapes are known."""
         rows = []
         for node, out in zip(graph.nodes[1:], inferred[1:]):
-            cost = node_cost(node.op, inferred[node.inputs[0]].shape, out.shape) if node.inputs else Cost()
+            in_shape = inferred[node.inputs[0]].shape if node.inputs else ()
+            cost = node_cost(node.op, in_shape, out.shape) if node.inputs else Cost()
+            arrays = tuple(parameter_shapes(node.op, in_shape, node.name).items()) if node.inputs else ()
             rows.append(Row(node.name, node.op.label(), node.path, out.shape, cost.params, cost.state, cost.macs,
-                            out.note, node.span.line, node.span.col))
+                            out.note, node.span.line, node.span.col, arrays))
         return cls(graph.name, graph, tuple(rows), graph.input_shape, inferred[graph.output].shape)
 
     @property

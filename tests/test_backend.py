@@ -25,6 +25,15 @@ def test_static_shapes_and_params_equal_jax(path: Path) -> None:
         assert shapes[row.name] == (2, *row.output_shape), row.name
     assert net.param_count() == net.report.params
     assert_differentiable(net)
+    # One naming scheme: the module's arrays, as checkpoints and exports name them, are the report's `arrays`.
+    from flax import nnx
+
+    from cnndsl.flax_backend import flatten_state
+
+    arrays = flatten_state(nnx.state(net.abstract(), (nnx.Param, nnx.BatchStat)))[2]
+    assert {name: tuple(a.shape) for name, a in arrays.items()} == \
+        {name: shape for row in net.report.rows for name, shape in row.arrays}
+    assert all(name.count("/") == 1 and not name.endswith(".value") for name in arrays)
 
 
 def assert_differentiable(net: cnndsl.compiler.CompiledNetwork) -> None:
@@ -257,3 +266,12 @@ def test_random_specs_agree_with_jax(size: int, layers: list[str], head: bool) -
         assert shapes[row.name] == (2, *row.output_shape), (spec, row.name)
     assert net.param_count() == net.report.params
     assert_differentiable(net)
+    # One naming scheme: the module's arrays, as checkpoints and exports name them, are the report's `arrays`.
+    from flax import nnx
+
+    from cnndsl.flax_backend import flatten_state
+
+    arrays = flatten_state(nnx.state(net.abstract(), (nnx.Param, nnx.BatchStat)))[2]
+    assert {name: tuple(a.shape) for name, a in arrays.items()} == \
+        {name: shape for row in net.report.rows for name, shape in row.arrays}
+    assert all(name.count("/") == 1 and not name.endswith(".value") for name in arrays)

@@ -74,7 +74,7 @@ def test_usage_errors_exit_2(args: tuple[str, ...]) -> None:
 def test_family_exits_1_and_lists_what_to_bind() -> None:
     result = run("check", "examples/course.cnn")
     assert result.returncode == 1
-    assert "the spec is a family with 6 free names" in result.stderr
+    assert "the spec is a family with 7 free names" in result.stderr
 
 
 def test_binary_file_is_a_clear_error(tmp_path) -> None:
@@ -131,3 +131,39 @@ def test_folding_applies_to_groups_folded_by_depth() -> None:
     shallow = report.tree(depth=1)
     assert [r.label for r in shallow][1:] == ["[…]*500 1/500", "… 499 more times the row above (folded)"]
     assert shallow[2].params == 499 * 2
+
+
+def test_json_errors_for_editors_and_scripts(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "tests/invalid/several_errors.cnn", "--json"]) == 1
+    errors = json.loads(capsys.readouterr().out)["errors"]
+    assert len(errors) > 1 and all(e["file"] == "tests/invalid/several_errors.cnn" and e["line"] >= 1 for e in errors)
+    assert {"kind", "message", "line", "col", "end_line", "end_col", "notes", "help"} <= set(errors[0])
+    assert main(["check", "no/such/file.cnn", "--json"]) == 2
+    (usage,) = json.loads(capsys.readouterr().out)["errors"]
+    assert usage["kind"] == "usage" and usage["line"] is None
+
+
+def test_the_course_family_lists_exactly_what_to_bind(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "examples/course.cnn"]) == 1
+    summary = capsys.readouterr().err.strip().split("\n\n")[-1]
+    assert "7 free names: `CONV`, `N`, `POOL?`, `POOL`, `M`, `FC`, `K`" in summary
+    bindings = ["--set", "N=1", "--set", "M=2", "--set", "K=1", "--set", "CONV=conv(8, 3x3)", "--set", "FC=fc(10)"]
+    assert main(["check", "examples/course.cnn", *bindings, "--set", "POOL?=true"]) == 1
+    assert "1 free name: `POOL`" in capsys.readouterr().err  # not "did you mean `POOL?`"
+    assert main(["check", "examples/course.cnn", *bindings, "--set", "POOL?=false"]) == 0
+    assert main(["check", "examples/course.cnn", *bindings, "--set", "POOL?=true", "--set", "POOL=maxpool(2x2)"]) == 0
+    assert main(["check", "examples/course.cnn", *bindings, "--set", "POOL?=yes"]) == 2
+    assert "`--set POOL?` takes `true` or `false`, got `yes`" in capsys.readouterr().err
+
+
+def test_subcommand_errors_show_the_subcommands_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["train", "examples/digits.cnn", "--bogus"])
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: cnndsl train") and "unrecognized arguments: --bogus" in err
+    assert main(["train", "--resize", "32", "examples/digits.cnn", "--epochs", "1"]) == 2  # a size, not the spec
+    assert "--resize 32x32: the spec's input is 8x8" in capsys.readouterr().err
+    main_help = subprocess.run([sys.executable, "-m", "cnndsl", "train", "--help"], capture_output=True, text=True,
+                               cwd=ROOT, timeout=60).stdout
+    assert "(default 10, or the spec's `train` line)" in main_help and "(default 0.001" in main_help

@@ -61,7 +61,7 @@ def test_course_pattern_is_a_family_until_bound() -> None:
     with pytest.raises(cnndsl.CnnError) as caught:
         cnndsl.check("examples/course.cnn")
     free = [d.message for d in caught.value.diagnostics if d.kind == "unbound"]
-    assert "the spec is a family with 6 free names: `CONV`, `N`, `POOL?`, `M`, `FC`, `K`" in free
+    assert "the spec is a family with 7 free names: `CONV`, `N`, `POOL?`, `POOL`, `M`, `FC`, `K`" in free
     bound = cnndsl.check("examples/course.cnn", set={
         "N": 2, "M": 3, "K": 1, "POOL?": True, "CONV": "conv(32, 3x3, pad=same)",
         "POOL": "maxpool(2x2)", "FC": "fc(10)"})
