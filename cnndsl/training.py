@@ -15,6 +15,7 @@ A run directory holds:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import signal
@@ -166,13 +167,17 @@ class Trainer:
         # Donating the state saves a copy per step where the backend supports it (not XLA:CPU, which warns).
         # The meters (argument 3) are not donated: the progress display reads them after the next step.
         donate = (0, 1, 2) if jax.default_backend() != "cpu" else ()
+        # A run compiles a handful of programs, each once: these, the initialization (`CompiledNetwork.init`)
+        # and the optimizer's. Everything else stays on the host (numpy) rather than in eager jax operations,
+        # each of which would be a compilation of its own.
         self.train_step = jax.jit(self._train_step, donate_argnums=donate)
-        self.eval_step = jax.jit(self._eval_step)
+        self.evaluate_splits = jax.jit(self._evaluate_splits)
+        self.epoch_order = jax.jit(self._epoch_order, static_argnums=2)
 
     def initial_state(self) -> dict[str, Any]:
         """Step 0 of a run as checkpoints hold it (also the template a checkpoint is restored into)."""
-        return {"params": self.params, "stats": self.stats, "opt_state": self.optimizer.init(self.params),
-                "meters": jnp.zeros(3, jnp.float32), "step": np.array(0, np.int64)}
+        return {"params": self.params, "stats": self.stats, "opt_state": jax.jit(self.optimizer.init)(self.params),
+                "meters": np.zeros(3, np.float32), "step": np.array(0, np.int64)}
 
     def module(self, params: dict[str, jax.Array], stats: dict[str, jax.Array], train: bool) -> Any:
         """The NNX module with these arrays (fresh variables, safe to use under any transformation)."""
@@ -186,11 +191,19 @@ class Trainer:
             targets = optax.smooth_labels(targets, self.settings.label_smoothing)
         return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
 
+    @staticmethod
+    def _epoch_order(seed: jax.Array, epoch: jax.Array, n: int) -> jax.Array:
+        """The order of an epoch's examples: a permutation derived from the seed and the epoch alone."""
+        return jax.random.permutation(jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), 0), epoch), n)
+
     def _train_step(self, params: Any, stats: Any, opt_state: Any, meters: jax.Array, x_all: jax.Array,
-                    y_all: jax.Array, order: jax.Array, index: jax.Array, key: jax.Array) -> tuple[Any, ...]:
+                    y_all: jax.Array, order: jax.Array, index: jax.Array, seed: jax.Array,
+                    step: jax.Array) -> tuple[Any, ...]:
+        """One step: the batch at `index` of the epoch's `order`; its randomness from the seed and the step."""
         batch = self.settings.batch_size
         picked = jax.lax.dynamic_slice_in_dim(order, index * batch, batch)
-        augment_key, dropout_key = jax.random.split(key)
+        step_key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), 1), step)
+        augment_key, dropout_key = jax.random.split(step_key)
         x = self.preprocess(x_all[picked], augment_key)
         y = y_all[picked]
 
@@ -207,27 +220,42 @@ class Trainer:
         meters = meters + jnp.stack([loss * batch, correct.astype(jnp.float32), jnp.float32(batch)])
         return params, new_stats, opt_state, meters, loss
 
-    def _eval_step(self, params: Any, stats: Any, x: jax.Array, y: jax.Array, valid: jax.Array) -> jax.Array:
-        logits = self.module(params, stats, train=False)(self.preprocess(x))
-        losses = self._loss(logits, y)
-        correct = (jnp.argmax(logits, -1) == y) & valid
-        return jnp.stack([jnp.sum(jnp.where(valid, losses, 0.0)), jnp.sum(correct).astype(jnp.float32)])
-
-    def evaluate(self, params: Any, stats: Any, x: jax.Array, y: jax.Array) -> tuple[float, float]:
-        """(mean loss, accuracy) over a whole split, in fixed-size batches (one compilation)."""
-        n = int(x.shape[0])
+    def _evaluate_split(self, params: Any, stats: Any, x: jax.Array, y: jax.Array) -> jax.Array:
+        """(summed loss, correct count) over a whole split: padded to whole batches of at most EVAL_BATCH,
+        mapped batch by batch (so memory stays one batch's), the padding masked out."""
+        n = x.shape[0]
         size = min(EVAL_BATCH, n)
-        totals = jnp.zeros(2)
-        for start in range(0, n, size):
-            stop = min(start + size, n)
-            xb, yb = x[start:stop], y[start:stop]
-            valid = jnp.arange(size) < (stop - start)
-            if stop - start < size:  # pad the last batch to the same shape
-                xb = jnp.concatenate([xb, jnp.zeros((size - (stop - start), *xb.shape[1:]), xb.dtype)])
-                yb = jnp.concatenate([yb, jnp.zeros((size - (stop - start),), yb.dtype)])
-            totals = totals + self.eval_step(params, stats, xb, yb, valid)
-        loss, correct = (float(v) for v in totals)
-        return loss / n, correct / n
+        batches = -(-n // size)
+        pad = batches * size - n
+        x = jnp.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1)).reshape(batches, size, *x.shape[1:])
+        y = jnp.pad(y, (0, pad)).reshape(batches, size)
+        valid = (jnp.arange(batches * size) < n).reshape(batches, size)
+        module = self.module(params, stats, train=False)
+
+        def one(batch: tuple[jax.Array, jax.Array, jax.Array]) -> jax.Array:
+            xb, yb, vb = batch
+            logits = module(self.preprocess(xb))
+            correct = (jnp.argmax(logits, -1) == yb) & vb
+            return jnp.stack([jnp.sum(jnp.where(vb, self._loss(logits, yb), 0.0)), jnp.sum(correct).astype(jnp.float32)])
+
+        return jax.lax.map(one, (x, y, valid)).sum(axis=0)
+
+    def _evaluate_splits(self, params: Any, stats: Any, splits: tuple[tuple[jax.Array, jax.Array], ...]
+                         ) -> tuple[jax.Array, ...]:
+        return tuple(self._evaluate_split(params, stats, x, y) for x, y in splits)
+
+    def evaluate(self, params: Any, stats: Any, *splits: tuple[Any, Any]) -> list[tuple[float, float] | None]:
+        """(mean loss, accuracy) of each split (x, y), all in one compiled program; None for an empty split."""
+        present = tuple((x, y) for x, y in splits if len(y))
+        totals = iter(np.asarray(t) for t in self.evaluate_splits(params, stats, present)) if present else iter(())
+        results: list[tuple[float, float] | None] = []
+        for x, y in splits:
+            if not len(y):
+                results.append(None)
+                continue
+            loss, correct = next(totals)
+            results.append((float(loss) / len(y), float(correct) / len(y)))
+        return results
 
 
 # ---- the run ----------------------------------------------------------------------------------------------
@@ -262,18 +290,21 @@ def _checkpoint_managers(run_dir: Path, keep: int) -> tuple[Any, Any]:
     absl.logging.set_verbosity(absl.logging.FATAL)
 
     def manager(name: str, max_to_keep: int) -> Any:
+        # Asynchronous: a save returns once the arrays are copied off the device and writes in a background
+        # thread while training goes on; orbax finalizes each step atomically (a kill mid-write leaves a
+        # temporary folder, which a resume deletes). `_train` waits for the writes before it returns.
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                               enable_async_checkpointing=False)
+                                               enable_async_checkpointing=True)
         return ocp.CheckpointManager((run_dir / "checkpoints" / name).absolute(), options=options)
 
     return manager("last", keep), manager("best", 1)
 
 
 def _save(manager: Any, step: int, tree: dict[str, Any]) -> None:
+    """Start writing checkpoint `step` (asynchronously; see `_checkpoint_managers`)."""
     import orbax.checkpoint as ocp
 
     manager.save(step, args=ocp.args.StandardSave(tree), force=True)
-    manager.wait_until_finished()
 
 
 def restore(manager: Any, template: dict[str, Any], step: int | None = None) -> dict[str, Any] | None:
@@ -477,11 +508,11 @@ def _train(net: CompiledNetwork, settings: Settings, run: RunDir, resume: bool, 
         history = History(run.read_metrics(0))
     last, best = _checkpoint_managers(run.path, settings.keep)
 
-    x_train, y_train = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
-    splits = {"val": (jnp.asarray(data.x_val), jnp.asarray(data.y_val)),
-              "test": (jnp.asarray(data.x_test), jnp.asarray(data.y_test))}
-    key = jax.random.key(settings.seed)
-    order_key, step_key = jax.random.split(key)
+    # onto the device once (device_put is a copy; jnp.asarray of a numpy array would compile a program per array)
+    x_train, y_train, x_val, y_val, x_test, y_test = jax.device_put(
+        (data.x_train, data.y_train, data.x_val, data.y_val, data.x_test, data.y_test))
+    splits = {"val": (x_val, y_val), "test": (x_test, y_test)}
+    seed = np.int32(settings.seed)
 
     def snapshot() -> dict[str, Any]:
         return {"params": params, "stats": stats, "opt_state": opt_state, "meters": meters,
@@ -495,14 +526,14 @@ def _train(net: CompiledNetwork, settings: Settings, run: RunDir, resume: bool, 
     try:
         while step < total_steps:
             epoch, index = divmod(step, steps_per_epoch)
-            order = jax.random.permutation(jax.random.fold_in(order_key, epoch), len(data.x_train))
+            order = trainer.epoch_order(seed, np.int32(epoch), len(data.x_train))
             progress.start(epoch + 1, settings.epochs, steps_per_epoch, index)
             started, first_step = time.perf_counter(), step
             pending: tuple[Any, int, int] | None = None
 
             def show(values: jax.Array, done: int, at_step: int) -> None:
                 """Report the running meters; stop at a non-finite loss before anything saves it."""
-                seen_loss, seen_correct, seen = (float(v) for v in values)
+                seen_loss, seen_correct, seen = (float(v) for v in np.asarray(values))
                 if not math.isfinite(seen_loss):
                     raise TrainingError(
                         f"the loss became {seen_loss} by step {at_step} (epoch {epoch + 1}); stopped without "
@@ -514,8 +545,8 @@ def _train(net: CompiledNetwork, settings: Settings, run: RunDir, resume: bool, 
             try:
                 for index in range(index, steps_per_epoch):
                     params, stats, opt_state, meters, loss = trainer.train_step(
-                        params, stats, opt_state, meters, x_train, y_train, order, jnp.asarray(index, jnp.int32),
-                        jax.random.fold_in(step_key, step))
+                        params, stats, opt_state, meters, x_train, y_train, order, np.int32(index), seed,
+                        np.int32(step))
                     step += 1
                     boundary = settings.checkpoint_every and step % settings.checkpoint_every == 0
                     if index % 10 == 9:  # show the meters copied at the last update (no stall), copy these
@@ -533,17 +564,18 @@ def _train(net: CompiledNetwork, settings: Settings, run: RunDir, resume: bool, 
             finally:
                 progress.stop()
             elapsed = time.perf_counter() - started
-            seen_loss, seen_correct, seen = (float(v) for v in meters)
+            seen_loss, seen_correct, seen = (float(v) for v in np.asarray(meters))
             record = {"epoch": epoch + 1, "step": step, "train_loss": seen_loss / seen,
                       "train_accuracy": seen_correct / seen}
-            for split, (x_split, y_split) in splits.items():  # validation chooses; test is only reported
-                loss, accuracy = trainer.evaluate(params, stats, x_split, y_split) if len(y_split) else (None, None)
+            # validation chooses the best checkpoint; test is only reported
+            for split, result in zip(splits, trainer.evaluate(params, stats, *splits.values())):
+                loss, accuracy = result or (None, None)
                 if loss is not None and not math.isfinite(loss):
                     raise TrainingError(f"the {split} loss is {loss} after epoch {epoch + 1}; stopped without "
                                         f"saving it. The last good checkpoint is step {saved_step}. Try a lower --lr")
                 record[f"{split}_loss"], record[f"{split}_accuracy"] = loss, accuracy
             record.update(images_per_s=(step - first_step) * batch / elapsed, seconds=elapsed)
-            meters = jnp.zeros(3, jnp.float32)
+            meters = np.zeros(3, np.float32)
             previous_best = history.best
             history.epochs.append(record)
             improved = history.best is record and record is not previous_best
@@ -557,7 +589,7 @@ def _train(net: CompiledNetwork, settings: Settings, run: RunDir, resume: bool, 
             if on_epoch:
                 on_epoch(record)
     except KeyboardInterrupt:
-        seen_loss = float(meters[0])
+        seen_loss = float(np.asarray(meters)[0])
         if math.isfinite(seen_loss) and step != saved_step:
             _save(last, step, snapshot())
             saved_step = step
@@ -565,6 +597,9 @@ def _train(net: CompiledNetwork, settings: Settings, run: RunDir, resume: bool, 
                           f"Continue with: cnndsl train --resume {run.path}") from None
     finally:
         restore_signals()
+        for manager in (last, best):  # every checkpoint started is on disk before the run returns or stops
+            manager.wait_until_finished()
+            manager.close()
         if history.epochs:
             plot_curves(history, run.file(CURVES), f"{net.report.name} on {data.name}")
     model = trainer.module(params, stats, train=False)
@@ -635,13 +670,21 @@ class LoadedRun:
         """Class probabilities (N, K) for raw images (H, W, C) in the units the run's dataset stores;
         images of another size or channel count are converted to the network's input first."""
         c = self.net.input_shape[-1]
-        inputs = []
+        rows = []
         for image in images:  # the run's own preprocessing (scale, normalization, resize), one image at a time
             if image.shape[-1] != c:
                 image = image.mean(axis=-1, keepdims=True) if c == 1 else np.repeat(image[..., :1], c, axis=-1)
-            inputs.append(self.trainer.preprocess(jnp.asarray(image[None])))
-        logits = self.trainer.module(self.params, self.stats, train=False)(jnp.concatenate(inputs))
-        return np.asarray(jax.nn.softmax(logits.astype(jnp.float32), axis=-1))
+            rows.append(np.asarray(self._probabilities(self.params, self.stats, image[None].astype(np.float32))))
+        return np.concatenate(rows)
+
+    @functools.cached_property
+    def _probabilities(self) -> Callable[..., jax.Array]:
+        """Stored pixels (1, H, W, C) to class probabilities, one compiled program per image size."""
+        def probabilities(params: Any, stats: Any, x: jax.Array) -> jax.Array:
+            logits = self.trainer.module(params, stats, train=False)(self.trainer.preprocess(x))
+            return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+
+        return jax.jit(probabilities)
 
 
 def load_run(spec: str | os.PathLike[str] | None, run_dir: str | Path, checkpoint: str = "best",
@@ -694,10 +737,10 @@ def evaluate(spec: str | os.PathLike[str] | None, run_dir: str | Path, data: str
         raise TrainingError(str(err)) from None
     check_compatible(loaded.net, dataset, bool(loaded.settings.get("resize")))
     result: dict[str, Any] = {"data": source, "checkpoint": checkpoint, "step": loaded.step}
-    for split, prefix in (("test", ""), ("val", "val_")):
-        x, y = getattr(dataset, f"x_{split}"), getattr(dataset, f"y_{split}")
-        loss, accuracy = (loaded.trainer.evaluate(loaded.params, loaded.stats, jnp.asarray(x), jnp.asarray(y))
-                          if len(y) else (None, None))
+    splits = {"": (dataset.x_test, dataset.y_test), "val_": (dataset.x_val, dataset.y_val)}
+    for prefix, (_, y), outcome in zip(splits, splits.values(),
+                                      loaded.trainer.evaluate(loaded.params, loaded.stats, *splits.values())):
+        loss, accuracy = outcome or (None, None)
         result.update({f"{prefix}accuracy": accuracy, f"{prefix}loss": loss, f"{prefix}n": int(len(y))})
     return result
 

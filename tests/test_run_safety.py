@@ -225,7 +225,9 @@ def test_a_checkpoint_holding_nan_is_refused(reference: Path, tmp_path: Path) ->
     state["params"][name] = state["params"][name].at[0].set(jnp.nan)
     step = int(state["step"])
     shutil.rmtree(run / "checkpoints" / "best" / str(step))
-    _save(_checkpoint_managers(run, 3)[1], step, state)
+    manager = _checkpoint_managers(run, 3)[1]
+    _save(manager, step, state)
+    manager.wait_until_finished()
     np.save(tmp_path / "x.npy", np.zeros((8, 8), np.float32))
     for args in (["eval", str(DIGITS), "--run", str(run)], ["predict", str(DIGITS), "--run", str(run),
                                                              str(tmp_path / "x.npy")]):

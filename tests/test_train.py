@@ -260,3 +260,15 @@ def test_a_spec_of_another_shape_is_told_the_datas_own_shape(tmp_path: Path, cap
     assert "change `input` to 8x8x1 (or to 32x32x1 and pass --resize)" in err
     assert main(["train", str(spec), "--out", str(tmp_path / "run2"), "--resize", "--epochs", "1", "--quiet"]) == 1
     assert "change `input` to 32x32x1" in capsys.readouterr().err
+
+
+def test_a_training_run_compiles_each_program_once(tmp_path: Path) -> None:
+    """Eager jax operations outside the jitted functions would each be a compilation (there were 98)."""
+    from cnndsl.compilations import count_compilations
+
+    with count_compilations() as compiled:
+        cnndsl.train(DIGITS, run_dir=tmp_path / "run", epochs=2, quiet=True)
+    assert len(compiled) <= 5 and len(set(compiled)) == len(compiled), compiled
+    with count_compilations() as again:  # a resume compiles the same programs (in a new process: each once)
+        cnndsl.train(None, run_dir=tmp_path / "run", resume=True, epochs=3, quiet=True)
+    assert len(again) <= 5, again
