@@ -10,9 +10,8 @@ from cnndsl.errors import CnnError, Diagnostic, UsageError
 from cnndsl.report import Report
 
 __version__ = "0.1.0"
-__all__ = ["CnnError", "Diagnostic", "Report", "UsageError", "check", "compile", "load_exported", "load_source",
-           "parse", "train",
-           "__version__"]
+__all__ = ["CnnError", "Diagnostic", "Report", "UsageError", "check", "compile", "evaluate", "load_exported",
+           "load_source", "parse", "train", "__version__"]
 
 
 def compile(spec, set=None, dtype=None):  # noqa: A001 - the name users expect, as in re.compile
@@ -37,3 +36,20 @@ def train(spec, settings=None, **options):
     from cnndsl.training import train as _train
 
     return _train(spec, settings, **options)
+
+
+def evaluate(run_dir, spec=None, **options):
+    """Test and validation accuracy of a trained run's checkpoint. See `cnndsl.training.evaluate`."""
+    from cnndsl.training import evaluate as _evaluate
+
+    return _evaluate(spec, run_dir, **options)
+
+
+def __getattr__(name):
+    """Submodules on first use (`cnndsl.export.export_run`, `cnndsl.data.load_dataset`) without importing
+    them, or JAX, for `import cnndsl` alone."""
+    import importlib
+
+    if name in ("compiler", "data", "export", "training", "outputs", "rundir", "flax_backend", "compilations"):
+        return importlib.import_module(f"cnndsl.{name}")
+    raise AttributeError(f"module 'cnndsl' has no attribute {name!r}")

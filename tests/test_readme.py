@@ -1,0 +1,147 @@
+"""Every code block of the README runs (issue 9), so the README cannot drift from the program.
+
+- ```bash blocks: each command runs, in order, in one temporary directory holding copies of `examples/`
+  and `tests/invalid/` and the input files the commands name (a.png, b.npy, image.npy), and must exit 0.
+  What a test cannot do is replaced, and only that: the installation lines (`python3 -m venv`,
+  `. .venv/bin/activate`, `pip install ...`: the test runs inside that installation), the test suite
+  itself (`python -m pytest`: that is this run), and the CIFAR-10 download (no network in tests: a
+  CIFAR-shaped sample npz stands in, for 1 epoch instead of 30). Everything else runs as written.
+- ```python blocks: each runs as a script in the same directory and must exit 0.
+- ```console blocks: the `$ ` command runs, and every line shown (but `...`) must appear in its output.
+- ```cnn blocks: the text is the example file named in the first line (without its opening comments).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT
+
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+BLOCKS = [(m.group(1), m.group(2), README[: m.start()].count("\n") + 1)
+          for m in re.finditer(r"^```(\w*)\n(.*?)^```$", README, flags=re.M | re.S)]
+
+
+def blocks(language: str) -> list[tuple[str, int]]:
+    return [(text, line) for lang, text, line in BLOCKS if lang == language]
+
+
+def commands(block: str) -> list[str]:
+    """The shell commands of a block: `\\` continuations joined, comments and blank lines dropped."""
+    out, pending = [], ""
+    for raw in block.splitlines():
+        line = pending + raw
+        if line.rstrip().endswith("\\"):
+            pending = line.rstrip()[:-1] + " "
+            continue
+        pending = ""
+        code = line.split("  #")[0].strip() if not line.lstrip().startswith("#") else ""
+        if code:
+            out.append(code)
+    return out
+
+
+#: (what a README command contains, what the test runs instead, why): see the module docstring.
+SUBSTITUTIONS = [
+    (r"--data cifar10 --epochs 30", "--data npz:cifar10-sample.npz --epochs 1", "no network in tests"),
+]
+SKIPPED = (r"python3 -m venv", r"\. \.venv/bin/activate", r"pip install", r"python -m pytest")
+
+
+def runnable(command: str) -> list[str]:
+    """`command`'s `&&` parts this test runs (installation and the test suite left out), substituted."""
+    parts = [part.strip() for part in command.split("&&")]
+    parts = [part for part in parts if not any(re.match(skip, part) for skip in SKIPPED)]
+    for pattern, replacement, _ in SUBSTITUTIONS:
+        parts = [re.sub(pattern, replacement, part) for part in parts]
+    return parts
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory as a user's checkout would be, with the files the README's commands read."""
+    from PIL import Image
+
+    from cnndsl.data import load_dataset
+
+    folder = tmp_path_factory.mktemp("readme")
+    shutil.copytree(ROOT / "examples", folder / "examples")
+    shutil.copytree(ROOT / "tests" / "invalid", folder / "tests" / "invalid")
+    digits = load_dataset("digits")
+    Image.fromarray((digits.x_test[0, ..., 0] * 15).astype(np.uint8)).save(folder / "a.png")
+    np.save(folder / "b.npy", digits.x_test[1])
+    np.save(folder / "image.npy", np.random.default_rng(0).random((224, 224, 3), dtype=np.float32))
+    rng = np.random.default_rng(1)
+    np.savez(folder / "cifar10-sample.npz", x=rng.integers(0, 256, (256, 32, 32, 3), dtype=np.uint8),
+             y=np.arange(256) % 10)
+    return folder
+
+
+def run(args: list[str], cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def as_argv(part: str) -> list[str]:
+    argv = shlex.split(part)
+    return [sys.executable, "-m", "cnndsl", *argv[1:]] if argv[0] == "cnndsl" else argv
+
+
+def test_the_readme_has_the_blocks_this_test_runs() -> None:
+    assert len(blocks("bash")) >= 3 and len(blocks("python")) >= 3 and len(blocks("console")) >= 2
+    main_job = commands(blocks("bash")[0][0])[0]
+    assert runnable(main_job) == ["cnndsl train examples/digits.cnn"]  # the main job itself runs
+
+
+def test_shell_blocks(workdir: Path) -> None:
+    for block, line in blocks("bash"):
+        for command in commands(block):
+            for part in runnable(command):
+                started = time.perf_counter()
+                result = run(as_argv(part), workdir)
+                assert result.returncode == 0, f"README line {line}: {part}\n{result.stderr[-2000:]}"
+                if part == "cnndsl train examples/digits.cnn" and not (workdir / "main-job.txt").exists():
+                    (workdir / "main-job.txt").write_text(f"{time.perf_counter() - started:.1f}\n{result.stdout}")
+    seconds, *output = (workdir / "main-job.txt").read_text().splitlines()
+    accuracy = float(re.search(r"its test accuracy ([\d.]+)%", output[-1]).group(1))
+    print(f"README main job: {seconds} s; {output[-1]}")  # what the README's "~7 s, ~99.7-100%" must match
+    assert accuracy >= 99.0  # the README says ~99.7-100%
+
+
+@pytest.mark.parametrize("index", range(len(blocks("python"))))
+def test_python_blocks(workdir: Path, index: int) -> None:
+    block, line = blocks("python")[index]
+    result = run([sys.executable, "-c", block], workdir)
+    assert result.returncode == 0, f"README line {line}:\n{result.stderr[-2000:]}"
+
+
+@pytest.mark.parametrize("index", range(len(blocks("console"))))
+def test_console_blocks_show_what_the_command_prints(workdir: Path, index: int) -> None:
+    block, line = blocks("console")[index]
+    command, *shown = block.splitlines()
+    assert command.startswith("$ ")
+    result = run(as_argv(command[2:]), workdir)
+    output = (result.stdout + result.stderr).splitlines()
+    for expected in shown:
+        if expected.strip() not in ("...", "…"):
+            assert expected.rstrip() in [o.rstrip() for o in output], f"README line {line}: {expected!r} not printed"
+
+
+def test_cnn_blocks_are_the_examples() -> None:
+    """A ```cnn block names its example in its first line and shows it without its opening comments."""
+    for block, line in blocks("cnn"):
+        name = block.splitlines()[0].lstrip("# ").strip()
+        example = (ROOT / name).read_text(encoding="utf-8").splitlines()
+        while example and example[0].startswith("#"):
+            example.pop(0)
+        assert block.splitlines()[1:] == example, f"README line {line} shows {name} otherwise"
