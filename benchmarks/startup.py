@@ -9,7 +9,9 @@ Prints, in one run on this machine:
 - the same job as a plain PyTorch script (the same network, data, batch size, optimizer, schedule,
   validation and test evaluation, one checkpoint), where torch is installed, and the ratio of the warm
   cnndsl command to it (target <= 1.5);
-- for a LeNet-5 on 5,000 images, the share of each epoch spent on evaluation and checkpointing.
+- for a LeNet-5 on 5,000 images, the share of each epoch spent on evaluation and checkpointing;
+- trace + compile time of the ResNet-50 and ResNet-152 train steps, unrolled and scanned (target: ResNet-152
+  at most 2x ResNet-50), and what scanning costs a step on this backend.
 """
 
 from __future__ import annotations
@@ -107,6 +109,63 @@ def main() -> None:
                   f"cnndsl warm / PyTorch = {statistics.median(warm) / median:.2f} (target <= 1.5)")
 
         overhead(tmp)
+    deep()
+
+
+def deep() -> None:
+    """Trace + compile seconds of the train step of ResNet-50 and ResNet-152 (batch 8, 224x224), unrolled
+    and with `scan=True`; then one step's time, unrolled and scanned, for ResNet-50 at 64x64 (on XLA's CPU
+    backend the weight gradients of convolutions inside a loop are slow)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import cnndsl
+    from cnndsl.settings import Settings
+    from cnndsl.training import Preprocess, Trainer, make_optimizer
+
+    def trainer(text: str, scan: bool, size: int) -> Trainer:
+        net = cnndsl.compile(text.replace("input 224x224x3", f"input {size}x{size}x3"), scan=scan)
+        settings = Settings(batch_size=8, optimizer="sgd")
+        return Trainer(net, net.init(0), make_optimizer(settings, 10), Preprocess(1.0, (0.0,) * 3, (1.0,) * 3,
+                       (size, size)), settings, 1000)
+
+    def arguments(t: Trainer, size: int) -> tuple:
+        x = jax.ShapeDtypeStruct((8, size, size, 3), jnp.float32)
+        scalar = jax.ShapeDtypeStruct((), jnp.int32)
+        return (t.params, t.stats, jax.eval_shape(t.optimizer.init, t.params), jax.ShapeDtypeStruct((3,), jnp.float32),
+                x, jax.ShapeDtypeStruct((8,), jnp.int32), jax.ShapeDtypeStruct((8,), jnp.int32), scalar, scalar, scalar)
+
+    print("train step of deep networks (batch 8, 224x224, sgd): trace + compile seconds")
+    specs = {"ResNet-50": (ROOT / "examples" / "resnet50.cnn").read_text(),
+             "ResNet-152": (ROOT / "benchmarks" / "resnet152.cnn").read_text()}
+    totals = {}
+    for name, text in specs.items():
+        for scan in (False, True):
+            t = trainer(text, scan, 224)
+            started = time.perf_counter()
+            lowered = t.train_step.lower(*arguments(t, 224))
+            traced = time.perf_counter() - started
+            lowered.compile()
+            totals[name, scan] = time.perf_counter() - started
+            print(f"  {name:<11} {'scanned' if scan else 'unrolled':<9} trace {traced:5.1f} s + compile "
+                  f"{totals[name, scan] - traced:5.1f} s = {totals[name, scan]:5.1f} s")
+    print(f"  ResNet-152 / ResNet-50: unrolled {totals['ResNet-152', False] / totals['ResNet-50', False]:.2f}, "
+          f"scanned {totals['ResNet-152', True] / totals['ResNet-50', True]:.2f} (target <= 2)")
+    steps = {}
+    for scan in (False, True):
+        t = trainer(specs["ResNet-50"], scan, 64)
+        state = t.initial_state()
+        args = [state["params"], state["stats"], state["opt_state"], state["meters"]]
+        data = (jnp.zeros((8, 64, 64, 3)), jnp.zeros(8, jnp.int32), jnp.arange(8), np.int32(0), np.int32(0))
+        *args, loss = t.train_step(*args, *data, np.int32(0))
+        jax.block_until_ready(loss)
+        started = time.perf_counter()
+        *args, loss = t.train_step(*args, *data, np.int32(1))
+        jax.block_until_ready(loss)
+        steps[scan] = time.perf_counter() - started
+    print(f"  one ResNet-50 step at 64x64 on {jax.default_backend()}: unrolled {steps[False] * 1e3:.0f} ms, scanned "
+          f"{steps[True] * 1e3:.0f} ms (scanned / unrolled = {steps[True] / steps[False]:.1f})")
 
 
 def overhead(tmp: Path) -> None:

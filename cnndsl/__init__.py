@@ -14,14 +14,14 @@ __all__ = ["CnnError", "Diagnostic", "Report", "UsageError", "check", "compile",
            "load_source", "parse", "train", "__version__"]
 
 
-def compile(spec, set=None, dtype=None):  # noqa: A001 - the name users expect, as in re.compile
+def compile(spec, set=None, dtype=None, scan=False):  # noqa: A001 - the name users expect, as in re.compile
     """Check a spec and compile it to a Flax module; see `cnndsl.compiler.compile`.
 
     Imported lazily so that `check` never loads JAX.
     """
     from cnndsl.compiler import compile as _compile
 
-    return _compile(spec, set=set, dtype=dtype)
+    return _compile(spec, set=set, dtype=dtype, scan=scan)
 
 
 def load_exported(directory):

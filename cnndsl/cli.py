@@ -157,6 +157,9 @@ def _add_training_commands(commands: Any, spec: argparse.ArgumentParser) -> None
                        help="random crop with padding and/or horizontal flip, on the device (default none)")
     train.add_argument("--dtype", choices=DTYPE_NAMES,
                        help="compute dtype; parameters stay float32" + _default("dtype", " "))
+    train.add_argument("--scan", action="store_const", const=True,
+                       help="apply runs of identical repeated blocks with one jax.lax.scan: deep networks compile "
+                            "much faster, but on CPU the training step is far slower (for GPU and TPU)")
     train.add_argument("--seed", type=int, help=_default("seed"))
     train.add_argument("--val-fraction", type=float, metavar="F",
                        help="share of the training data held out to choose the best checkpoint when the dataset has "

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from cnndsl import ir
+from cnndsl.repeats import identical_runs
 from cnndsl.shapes import window_output
 
 #: Each activation as a Python expression of `x` (and `slope`): the backend evaluates these, and the
@@ -78,40 +79,90 @@ def plan(graph: ir.Graph, shapes: tuple[ir.Shape, ...]) -> tuple[Step, ...]:
 
 
 class Network(nnx.Module):
-    """A checked cnndsl network as a Flax NNX module: `logits_BxK = Network(...)(x_BxHxWxC)`."""
+    """A checked cnndsl network as a Flax NNX module: `logits_BxK = Network(...)(x_BxHxWxC)`.
+
+    With `scan`, each run of identical repeated blocks (`cnndsl.repeats`) is applied by one
+    `jax.lax.scan` over the copies' stacked parameters, so a deep network traces and compiles each
+    distinct block once (see `cnndsl.compiler.compile` for when that pays). Parameters stay one variable per layer, named as the unrolled network names
+    them (checkpoints, exports and ejected source see no difference); only the forward pass changes."""
 
     def __init__(self, graph: ir.Graph, shapes: tuple[ir.Shape, ...], *, rngs: nnx.Rngs,
-                 dtype: Any = None, param_dtype: Any = jnp.float32) -> None:
+                 dtype: Any = None, param_dtype: Any = jnp.float32, scan: bool = False) -> None:
         self.steps = plan(graph, shapes)
         self.output_id = graph.output
         self.dtype = dtype
+        # Runs by the index of their first step (node n is step n - 1).
+        self.runs = {run.start - 1: run for run in identical_runs(graph, shapes)} if scan else {}
         for step in self.steps:
             layer = _make_layer(step, rngs, dtype, param_dtype)
             if layer is not None:
                 setattr(self, step.name, layer)
 
     def __call__(self, x_BxHxWxC: jax.Array, *, all_outputs: bool = False, rngs: nnx.Rngs | None = None) -> Any:
-        """The network's output for a batch; with `all_outputs`, a dict of every node's output by name.
-        `rngs` (a `dropout` or default stream) replaces the dropout layers' own random state for this call,
-        which lets a functional training step derive each step's randomness from the step number."""
+        """The network's output for a batch; with `all_outputs`, a dict of every node's output by name
+        (computed unrolled). `rngs` (a `dropout` or default stream) replaces the dropout layers' own random
+        state for this call, which lets a functional training step derive each step's randomness from the
+        step number."""
         x = x_BxHxWxC.astype(self.dtype) if self.dtype is not None else x_BxHxWxC
         values: dict[int, jax.Array] = {0: x}
         named: dict[str, jax.Array] = {}
-        for step in self.steps:
-            inputs = [values[i] for i in step.inputs]
-            values[step.id] = self._run(step, inputs, rngs)
+        index = 0
+        while index < len(self.steps):
+            run = None if all_outputs else self.runs.get(index)
+            if run is not None:
+                last = self.steps[index + run.length * run.count - 1]
+                values[last.id] = self._scan(index, run, values, rngs)
+                index += run.length * run.count
+                continue
+            step = self.steps[index]
+            values[step.id] = self._run(step, [values[i] for i in step.inputs], rngs, self._layer(step))
             if all_outputs:
                 named[step.name] = values[step.id]
+            index += 1
         return named if all_outputs else values[self.output_id]
 
-    def _run(self, step: Step, inputs: list[jax.Array], rngs: nnx.Rngs | None = None) -> jax.Array:
+    def _layer(self, step: Step) -> nnx.Module | None:
+        return getattr(self, step.name, None)
+
+    def _scan(self, index: int, run: Any, values: dict[int, jax.Array], rngs: nnx.Rngs | None) -> jax.Array:
+        """Apply `run.count` identical blocks with one `jax.lax.scan`: the copies' layers are split into
+        one graph definition and their stacked states; each iteration merges one copy's state, applies the
+        first copy's steps with it, and returns the state it leaves (batch-norm statistics, dropout
+        counters), which goes back into that copy's layers afterwards."""
+        template = self.steps[index : index + run.length]
+        copies = [_Copy([layer for step in self.steps[index + k * run.length : index + (k + 1) * run.length]
+                         if (layer := self._layer(step)) is not None]) for k in range(run.count)]
+        graphdef, first = nnx.split(copies[0])
+        states = [first] + [nnx.split(copy)[1] for copy in copies[1:]]
+        stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
+        key = rngs.dropout() if rngs is not None and any(isinstance(s.op, ir.Dropout) for s in template) else None
+        entry = next(i for s in template for i in s.inputs if i < template[0].id)
+
+        def body(carry: jax.Array, xs: tuple[Any, jax.Array]) -> tuple[jax.Array, Any]:
+            state, k = xs
+            copy = nnx.merge(graphdef, state)
+            local = {entry: carry}
+            layers = iter(copy.layers)
+            copy_rngs = nnx.Rngs(dropout=jax.random.fold_in(key, k)) if key is not None else None
+            for step in template:
+                layer = next(layers) if layer_constructor(step) is not None else None
+                local[step.id] = self._run(step, [local[i] for i in step.inputs], copy_rngs, layer)
+            return local[template[-1].id], nnx.state(copy, nnx.Not(nnx.Param))
+
+        out, changed = jax.lax.scan(body, values[entry], (stacked, jnp.arange(run.count)))
+        if _mutates(copies[0], rngs):  # only then: in evaluation the layers may belong to an outer trace
+            for k, copy in enumerate(copies):
+                nnx.update(copy, jax.tree.map(lambda leaf: leaf[k], changed))
+        return out
+
+    def _run(self, step: Step, inputs: list[jax.Array], rngs: nnx.Rngs | None, layer: nnx.Module | None) -> jax.Array:
         op, x = step.op, inputs[0]
         if isinstance(op, ir.Dropout):
-            return getattr(self, step.name)(x, rngs=rngs)
+            return layer(x, rngs=rngs)
         if isinstance(op, (ir.Conv, ir.BatchNorm)):
-            return getattr(self, step.name)(x)
+            return layer(x)
         if isinstance(op, ir.Dense):
-            return getattr(self, step.name)(x.reshape(x.shape[0], -1))
+            return layer(x.reshape(x.shape[0], -1))
         if isinstance(op, ir.Pool):
             return pool(x, op.mode, op.window, op.stride, step.pads, step.extra, op.count_pad)
         if isinstance(op, ir.GlobalPool):
@@ -130,6 +181,20 @@ class Network(nnx.Module):
                 total = total + other
             return total
         raise NotImplementedError(f"no Flax lowering for {type(op).__name__}")
+
+
+def _mutates(copy: _Copy, rngs: nnx.Rngs | None) -> bool:
+    """Whether applying `copy` changes its state: batch norm in training, dropout drawing on its own keys."""
+    return any((isinstance(layer, nnx.BatchNorm) and not layer.use_running_average)
+               or (isinstance(layer, nnx.Dropout) and not layer.deterministic and rngs is None)
+               for layer in copy.layers)
+
+
+class _Copy(nnx.Module):
+    """The layers of one copy of a repeated block, in step order: what one scan iteration applies."""
+
+    def __init__(self, layers: list[nnx.Module]) -> None:
+        self.layers = nnx.List(layers)
 
 
 #: How each NNX layer class takes dtypes: "compute" layers run in the network's `dtype`, batch norm

@@ -40,6 +40,7 @@ class Settings:
     clip: float = 0.0  # global gradient-norm clipping; 0 = off
     augment: tuple[str, ...] = ()
     dtype: str = "float32"
+    scan: bool = False  # apply runs of identical repeated blocks with one jax.lax.scan (see cnndsl.compile)
     seed: int = 0
     resize: bool = False
     val_fraction: float = 0.1  # of the training data, held out to choose the best checkpoint (0: none)
@@ -117,7 +118,7 @@ def _typed(name: str, value: Any, default: Any) -> Any:
 DATA_NAMES = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100")
 _INT_FIELDS = {"epochs": 1, "batch_size": 1, "seed": None, "checkpoint_every": 0, "keep": 1}
 _FLOAT_FIELDS = {"lr", "momentum", "warmup_epochs", "weight_decay", "label_smoothing", "clip", "val_fraction"}
-_BOOL_FIELDS = {"nesterov", "resize"}
+_BOOL_FIELDS = {"nesterov", "resize", "scan"}
 _CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "dtype": DTYPE_NAMES, "data": DATA_NAMES}
 
 

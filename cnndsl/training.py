@@ -455,7 +455,7 @@ def train(spec: str | os.PathLike[str] | None, settings: Settings | None = None,
         if not resume:  # recorded absolute, so eval, predict and export work from any directory
             settings = dataclasses.replace(settings, data=absolute_source(settings.data), data_dir=(
                 str(Path(settings.data_dir).expanduser().absolute()) if settings.data_dir else None))
-        net = compile_spec(spec, set=bindings, dtype=DTYPES[settings.dtype])
+        net = compile_spec(spec, set=bindings, dtype=DTYPES[settings.dtype], scan=settings.scan)
         if run is None:
             run = RunDir(run_dir if run_dir else new_run_dir(str(net.report.graph.source.path)))
             run.create(inputs=[p for p in [net.report.graph.source.path] if not p.startswith("<")])
@@ -696,7 +696,7 @@ def load_run(spec: str | os.PathLike[str] | None, run_dir: str | Path, checkpoin
     trained_spec = run.file(SPEC)
     if spec is None:  # the run's own spec, with the --set bindings it was trained with
         spec, bindings = run.spec_path(), bindings or run.bindings()
-    net = compile_spec(spec, set=bindings, dtype=DTYPES[settings.dtype])
+    net = compile_spec(spec, set=bindings, dtype=DTYPES[settings.dtype], scan=settings.scan)
     preprocess = Preprocess.from_run(saved, net.input_shape[:2])
     trainer = Trainer(net, net.init(settings.seed), make_optimizer(settings, saved["steps_per_epoch"]), preprocess,
                       settings, saved["num_classes"])

@@ -1,0 +1,88 @@
+"""Runs of identical repeated blocks applied with one `jax.lax.scan` (issue 9): which runs qualify, and
+that the scanned module computes what the unrolled one does — outputs, batch-norm statistics, gradients —
+with the same parameters under the same names."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import cnndsl
+from cnndsl.flax_backend import Network, flatten_state
+from cnndsl.repeats import identical_runs
+from tests.conftest import ROOT
+
+
+@pytest.mark.parametrize("example, runs", [
+    ("resnet50", [(17, 10, 2), (49, 10, 3), (91, 10, 5), (153, 10, 2)]),  # each stage's blocks after the first
+    ("vgg16", [(13, 2, 2), (20, 2, 2), (25, 2, 3)]),  # each stage's convolutions after the first
+    ("resnet18", []), ("googlenet", []), ("digits", []),  # no two identical consecutive copies
+])
+def test_identical_runs_of_the_examples(example: str, runs: list) -> None:
+    report = cnndsl.check(ROOT / "examples" / f"{example}.cnn")
+    assert [(r.start, r.length, r.count) for r in identical_runs(report.graph, report.node_shapes)] == runs
+
+
+@pytest.mark.parametrize("body, scanned", [
+    ("[conv(4, 3x3, pad=same) -> relu]*4", True),
+    ("[conv(4, 3x3, pad=same) -> relu]*4 as i", True),  # the index unused: still identical copies
+    ("[conv(4 + i, 3x3, pad=same) -> relu]*4 as i", False),  # each copy different
+    ("[conv(4, 3x3, pad=same, stride=2 if i == 0 else 1)]*3 as i", True),  # copies 2 and 3
+    ("[concat(conv(2, 1x1) | conv(2, 1x1))]*3", True),  # branches inside a copy
+    ("[conv(4, 3x3)]*3", False),  # shrinks: a scan's carry keeps its shape
+    ("[relu -> [bn]*2]*3", True),
+])
+def test_which_repetitions_qualify(body: str, scanned: bool) -> None:
+    report = cnndsl.check(f"network T\ninput 12x12x4\ninput -> {body} -> fc(3)")
+    assert bool(identical_runs(report.graph, report.node_shapes)) == scanned
+
+
+def modules(spec: str) -> tuple[cnndsl.compiler.CompiledNetwork, Network, Network]:
+    net = cnndsl.compile(spec)
+    scanned = Network(net.report.graph, net.report.node_shapes, rngs=nnx.Rngs(0), scan=True)
+    unrolled = Network(net.report.graph, net.report.node_shapes, rngs=nnx.Rngs(0), scan=False)
+    return net, scanned, unrolled
+
+
+@pytest.mark.parametrize("spec", [
+    ROOT / "examples" / "resnet50.cnn",
+    "network T\ninput 16x16x3\nblock b(c) = residual(conv(c, 3x3, pad=same) -> bn -> relu -> dropout(0.3)) -> relu\n"
+    "input -> conv(8, 3x3, pad=same) -> [b(8)]*5 -> [b(8) -> [bn -> relu]*2]*3 -> global_avgpool -> fc(10)",
+])
+def test_scanned_and_unrolled_modules_agree(spec) -> None:
+    net, scanned, unrolled = modules(spec)
+    names = flatten_state(nnx.state(scanned, (nnx.Param, nnx.BatchStat)))[0]
+    assert names == flatten_state(nnx.state(unrolled, (nnx.Param, nnx.BatchStat)))[0]  # one variable per layer
+    for a, b in zip(jax.tree.leaves(nnx.state(scanned, nnx.Param)), jax.tree.leaves(nnx.state(unrolled, nnx.Param))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # the same seed, the same parameters
+    x = jax.random.normal(jax.random.key(1), (2, *net.input_shape))
+    np.testing.assert_allclose(net.forward(scanned, x), net.forward(unrolled, x), rtol=1e-5, atol=1e-5)
+
+    def loss(model: Network) -> jax.Array:
+        return model(x).astype(jnp.float32).sum()
+
+    grads = [nnx.grad(loss)(model) for model in (scanned, unrolled)]  # eval mode, the same running statistics
+    for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
+        # per array, relative to its norm: sums of many terms are reassociated inside a loop
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        assert np.linalg.norm(a - b) <= 1e-4 * np.linalg.norm(b) + 1e-6
+
+    for model in (scanned, unrolled):  # training mode: batch statistics, running averages updated
+        model.train()
+        model.set_attributes(deterministic=True, raise_if_not_found=False)  # dropout off: comparable
+    y_scanned, y_unrolled = scanned(x), unrolled(x)  # batch statistics of 2 images amplify float rounding
+    np.testing.assert_allclose(y_scanned, y_unrolled, rtol=1e-4, atol=1e-4)
+    for a, b in zip(jax.tree.leaves(nnx.state(scanned, nnx.BatchStat)), jax.tree.leaves(nnx.state(unrolled, nnx.BatchStat))):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+
+
+def test_training_with_scan_records_it_and_resumes(tmp_path) -> None:
+    spec = tmp_path / "net.cnn"
+    spec.write_text("network T\ninput 8x8x1\ninput -> conv(8, 3x3, pad=same) -> [conv(8, 3x3, pad=same) -> bn -> relu]*3"
+                    " -> global_avgpool -> fc(10)\n")
+    result = cnndsl.train(spec, run_dir=tmp_path / "run", epochs=1, scan=True, quiet=True)
+    assert result.history.epochs[-1]["train_loss"] > 0
+    assert cnndsl.evaluate(tmp_path / "run")["n"] == 359
