@@ -246,15 +246,11 @@ class Trainer:
 
     def evaluate(self, params: Any, stats: Any, *splits: tuple[Any, Any]) -> list[tuple[float, float] | None]:
         """(mean loss, accuracy) of each split (x, y), all in one compiled program; None for an empty split."""
-        present = tuple((x, y) for x, y in splits if len(y))
-        totals = iter(np.asarray(t) for t in self.evaluate_splits(params, stats, present)) if present else iter(())
-        results: list[tuple[float, float] | None] = []
-        for x, y in splits:
-            if not len(y):
-                results.append(None)
-                continue
-            loss, correct = next(totals)
-            results.append((float(loss) / len(y), float(correct) / len(y)))
+        present = [i for i, (_, y) in enumerate(splits) if len(y)]
+        totals = self.evaluate_splits(params, stats, tuple(splits[i] for i in present)) if present else ()
+        results: list[tuple[float, float] | None] = [None] * len(splits)
+        for i, (loss, correct) in zip(present, (np.asarray(t) for t in totals)):
+            results[i] = (float(loss) / len(splits[i][1]), float(correct) / len(splits[i][1]))
         return results
 
 
