@@ -272,3 +272,13 @@ def test_a_training_run_compiles_each_program_once(tmp_path: Path) -> None:
     with count_compilations() as again:  # a resume compiles the same programs (in a new process: each once)
         cnndsl.train(None, run_dir=tmp_path / "run", resume=True, epochs=3, quiet=True)
     assert len(again) <= 5, again
+
+
+def test_redirected_output_is_one_line_per_epoch(tmp_path: Path) -> None:
+    """Not a terminal: no progress bar redrawn into the log, no blank lines, just the epochs."""
+    result = cli("train", str(DIGITS), "--out", str(tmp_path / "run"), "--epochs", "3")
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert [line.split()[1] for line in lines] == ["1/3", "2/3", "3/3"], lines
+    assert all(line.startswith("epoch ") and "val acc" in line and "test acc" in line for line in lines)
+    assert "\x1b" not in result.stderr and "\r" not in result.stderr
