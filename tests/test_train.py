@@ -152,7 +152,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path: Path) -> None:
     assert step in [int(p.name) for p in (run / "checkpoints" / "last").iterdir() if p.name.isdigit()]
     resumed = cli("train", "--resume", str(run), "--epochs", "3", "--quiet")
     assert resumed.returncode == 0, resumed.stderr
-    assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 3, (err, resumed.stderr, (run / "metrics.jsonl").read_text())
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
