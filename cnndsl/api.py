@@ -80,6 +80,18 @@ def parse_overrides(values: Mapping[str, SetValue] | None) -> dict[str, tuple[no
     return out
 
 
+def _search_problems(program: nodes.Program, overrides: dict[str, tuple[nodes.Expr, Source]] | None,
+                     free_names: tuple[str, ...]) -> list[Diagnostic]:
+    """What is wrong with a family's `search` lines (reported by `check` with the family summary)."""
+    from cnndsl.search.space import space_of
+
+    try:
+        space_of(program, overrides, free_names)
+    except CnnError as err:
+        return list(err.diagnostics)
+    return []
+
+
 def _in_file_order(diagnostics: tuple[Diagnostic, ...], extra: list[Diagnostic]) -> tuple[Diagnostic, ...]:
     """`diagnostics` with each of `extra` (all with spans) placed before the first one later in the file,
     so a reader meets the problems top to bottom; the stage's own order is kept otherwise."""
@@ -97,12 +109,19 @@ def check(spec: str | os.PathLike[str], set: Mapping[str, SetValue] | None = Non
     `spec` is a path or the spec's text; `set` binds or overrides `let` names: `{"N": 3}`.
     """
     overrides = parse_overrides(set)
-    program = parse_source(load_source(spec))
+    return check_program(parse_source(load_source(spec)), overrides)
+
+
+def check_program(program: nodes.Program, overrides: dict[str, tuple[nodes.Expr, Source]] | None = None) -> Report:
+    """`check` of a parsed program with its bindings as expressions (`parse_overrides`), so that a family's
+    members are checked without parsing the spec again."""
     train_settings, problems = spec_settings(program)
     try:
         graph = expand(program, overrides)
     except CnnError as err:
-        raise CnnError(_in_file_order(err.diagnostics, problems)) from None
+        if err.free_names and any(isinstance(s, nodes.Search) for s in program.statements):
+            problems = problems + _search_problems(program, overrides, err.free_names)
+        raise CnnError(_in_file_order(err.diagnostics, problems), free_names=err.free_names) from None
     if problems:
         raise CnnError(tuple(problems))
     report = dataclasses.replace(Report.build(graph, infer_shapes(graph)),

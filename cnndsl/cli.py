@@ -92,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--top", type=_positive_int, default=5, help="how many classes to show per image (default 5)")
     run.add_argument("--json", action="store_true", help="print one JSON object per image")
     _add_training_commands(commands, spec)
+    from cnndsl.search.commands import add_family_command, add_sweep_command
+
+    add_family_command(commands, spec)
+    add_sweep_command(commands, _data_arguments())
     parser.subcommands = commands.choices  # type: ignore[attr-defined]  # for errors with the subcommand's usage
     return parser
 
@@ -123,15 +127,22 @@ def _augment(text: str) -> tuple[str, ...]:
     return parts
 
 
-def _add_training_commands(commands: Any, spec: argparse.ArgumentParser) -> None:
+def _data_arguments() -> argparse.ArgumentParser:
+    """--data and --data-dir, for every command that reads a dataset."""
     from cnndsl.data import SOURCES
-    from cnndsl.settings import DTYPE_NAMES, OPTIMIZERS, SCHEDULES
 
     data = argparse.ArgumentParser(add_help=False)
     data.add_argument("--data", metavar="SOURCE", default=None,
                       help=f"dataset: {', '.join(SOURCES)} (default: digits, or the run's)")
     data.add_argument("--data-dir", metavar="DIR", default=None,
                       help="where the official dataset files are (else the cache, downloading when absent)")
+    return data
+
+
+def _add_training_commands(commands: Any, spec: argparse.ArgumentParser) -> None:
+    from cnndsl.settings import DTYPE_NAMES, OPTIMIZERS, SCHEDULES
+
+    data = _data_arguments()
     train = commands.add_parser(
         "train", parents=[data], help="train a network on a dataset, with checkpoints and metrics",
         description="Train the network of a .cnn spec. Settings: defaults < the spec's `train` lines < "
@@ -445,9 +456,10 @@ def _runtime_errors() -> tuple[type[Exception], ...]:
     """Errors with a message for the user: bad data, a run that cannot start or had to stop."""
     from cnndsl.data import DataError
     from cnndsl.export import ExportError
+    from cnndsl.search.sweep import SweepError
     from cnndsl.settings import Interrupted, TrainingError
 
-    return DataError, ExportError, TrainingError, Interrupted
+    return DataError, ExportError, TrainingError, Interrupted, SweepError
 
 
 def _use_compilation_cache() -> None:
@@ -472,11 +484,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         extra = [e for e in extra if e.startswith("-")]
     if extra:  # reported by the subcommand, with its own usage line, not the top-level one
         parser.subcommands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
-    if args.command in ("train", "eval", "predict"):
+    if args.command in ("train", "eval", "predict", "sweep"):
         _use_compilation_cache()
     try:
+        from cnndsl.search.commands import run_family, run_sweep
+
         return {"check": run_check, "compile": run_compile, "run": run_run, "train": run_train, "eval": run_eval,
-                "predict": run_predict}[args.command](args)
+                "predict": run_predict, "family": run_family, "sweep": run_sweep}[args.command](args)
     except UsageError as err:
         print(f"cnndsl: {err.render()}", file=sys.stderr)
         return 2

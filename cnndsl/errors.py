@@ -95,6 +95,7 @@ class CnnError(Exception):
     """The root of cnndsl's errors: one or more diagnostics about a spec (exit status 1)."""
 
     diagnostics: tuple[Diagnostic, ...] = field(default_factory=tuple)
+    free_names: tuple[str, ...] = ()  # a family's unbound names, in the order expansion met them
 
     def __post_init__(self) -> None:
         super().__init__(self.render())

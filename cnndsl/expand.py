@@ -580,9 +580,12 @@ def _expand(program: n.Program, overrides: dict[str, tuple[n.Expr, Source]] | No
         ev.diagnostics.append(Diagnostic(
             "unbound", f"the spec is a family with {len(ev.unbound)} free name{'s' if len(ev.unbound) > 1 else ''}: "
                        f"{free}", source, main.span if main else source.start(),
-            help=f"bind them with `let` in the file or `{example}`"))
+            help=(f"its `search` lines give them domains: `cnndsl family {source.path}` lists the members, "
+                  f"`cnndsl sweep` trains them; or bind them with `{example}`"
+                  if any(isinstance(s, n.Search) for s in program.statements) else
+                  f"bind them with `let` in the file or `{example}`")))
     if ev.diagnostics:
-        raise CnnError(tuple(ev.diagnostics))
+        raise CnnError(tuple(ev.diagnostics), free_names=tuple(ev.unbound))
     return ir.Graph(name, tuple(g.nodes), output, source)
 
 

@@ -242,6 +242,56 @@ class TrainSection(Statement):
 
 
 @dataclass(frozen=True)
+class Domain(Node):
+    """Base of the values a searched name may take (see `Search`)."""
+
+
+@dataclass(frozen=True)
+class IntRange(Domain):
+    """`1..3`: the integers from `low` to `high`, both included."""
+
+    low: int
+    high: int
+
+
+@dataclass(frozen=True)
+class Choices(Domain):
+    """`{conv(32, 3x3), conv(64, 3x3)}`: one of the listed expressions."""
+
+    options: tuple[Expr, ...]
+
+
+@dataclass(frozen=True)
+class Distribution(Domain):
+    """`log(1e-4, 1e-2)`, `uniform(0.1, 0.5)`: a range of numbers to sample from."""
+
+    kind: str
+    args: tuple[Expr, ...]
+    kwargs: tuple[Kwarg, ...]
+
+
+@dataclass(frozen=True)
+class DomainDecl(Node):
+    """One `NAME in DOMAIN` of a `search`; `POOL?` with no domain searches both choices."""
+
+    name: str
+    optional: bool
+    domain: Domain | None
+
+    @property
+    def key(self) -> str:
+        """The name as bindings are looked up: `POOL?` for an optional part."""
+        return self.name + "?" if self.optional else self.name
+
+
+@dataclass(frozen=True)
+class Search(Statement):
+    """`search N in 1..3, CONV in {...}`: the design space of a family (its free names' domains)."""
+
+    items: tuple[DomainDecl, ...]
+
+
+@dataclass(frozen=True)
 class Main(Statement):
     """The main chain: `input -> ... -> fc(10)`."""
 

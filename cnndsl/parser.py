@@ -25,9 +25,9 @@ from cnndsl.source import Source, Span
 
 
 # Newlines are dropped inside brackets, after these tokens, and before these tokens.
-_OPENERS = {"_LPAR", "_LSQB"}
-_CLOSERS = {"_RPAR", "_RSQB"}
-_CONTINUE_AFTER = {"_ARROW", "_PIPE", "_EQUAL", "_COMMA", "_LPAR", "_LSQB"}
+_OPENERS = {"_LPAR", "_LSQB", "_LBRACE"}
+_CLOSERS = {"_RPAR", "_RSQB", "_RBRACE"}
+_CONTINUE_AFTER = {"_ARROW", "_PIPE", "_EQUAL", "_COMMA", "_LPAR", "_LSQB", "_LBRACE", "_IN"}
 _CONTINUE_BEFORE = {"_ARROW", "_PIPE"}
 
 # How terminals are named in "expected ..." notes.
@@ -123,6 +123,24 @@ class _ToAst(Transformer_NonRecursive):
 
     def train_section(self, meta: Any, c: list) -> n.TrainSection:
         return n.TrainSection(_span(meta), tuple(c))
+
+    def search(self, meta: Any, c: list) -> n.Search:
+        return n.Search(_span(meta), tuple(c))
+
+    def domain_decl(self, meta: Any, c: list) -> n.DomainDecl:
+        return n.DomainDecl(_span(meta), str(c[0]), c[1] is not None, c[2])
+
+    def int_range(self, meta: Any, c: list) -> n.IntRange:
+        low, high = (part.strip() for part in str(c[0]).split(".."))
+        return n.IntRange(_span(meta), _integer(c[0], low, self.source), _integer(c[0], high, self.source))
+
+    def choices(self, meta: Any, c: list) -> n.Choices:
+        return n.Choices(_span(meta), _present(c))
+
+    def distribution(self, meta: Any, c: list) -> n.Distribution:
+        args = c[1] or ()
+        return n.Distribution(_span(meta), str(c[0]), tuple(a for a in args if not isinstance(a, n.Kwarg)),
+                              tuple(a for a in args if isinstance(a, n.Kwarg)))
 
     def binding(self, meta: Any, c: list) -> n.Binding:
         return n.Binding(_span(meta), str(c[0]), c[1] is not None, c[2])

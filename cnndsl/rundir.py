@@ -99,6 +99,24 @@ class RunDir:
         os.write(fd, f"{os.getpid()}\n".encode("ascii"))
         self._lock_fd = fd
 
+    def is_locked(self) -> bool:
+        """Whether a process (this one included) holds the run's lock now: a live trainer."""
+        try:
+            import fcntl
+        except ImportError:
+            return False
+        try:
+            fd = os.open(self.file(LOCK), os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
     def release(self) -> None:
         """Let the lock go (closing the file releases it)."""
         if self._lock_fd is not None:

@@ -67,6 +67,15 @@ class Source:
         end = span.end_col if span.end_line == span.line else len(text) + 1
         return text[span.col - 1 : end - 1]
 
+    def text_of(self, span: Span) -> str:
+        """The exact source text a span covers, over any number of lines."""
+        if span.line == span.end_line:
+            return self.snippet(span)
+        lines = [self.line_text(span.line)[span.col - 1:]]
+        lines += [self.line_text(k) for k in range(span.line + 1, span.end_line)]
+        lines.append(self.line_text(span.end_line)[: span.end_col - 1])
+        return "\n".join(lines)
+
     def start(self) -> Span:
         """The first character: where a problem with the whole file is shown."""
         return Span(1, 1, 1, 2)

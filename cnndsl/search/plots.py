@@ -1,0 +1,77 @@
+"""The sweep's pictures: the Pareto front (accuracy against cost) and error EDFs (design-space comparison).
+
+The EDF is the one of "Designing Network Design Spaces" (Radosavovic et al., 2020): for each error e, the
+share of a family's trained members whose validation error is below e. A family whose curve lies to the
+left and above another's has more good members; compare families sampled alike (`--sampler random`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path) -> None:
+    plt = _pyplot()
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def plot_pareto(trained: Sequence[Any], front: Sequence[Any], path: Path, title: str,
+                objectives: Sequence[str]) -> None:
+    """Validation accuracy against MACs (or params, when that is the cost objective) of every trained
+    member, the front drawn as a staircase and labelled with trial numbers."""
+    plt = _pyplot()
+    cost = "params" if "params" in objectives and "macs" not in objectives else "macs"
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    points = [(getattr(r, cost), 100 * r.accuracy) for r in trained if r.accuracy is not None]
+    if points:
+        ax.scatter(*zip(*points), s=18, color="#9aa5b1", label="trained members", zorder=2)
+    on_front = sorted((getattr(r, cost), 100 * r.accuracy, r.number) for r in front if r.accuracy is not None)
+    if on_front:
+        xs, ys, numbers = zip(*on_front)
+        ax.step(xs, ys, where="post", color="#d1495b", lw=1.2, zorder=3)
+        ax.scatter(xs, ys, s=36, color="#d1495b", label="Pareto front", zorder=4)
+        for x, y, number in on_front:
+            ax.annotate(f"#{number}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
+    ax.set_xscale("log")
+    ax.set(xlabel="multiply-adds per image" if cost == "macs" else "parameters", ylabel="validation accuracy (%)",
+           title=f"{title}: {len(points)} trained members")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="lower right")
+    _save(fig, path)
+
+
+def edf(errors: Sequence[float]) -> tuple[list[float], list[float]]:
+    """The empirical distribution of `errors`: sorted errors and, for each, the share at or below it."""
+    xs = sorted(errors)
+    return xs, [(k + 1) / len(xs) for k in range(len(xs))]
+
+
+def plot_edf(families: Mapping[str, Sequence[float]], path: Path) -> None:
+    """One EDF curve per family (validation error in %, fraction of members at or below)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    for name, errors in families.items():
+        if not errors:
+            continue
+        xs, ys = edf([100 * e for e in errors])
+        ax.step([xs[0]] + xs, [0.0] + ys, where="post", lw=1.6, label=f"{name} (n={len(xs)})")
+    ax.set(xlabel="validation error (%)", ylabel="share of members with lower error",
+           title="error EDF of the trained members", ylim=(0, 1.02))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    _save(fig, path)

@@ -1,0 +1,539 @@
+"""`cnndsl sweep`: train members of a family, chosen by an Optuna sampler, and keep the Pareto front.
+
+    family (search lines) --Optuna samples--> member --check (ms)--> invalid / over budget / same network
+                                                  \\--> a run directory trained in this process --> objectives
+
+Optuna owns the search: its samplers (TPE, NSGA-II, random, grid), its study storage (a journal file in
+the sweep's folder by default, any RDB URL to share a study between machines) and the bookkeeping of
+trials. cnndsl supplies the glue: each trial's member is checked statically first, so invalid and over-budget
+members cost milliseconds and are recorded as pruned trials with their reason; a member whose network
+(and settings) another trial already trained is not trained again, and gets that trial's results; every
+trained trial is an ordinary run directory, selected on its validation split.
+
+A sweep folder holds:
+    sweep.json       the family, objectives and settings      study.journal  the Optuna study (default storage)
+    trials/NNNN/     one run directory per trained trial       trials.csv     every trial, one row each
+    pareto.png       accuracy vs cost, the front highlighted   edf.png        the error distribution of members
+    best.cnn         the chosen member as a standalone spec
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cnndsl.errors import UsageError
+from cnndsl.outputs import write_atomic
+from cnndsl.search.commands import human
+from cnndsl.search.family import Budget, check_member, family, load_space, network_key
+from cnndsl.search.member import member_spec
+from cnndsl.search.space import Member, Space
+from cnndsl.settings import Settings, TrainingError
+
+FORMAT = "cnndsl.sweep/1"
+#: objective -> (Optuna direction, what it reads)
+OBJECTIVES = {"accuracy": "maximize", "loss": "minimize", "macs": "minimize", "params": "minimize",
+              "memory": "minimize"}
+SAMPLERS = ("tpe", "nsga2", "random", "grid")
+#: Trials in a row that train nothing (invalid, over budget, already trained) before a worker gives up.
+MAX_IDLE_TRIALS = 200
+STATIC_PROBE = 2000  # members checked up front to be sure some member can be trained
+
+
+class SweepError(Exception):
+    """A sweep that cannot start or go on: a one-line message (exit status 1)."""
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """One trial as the sweep reports it."""
+
+    number: int
+    state: str  # complete, pruned, fail, running
+    status: str  # trained, invalid, over budget, duplicate, diverged, failed, running
+    bindings: dict[str, Any]
+    values: tuple[float, ...] | None
+    accuracy: float | None
+    test_accuracy: float | None
+    params: int | None
+    macs: int | None
+    seconds: float | None
+    run_dir: str | None
+    reason: str | None
+
+
+@dataclass
+class SweepResult:
+    """What `sweep` returns: the Optuna study, every trial and the Pareto front (trained trials)."""
+
+    study: Any
+    trials: list[TrialResult]
+    front: list[TrialResult]
+    best: TrialResult | None
+    directory: Path
+    objectives: tuple[str, ...]
+
+
+def _sampler(name: str, seed: int, space: Space, directions: int) -> Any:
+    import optuna
+
+    if name == "tpe":
+        import warnings
+
+        with warnings.catch_warnings():  # multivariate/group/constant_liar are "experimental" in Optuna 4-5
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    continuous = [d.name for d in space.dimensions if not d.discrete or (d.kind == "int" and d.log)]
+    if continuous:
+        raise UsageError(f"--sampler grid needs lists of values; {', '.join(continuous)} "
+                         f"{'is a range' if len(continuous) == 1 else 'are ranges'} of numbers",
+                         "use {a, b, c} domains for a grid, or another sampler")
+    grid = {d.name: list(d.values()) for d in space.dimensions}
+    return optuna.samplers.GridSampler(grid, seed=seed)
+
+
+def _storage(url: str | None, directory: Path) -> Any:
+    """Optuna storage: the sweep's own journal file, or an RDB URL (heartbeats mark dead workers' trials)."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    if url is None:
+        return optuna.storages.JournalStorage(JournalFileBackend(str(directory / "study.journal")))
+    if url.startswith(("sqlite:", "postgresql", "mysql", "oracle", "mssql")):
+        try:
+            return optuna.storages.RDBStorage(url, heartbeat_interval=15, grace_period=60,
+                                              engine_kwargs={"pool_pre_ping": True})
+        except Exception as err:  # noqa: BLE001 - sqlalchemy's many connection errors
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise SweepError(f"cannot open the study storage {_redact(url)}: {first[:300]}") from None
+    if url.endswith((".journal", ".log")) or "://" not in url:
+        return optuna.storages.JournalStorage(JournalFileBackend(str(Path(url).expanduser())))
+    raise UsageError(f"--storage {_redact(url)}: not a storage cnndsl knows",
+                     "give sqlite:///PATH, postgresql://USER@HOST/DB, mysql://... or a journal file path")
+
+
+def _redact(url: str) -> str:
+    """A storage URL without its password."""
+    head, at, tail = url.rpartition("@")
+    if not at or "://" not in head:
+        return url
+    scheme, _, credentials = head.partition("://")
+    return f"{scheme}://{credentials.split(':')[0]}:***@{tail}" if ":" in credentials else url
+
+
+def _spec_digest(space: Space) -> str:
+    fixed = sorted((k, v[1].text) for k, v in space.fixed.items())
+    return hashlib.sha256((space.program.source.text + json.dumps(fixed)).encode()).hexdigest()
+
+
+def open_study(space: Space, storage: Any, name: str, directions: list[str], sampler: Any,
+               objectives: Sequence[str], shown_storage: str) -> Any:
+    """Create or load the study; refuse one of the same name made from another spec or other objectives."""
+    import optuna
+
+    digest = _spec_digest(space)
+    try:
+        study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, directions=directions,
+                                    load_if_exists=True)
+    except ValueError as err:  # the study exists with other directions
+        raise SweepError(f"study {name!r} in {shown_storage} exists with other objectives ({err}); "
+                         "choose another --study") from None
+    except Exception as err:  # noqa: BLE001 - storage errors of every kind
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise SweepError(f"cannot open study {name!r} in {shown_storage}: {first[:300]}") from None
+    attrs = study.user_attrs
+    if not attrs:
+        study.set_user_attr("format", FORMAT)
+        study.set_user_attr("spec_sha256", digest)
+        study.set_user_attr("spec", space.program.source.text)
+        study.set_user_attr("objectives", list(objectives))
+    elif attrs.get("spec_sha256") != digest:
+        raise SweepError(f"study {name!r} in {shown_storage} was made from another spec (or other --set "
+                         "bindings); choose another --study, or give the spec it was made from")
+    elif list(attrs.get("objectives", [])) != list(objectives):
+        raise SweepError(f"study {name!r} in {shown_storage} optimizes {','.join(attrs.get('objectives', []))}, "
+                         f"not {','.join(objectives)}; choose another --study")
+    return study
+
+
+def _mark_dead_trials(study: Any, directory: Path) -> int:
+    """Trials left RUNNING by a killed worker of this machine: their run directory is not locked by any
+    process (a live trainer holds its run's lock), so they are marked failed and their members re-sampled."""
+    import optuna
+
+    from cnndsl.rundir import RunDir
+
+    dead = 0
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        run_dir = trial.user_attrs.get("run_dir")
+        owner = trial.user_attrs.get("host")
+        if owner != _host() or run_dir is None and trial.user_attrs.get("pid") is None:
+            continue
+        pid = trial.user_attrs.get("pid")
+        alive = (RunDir(Path(run_dir)).is_locked() if run_dir and Path(run_dir).exists()
+                 else pid is not None and _process_alive(pid))
+        if not alive:
+            study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+            dead += 1
+    return dead
+
+
+def _host() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _identity(report: Any, settings: Mapping[str, Any]) -> str:
+    """What makes two trials the same experiment: the network and every training setting."""
+    return network_key(report) + ":" + hashlib.sha256(json.dumps(settings, sort_keys=True, default=str)
+                                                      .encode()).hexdigest()[:12]
+
+
+def _suggest(trial: Any, space: Space) -> Member:
+    member: Member = {}
+    for d in space.dimensions:
+        if d.kind == "int":
+            member[d.name] = trial.suggest_int(d.name, int(d.low), int(d.high), log=d.log)
+        elif d.kind == "float":
+            member[d.name] = trial.suggest_float(d.name, d.low, d.high, log=d.log)
+        elif d.kind == "bool":
+            member[d.name] = trial.suggest_categorical(d.name, [True, False])
+        else:
+            member[d.name] = trial.suggest_categorical(d.name, list(d.texts))
+    return member
+
+
+class _Sweep:
+    """One worker's part of a sweep: the objective Optuna calls, and what it needs between trials."""
+
+    def __init__(self, space: Space, directory: Path, objectives: Sequence[str], budget: Budget, trials: int,
+                 base: dict[str, Any], data: Any, quiet: bool, report: Callable[[str], None]) -> None:
+        self.space, self.directory, self.objectives, self.budget = space, directory, tuple(objectives), budget
+        self.trials, self.base, self.data, self.quiet, self.report = trials, base, data, quiet, report
+        self.idle = 0
+
+    def objective(self, trial: Any) -> tuple[float, ...]:
+        import optuna
+
+        member = _suggest(trial, self.space)
+        trial.set_user_attr("host", _host())
+        trial.set_user_attr("pid", os.getpid())
+        checked = check_member(self.space, member, self.budget)
+        if not checked.valid:
+            self._skip(trial, "invalid" if checked.status == "invalid" else "over budget", checked.reason)
+        settings = Settings.from_dict({**self.base, **self.space.settings(member)}).validate()
+        chosen = {k: v for k, v in settings.to_dict().items() if k not in ("data", "data_dir")}
+        identity = _identity(checked.report, chosen)
+        trial.set_user_attr("identity", identity)
+        trial.set_user_attr("params", checked.report.params)
+        trial.set_user_attr("macs", checked.report.macs)
+        trial.set_user_attr("memory", checked.report.activation_bytes)
+        earlier = self._same_as(trial, identity)
+        if earlier is not None:
+            if earlier.state == optuna.trial.TrialState.COMPLETE:
+                for key in ("accuracy", "loss", "test_accuracy", "run_dir"):
+                    if key in earlier.user_attrs:
+                        trial.set_user_attr(key, earlier.user_attrs[key])
+                trial.set_user_attr("status", "duplicate")
+                trial.set_user_attr("reason", f"the same network and settings as trial {earlier.number}")
+                self.idle += 1
+                return tuple(earlier.values)
+            self._skip(trial, "duplicate", f"the same network and settings as trial {earlier.number} (running)")
+        if self._enough(trial):
+            trial.study.stop()
+            self._skip(trial, "not needed", f"{self.trials} trials are trained or training")
+        self.idle = 0
+        trial.set_user_attr("status", "training")
+        run_dir = self.directory / "trials" / f"{trial.number:04d}"
+        trial.set_user_attr("run_dir", str(run_dir.absolute()))
+        text = member_spec(self.space, member, _non_default(chosen),
+                           note=f"member of family {self.space.program.name or 'network'} "
+                                f"(cnndsl sweep, trial {trial.number}): {self.space.label(member)}")
+        done = trained_count(trial.study)
+        self.report(f"[{done + 1}/{self.trials}] trial {trial.number}: {self.space.label(member)} "
+                    f"({human(checked.report.params)} params, {human(checked.report.macs)} MACs)")
+        from cnndsl.training import train
+
+        started = time.perf_counter()
+        try:
+            result = train(text, settings, run_dir=run_dir, quiet=self.quiet, dataset=self.data)
+        except TrainingError as err:
+            if "loss" in str(err) and ("nan" in str(err).lower() or "inf" in str(err).lower()):
+                self._skip(trial, "diverged", str(err).split(";")[0])
+            raise
+        best = result.history.best
+        accuracy = best.get("val_accuracy")
+        if accuracy is None:
+            accuracy = best["test_accuracy"]  # no validation split (val_fraction 0): said in the table
+        loss = best.get("val_loss") if best.get("val_loss") is not None else best["test_loss"]
+        trial.set_user_attr("accuracy", accuracy)
+        trial.set_user_attr("loss", loss)
+        trial.set_user_attr("test_accuracy", best["test_accuracy"])
+        trial.set_user_attr("seconds", time.perf_counter() - started)
+        trial.set_user_attr("status", "trained")
+        (run_dir / "member.cnn").write_text(text)
+        self.report(f"    validation accuracy {accuracy:.2%} (test {best['test_accuracy']:.2%}) in "
+                    f"{time.perf_counter() - started:.1f} s{self._best_so_far(trial, accuracy)}")
+        values = {"accuracy": accuracy, "loss": loss, "macs": checked.report.macs, "params": checked.report.params,
+                  "memory": checked.report.activation_bytes}
+        return tuple(float(values[o]) for o in self.objectives)
+
+    def _best_so_far(self, trial: Any, accuracy: float) -> str:
+        import optuna
+
+        best = max((t for t in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                    if t.user_attrs.get("status") == "trained"), key=lambda t: t.user_attrs["accuracy"], default=None)
+        if best is None or best.user_attrs["accuracy"] < accuracy:
+            return "; the best so far"
+        return f"; best so far: trial {best.number}, {best.user_attrs['accuracy']:.2%}"
+
+    def _skip(self, trial: Any, status: str, reason: str | None) -> None:
+        import optuna
+
+        trial.set_user_attr("status", status)
+        trial.set_user_attr("reason", reason)
+        if status != "not needed":
+            self.report(f"    trial {trial.number} skipped, {status}: {reason}")
+        self.idle += 1
+        if self.idle >= MAX_IDLE_TRIALS:
+            trial.study.stop()
+        raise optuna.TrialPruned(reason)
+
+    def _same_as(self, trial: Any, identity: str) -> Any:
+        import optuna
+
+        states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING)
+        for other in trial.study.get_trials(deepcopy=False, states=states):
+            if other.number < trial.number and other.user_attrs.get("identity") == identity and (
+                    other.state == optuna.trial.TrialState.COMPLETE or other.user_attrs.get("status") == "training"):
+                if other.state == optuna.trial.TrialState.COMPLETE and other.user_attrs.get("status") not in (
+                        "trained", "duplicate"):
+                    continue
+                return other
+        return None
+
+    def _enough(self, trial: Any) -> bool:
+        """Whether `trials` trials with lower numbers are trained or training (across every worker)."""
+        import optuna
+
+        count = 0
+        for other in trial.study.get_trials(deepcopy=False):
+            if other.number >= trial.number:
+                continue
+            status = other.user_attrs.get("status")
+            if (other.state == optuna.trial.TrialState.COMPLETE and status == "trained") or (
+                    other.state == optuna.trial.TrialState.RUNNING and status == "training"):
+                count += 1
+        return count >= self.trials
+
+
+def _non_default(settings: Mapping[str, Any]) -> dict[str, Any]:
+    defaults = Settings().to_dict()
+    return {k: v for k, v in settings.items() if defaults.get(k) != v}
+
+
+def trained_count(study: Any) -> int:
+    """Trials whose member was trained to the end (across every worker)."""
+    import optuna
+
+    return sum(1 for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+               if t.user_attrs.get("status") == "trained")
+
+
+def sweep(spec: str | os.PathLike[str], *, data: str | None = None, data_dir: str | None = None, trials: int = 20,
+          objectives: Sequence[str] = ("accuracy", "macs"), budget: Budget = Budget(), sampler: str = "tpe",
+          storage: str | None = None, study: str | None = None, out: str | os.PathLike[str] | None = None,
+          seed: int = 0, set: Mapping[str, object] | None = None, quiet: bool = True,
+          report: Callable[[str], None] | None = None, **settings: Any) -> SweepResult:
+    """Search a family: train `trials` of its members (chosen by `sampler`), and return the study, every
+    trial and the Pareto front. `settings` (epochs=3, ...) apply to every member, under the member's own
+    searched settings. Running the same call again (or on another machine with a shared `storage`) goes on
+    with the same study."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    objectives = tuple(objectives)
+    unknown = [o for o in objectives if o not in OBJECTIVES]
+    if unknown or not objectives or len(dict.fromkeys(objectives)) != len(objectives):
+        raise UsageError(f"unknown or repeated objective in {','.join(objectives)}",
+                         f"choose from {', '.join(OBJECTIVES)}, e.g. --objectives accuracy,macs")
+    if sampler not in SAMPLERS:
+        raise UsageError(f"unknown sampler {sampler!r}", f"choose from {', '.join(SAMPLERS)}")
+    space = load_space(spec, set)
+    _probe(space, budget)
+    directory = Path(out) if out is not None else Path("sweeps") / (space.program.name or Path(str(spec)).stem)
+    directory.mkdir(parents=True, exist_ok=True)
+    name = study or space.program.name or "sweep"
+    say = report or (lambda text: None)
+    base = _base_settings(space, data, data_dir, settings)
+    from cnndsl.data import load_dataset
+
+    dataset = load_dataset(base["data"], base.get("data_dir"), val_fraction=base.get("val_fraction", 0.1))
+    shown_storage = _redact(storage) if storage else str(directory / "study.journal")
+    opened = open_study(space, _storage(storage, directory), name, [OBJECTIVES[o] for o in objectives],
+                        _sampler(sampler, seed, space, len(objectives)), objectives, shown_storage)
+    _write_sweep_json(directory, space, spec, objectives, name, shown_storage, sampler, seed, base, budget, trials)
+    dead = _mark_dead_trials(opened, directory)
+    if dead:
+        say(f"{dead} trial{'s' * (dead > 1)} of a stopped sweep marked failed; their members will be sampled again")
+    worker = _Sweep(space, directory, objectives, budget, trials, base, dataset, quiet, say)
+    while trained_count(opened) < trials and worker.idle < MAX_IDLE_TRIALS:
+        before = len(opened.get_trials(deepcopy=False))
+        opened.optimize(worker.objective, n_trials=1, catch=())
+        if _exhausted(space, opened, before):
+            break
+    if worker.idle >= MAX_IDLE_TRIALS:
+        say(f"stopped: the last {MAX_IDLE_TRIALS} members sampled were invalid, over budget or already trained")
+    return summarize(opened, directory, space, objectives)
+
+
+def _exhausted(space: Space, study: Any, before: int) -> bool:
+    """A grid sampler that has run every cell (Optuna stops the study; the loop must stop too)."""
+    return len(study.get_trials(deepcopy=False)) == before
+
+
+def _probe(space: Space, budget: Budget) -> None:
+    """Fail fast when no member of the family can be trained (checked on up to STATIC_PROBE members)."""
+    from cnndsl.search.commands import no_valid_member
+    from cnndsl.search.family import FamilyMember
+
+    checked: list[FamilyMember] = []
+    for m in family(space, budget=budget, limit=STATIC_PROBE):
+        if m.valid:
+            return
+        checked.append(m)
+    raise no_valid_member(space, checked)
+
+
+def _base_settings(space: Space, data: str | None, data_dir: str | None, flags: Mapping[str, Any]) -> dict[str, Any]:
+    from cnndsl.errors import CnnError
+    from cnndsl.settings import spec_settings
+
+    found, problems = spec_settings(space.program)
+    if problems:
+        raise CnnError(tuple(problems))
+    base = {**Settings().to_dict(), **found, **{k: v for k, v in flags.items() if v is not None}}
+    if data is not None:
+        base["data"] = data
+    if data_dir is not None:
+        base["data_dir"] = data_dir
+    from cnndsl.data import absolute_source
+
+    base["data"] = absolute_source(base["data"])
+    return Settings.from_dict(base).validate().to_dict()
+
+
+def _write_sweep_json(directory: Path, space: Space, spec: Any, objectives: Sequence[str], name: str,
+                      storage: str, sampler: str, seed: int, base: Mapping[str, Any], budget: Budget,
+                      trials: int) -> None:
+    write_atomic(directory / "sweep.json", json.dumps({
+        "format": FORMAT, "family": space.program.name, "spec": str(spec) if not isinstance(spec, str) or
+        "\n" not in spec else "<text>", "study": name, "storage": storage, "objectives": list(objectives),
+        "sampler": sampler, "seed": seed, "trials": trials, "settings": dict(base),
+        "budget": dataclasses.asdict(budget)}, indent=1, default=str) + "\n")
+
+
+def summarize(study: Any, directory: Path, space: Space, objectives: Sequence[str]) -> SweepResult:
+    """Every trial of the study as `TrialResult`s, the front, the chosen member; writes trials.csv,
+    pareto.png, edf.png and best.cnn into `directory`."""
+    from cnndsl.search.plots import plot_edf, plot_pareto
+
+    results = [_result(t) for t in study.get_trials(deepcopy=False)]
+    trained = [r for r in results if r.status == "trained" and r.values is not None]
+    front = pareto_front(trained, objectives)
+    best = choose(front, objectives)
+    _write_csv(directory / "trials.csv", results, space)
+    if trained:
+        plot_pareto(trained, front, directory / "pareto.png", space.program.name or "family", objectives)
+        plot_edf({space.program.name or "family": [1 - r.accuracy for r in trained if r.accuracy is not None]},
+                 directory / "edf.png")
+    if best is not None and best.run_dir:
+        member = Path(best.run_dir) / "member.cnn"
+        if member.exists():
+            write_atomic(directory / "best.cnn", member.read_text())
+    return SweepResult(study, results, front, best, directory, tuple(objectives))
+
+
+def _result(t: Any) -> TrialResult:
+    a = t.user_attrs
+    state = t.state.name.lower()
+    status = a.get("status") or ("failed" if state == "fail" else state)
+    if state == "fail":
+        status = "failed"
+    elif state == "running":
+        status = "running"
+    return TrialResult(t.number, state, status, dict(t.params),
+                       tuple(t.values) if t.values is not None else None, a.get("accuracy"), a.get("test_accuracy"),
+                       a.get("params"), a.get("macs"), a.get("seconds"), a.get("run_dir"), a.get("reason"))
+
+
+def pareto_front(trained: list[TrialResult], objectives: Sequence[str]) -> list[TrialResult]:
+    """The trained trials no other trained trial beats on every objective (duplicates collapse to the
+    first trial that trained the member), sorted by the first objective's best first."""
+    signs = [1.0 if OBJECTIVES[o] == "minimize" else -1.0 for o in objectives]
+    points = [(r, tuple(s * v for s, v in zip(signs, r.values or ()))) for r in trained]
+    front = []
+    for r, p in points:
+        dominated = any(all(a <= b for a, b in zip(q, p)) and any(a < b for a, b in zip(q, p)) for _, q in points)
+        if not dominated and all(q != p or other.number >= r.number for other, q in front_points(front, signs)):
+            front.append(r)
+    return sorted(front, key=lambda r: tuple(s * v for s, v in zip(signs, r.values or ())))
+
+
+def front_points(front: list[TrialResult], signs: list[float]) -> list[tuple[TrialResult, tuple[float, ...]]]:
+    """The front's trials with their sign-adjusted objective values (all minimized)."""
+    return [(r, tuple(s * v for s, v in zip(signs, r.values or ()))) for r in front]
+
+
+def choose(front: list[TrialResult], objectives: Sequence[str]) -> TrialResult | None:
+    """The member written to best.cnn: the front's best on the first objective (ties: the next ones)."""
+    return front[0] if front else None
+
+
+def _write_csv(path: Path, results: list[TrialResult], space: Space) -> None:
+    import csv
+    import io
+
+    names = [d.name for d in space.dimensions]
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["trial", "state", "status", *names, "val_accuracy", "test_accuracy", "params", "macs",
+                     "seconds", "run_dir", "reason"])
+    for r in results:
+        writer.writerow([r.number, r.state, r.status, *[r.bindings.get(n, "") for n in names],
+                         "" if r.accuracy is None else f"{r.accuracy:.6f}",
+                         "" if r.test_accuracy is None else f"{r.test_accuracy:.6f}",
+                         r.params if r.params is not None else "", r.macs if r.macs is not None else "",
+                         "" if r.seconds is None else f"{r.seconds:.2f}", r.run_dir or "", r.reason or ""])
+    write_atomic(path, out.getvalue())
+
+
+def print_progress(text: str) -> None:
+    """The default progress line of the CLI (stderr, one line per event)."""
+    print(text, file=sys.stderr, flush=True)
