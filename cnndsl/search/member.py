@@ -29,14 +29,17 @@ def member_spec(space: Space, member: Member, settings: Mapping[str, Any], note:
     """The standalone spec of `member`; `settings` are the training settings to write in its `train` line
     (those that differ from the defaults are enough, but any may be given)."""
     program = space.program
-    lines = program.source.text.split("\n")
+    fixed = _fixed_texts(space)
+    # a --set of a name the file binds with `let` replaces the value there; the others join the new `let`
+    replaced = {b.key: b for s in program.statements if isinstance(s, n.Let) for b in s.bindings if b.key in fixed}
+    lines = _replace_spans(program.source.text, [(b.value.span, fixed[key]) for key, b in replaced.items()]).split("\n")
     drop: set[int] = set()
     first = None
     for stmt in program.statements:
         if isinstance(stmt, (n.Search, n.TrainSection)):
             first = stmt.span.line if first is None else min(first, stmt.span.line)
             drop.update(range(stmt.span.line, stmt.span.end_line + 1))
-    bindings = [f"{name} = {text}" for name, text in _fixed_texts(space).items()]
+    bindings = [f"{name} = {text}" for name, text in fixed.items() if name not in replaced]
     bindings += [f"{d.name} = {_value_text(member[d.name])}" for d in space.architecture if d.name in member]
     added = ([f"# {note}"] if note else []) + ([f"let {', '.join(bindings)}"] if bindings else [])
     if settings:
@@ -50,6 +53,18 @@ def member_spec(space: Space, member: Member, settings: Mapping[str, Any], note:
     if first is None:
         out = added + out
     return "\n".join(out).rstrip("\n") + "\n"
+
+
+def _replace_spans(text: str, replacements: list[tuple[Any, str]]) -> str:
+    """`text` with each span's text replaced (spans do not overlap; 1-based lines and columns)."""
+    starts = [0]
+    for line in text.split("\n"):
+        starts.append(starts[-1] + len(line) + 1)
+    for span, new in sorted(replacements, key=lambda r: (r[0].line, r[0].col), reverse=True):
+        begin = starts[span.line - 1] + span.col - 1
+        end = starts[span.end_line - 1] + span.end_col - 1
+        text = text[:begin] + new + text[end:]
+    return text
 
 
 def _fixed_texts(space: Space) -> dict[str, str]:
