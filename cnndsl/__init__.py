@@ -45,11 +45,27 @@ def evaluate(run_dir, spec=None, **options):
     return _evaluate(spec, run_dir, **options)
 
 
+def family(spec, **options):
+    """The members of a family (a spec with `search` lines), each checked without JAX: `.bindings`,
+    `.report` (None when invalid), `.status`, `.reason`. See `cnndsl.search.family.family`."""
+    from cnndsl.search.family import family as _family
+
+    return _family(spec, **options)
+
+
+def sweep(spec, **options):
+    """Train members of a family chosen by Optuna; returns the study, the trials and the Pareto front.
+    See `cnndsl.search.sweep.sweep` (needs the `search` extra: Optuna)."""
+    from cnndsl.search.sweep import sweep as _sweep
+
+    return _sweep(spec, **options)
+
+
 def __getattr__(name):
     """Submodules on first use (`cnndsl.export.export_run`, `cnndsl.data.load_dataset`) without importing
     them, or JAX, for `import cnndsl` alone."""
     import importlib
 
-    if name in ("compiler", "data", "export", "training", "outputs", "rundir", "flax_backend", "compilations"):
+    if name in ("compiler", "data", "export", "training", "outputs", "rundir", "flax_backend", "compilations", "search"):
         return importlib.import_module(f"cnndsl.{name}")
     raise AttributeError(f"module 'cnndsl' has no attribute {name!r}")

@@ -13,7 +13,7 @@ os.environ.setdefault("CNNDSL_CACHE", tempfile.mkdtemp(prefix="cnndsl-test-cache
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.cnn"))
-FAMILIES = {"course.cnn"}  # examples that are families on purpose: nothing is bound
+FAMILIES = {"course.cnn", "course_cifar.cnn"}  # examples that are families on purpose: nothing is bound
 
 
 @pytest.fixture(autouse=True)

@@ -147,7 +147,7 @@ def test_the_course_family_lists_exactly_what_to_bind(capsys: pytest.CaptureFixt
     assert main(["check", "examples/course.cnn"]) == 1
     summary = capsys.readouterr().err.strip().split("\n\n")[-1]
     assert "7 free names: `CONV`, `N`, `POOL?`, `POOL`, `M`, `FC`, `K`" in summary
-    bindings = ["--set", "N=1", "--set", "M=2", "--set", "K=1", "--set", "CONV=conv(8, 3x3)", "--set", "FC=fc(10)"]
+    bindings = ["--set", "N=1", "--set", "M=2", "--set", "K=1", "--set", "CONV=conv(8, 3x3, pad=same)", "--set", "FC=fc(10)"]
     assert main(["check", "examples/course.cnn", *bindings, "--set", "POOL?=true"]) == 1
     assert "1 free name: `POOL`" in capsys.readouterr().err  # not "did you mean `POOL?`"
     assert main(["check", "examples/course.cnn", *bindings, "--set", "POOL?=false"]) == 0

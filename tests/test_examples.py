@@ -70,4 +70,4 @@ def test_course_pattern_is_a_family_until_bound() -> None:
     without_pool = cnndsl.check("examples/course.cnn", set={
         "N": 1, "M": 2, "K": 0, "POOL?": False, "CONV": "conv(8, 3x3)", "POOL": "maxpool(2x2)", "FC": "fc(10)"})
     assert not any(r.op.startswith("maxpool") for r in without_pool.rows)
-    assert [r.output_shape for r in without_pool.rows][:4] == [(30, 30, 8), (30, 30, 8), (28, 28, 8), (28, 28, 8)]
+    assert [r.output_shape for r in without_pool.rows][:4] == [(6, 6, 8), (6, 6, 8), (4, 4, 8), (4, 4, 8)]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import sys
 import time
@@ -86,11 +87,7 @@ def _sampler(name: str, seed: int, space: Space, directions: int) -> Any:
     import optuna
 
     if name == "tpe":
-        import warnings
-
-        with warnings.catch_warnings():  # multivariate/group/constant_liar are "experimental" in Optuna 4-5
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
     if name == "random":
@@ -113,8 +110,20 @@ def _storage(url: str | None, directory: Path) -> Any:
         return optuna.storages.JournalStorage(JournalFileBackend(str(directory / "study.journal")))
     if url.startswith(("sqlite:", "postgresql", "mysql", "oracle", "mssql")):
         try:
-            return optuna.storages.RDBStorage(url, heartbeat_interval=15, grace_period=60,
-                                              engine_kwargs={"pool_pre_ping": True})
+            for attempt in range(5):
+                try:
+                    return optuna.storages.RDBStorage(url, heartbeat_interval=15, grace_period=60,
+                                                      engine_kwargs={"pool_pre_ping": True})
+                except Exception as err:  # noqa: BLE001
+                    # Workers starting together on an empty database race to create Optuna's tables; the
+                    # loser sees a unique-key violation and simply tries again (the tables exist by then).
+                    text = str(err).lower()
+                    if attempt == 4 or not ("unique" in text or "already exists" in text or "duplicate" in text):
+                        raise
+                    time.sleep(0.3 + 0.4 * attempt)
+        except ImportError:
+            raise SweepError(f"cannot open the study storage {_redact(url)}: its database driver is not installed "
+                             "(for PostgreSQL: pip install 'cnndsl[postgres]')") from None
         except Exception as err:  # noqa: BLE001 - sqlalchemy's many connection errors
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise SweepError(f"cannot open the study storage {_redact(url)}: {first[:300]}") from None
@@ -153,17 +162,17 @@ def open_study(space: Space, storage: Any, name: str, directions: list[str], sam
     except Exception as err:  # noqa: BLE001 - storage errors of every kind
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise SweepError(f"cannot open study {name!r} in {shown_storage}: {first[:300]}") from None
-    attrs = study.user_attrs
-    if not attrs:
-        study.set_user_attr("format", FORMAT)
-        study.set_user_attr("spec_sha256", digest)
+    # One attribute, written in one call: a second worker starting at the same moment reads all of it or none.
+    mine = {"format": FORMAT, "spec_sha256": digest, "objectives": list(objectives)}
+    found = study.user_attrs.get("cnndsl")
+    if found is None:
+        study.set_user_attr("cnndsl", mine)
         study.set_user_attr("spec", space.program.source.text)
-        study.set_user_attr("objectives", list(objectives))
-    elif attrs.get("spec_sha256") != digest:
+    elif found.get("spec_sha256") != digest:
         raise SweepError(f"study {name!r} in {shown_storage} was made from another spec (or other --set "
                          "bindings); choose another --study, or give the spec it was made from")
-    elif list(attrs.get("objectives", [])) != list(objectives):
-        raise SweepError(f"study {name!r} in {shown_storage} optimizes {','.join(attrs.get('objectives', []))}, "
+    elif list(found.get("objectives", [])) != list(objectives):
+        raise SweepError(f"study {name!r} in {shown_storage} optimizes {','.join(found.get('objectives', []))}, "
                          f"not {','.join(objectives)}; choose another --study")
     return study
 
@@ -376,7 +385,11 @@ def sweep(spec: str | os.PathLike[str], *, data: str | None = None, data_dir: st
     with the same study."""
     import optuna
 
+    import warnings
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # heartbeats, multivariate TPE and constant liar are "experimental" in Optuna 4-5: said once here, not per run
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     objectives = tuple(objectives)
     unknown = [o for o in objectives if o not in OBJECTIVES]
     if unknown or not objectives or len(dict.fromkeys(objectives)) != len(objectives):
@@ -403,18 +416,26 @@ def sweep(spec: str | os.PathLike[str], *, data: str | None = None, data_dir: st
         say(f"{dead} trial{'s' * (dead > 1)} of a stopped sweep marked failed; their members will be sampled again")
     worker = _Sweep(space, directory, objectives, budget, trials, base, dataset, quiet, say)
     while trained_count(opened) < trials and worker.idle < MAX_IDLE_TRIALS:
-        before = len(opened.get_trials(deepcopy=False))
         opened.optimize(worker.objective, n_trials=1, catch=())
-        if _exhausted(space, opened, before):
+        if _exhausted(space, opened):
+            say("every member of the family has been tried")
             break
     if worker.idle >= MAX_IDLE_TRIALS:
         say(f"stopped: the last {MAX_IDLE_TRIALS} members sampled were invalid, over budget or already trained")
     return summarize(opened, directory, space, objectives)
 
 
-def _exhausted(space: Space, study: Any, before: int) -> bool:
-    """A grid sampler that has run every cell (Optuna stops the study; the loop must stop too)."""
-    return len(study.get_trials(deepcopy=False)) == before
+def _exhausted(space: Space, study: Any) -> bool:
+    """Whether every point of a finite space (every dimension a list, settings included) has been tried:
+    trained, rejected or given to another worker. Optuna's grid sampler stops only its own `optimize` call."""
+    import optuna
+
+    if not all(d.discrete for d in space.dimensions):
+        return False
+    total = math.prod(len(d.values()) for d in space.dimensions)
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
+    tried = {tuple(sorted(t.params.items())) for t in study.get_trials(deepcopy=False, states=states)}
+    return len(tried) >= total
 
 
 def _probe(space: Space, budget: Budget) -> None:

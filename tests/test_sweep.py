@@ -1,0 +1,251 @@
+"""`cnndsl sweep`: members trained on the digits (one epoch each), the front, resuming, workers sharing a
+study, and the one-line errors. The PostgreSQL test starts its own server on 127.0.0.1 (marked slow)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+import cnndsl
+from cnndsl.search.family import load_space
+from cnndsl.search.sweep import pareto_front, sweep
+from tests.conftest import ROOT
+
+pytest.importorskip("optuna")
+
+TINY = """network Tiny
+input 8x8x1
+search W in {4, 8}, M in 1..4
+search lr in {0.003, 0.01}
+input -> [conv(W, 3x3, pad=same) -> relu -> maxpool(2x2)]*M -> fc(10)
+train epochs = 1, batch_size = 128
+"""
+
+
+def write(tmp_path: Path, text: str = TINY, name: str = "tiny.cnn") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "cnndsl", *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, stdin=subprocess.DEVNULL)
+
+
+def test_a_sweep_trains_valid_members_as_runs_and_keeps_the_front(tmp_path: Path) -> None:
+    spec = write(tmp_path)
+    result = sweep(spec, trials=3, sampler="random", seed=0, out=tmp_path / "sweep")
+    trained = [t for t in result.trials if t.status == "trained"]
+    assert len(trained) == 3
+    for t in result.trials:  # M=4 pools 8x8 below 1x1: rejected in milliseconds, never trained
+        assert (t.status == "invalid") == (t.bindings["M"] == 4), t
+        if t.status == "invalid":
+            assert "would shrink the feature map below 1x1" in t.reason and t.run_dir is None
+    for t in trained:  # each trial is an ordinary run, selected on its validation split
+        history = [json.loads(line) for line in (Path(t.run_dir) / "metrics.jsonl").read_text().splitlines()]
+        assert t.accuracy == max(e["val_accuracy"] for e in history)
+        assert cnndsl.evaluate(t.run_dir)["accuracy"] == pytest.approx(t.test_accuracy)
+        member = cnndsl.check(Path(t.run_dir) / "member.cnn")
+        assert member.macs == t.macs and member.params == t.params
+    assert result.front == pareto_front(trained, ("accuracy", "macs")) and result.front
+    for f in result.front:  # nothing trained beats a front member on both objectives
+        assert not any(o.accuracy >= f.accuracy and o.macs <= f.macs and (o.accuracy, o.macs) != (f.accuracy, f.macs)
+                       for o in trained)
+    folder = tmp_path / "sweep"
+    for name in ("pareto.png", "edf.png", "trials.csv", "best.cnn", "sweep.json", "study.journal"):
+        assert (folder / name).stat().st_size > 0, name
+    assert (folder / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len((folder / "trials.csv").read_text().splitlines()) == len(result.trials) + 1
+    best = cnndsl.check(folder / "best.cnn")  # concrete and standalone
+    assert best.macs == result.best.macs and result.best in result.front
+
+
+def _members(result) -> list[tuple]:
+    return [tuple(sorted(t.bindings.items())) for t in result.trials]
+
+
+def test_same_seed_and_sampler_give_the_same_members(tmp_path: Path) -> None:
+    spec = write(tmp_path)
+    runs = {}
+    for name, sampler, seed in (("a", "tpe", 5), ("b", "tpe", 5), ("c", "tpe", 6)):
+        runs[name] = _members(sweep(spec, trials=2, sampler=sampler, seed=seed, out=tmp_path / name))
+    assert runs["a"] == runs["b"]
+    assert runs["a"] != runs["c"]
+
+
+def test_the_same_command_resumes_the_study(tmp_path: Path) -> None:
+    spec = write(tmp_path)
+    first = sweep(spec, trials=2, sampler="random", out=tmp_path / "s")
+    again = sweep(spec, trials=3, sampler="random", out=tmp_path / "s")
+    trained = [t.number for t in again.trials if t.status == "trained"]
+    assert len(trained) == 3
+    assert [t.number for t in first.trials if t.status == "trained"] == trained[:2]
+
+
+def test_a_killed_sweep_resumes_and_its_dead_trial_is_marked_failed(tmp_path: Path) -> None:
+    spec = write(tmp_path, TINY.replace("epochs = 1", "epochs = 400"))
+    out = tmp_path / "s"
+    args = ["sweep", str(spec), "--trials", "1", "--out", str(out), "--sampler", "random", "--seed", "2"]
+    process = subprocess.Popen([sys.executable, "-m", "cnndsl", *args], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and not list(out.glob("trials/*/metrics.jsonl")):
+            time.sleep(0.05)
+        assert list(out.glob("trials/*/metrics.jsonl")), "no trial started training"
+    finally:
+        process.kill()
+        process.wait()
+    result = cli(*args, "--epochs", "1")
+    assert result.returncode == 0, result.stderr
+    assert "1 trial of a stopped sweep marked failed" in result.stderr
+    rows = (out / "trials.csv").read_text().splitlines()[1:]
+    states = [row.split(",")[2] for row in rows]
+    assert states.count("failed") == 1 and states.count("trained") == 1
+
+
+def test_two_workers_share_a_study_and_never_train_a_member_twice(tmp_path: Path) -> None:
+    spec = write(tmp_path)  # 6 valid members x 2 learning rates: collisions are likely, duplicates must not train
+    journal = tmp_path / "shared.journal"
+    args = [sys.executable, "-m", "cnndsl", "sweep", str(spec), "--trials", "4", "--storage", str(journal),
+            "--study", "shared", "--sampler", "random"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    workers = [subprocess.Popen([*args, "--out", str(tmp_path / f"w{k}"), "--seed", str(k)], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in range(2)]
+    outputs = [w.communicate(timeout=300) for w in workers]
+    assert all(w.returncode == 0 for w in workers), outputs
+    import optuna
+
+    from cnndsl.search.sweep import _storage
+
+    study = optuna.load_study(study_name="shared", storage=_storage(str(journal), tmp_path))
+    trained = [t for t in study.trials if t.user_attrs.get("status") == "trained"]
+    assert len(trained) == 4
+    identities = [t.user_attrs["identity"] for t in trained]
+    assert len(set(identities)) == len(identities)
+    assert {t.user_attrs["pid"] for t in trained} == {w.pid for w in workers}  # both took part
+
+
+def test_sweep_errors_are_one_line(tmp_path: Path) -> None:
+    spec = write(tmp_path)
+    out = tmp_path / "s"
+    assert cli("sweep", str(spec), "--trials", "1", "--out", str(out), "--sampler", "random").returncode == 0
+    other = write(tmp_path, TINY.replace("W in {4, 8}", "W in {4, 16}"), "other.cnn")
+    result = cli("sweep", str(other), "--trials", "1", "--out", str(out), "--study", "Tiny")
+    assert result.returncode == 1 and "was made from another spec" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    result = cli("sweep", str(spec), "--trials", "1", "--out", str(tmp_path / "t"),
+                 "--storage", "postgresql://nobody:secret@127.0.0.1:9/none")
+    assert result.returncode == 1 and "cannot open" in result.stderr and "secret" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    result = cli("sweep", str(spec), "--trials", "1", "--out", str(tmp_path / "t"), "--storage", "redis://x")
+    assert result.returncode == 2 and "not a storage cnndsl knows" in result.stderr
+    grid = write(tmp_path, TINY.replace("{0.003, 0.01}", "log(1e-3, 1e-2)"), "grid.cnn")
+    result = cli("sweep", str(grid), "--trials", "1", "--out", str(tmp_path / "g"), "--sampler", "grid")
+    assert result.returncode == 2 and "--sampler grid needs lists of values; lr is a range" in result.stderr
+    none = ROOT / "tests" / "families" / "no_member.cnn"
+    result = cli("sweep", str(none), "--trials", "1", "--out", str(tmp_path / "n"))
+    assert result.returncode == 1 and "no member of the family can be trained" in result.stderr
+    assert not (tmp_path / "n").exists()  # nothing written for a sweep that cannot start
+    result = cli("sweep", str(spec), "--objectives", "accuracy,speed")
+    assert result.returncode == 2 and "objectives are a comma-separated list" in result.stderr
+
+
+def test_grid_sampler_visits_each_cell_once(tmp_path: Path) -> None:
+    spec = write(tmp_path, TINY.replace("M in 1..4", "M in 3..4").replace("{0.003, 0.01}", "{0.003}"))
+    result = sweep(spec, trials=10, sampler="grid", out=tmp_path / "g")
+    cells = [tuple(sorted(t.bindings.items())) for t in result.trials]
+    assert len(cells) == len(set(cells)) == 4  # W x M x lr: the sweep stops when the grid is done
+    assert sum(t.status == "trained" for t in result.trials) == 2
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_workers_share_a_study_in_postgresql(tmp_path: Path) -> None:
+    """The multi-machine path: a real PostgreSQL server (Debian's package) on 127.0.0.1, two workers."""
+    psycopg = pytest.importorskip("psycopg")
+    initdb = shutil.which("initdb") or next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))), None)
+    if initdb is None:
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql): no server to start")
+    bin_dir = Path(initdb).parent
+    run_as: list[str] = []
+    if os.geteuid() == 0:  # postgres refuses to run as root: run it as the postgres user, in a folder it can reach
+        if not _has_user("postgres"):
+            pytest.skip("running as root and there is no postgres user to run the server as")
+        run_as = ["runuser", "-u", "postgres", "--"]
+    home = Path(tempfile.mkdtemp(prefix="cnndsl-pg-"))  # pytest's own tmp folders are private to this user
+    os.chmod(home, 0o777)
+    data = home / "data"
+    port = _free_port()
+    server = None
+    try:
+        subprocess.run([*run_as, str(bin_dir / "initdb"), "-D", str(data), "-U", "cnndsl", "--auth=trust", "-E",
+                        "UTF8"], check=True, capture_output=True, timeout=120)
+        server = subprocess.Popen([*run_as, str(bin_dir / "postgres"), "-D", str(data), "-h", "127.0.0.1", "-p",
+                                   str(port), "-k", str(home)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        url = f"postgresql://cnndsl@127.0.0.1:{port}/postgres"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                psycopg.connect(url).close()
+                break
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    pytest.fail("the PostgreSQL server did not start")
+                time.sleep(0.2)
+        spec = write(tmp_path)
+        args = [sys.executable, "-m", "cnndsl", "sweep", str(spec), "--trials", "3", "--storage", url,
+                "--study", "pg", "--sampler", "random"]
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        workers = [subprocess.Popen([*args, "--out", str(tmp_path / f"w{k}"), "--seed", str(k)], env=env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in range(2)]
+        outputs = [w.communicate(timeout=300) for w in workers]
+        assert all(w.returncode == 0 for w in workers), outputs
+        import optuna
+
+        study = optuna.load_study(study_name="pg", storage=url)
+        trained = [t for t in study.trials if t.user_attrs.get("status") == "trained"]
+        identities = [t.user_attrs["identity"] for t in trained]
+        assert len(trained) == 3 and len(set(identities)) == 3
+    finally:
+        if server is not None:
+            server.terminate()  # a "smart" shutdown: the workers are done, so it stops at once
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _has_user(name: str) -> bool:
+    import pwd
+
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def test_the_family_examples_have_many_valid_members() -> None:
+    from cnndsl.search.family import family
+
+    for example in ("course.cnn", "course_cifar.cnn"):
+        members = list(family(load_space(ROOT / "examples" / example)))
+        assert sum(m.valid for m in members) >= len(members) // 2 >= 100, example
