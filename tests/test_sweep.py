@@ -114,6 +114,26 @@ def test_a_killed_sweep_resumes_and_its_dead_trial_is_marked_failed(tmp_path: Pa
     assert states.count("failed") == 1 and states.count("trained") == 1
 
 
+def test_ctrl_c_stops_a_sweep_cleanly_and_the_same_command_resumes(tmp_path: Path) -> None:
+    import signal
+
+    spec = write(tmp_path, TINY.replace("epochs = 1", "epochs = 400"))
+    out = tmp_path / "s"
+    args = ["sweep", str(spec), "--trials", "1", "--out", str(out), "--sampler", "random"]
+    process = subprocess.Popen([sys.executable, "-m", "cnndsl", *args], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(out.glob("trials/*/metrics.jsonl")):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "sweep interrupted after 0 trained trials; the same command resumes" in err and "Traceback" not in err
+    assert "failed" in (out / "trials.csv").read_text()
+    result = cli(*args, "--epochs", "1")
+    assert result.returncode == 0 and "marked failed" not in result.stderr  # Optuna already marked it
+
+
 def test_two_workers_share_a_study_and_never_train_a_member_twice(tmp_path: Path) -> None:
     spec = write(tmp_path)  # 6 valid members x 2 learning rates: collisions are likely, duplicates must not train
     journal = tmp_path / "shared.journal"
@@ -157,6 +177,12 @@ def test_sweep_errors_are_one_line(tmp_path: Path) -> None:
     result = cli("sweep", str(none), "--trials", "1", "--out", str(tmp_path / "n"))
     assert result.returncode == 1 and "no member of the family can be trained" in result.stderr
     assert not (tmp_path / "n").exists()  # nothing written for a sweep that cannot start
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    result = cli("sweep", str(spec), "--trials", "1", "--out", str(foreign))
+    assert result.returncode == 2 and "cnndsl never overwrites files it did not create" in result.stderr
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
     result = cli("sweep", str(spec), "--objectives", "accuracy,speed")
     assert result.returncode == 2 and "objectives are a comma-separated list" in result.stderr
 
@@ -249,3 +275,23 @@ def test_the_family_examples_have_many_valid_members() -> None:
     for example in ("course.cnn", "course_cifar.cnn"):
         members = list(family(load_space(ROOT / "examples" / example)))
         assert sum(m.valid for m in members) >= len(members) // 2 >= 100, example
+
+
+def test_comparing_families_draws_their_error_edfs_on_one_plot(tmp_path: Path) -> None:
+    a = write(tmp_path, TINY, "a.cnn")
+    b = write(tmp_path, TINY.replace("network Tiny", "network Wide").replace("{4, 8}", "{8, 16}"), "b.cnn")
+    out = tmp_path / "ab"
+    result = cli("sweep", str(a), str(b), "--trials", "2", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert (out / "edf.png").read_bytes()[:4] == b"\x89PNG"
+    for name in ("a", "b"):  # one sweep each, in its own folder, sampled at random (unbiased EDFs)
+        assert json.loads((out / name / "sweep.json").read_text())["sampler"] == "random"
+        assert (out / name / "best.cnn").is_file()
+    assert "Tiny: " in result.stdout and "Wide: " in result.stdout
+
+
+def test_edf_is_the_share_at_or_below_each_error() -> None:
+    from cnndsl.search.plots import edf
+
+    xs, ys = edf([0.3, 0.1, 0.2, 0.1])
+    assert xs == [0.1, 0.1, 0.2, 0.3] and ys == [0.25, 0.5, 0.75, 1.0]

@@ -32,12 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from cnndsl.errors import UsageError
-from cnndsl.outputs import write_atomic
+from cnndsl.outputs import artifact_kind, check_output_dir, write_atomic
 from cnndsl.search.commands import human
 from cnndsl.search.family import Budget, check_member, family, load_space, network_key
 from cnndsl.search.member import member_spec
 from cnndsl.search.space import Member, Space
-from cnndsl.settings import Settings, TrainingError
+from cnndsl.settings import Interrupted, Settings, TrainingError
 
 FORMAT = "cnndsl.sweep/1"
 #: objective -> (Optuna direction, what it reads)
@@ -387,7 +387,7 @@ def sweep(spec: str | os.PathLike[str], *, data: str | None = None, data_dir: st
 
     import warnings
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # cnndsl says what happened to each trial itself
     # heartbeats, multivariate TPE and constant liar are "experimental" in Optuna 4-5: said once here, not per run
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     objectives = tuple(objectives)
@@ -400,6 +400,8 @@ def sweep(spec: str | os.PathLike[str], *, data: str | None = None, data_dir: st
     space = load_space(spec, set)
     _probe(space, budget)
     directory = Path(out) if out is not None else Path("sweeps") / (space.program.name or Path(str(spec)).stem)
+    if artifact_kind(directory) != "sweep":  # an earlier sweep's folder is resumed; anything else must be new
+        check_output_dir(directory, "sweep", inputs=[spec] if not _is_text(spec) else [], make_parents=True)
     directory.mkdir(parents=True, exist_ok=True)
     name = study or space.program.name or "sweep"
     say = report or (lambda text: None)
@@ -416,13 +418,22 @@ def sweep(spec: str | os.PathLike[str], *, data: str | None = None, data_dir: st
         say(f"{dead} trial{'s' * (dead > 1)} of a stopped sweep marked failed; their members will be sampled again")
     worker = _Sweep(space, directory, objectives, budget, trials, base, dataset, quiet, say)
     while trained_count(opened) < trials and worker.idle < MAX_IDLE_TRIALS:
-        opened.optimize(worker.objective, n_trials=1, catch=())
+        try:
+            opened.optimize(worker.objective, n_trials=1, catch=())
+        except (Interrupted, KeyboardInterrupt):  # Optuna has marked the trial failed
+            summarize(opened, directory, space, objectives)
+            raise Interrupted(f"sweep interrupted after {trained_count(opened)} trained trials; the same command "
+                              "resumes the study (the interrupted member is sampled again)") from None
         if _exhausted(space, opened):
             say("every member of the family has been tried")
             break
     if worker.idle >= MAX_IDLE_TRIALS:
         say(f"stopped: the last {MAX_IDLE_TRIALS} members sampled were invalid, over budget or already trained")
     return summarize(opened, directory, space, objectives)
+
+
+def _is_text(spec: Any) -> bool:
+    return isinstance(spec, str) and "\n" in spec
 
 
 def _exhausted(space: Space, study: Any) -> bool:
