@@ -41,17 +41,20 @@ def member_spec(space: Space, member: Member, settings: Mapping[str, Any], note:
             drop.update(range(stmt.span.line, stmt.span.end_line + 1))
     bindings = [f"{name} = {text}" for name, text in fixed.items() if name not in replaced]
     bindings += [f"{d.name} = {_value_text(member[d.name])}" for d in space.architecture if d.name in member]
-    added = ([f"# {note}"] if note else []) + ([f"let {', '.join(bindings)}"] if bindings else [])
+    added = [f"let {', '.join(bindings)}"] if bindings else []
     if settings:
         added.append("train " + ", ".join(setting_text(k, v) for k, v in settings.items()))
-    out: list[str] = []
+    # The family's opening comments describe the family, not this member: the note replaces them.
+    start = min((s.span.line for s in program.statements), default=len(lines) + 1)
+    opening = {k for k in range(1, start) if lines[k - 1].strip().startswith("#") or not lines[k - 1].strip()}
+    out: list[str] = [f"# {line}" for line in note.splitlines()]
     for number, line in enumerate(lines, start=1):
         if number == first:
             out.extend(added)
-        if number not in drop:
+        if number not in drop and number not in opening:
             out.append(line)
     if first is None:
-        out = added + out
+        out = out[: len(note.splitlines())] + added + out[len(note.splitlines()):]
     return "\n".join(out).rstrip("\n") + "\n"
 
 

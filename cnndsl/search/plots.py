@@ -38,9 +38,18 @@ def plot_pareto(trained: Sequence[Any], front: Sequence[Any], path: Path, title:
     cost = "params" if "params" in objectives and "macs" not in objectives else "macs"
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
     points = [(getattr(r, cost), 100 * r.accuracy) for r in trained if r.accuracy is not None]
-    if points:
-        ax.scatter(*zip(*points), s=18, color="#9aa5b1", label="trained members", zorder=2)
     on_front = sorted((getattr(r, cost), 100 * r.accuracy, r.number) for r in front if r.accuracy is not None)
+    # The front is what matters: members far below it would squash it against the top, so the axis starts a
+    # little below the front's worst member and the members under that are drawn on the bottom edge.
+    lowest = min((y for _, y, _ in on_front), default=0.0)
+    bottom = max(0.0, lowest - max(5.0, 1.5 * (max((y for _, y, _ in on_front), default=100.0) - lowest)))
+    shown = [(x, y) for x, y in points if y >= bottom]
+    below = [(x, bottom) for x, y in points if y < bottom]
+    if shown:
+        ax.scatter(*zip(*shown), s=18, color="#9aa5b1", label="trained members", zorder=2)
+    if below:
+        ax.scatter(*zip(*below), s=22, marker="v", color="#9aa5b1", clip_on=False, zorder=2,
+                   label=f"{len(below)} below {bottom:.0f}%")
     if on_front:
         xs, ys, numbers = zip(*on_front)
         ax.step(xs, ys, where="post", color="#d1495b", lw=1.2, zorder=3)
@@ -48,6 +57,7 @@ def plot_pareto(trained: Sequence[Any], front: Sequence[Any], path: Path, title:
         for x, y, number in on_front:
             ax.annotate(f"#{number}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
     ax.set_xscale("log")
+    ax.set_ylim(bottom, 100.5)
     ax.set(xlabel="multiply-adds per image" if cost == "macs" else "parameters", ylabel="validation accuracy (%)",
            title=f"{title}: {len(points)} trained members")
     ax.grid(alpha=0.3, which="both")
@@ -70,7 +80,7 @@ def plot_edf(families: Mapping[str, Sequence[float]], path: Path) -> None:
             continue
         xs, ys = edf([100 * e for e in errors])
         ax.step([xs[0]] + xs, [0.0] + ys, where="post", lw=1.6, label=f"{name} (n={len(xs)})")
-    ax.set(xlabel="validation error (%)", ylabel="share of members with lower error",
+    ax.set(xlabel="validation error (%)", ylabel="share of members with this error or less",
            title="error EDF of the trained members", ylim=(0, 1.02))
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")

@@ -37,7 +37,7 @@ from cnndsl.search.commands import human
 from cnndsl.search.family import Budget, check_member, family, load_space, network_key
 from cnndsl.search.member import member_spec
 from cnndsl.search.space import Member, Space
-from cnndsl.settings import Interrupted, Settings, TrainingError
+from cnndsl.settings import Interrupted, Settings, TrainingError, spec_settings
 
 FORMAT = "cnndsl.sweep/1"
 #: objective -> (Optuna direction, what it reads)
@@ -241,10 +241,13 @@ class _Sweep:
     """One worker's part of a sweep: the objective Optuna calls, and what it needs between trials."""
 
     def __init__(self, space: Space, directory: Path, objectives: Sequence[str], budget: Budget, trials: int,
-                 base: dict[str, Any], data: Any, quiet: bool, report: Callable[[str], None]) -> None:
+                 base: dict[str, Any], data: Any, quiet: bool, report: Callable[[str], None],
+                 explicit: Sequence[str] = ()) -> None:
         self.space, self.directory, self.objectives, self.budget = space, directory, tuple(objectives), budget
         self.trials, self.base, self.data, self.quiet, self.report = trials, base, data, quiet, report
         self.idle = 0
+        # the settings the spec's `train` lines or the sweep's flags name: written into each member's spec
+        self.explicit = set(spec_settings(space.program)[0]) | set(explicit)
 
     def objective(self, trial: Any) -> tuple[float, ...]:
         import optuna
@@ -280,9 +283,12 @@ class _Sweep:
         trial.set_user_attr("status", "training")
         run_dir = self.directory / "trials" / f"{trial.number:04d}"
         trial.set_user_attr("run_dir", str(run_dir.absolute()))
-        text = member_spec(self.space, member, _non_default(chosen),
-                           note=f"member of family {self.space.program.name or 'network'} "
-                                f"(cnndsl sweep, trial {trial.number}): {self.space.label(member)}")
+        written = {k: v for k, v in chosen.items() if k in self.explicit or k in self.space.settings(member)
+                   or Settings().to_dict().get(k) != v}
+        text = member_spec(self.space, member, written,
+                           note=f"A member of the family {self.space.program.name or 'network'} "
+                                f"({self.space.program.source.path}), trial {trial.number} of `cnndsl sweep`:\n"
+                                f"  {self.space.label(member)}")
         done = trained_count(trial.study)
         self.report(f"[{done + 1}/{self.trials}] trial {trial.number}: {self.space.label(member)} "
                     f"({human(checked.report.params)} params, {human(checked.report.macs)} MACs)")
@@ -361,11 +367,6 @@ class _Sweep:
         return count >= self.trials
 
 
-def _non_default(settings: Mapping[str, Any]) -> dict[str, Any]:
-    defaults = Settings().to_dict()
-    return {k: v for k, v in settings.items() if defaults.get(k) != v}
-
-
 def trained_count(study: Any) -> int:
     """Trials whose member was trained to the end (across every worker)."""
     import optuna
@@ -416,7 +417,8 @@ def sweep(spec: str | os.PathLike[str], *, data: str | None = None, data_dir: st
     dead = _mark_dead_trials(opened, directory)
     if dead:
         say(f"{dead} trial{'s' * (dead > 1)} of a stopped sweep marked failed; their members will be sampled again")
-    worker = _Sweep(space, directory, objectives, budget, trials, base, dataset, quiet, say)
+    worker = _Sweep(space, directory, objectives, budget, trials, base, dataset, quiet, say,
+                    explicit=[k for k, v in settings.items() if v is not None])
     while trained_count(opened) < trials and worker.idle < MAX_IDLE_TRIALS:
         try:
             opened.optimize(worker.objective, n_trials=1, catch=())
