@@ -135,25 +135,31 @@ def test_ctrl_c_stops_a_sweep_cleanly_and_the_same_command_resumes(tmp_path: Pat
 
 
 def test_two_workers_share_a_study_and_never_train_a_member_twice(tmp_path: Path) -> None:
-    spec = write(tmp_path)  # 6 valid members x 2 learning rates: collisions are likely, duplicates must not train
+    # 6 valid members x 2 learning rates: collisions are likely, duplicates must not train
+    from cnndsl.search.sweep import _storage
+
     journal = tmp_path / "shared.journal"
-    args = [sys.executable, "-m", "cnndsl", "sweep", str(spec), "--trials", "4", "--storage", str(journal),
+    trained, pids = _two_workers(tmp_path, str(journal), 4, lambda: _storage(str(journal), tmp_path))
+    assert len(trained) == 4
+    identities = [t.user_attrs["identity"] for t in trained]
+    assert len(set(identities)) == len(identities)
+    assert {t.user_attrs["pid"] for t in trained} == pids  # both took part
+
+
+def _two_workers(tmp_path: Path, storage: str, trials: int, opened) -> tuple[list, set[int]]:
+    """Two `cnndsl sweep` processes on one study; its trained trials afterwards, and the workers' PIDs."""
+    import optuna
+
+    spec = write(tmp_path)
+    args = [sys.executable, "-m", "cnndsl", "sweep", str(spec), "--trials", str(trials), "--storage", storage,
             "--study", "shared", "--sampler", "random"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     workers = [subprocess.Popen([*args, "--out", str(tmp_path / f"w{k}"), "--seed", str(k)], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in range(2)]
     outputs = [w.communicate(timeout=300) for w in workers]
     assert all(w.returncode == 0 for w in workers), outputs
-    import optuna
-
-    from cnndsl.search.sweep import _storage
-
-    study = optuna.load_study(study_name="shared", storage=_storage(str(journal), tmp_path))
-    trained = [t for t in study.trials if t.user_attrs.get("status") == "trained"]
-    assert len(trained) == 4
-    identities = [t.user_attrs["identity"] for t in trained]
-    assert len(set(identities)) == len(identities)
-    assert {t.user_attrs["pid"] for t in trained} == {w.pid for w in workers}  # both took part
+    study = optuna.load_study(study_name="shared", storage=opened())
+    return [t for t in study.trials if t.user_attrs.get("status") == "trained"], {w.pid for w in workers}
 
 
 def test_sweep_errors_are_one_line(tmp_path: Path) -> None:
@@ -234,18 +240,7 @@ def test_workers_share_a_study_in_postgresql(tmp_path: Path) -> None:
                 if time.monotonic() > deadline or server.poll() is not None:
                     pytest.fail("the PostgreSQL server did not start")
                 time.sleep(0.2)
-        spec = write(tmp_path)
-        args = [sys.executable, "-m", "cnndsl", "sweep", str(spec), "--trials", "3", "--storage", url,
-                "--study", "pg", "--sampler", "random"]
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        workers = [subprocess.Popen([*args, "--out", str(tmp_path / f"w{k}"), "--seed", str(k)], env=env,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in range(2)]
-        outputs = [w.communicate(timeout=300) for w in workers]
-        assert all(w.returncode == 0 for w in workers), outputs
-        import optuna
-
-        study = optuna.load_study(study_name="pg", storage=url)
-        trained = [t for t in study.trials if t.user_attrs.get("status") == "trained"]
+        trained, _ = _two_workers(tmp_path, url, 3, lambda: url)
         identities = [t.user_attrs["identity"] for t in trained]
         assert len(trained) == 3 and len(set(identities)) == 3
     finally:
