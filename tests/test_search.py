@@ -48,6 +48,7 @@ def test_domains_of_every_kind_parse_into_dimensions() -> None:
 
 @pytest.mark.parametrize("search, message, col", [
     ("search N in 3..1", "the range 3..1 is empty", 13),
+    ("search N in {}", "the domain of `N` is empty", 13),
     ("search N in {1, 2, 1}", "`1` is listed twice in the domain of `N`", 13),
     ("search N in lgo(1, 5)", "`lgo(...)` is not a domain", 13),
     ("search N in log(0, 5)", "a log range must be above 0", 13),
@@ -180,3 +181,13 @@ def test_family_with_no_valid_member_exits_1_with_reasons(capsys: pytest.Capture
     err = capsys.readouterr().err
     assert "no member of the family can be trained (checked 3 members)" in err
     assert "M=3: `maxpool(2x2)` would shrink the feature map below 1x1" in err
+
+
+def test_a_number_range_in_the_network_lists_the_other_dimensions_at_its_low_end() -> None:
+    text = ("network T\ninput 8x8x1\nsearch N in 1..2, CONV in {conv(4, 3x3), conv(8, 3x3) -> bn}, "
+            "P in uniform(0.1, 0.5)\ninput -> [CONV -> relu]*N -> dropout(P) -> fc(10)\n")
+    space = load_space(text)
+    assert space.count() is None and space.grid_count() == 4
+    members = list(family(space))
+    assert len(members) == 4 and all(m.valid and m.bindings["P"] == 0.1 for m in members)
+    assert {m.bindings["CONV"] for m in members} == {"conv(4, 3x3)", "conv(8, 3x3) -> bn"}

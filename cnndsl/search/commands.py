@@ -98,12 +98,13 @@ def family_table(space: Space, members: list[FamilyMember], count: int | None, s
     name = space.program.name or "network"
     arch = space.architecture
     sizes = " x ".join(str(d.size() or "∞") for d in arch)
-    lines = [f"{name}: {count:,} networks ({sizes})" if count is not None else f"{name}: continuous ({sizes})"]
+    lines = [f"{name}: {count:,} networks ({sizes})" if count is not None else
+             f"{name}: infinitely many networks ({sizes}); listed with each number range at its low end"]
     pad = max((len(d.name) for d in space.dimensions), default=0)
     for d in space.dimensions:
         lines.append(f"  {d.name:<{pad}} in {d.describe()}" + ("   (training setting, sampled by `cnndsl sweep`)"
                                                              if d.setting else ""))
-    if count is not None and len(members) < count:
+    if len(members) < space.grid_count():
         lines.append(f"a random sample of {len(members):,} of them (--limit, --seed):")
     seen: dict[str, int] = {}
     header = ["#"] + [d.name for d in arch] + ["params", "MACs", "memory", "status"]

@@ -107,7 +107,7 @@ def family(spec: str | os.PathLike[str] | Space, *, set: Mapping[str, object] | 
 
 def sample_indices(space: Space, limit: int | None, seed: int) -> list[int]:
     """Which members `family` lists: every index, or `limit` of them drawn without replacement, in order."""
-    count = space.count() or 1
+    count = space.grid_count()
     if limit is None or count <= limit:
         return list(range(count))
     return sorted(random.Random(seed).sample(range(count), limit))

@@ -110,13 +110,14 @@ class Space:
             total *= size
         return total
 
+    def grid_count(self) -> int:
+        """How many networks `networks()` lists: the product of the discrete dimensions of the network."""
+        return math.prod(d.size() or 1 for d in self.architecture)
+
     def networks(self) -> Iterator[Member]:
         """Every network of the family (architecture dimensions only), in order: the first dimension varies
         slowest. A float dimension of the network takes its lower bound (see `count`)."""
-        dims = self.architecture
-        sizes = [d.size() or 1 for d in dims]
-        total = math.prod(sizes)
-        for index in range(total):
+        for index in range(self.grid_count()):
             yield self.network_at(index)
 
     def network_at(self, index: int) -> Member:
@@ -269,6 +270,9 @@ def _dimension(decl: n.DomainDecl, setting: bool, source: Source, bad: Any) -> D
             return None
         dim = Dimension(key, "int", setting, domain.span, low=domain.low, high=domain.high)
     elif isinstance(domain, n.Choices):
+        if not domain.options:
+            bad(domain, f"the domain of `{key}` is empty", f"list the values `{key}` may take: {{a, b}}")
+            return None
         texts = tuple(" ".join(source.text_of(o.span).split()) for o in domain.options)
         duplicate = next((t for k, t in enumerate(texts) if t in texts[:k]), None)
         if duplicate is not None:
