@@ -108,6 +108,13 @@ def _default(name: str, prefix: str = "") -> str:
     return f"{prefix}(default {str(value).lower() if isinstance(value, bool) else value}, or the spec's `train` line)"
 
 
+def _devices(text: str) -> str | int:
+    """`all` or a positive number of devices."""
+    if text == "all":
+        return text
+    return _at_least(1, "--devices")(text)
+
+
 def _size(text: str) -> tuple[int, int]:
     """`32` or `32x32` as (height, width)."""
     parts = text.lower().split("x")
@@ -172,6 +179,15 @@ def _add_training_commands(commands: Any, spec: argparse.ArgumentParser) -> None
                        help="apply runs of identical repeated blocks with one jax.lax.scan: deep networks compile "
                             "much faster, but on CPU the training step is far slower (for GPU and TPU)")
     train.add_argument("--seed", type=int, help=_default("seed"))
+    train.add_argument("--devices", type=_devices, default=None, metavar="all|N",
+                       help="data parallelism: split each global batch (--batch-size) over all devices of every "
+                            "process, or over N of this process's (default all); the results do not change")
+    train.add_argument("--coordinator", metavar="HOST:PORT",
+                       help="multi-process: the address of process 0's coordinator (jax.distributed); see "
+                            "docs/distributed.md")
+    train.add_argument("--num-processes", type=_positive_int, metavar="P", help="multi-process: how many processes")
+    train.add_argument("--process-id", type=_at_least(0, "process-id"), metavar="I",
+                       help="multi-process: this process's number, 0 to P-1")
     train.add_argument("--val-fraction", type=float, metavar="F",
                        help="share of the training data held out to choose the best checkpoint when the dataset has "
                             "no validation split (0: none, the last epoch is the best)" + _default("val_fraction", " "))
@@ -356,8 +372,11 @@ def run_train(args: argparse.Namespace) -> int:
                              "and --resize resizes the images to it", f"write --resize alone, or change the spec's "
                              f"`input` to {args.resize[0]}x{args.resize[1]}xC")
     result = train(spec, run_dir=run_dir, resume=bool(args.resume), bindings=dict(args.bindings),
-                   quiet=args.quiet, **flags)
-    sys.stdout.write(_history_table(result))
+                   quiet=args.quiet, devices=args.devices, **flags)
+    import jax
+
+    if jax.process_index() == 0:  # with several processes, process 0 speaks for the run
+        sys.stdout.write(_history_table(result))
     return 0
 
 
@@ -459,7 +478,7 @@ def _runtime_errors() -> tuple[type[Exception], ...]:
     from cnndsl.search.sweep import SweepError
     from cnndsl.settings import Interrupted, TrainingError
 
-    return DataError, ExportError, TrainingError, Interrupted, SweepError
+    return DataError, ExportError, TrainingError, Interrupted, SweepError  # DistributedError is a TrainingError
 
 
 def _use_compilation_cache() -> None:
@@ -475,6 +494,26 @@ def _use_compilation_cache() -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 
+_INTERRUPTED: list[int] = []  # set by `_note_interrupts`'s handler
+
+
+def _note_interrupts() -> None:
+    """Ctrl-C raises KeyboardInterrupt as usual, and is remembered: an interrupt that lands inside an
+    import comes out as an ImportError ("initialization failed"), which must read as the interruption it
+    is, not as a bug. (Training installs its own handler around its loop: it stops after a step.)"""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        _INTERRUPTED.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     parser = build_parser()
@@ -485,8 +524,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra:  # reported by the subcommand, with its own usage line, not the top-level one
         parser.subcommands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command in ("train", "eval", "predict", "sweep"):
+        _note_interrupts()
         _use_compilation_cache()
     try:
+        if args.command == "train":  # before any JAX array exists
+            from cnndsl.distributed import start_processes
+
+            start_processes(args.coordinator, args.num_processes, args.process_id)
         from cnndsl.search.commands import run_family, run_sweep
 
         return {"check": run_check, "compile": run_compile, "run": run_run, "train": run_train, "eval": run_eval,
@@ -510,6 +554,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not fail again
         return 1
     except Exception as err:  # a bug in cnndsl, never the user's fault: say so briefly
+        if _INTERRUPTED:  # the exception is what Ctrl-C left behind (an interrupted import, say)
+            print("cnndsl: interrupted", file=sys.stderr)
+            return 130
         if os.environ.get("CNNDSL_DEBUG"):
             raise
         print(f"cnndsl: internal error: {type(err).__name__}: {err}\n"

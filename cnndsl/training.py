@@ -35,6 +35,7 @@ from flax import nnx
 from cnndsl.compiler import CompiledNetwork
 from cnndsl.compiler import compile as compile_spec
 from cnndsl.data import Dataset, DataError, absolute_source, load_dataset, missing_classes
+from cnndsl.distributed import Placement, agree, barrier
 from cnndsl.flax_backend import flatten_state, unflatten_state
 from cnndsl.rundir import CURVES, SPEC, RunDir
 from cnndsl.settings import Interrupted, Settings, TrainingError
@@ -155,13 +156,18 @@ class Trainer:
     """The jitted train and eval steps of one network, optimizer and preprocessing."""
 
     def __init__(self, net: CompiledNetwork, model: Any, optimizer: optax.GradientTransformation,
-                 preprocess: Preprocess, settings: Settings, num_classes: int) -> None:
+                 preprocess: Preprocess, settings: Settings, num_classes: int,
+                 placement: Placement | None = None) -> None:
         model.train()
         self.train_graph, params, stats, self.rest = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
         model.eval()
         self.eval_graph = nnx.split(model, nnx.Param, nnx.BatchStat, ...)[0]
+        # one device, or the `data` axis of a mesh: the state replicated, each batch split (cnndsl/distributed.py)
+        self.placement = placement or Placement(None)
         self.param_names, self.param_tree, self.params = flatten_state(params)
         self.stat_names, self.stat_tree, self.stats = flatten_state(stats)
+        if self.placement.mesh is not None:
+            self.params, self.stats = self.placement.replicate((self.params, self.stats))
         self.optimizer, self.preprocess, self.settings = optimizer, preprocess, settings
         self.num_classes = num_classes
         # Donating the state saves a copy per step where the backend supports it (not XLA:CPU, which warns).
@@ -172,11 +178,12 @@ class Trainer:
         # each of which would be a compilation of its own.
         self.train_step = jax.jit(self._train_step, donate_argnums=donate)
         self.evaluate_splits = jax.jit(self._evaluate_splits)
-        self.epoch_order = jax.jit(self._epoch_order, static_argnums=2)
+        self.epoch_order = jax.jit(self._epoch_order, static_argnums=2, out_shardings=self.placement.replicated)
 
     def initial_state(self) -> dict[str, Any]:
         """Step 0 of a run as checkpoints hold it (also the template a checkpoint is restored into)."""
-        return {"params": self.params, "stats": self.stats, "opt_state": jax.jit(self.optimizer.init)(self.params),
+        opt_init = jax.jit(self.optimizer.init, out_shardings=self.placement.replicated)  # counts too: every device
+        return {"params": self.params, "stats": self.stats, "opt_state": opt_init(self.params),
                 "meters": np.zeros(3, np.float32), "step": np.array(0, np.int64)}
 
     def module(self, params: dict[str, jax.Array], stats: dict[str, jax.Array], train: bool) -> Any:
@@ -204,8 +211,8 @@ class Trainer:
         picked = jax.lax.dynamic_slice_in_dim(order, index * batch, batch)
         step_key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), 1), step)
         augment_key, dropout_key = jax.random.split(step_key)
-        x = self.preprocess(x_all[picked], augment_key)
-        y = y_all[picked]
+        x = self.preprocess(self.placement.split_batch(x_all[picked]), augment_key)
+        y = self.placement.split_batch(y_all[picked])
 
         def loss_fn(params: Any) -> tuple[jax.Array, tuple[jax.Array, Any]]:
             module = self.module(params, stats, train=True)
@@ -224,7 +231,8 @@ class Trainer:
         """(summed loss, correct count) over a whole split: padded to whole batches of at most EVAL_BATCH,
         mapped batch by batch (so memory stays one batch's), the padding masked out."""
         n = x.shape[0]
-        size = min(EVAL_BATCH, n)
+        count = self.placement.count
+        size = -(-min(EVAL_BATCH, n) // count) * count  # whole batches that split evenly over the devices
         batches = -(-n // size)
         pad = batches * size - n
         x = jnp.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1)).reshape(batches, size, *x.shape[1:])
@@ -233,7 +241,7 @@ class Trainer:
         module = self.module(params, stats, train=False)
 
         def one(batch: tuple[jax.Array, jax.Array, jax.Array]) -> jax.Array:
-            xb, yb, vb = batch
+            xb, yb, vb = (self.placement.split_batch(part) for part in batch)
             logits = module(self.preprocess(xb))
             correct = (jnp.argmax(logits, -1) == yb) & vb
             return jnp.stack([jnp.sum(jnp.where(vb, self._loss(logits, yb), 0.0)), jnp.sum(correct).astype(jnp.float32)])
@@ -289,8 +297,10 @@ def _checkpoint_managers(run_dir: Path, keep: int) -> tuple[Any, Any]:
         # Asynchronous: a save returns once the arrays are copied off the device and writes in a background
         # thread while training goes on; orbax finalizes each step atomically (a kill mid-write leaves a
         # temporary folder, which a resume deletes). `_train` waits for the writes before it returns.
+        # With several processes the saves are synchronous: each is a collective of all of them, and ending
+        # one asynchronously in a background thread raced with the processes' exit.
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                               enable_async_checkpointing=True)
+                                               enable_async_checkpointing=jax.process_count() == 1)
         return ocp.CheckpointManager((run_dir / "checkpoints" / name).absolute(), options=options)
 
     return manager("last", keep), manager("best", 1)
@@ -323,6 +333,12 @@ class _Checkpointer:
 
     def save(self, step: int, tree: dict[str, Any], best: bool = False) -> None:
         """Queue checkpoint `step` of `last` (and of `best`)."""
+        if jax.process_count() > 1:
+            # Several processes save together, and orbax synchronizes them: on the loop's own thread, so every
+            # process meets those synchronizations and the steps' collectives in the same order.
+            for manager in (self.last, self.best) if best else (self.last,):
+                _save(manager, step, tree)
+            return
         self._raise_failures(wait=False)
         if self.donated:
             tree = jax.tree.map(lambda a: jnp.copy(a) if isinstance(a, jax.Array) else a, tree)
@@ -463,7 +479,7 @@ class _Progress:
 def train(spec: str | os.PathLike[str] | None, settings: Settings | None = None, *,
           run_dir: str | Path | None = None, resume: bool = False, bindings: dict[str, Any] | None = None,
           quiet: bool = False, on_epoch: Callable[[dict[str, Any]], None] | None = None,
-          dataset: Dataset | None = None, **overrides: Any) -> TrainResult:
+          dataset: Dataset | None = None, devices: int | str | None = None, **overrides: Any) -> TrainResult:
     """Train the network of a spec (a path or text) and return the trained module and its history.
 
     Settings: `settings` if given, else the defaults < the spec's `train` lines (or, with `resume`, the
@@ -472,14 +488,23 @@ def train(spec: str | os.PathLike[str] | None, settings: Settings | None = None,
     (from step 0 if it has none yet), and `spec=None` means the run's own spec and `--set` bindings.
     The run directory is locked while training: a second trainer of the same run gets a TrainingError.
     `dataset`: the settings' dataset already loaded (a sweep loads it once for all its trials).
+    `devices`: "all" (the default: every device of every process) or how many of this process's devices
+    share each global batch (data parallelism, cnndsl/distributed.py); it does not change the results.
     """
     run: RunDir | None = None
+    # With several processes (jax.distributed), process 0 owns the run directory: it locks it and writes its
+    # files; every process writes the checkpoints (orbax, together) and trains its share of each batch.
+    main = jax.process_index() == 0
+    if jax.process_count() > 1 and run_dir is None:
+        raise TrainingError("with several processes, give the run directory (--out RUN or --resume RUN): every "
+                            "process must name the same one")
     try:
         if resume:
             if run_dir is None:
                 raise TrainingError("resume needs the run directory (run_dir=...)")
             run = RunDir(run_dir)
-            run.open()  # locked from here until the run ends
+            if main:
+                run.open()  # locked from here until the run ends
             if spec is None:  # the run's own spec, with the --set bindings it was trained with
                 spec, bindings = run.spec_path(), bindings or run.bindings()
         elif spec is None:
@@ -499,10 +524,14 @@ def train(spec: str | os.PathLike[str] | None, settings: Settings | None = None,
             settings = dataclasses.replace(settings, data=absolute_source(settings.data), data_dir=(
                 str(Path(settings.data_dir).expanduser().absolute()) if settings.data_dir else None))
         net = compile_spec(spec, set=bindings, dtype=DTYPES[settings.dtype], scan=settings.scan)
+        agree({"spec": net.report.graph.source.text, "settings": settings.to_dict(), "bindings": bindings,
+               "resume": resume})
         if run is None:
             run = RunDir(run_dir if run_dir else new_run_dir(str(net.report.graph.source.path)))
-            run.create(inputs=[p for p in [net.report.graph.source.path] if not p.startswith("<")])
-        return _train(net, settings, run, resume, quiet, on_epoch, bindings, dataset)
+            if main:
+                run.create(inputs=[p for p in [net.report.graph.source.path] if not p.startswith("<")])
+            barrier("cnndsl-run-created")
+        return _train(net, settings, run, resume, quiet, on_epoch, bindings, dataset, devices)
     finally:
         if run is not None:
             run.release()
@@ -510,10 +539,11 @@ def train(spec: str | os.PathLike[str] | None, settings: Settings | None = None,
 
 def _train(net: CompiledNetwork, settings: Settings, run: RunDir, resume: bool, quiet: bool,
            on_epoch: Callable[[dict[str, Any]], None] | None, bindings: dict[str, Any] | None,
-           data: Dataset | None = None) -> TrainResult:
+           data: Dataset | None = None, devices: int | str | None = None) -> TrainResult:
     """The run itself, in a locked run directory: data, state (new, or restored from the newest good
     checkpoint), the loop, checkpoints and metrics."""
-    progress = _Progress(quiet)
+    main = jax.process_index() == 0
+    progress = _Progress(quiet or not main)
     try:
         if data is None:
             data = load_dataset(settings.data, settings.data_dir, progress=progress.line,
@@ -529,33 +559,38 @@ def _train(net: CompiledNetwork, settings: Settings, run: RunDir, resume: bool, 
 
     batch = min(settings.batch_size, len(data.x_train))
     settings = dataclasses.replace(settings, batch_size=batch)
+    placement = Placement.create(devices)
+    placement.check_batch(batch)
     steps_per_epoch = len(data.x_train) // batch
     total_steps = steps_per_epoch * settings.epochs
     mean, std = normalization(data)
     preprocess = Preprocess(data.scale, mean, std, net.input_shape[:2], settings.augment)
     trainer = Trainer(net, net.init(settings.seed), make_optimizer(settings, steps_per_epoch), preprocess, settings,
-                      data.num_classes)
+                      data.num_classes, placement)
 
     state = trainer.initial_state()
     if resume:
         state = _restore_newest(run, settings, state, progress)
         step = int(state["step"])
-        history = History(run.read_metrics(step // steps_per_epoch))
+        history = History(run.read_metrics(step // steps_per_epoch) if main else [])
         progress.line(f"resuming {run.path} at step {step} (epoch {step // steps_per_epoch + 1})" if step else
                       f"{run.path} has no checkpoint yet: starting again from step 0 with its settings")
     # settings.json first (atomically): from this moment the directory holds a run that --resume continues
-    run.write_settings({**settings.to_dict(), "normalization": preprocess.to_dict(),
-                        "num_classes": data.num_classes, "classes": list(data.classes),
-                        "steps_per_epoch": steps_per_epoch, "input_shape": list(net.input_shape),
-                        "data_shape": list(data.image_shape), "spec": net.report.graph.source.text,
-                        "bindings": dict(bindings or {})})
+    if main:
+        run.write_settings({**settings.to_dict(), "normalization": preprocess.to_dict(),
+                            "num_classes": data.num_classes, "classes": list(data.classes),
+                            "steps_per_epoch": steps_per_epoch, "input_shape": list(net.input_shape),
+                            "data_shape": list(data.image_shape), "spec": net.report.graph.source.text,
+                            "bindings": dict(bindings or {}), "devices": placement.count,
+                            "processes": jax.process_count()})
     if not resume:
-        run.write_spec(net.report.graph.source.text)
-        history = History(run.read_metrics(0))
+        if main:
+            run.write_spec(net.report.graph.source.text)
+        history = History(run.read_metrics(0) if main else [])
     checkpoints = _Checkpointer(run.path, settings.keep, donated=bool(trainer.donated))
 
     # onto the device once (device_put is a copy; jnp.asarray of a numpy array would compile a program per array)
-    x_train, y_train, x_val, y_val, x_test, y_test = jax.device_put(
+    x_train, y_train, x_val, y_val, x_test, y_test = placement.replicate(
         (data.x_train, data.y_train, data.x_val, data.y_val, data.x_test, data.y_test))
     splits = {"val": (x_val, y_val), "test": (x_test, y_test)}
     seed = np.int32(settings.seed)
@@ -626,7 +661,8 @@ def _train(net: CompiledNetwork, settings: Settings, run: RunDir, resume: bool, 
             history.epochs.append(record)
             improved = history.best is record and record is not previous_best
             # The metrics line first: a resume drops lines beyond its checkpoint, never lacks one.
-            run.append_metrics(record)
+            if main:
+                run.append_metrics(record)
             checkpoints.save(step, snapshot(), best=improved)
             saved_step = step
             progress.line(epoch_line(record, settings.epochs))
@@ -644,7 +680,7 @@ def _train(net: CompiledNetwork, settings: Settings, run: RunDir, resume: bool, 
     finally:
         restore_signals()
         checkpoints.close()  # every checkpoint started is on disk before the run returns or stops
-        if history.epochs:
+        if history.epochs and main:
             plot_curves(history, run.file(CURVES), f"{net.report.name} on {data.name}")
     model = trainer.module(params, stats, train=False)
     return TrainResult(net, model, history, run.path)
@@ -670,7 +706,9 @@ def _restore_newest(run: RunDir, settings: Settings, template: dict[str, Any], p
                             "--optimizer, --clip and --weight-decay the run started with, or, if the checkpoints are "
                             f"damaged, delete {folder} to start again from step 0")
     state = restored if restored is not None else template
-    run.drop_checkpoints_after(int(state["step"]))
+    if jax.process_index() == 0:
+        run.drop_checkpoints_after(int(state["step"]))
+    barrier("cnndsl-checkpoints-cleaned")
     return state
 
 

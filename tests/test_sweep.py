@@ -122,8 +122,8 @@ def test_ctrl_c_stops_a_sweep_cleanly_and_the_same_command_resumes(tmp_path: Pat
     args = ["sweep", str(spec), "--trials", "1", "--out", str(out), "--sampler", "random"]
     process = subprocess.Popen([sys.executable, "-m", "cnndsl", *args], env={**os.environ, "PYTHONPATH": str(ROOT)},
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not list(out.glob("trials/*/metrics.jsonl")):
+    deadline = time.monotonic() + 120  # until the first epoch's line: the trial is in its training loop
+    while time.monotonic() < deadline and not any(p.read_text().strip() for p in out.glob("trials/*/metrics.jsonl")):
         time.sleep(0.05)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=120)
@@ -132,6 +132,20 @@ def test_ctrl_c_stops_a_sweep_cleanly_and_the_same_command_resumes(tmp_path: Pat
     assert "failed" in (out / "trials.csv").read_text()
     result = cli(*args, "--epochs", "1")
     assert result.returncode == 0 and "marked failed" not in result.stderr  # Optuna already marked it
+
+
+def test_ctrl_c_while_a_sweep_starts_is_an_interruption_not_a_bug(tmp_path: Path) -> None:
+    import signal
+
+    spec = write(tmp_path)
+    process = subprocess.Popen([sys.executable, "-m", "cnndsl", "sweep", str(spec), "--trials", "1", "--out",
+                                str(tmp_path / "s")], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)  # importing, loading the data, compiling: wherever it is, Ctrl-C means stop
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "internal error" not in err and "Traceback" not in err and "interrupted" in err
 
 
 def test_two_workers_share_a_study_and_never_train_a_member_twice(tmp_path: Path) -> None:

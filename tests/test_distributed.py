@@ -1,0 +1,186 @@
+"""Data parallelism over a `data` mesh axis: 4 simulated CPU devices give the 1-device results.
+
+XLA_FLAGS must be set before JAX starts, so each check runs in a fresh process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+# Batch norm and dropout: the global-batch statistics and the per-example dropout masks must not depend on
+# how the batch is split. Convolutions before batch norm have no bias: its gradient is zero up to rounding,
+# and Adam turns that rounding noise into steps of size lr, so such biases differ between any two
+# summation orders (the network's outputs do not).
+SPEC = """network DP
+input 8x8x1
+block stage(w) = conv(w, 3x3, pad=same, bias=false) -> bn -> relu
+input -> stage(16) -> maxpool(2x2) -> stage(32) -> global_avgpool -> dropout(0.3) -> fc(10)
+train epochs = 2, batch_size = 64, optimizer = adam, lr = 0.003, schedule = cosine
+"""
+
+SCRIPT = """
+import json, sys
+import numpy as np
+import cnndsl
+from cnndsl.training import load_run
+spec, out = sys.argv[1], sys.argv[2]
+results = {}
+for devices in (1, 4):
+    run = f"{out}/d{devices}"
+    result = cnndsl.train(spec, run_dir=run, quiet=True, devices=devices)
+    loaded = load_run(None, run, "last")
+    results[devices] = ({k: np.asarray(v) for k, v in {**loaded.params, **loaded.stats}.items()},
+                        result.history.epochs)
+worst = max(float(np.abs(results[1][0][k] - results[4][0][k]).max() / (np.abs(results[1][0][k]).max() + 1e-12))
+            for k in results[1][0])
+print(json.dumps({"worst": worst, "epochs1": results[1][1], "epochs4": results[4][1],
+                  "devices": json.load(open(f"{out}/d4/settings.json"))["devices"]}))
+"""
+
+
+def run_with_devices(count: int, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "XLA_FLAGS": f"--xla_force_host_platform_device_count={count}"}
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=600, env=env)
+
+
+def test_four_devices_train_like_one(tmp_path: Path) -> None:
+    spec = tmp_path / "dp.cnn"
+    spec.write_text(SPEC)
+    result = run_with_devices(4, "-c", SCRIPT, str(spec), str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.splitlines()[-1])
+    assert out["worst"] < 1e-5, out["worst"]  # every parameter and statistic, relative to its array's scale
+    assert out["devices"] == 4
+    for one, four in zip(out["epochs1"], out["epochs4"]):
+        for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy"):
+            assert abs(one[key] - four[key]) <= 1e-5 * max(1.0, abs(one[key])), (key, one[key], four[key])
+
+
+def test_a_batch_that_does_not_divide_over_the_devices_is_a_clear_error(tmp_path: Path) -> None:
+    spec = tmp_path / "dp.cnn"
+    spec.write_text(SPEC)
+    result = run_with_devices(4, "-m", "cnndsl", "train", str(spec), "--batch-size", "30", "--out",
+                              str(tmp_path / "run"), "--quiet")
+    assert result.returncode == 1
+    assert "the batch size 30 does not divide over 4 devices; use a multiple of 4 (--batch-size 28)" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = run_with_devices(2, "-m", "cnndsl", "train", str(spec), "--devices", "3", "--out", str(tmp_path / "r2"))
+    assert result.returncode == 1 and "--devices 3: this process has 2 devices (cpu)" in result.stderr
+
+
+# ---- several processes: jax.distributed with a coordinator on 127.0.0.1, gloo collectives on CPU ----------
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_processes(spec: Path, run: Path, *extra: str, each: list[list[str]] | None = None,
+                    timeout_s: str = "60") -> list[subprocess.Popen[str]]:
+    """Two `cnndsl train` processes x 2 simulated devices, one process group each (killed together)."""
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+           "CNNDSL_DISTRIBUTED_TIMEOUT": timeout_s}
+    target = ["--resume", str(run)] if "--resume" in extra else [str(spec), "--out", str(run)]
+    rest = [e for e in extra if e != "--resume"]
+    return [subprocess.Popen([sys.executable, "-m", "cnndsl", "train", *target, "--quiet", *rest,
+                              "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i),
+                              *(each[i] if each else [])], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True) for i in range(2)]
+
+
+def finish(processes: list[subprocess.Popen[str]]) -> list[tuple[int, str, str]]:
+    results = []
+    for p in processes:
+        try:
+            out, err = p.communicate(timeout=240)
+        except subprocess.TimeoutExpired:
+            for q in processes:
+                os.killpg(q.pid, 9)
+            raise
+        results.append((p.returncode, out, err))
+    return results
+
+
+def final_arrays(run: Path) -> dict:
+    script = ("import sys, json, numpy as np\nfrom cnndsl.training import load_run\n"
+              "r = load_run(None, sys.argv[1], 'last')\n"
+              "np.savez(sys.argv[2], **{k.replace('/', '|'): np.asarray(v) for k, v in {**r.params, **r.stats}.items()})")
+    target = run.parent / f"{run.name}.npz"
+    subprocess.run([sys.executable, "-c", script, str(run), str(target)], check=True, timeout=120,
+                   env={**os.environ, "PYTHONPATH": str(ROOT)})
+    import numpy as np
+
+    with np.load(target) as data:
+        return {k: data[k] for k in data.files}
+
+
+def worst_difference(a: dict, b: dict) -> float:
+    import numpy as np
+
+    assert a.keys() == b.keys()
+    return max(float(np.abs(a[k] - b[k]).max() / (np.abs(a[k]).max() + 1e-12)) for k in a)
+
+
+def test_two_processes_train_like_one_and_resume_after_both_are_killed(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    spec = tmp_path / "dp.cnn"
+    spec.write_text(SPEC)
+    # the reference: one process, 4 devices
+    single = run_with_devices(4, "-m", "cnndsl", "train", str(spec), "--out", str(tmp_path / "single"), "--quiet")
+    assert single.returncode == 0, single.stderr[-2000:]
+    # two processes x 2 devices, uninterrupted
+    results = finish(start_processes(spec, tmp_path / "pair", "--checkpoint-every", "5"))
+    assert [r[0] for r in results] == [0, 0], [r[2][-2000:] for r in results]
+    assert "best validation accuracy" in results[0][1] and "best validation" not in results[1][1]  # process 0 speaks
+    assert len((tmp_path / "pair" / "metrics.jsonl").read_text().splitlines()) == 2
+    pair = final_arrays(tmp_path / "pair")
+    assert worst_difference(final_arrays(tmp_path / "single"), pair) < 1e-5
+    # the same, killed (both processes, SIGKILL) after a mid-epoch checkpoint, then resumed by both
+    run = tmp_path / "killed"
+    processes = start_processes(spec, run, "--checkpoint-every", "5")
+    deadline = time.monotonic() + 180
+    last = run / "checkpoints" / "last"
+    while time.monotonic() < deadline and not (last.is_dir() and any(p.name.isdigit() and int(p.name) >= 10
+                                                                    for p in last.iterdir())):
+        time.sleep(0.05)
+    for p in processes:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+    saved = max(int(p.name) for p in last.iterdir() if p.name.isdigit())
+    assert 10 <= saved < 40, saved
+    results = finish(start_processes(spec, run, "--resume"))
+    assert [r[0] for r in results] == [0, 0], [r[2][-2000:] for r in results]
+    assert worst_difference(pair, final_arrays(run)) < 1e-6
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+
+
+def test_processes_that_disagree_or_cannot_meet_stop_with_one_line(tmp_path: Path) -> None:
+    spec = tmp_path / "dp.cnn"
+    spec.write_text(SPEC)
+    results = finish(start_processes(spec, tmp_path / "r", each=[[], ["--epochs", "3"]]))
+    for code, _, err in results:
+        assert code == 1 and "the processes were started with different specs or settings (process 1 differs " \
+                              "from process 0); start every process with the same command" in err, err[-2000:]
+    assert not (tmp_path / "r").exists()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CNNDSL_DISTRIBUTED_TIMEOUT": "2"}
+    lonely = subprocess.run([sys.executable, "-m", "cnndsl", "train", str(spec), "--out", str(tmp_path / "l"),
+                             "--coordinator", f"127.0.0.1:{_free_port()}", "--num-processes", "2",
+                             "--process-id", "1"], capture_output=True, text=True, timeout=60, env=env)
+    assert lonely.returncode == 1 and "did not answer within 2 s (process 1 of 2)" in lonely.stderr
+    assert len(lonely.stderr.strip().splitlines()) == 1
+    half = subprocess.run([sys.executable, "-m", "cnndsl", "train", str(spec), "--num-processes", "2"],
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert half.returncode == 1 and "--coordinator, --num-processes and --process-id go together" in half.stderr
