@@ -182,6 +182,9 @@ def _add_training_commands(commands: Any, spec: argparse.ArgumentParser) -> None
     train.add_argument("--devices", type=_devices, default=None, metavar="all|N",
                        help="data parallelism: split each global batch (--batch-size) over all devices of every "
                             "process, or over N of this process's (default all); the results do not change")
+    train.add_argument("--shard-params", action="store_true",
+                       help="split parameters and optimizer state over the devices too (FSDP-style), for networks "
+                            "whose state does not fit one device; the results do not change")
     train.add_argument("--coordinator", metavar="HOST:PORT",
                        help="multi-process: the address of process 0's coordinator (jax.distributed); see "
                             "docs/distributed.md")
@@ -372,7 +375,7 @@ def run_train(args: argparse.Namespace) -> int:
                              "and --resize resizes the images to it", f"write --resize alone, or change the spec's "
                              f"`input` to {args.resize[0]}x{args.resize[1]}xC")
     result = train(spec, run_dir=run_dir, resume=bool(args.resume), bindings=dict(args.bindings),
-                   quiet=args.quiet, devices=args.devices, **flags)
+                   quiet=args.quiet, devices=args.devices, shard_params=args.shard_params, **flags)
     import jax
 
     if jax.process_index() == 0:  # with several processes, process 0 speaks for the run

@@ -128,10 +128,13 @@ class Placement:
     """The mesh a run's arrays live on; `count` devices along `data` (1: a single device, no mesh)."""
 
     mesh: Mesh | None
+    shard_params: bool = False  # FSDP-style: parameters and optimizer state split along `data` too
 
     @classmethod
-    def create(cls, devices: int | str | None = None) -> Placement:
-        """`devices`: "all" or None (every device of every process), or a number of this process's devices."""
+    def create(cls, devices: int | str | None = None, shard_params: bool = False) -> Placement:
+        """`devices`: "all" or None (every device of every process), or a number of this process's devices.
+        `shard_params`: split each parameter (and its optimizer state) along its largest axis that divides
+        over the devices, instead of replicating it; the step gathers what it needs (XLA)."""
         local = jax.local_devices()
         if devices in (None, "all"):
             chosen = jax.devices()
@@ -145,7 +148,7 @@ class Placement:
             chosen = local[:count]
         if len(chosen) == 1:
             return cls(None)
-        return cls(Mesh(np.array(chosen), (AXIS,)))
+        return cls(Mesh(np.array(chosen), (AXIS,)), shard_params)
 
     @property
     def count(self) -> int:
@@ -170,6 +173,35 @@ class Placement:
         if jax.process_count() == 1:
             return jax.device_put(tree, sharding)
         return jax.tree.map(lambda a: jax.make_array_from_process_local_data(sharding, np.asarray(a)), tree)
+
+    def state_sharding(self, shape: tuple[int, ...]) -> NamedSharding | None:
+        """Where a parameter (or optimizer state) of this shape lives: replicated, or with `shard_params`
+        split along its largest axis that the device count divides (small or indivisible ones replicated)."""
+        if self.mesh is None:
+            return None
+        axes = [k for k in range(len(shape)) if shape[k] % self.count == 0] if self.shard_params else []
+        if not axes:
+            return NamedSharding(self.mesh, P())
+        axis = max(axes, key=lambda k: (shape[k], k))
+        return NamedSharding(self.mesh, P(*[AXIS if k == axis else None for k in range(len(shape))]))
+
+    def place_state(self, tree: Any) -> Any:
+        """Arrays onto the mesh as `state_sharding` says (every process passes the same, whole values)."""
+        if self.mesh is None:
+            return jax.device_put(tree)
+
+        def put(a: Any) -> jax.Array:
+            sharding = self.state_sharding(np.shape(a))
+            if jax.process_count() == 1:
+                return jax.device_put(a, sharding)
+            full = np.asarray(a)
+            return jax.make_array_from_callback(full.shape, sharding, lambda index: full[index])
+
+        return jax.tree.map(put, tree)
+
+    def state_shardings(self, tree: Any) -> Any:
+        """`state_sharding` of every leaf of a tree of arrays or shapes (for jit's out_shardings)."""
+        return jax.tree.map(lambda a: self.state_sharding(tuple(a.shape)), tree)
 
     def split_batch(self, x: jax.Array) -> jax.Array:
         """Inside jit: lay a global batch out along `data` (its leading axis)."""

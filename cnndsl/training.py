@@ -167,7 +167,8 @@ class Trainer:
         self.param_names, self.param_tree, self.params = flatten_state(params)
         self.stat_names, self.stat_tree, self.stats = flatten_state(stats)
         if self.placement.mesh is not None:
-            self.params, self.stats = self.placement.replicate((self.params, self.stats))
+            self.params = self.placement.place_state(self.params)
+            self.stats = self.placement.replicate(self.stats)
         self.optimizer, self.preprocess, self.settings = optimizer, preprocess, settings
         self.num_classes = num_classes
         # Donating the state saves a copy per step where the backend supports it (not XLA:CPU, which warns).
@@ -176,13 +177,23 @@ class Trainer:
         # A run compiles a handful of programs, each once: these, the initialization (`CompiledNetwork.init`)
         # and the optimizer's. Everything else stays on the host (numpy) rather than in eager jax operations,
         # each of which would be a compilation of its own.
-        self.train_step = jax.jit(self._train_step, donate_argnums=donate)
+        shardings = None
+        if self.placement.mesh is not None:  # the state keeps its layout from step to step
+            replicated = self.placement.replicated
+            opt_shapes = jax.eval_shape(optimizer.init, self.params)
+            shardings = (self.placement.state_shardings(self.params), replicated,
+                         self.placement.state_shardings(opt_shapes), replicated, replicated)
+        self.opt_shardings = shardings[2] if shardings else None
+        self.train_step = jax.jit(self._train_step, donate_argnums=donate,
+                                  **({"out_shardings": shardings} if shardings else {}))
         self.evaluate_splits = jax.jit(self._evaluate_splits)
-        self.epoch_order = jax.jit(self._epoch_order, static_argnums=2, out_shardings=self.placement.replicated)
+        self.epoch_order = jax.jit(self._epoch_order, static_argnums=2, **(
+            {"out_shardings": self.placement.replicated} if self.placement.mesh is not None else {}))
 
     def initial_state(self) -> dict[str, Any]:
         """Step 0 of a run as checkpoints hold it (also the template a checkpoint is restored into)."""
-        opt_init = jax.jit(self.optimizer.init, out_shardings=self.placement.replicated)  # counts too: every device
+        opt_init = jax.jit(self.optimizer.init,  # every leaf on the mesh, counts too
+                           **({"out_shardings": self.opt_shardings} if self.opt_shardings else {}))
         return {"params": self.params, "stats": self.stats, "opt_state": opt_init(self.params),
                 "meters": np.zeros(3, np.float32), "step": np.array(0, np.int64)}
 
@@ -479,7 +490,8 @@ class _Progress:
 def train(spec: str | os.PathLike[str] | None, settings: Settings | None = None, *,
           run_dir: str | Path | None = None, resume: bool = False, bindings: dict[str, Any] | None = None,
           quiet: bool = False, on_epoch: Callable[[dict[str, Any]], None] | None = None,
-          dataset: Dataset | None = None, devices: int | str | None = None, **overrides: Any) -> TrainResult:
+          dataset: Dataset | None = None, devices: int | str | None = None, shard_params: bool = False,
+          **overrides: Any) -> TrainResult:
     """Train the network of a spec (a path or text) and return the trained module and its history.
 
     Settings: `settings` if given, else the defaults < the spec's `train` lines (or, with `resume`, the
@@ -490,6 +502,8 @@ def train(spec: str | os.PathLike[str] | None, settings: Settings | None = None,
     `dataset`: the settings' dataset already loaded (a sweep loads it once for all its trials).
     `devices`: "all" (the default: every device of every process) or how many of this process's devices
     share each global batch (data parallelism, cnndsl/distributed.py); it does not change the results.
+    `shard_params`: split parameters and optimizer state over those devices too (FSDP-style) instead of
+    replicating them; it does not change the results either.
     """
     run: RunDir | None = None
     # With several processes (jax.distributed), process 0 owns the run directory: it locks it and writes its
@@ -531,7 +545,7 @@ def train(spec: str | os.PathLike[str] | None, settings: Settings | None = None,
             if main:
                 run.create(inputs=[p for p in [net.report.graph.source.path] if not p.startswith("<")])
             barrier("cnndsl-run-created")
-        return _train(net, settings, run, resume, quiet, on_epoch, bindings, dataset, devices)
+        return _train(net, settings, run, resume, quiet, on_epoch, bindings, dataset, devices, shard_params)
     finally:
         if run is not None:
             run.release()
@@ -539,7 +553,7 @@ def train(spec: str | os.PathLike[str] | None, settings: Settings | None = None,
 
 def _train(net: CompiledNetwork, settings: Settings, run: RunDir, resume: bool, quiet: bool,
            on_epoch: Callable[[dict[str, Any]], None] | None, bindings: dict[str, Any] | None,
-           data: Dataset | None = None, devices: int | str | None = None) -> TrainResult:
+           data: Dataset | None = None, devices: int | str | None = None, shard_params: bool = False) -> TrainResult:
     """The run itself, in a locked run directory: data, state (new, or restored from the newest good
     checkpoint), the loop, checkpoints and metrics."""
     main = jax.process_index() == 0
@@ -559,7 +573,7 @@ def _train(net: CompiledNetwork, settings: Settings, run: RunDir, resume: bool, 
 
     batch = min(settings.batch_size, len(data.x_train))
     settings = dataclasses.replace(settings, batch_size=batch)
-    placement = Placement.create(devices)
+    placement = Placement.create(devices, shard_params)
     placement.check_batch(batch)
     steps_per_epoch = len(data.x_train) // batch
     total_steps = steps_per_epoch * settings.epochs

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT
 
 # Batch norm and dropout: the global-batch statistics and the per-example dropout masks must not depend on
@@ -31,9 +33,10 @@ import cnndsl
 from cnndsl.training import load_run
 spec, out = sys.argv[1], sys.argv[2]
 results = {}
+shard = len(sys.argv) > 3
 for devices in (1, 4):
     run = f"{out}/d{devices}"
-    result = cnndsl.train(spec, run_dir=run, quiet=True, devices=devices)
+    result = cnndsl.train(spec, run_dir=run, quiet=True, devices=devices, shard_params=shard and devices > 1)
     loaded = load_run(None, run, "last")
     results[devices] = ({k: np.asarray(v) for k, v in {**loaded.params, **loaded.stats}.items()},
                         result.history.epochs)
@@ -49,10 +52,12 @@ def run_with_devices(count: int, *args: str) -> subprocess.CompletedProcess[str]
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=600, env=env)
 
 
-def test_four_devices_train_like_one(tmp_path: Path) -> None:
+@pytest.mark.parametrize("shard_params", [False, True])
+def test_four_devices_train_like_one(tmp_path: Path, shard_params: bool) -> None:
+    """Replicated state, or (shard_params) parameters and optimizer state split over the devices."""
     spec = tmp_path / "dp.cnn"
     spec.write_text(SPEC)
-    result = run_with_devices(4, "-c", SCRIPT, str(spec), str(tmp_path))
+    result = run_with_devices(4, "-c", SCRIPT, str(spec), str(tmp_path), *(["shard"] if shard_params else []))
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.splitlines()[-1])
     assert out["worst"] < 1e-5, out["worst"]  # every parameter and statistic, relative to its array's scale
@@ -184,3 +189,30 @@ def test_processes_that_disagree_or_cannot_meet_stop_with_one_line(tmp_path: Pat
     half = subprocess.run([sys.executable, "-m", "cnndsl", "train", str(spec), "--num-processes", "2"],
                           capture_output=True, text=True, timeout=60, env=env)
     assert half.returncode == 1 and "--coordinator, --num-processes and --process-id go together" in half.stderr
+
+
+def test_shard_params_splits_parameters_and_optimizer_state_and_keeps_them_split() -> None:
+    script = """
+import json, numpy as np, jax, cnndsl
+from cnndsl.distributed import Placement
+from cnndsl.settings import Settings
+from cnndsl.training import Preprocess, Trainer, make_optimizer
+net = cnndsl.compile(%r)
+p = Placement.create(4, shard_params=True)
+t = Trainer(net, net.init(0), make_optimizer(Settings(), 10), Preprocess(1.0, (0.0,), (1.0,), (8, 8)),
+            Settings(batch_size=8), 10, p)
+s = t.initial_state()
+x, y, o = p.replicate((np.zeros((8, 8, 8, 1), np.float32), np.zeros(8, np.int32), np.arange(8, dtype=np.int32)))
+after = t.train_step(s["params"], s["stats"], s["opt_state"], s["meters"], x, y, o, np.int32(0), np.int32(0), np.int32(0))
+spec = lambda a: [str(e) for e in a.sharding.spec]
+print(json.dumps({"before": {k: spec(v) for k, v in s["params"].items()},
+                  "after": {k: spec(v) for k, v in after[0].items()},
+                  "opt": sorted({json.dumps(spec(l)) for l in jax.tree.leaves(after[2])})}))
+""" % SPEC
+    result = run_with_devices(4, "-c", script)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads(result.stdout.splitlines()[-1])
+    assert out["before"] == out["after"]  # the step keeps the layout
+    assert out["after"]["conv1/kernel"] == ["None", "None", "None", "data"]  # 16 output channels over 4 devices
+    assert out["after"]["fc1/kernel"] == ["data", "None"] and out["after"]["fc1/bias"] == []  # 10 does not divide
+    assert json.dumps(["None", "None", "None", "data"]) in out["opt"]  # Adam's moments follow their parameters
