@@ -17,6 +17,11 @@ class TrainingError(Exception):
     """A run that cannot start or had to stop (bad settings, a NaN loss); the message says what to do."""
 
 
+class Diverged(TrainingError):
+    """The loss became NaN or infinite: training stopped before saving it (a sweep records the member as
+    diverged; its learning rate was too high for it)."""
+
+
 class Interrupted(Exception):
     """Ctrl-C (or SIGTERM) during training; a checkpoint of the current step was saved."""
 

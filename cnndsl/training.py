@@ -38,7 +38,7 @@ from cnndsl.data import Dataset, DataError, absolute_source, load_dataset, missi
 from cnndsl.distributed import Placement, agree, barrier
 from cnndsl.flax_backend import flatten_state, unflatten_state
 from cnndsl.rundir import CURVES, SPEC, RunDir
-from cnndsl.settings import Interrupted, Settings, TrainingError
+from cnndsl.settings import Diverged, Interrupted, Settings, TrainingError
 
 __all__ = ["Interrupted", "Settings", "TrainingError", "TrainResult", "evaluate", "predict", "train"]
 from cnndsl.shapes import fmt
@@ -630,7 +630,7 @@ def _train(net: CompiledNetwork, settings: Settings, run: RunDir, resume: bool, 
                 """Report the running meters; stop at a non-finite loss before anything saves it."""
                 seen_loss, seen_correct, seen = (float(v) for v in np.asarray(values))
                 if not math.isfinite(seen_loss):
-                    raise TrainingError(
+                    raise Diverged(
                         f"the loss became {seen_loss} by step {at_step} (epoch {epoch + 1}); stopped without "
                         f"saving it. The last good checkpoint is step {saved_step} in {run.checkpoints}. "
                         f"Try a lower --lr (now {settings.lr}) or --clip 1.0")
@@ -666,7 +666,7 @@ def _train(net: CompiledNetwork, settings: Settings, run: RunDir, resume: bool, 
             for split, result in zip(splits, trainer.evaluate(params, stats, *splits.values())):
                 loss, accuracy = result or (None, None)
                 if loss is not None and not math.isfinite(loss):
-                    raise TrainingError(f"the {split} loss is {loss} after epoch {epoch + 1}; stopped without "
+                    raise Diverged(f"the {split} loss is {loss} after epoch {epoch + 1}; stopped without "
                                         f"saving it. The last good checkpoint is step {saved_step}. Try a lower --lr")
                 record[f"{split}_loss"], record[f"{split}_accuracy"] = loss, accuracy
             record.update(images_per_s=(step - first_step) * batch / elapsed, seconds=elapsed)

@@ -304,3 +304,13 @@ def test_edf_is_the_share_at_or_below_each_error() -> None:
 
     xs, ys = edf([0.3, 0.1, 0.2, 0.1])
     assert xs == [0.1, 0.1, 0.2, 0.3] and ys == [0.25, 0.5, 0.75, 1.0]
+
+
+def test_a_member_whose_loss_diverges_is_recorded_not_fatal(tmp_path: Path) -> None:
+    spec = write(tmp_path, TINY.replace("{0.003, 0.01}", "{0.003, 1e9}").replace("M in 1..4", "M in 1..1")
+                 .replace("{4, 8}", "{4}").replace("batch_size = 128", "batch_size = 128, optimizer = sgd"))
+    result = sweep(spec, trials=2, sampler="grid", out=tmp_path / "s")  # 2 cells: the sweep ends when both are tried
+    statuses = {t.bindings["lr"]: t.status for t in result.trials}
+    assert statuses == {"0.003": "trained", "1e9": "diverged"}, statuses
+    diverged = next(t for t in result.trials if t.status == "diverged")
+    assert "the loss became" in diverged.reason or "loss is" in diverged.reason

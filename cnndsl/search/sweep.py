@@ -37,7 +37,7 @@ from cnndsl.search.commands import human
 from cnndsl.search.family import Budget, check_member, family, load_space, network_key
 from cnndsl.search.member import member_spec
 from cnndsl.search.space import Member, Space
-from cnndsl.settings import Interrupted, Settings, TrainingError, spec_settings
+from cnndsl.settings import Diverged, Interrupted, Settings, spec_settings
 
 FORMAT = "cnndsl.sweep/1"
 #: objective -> (Optuna direction, what it reads)
@@ -188,8 +188,8 @@ def _mark_dead_trials(study: Any, directory: Path) -> int:
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         run_dir = trial.user_attrs.get("run_dir")
         owner = trial.user_attrs.get("host")
-        if owner != _host() or run_dir is None and trial.user_attrs.get("pid") is None:
-            continue
+        if owner != _host() or (run_dir is None and trial.user_attrs.get("pid") is None):
+            continue  # another machine's (Optuna's heartbeat, with an RDB storage) or not started
         pid = trial.user_attrs.get("pid")
         alive = (RunDir(Path(run_dir)).is_locked() if run_dir and Path(run_dir).exists()
                  else pid is not None and _process_alive(pid))
@@ -258,7 +258,8 @@ class _Sweep:
         checked = check_member(self.space, member, self.budget)
         if not checked.valid:
             self._skip(trial, "invalid" if checked.status == "invalid" else "over budget", checked.reason)
-        settings = Settings.from_dict({**self.base, **self.space.settings(member)}).validate()
+        searched = self.space.settings(member)
+        settings = Settings.from_dict({**self.base, **searched}).validate()
         chosen = {k: v for k, v in settings.to_dict().items() if k not in ("data", "data_dir")}
         identity = _identity(checked.report, chosen)
         trial.set_user_attr("identity", identity)
@@ -283,8 +284,8 @@ class _Sweep:
         trial.set_user_attr("status", "training")
         run_dir = self.directory / "trials" / f"{trial.number:04d}"
         trial.set_user_attr("run_dir", str(run_dir.absolute()))
-        written = {k: v for k, v in chosen.items() if k in self.explicit or k in self.space.settings(member)
-                   or Settings().to_dict().get(k) != v}
+        defaults = Settings().to_dict()
+        written = {k: v for k, v in chosen.items() if k in self.explicit or k in searched or defaults.get(k) != v}
         text = member_spec(self.space, member, written,
                            note=f"A member of the family {self.space.program.name or 'network'} "
                                 f"({self.space.program.source.path}), trial {trial.number} of `cnndsl sweep`:\n"
@@ -297,10 +298,8 @@ class _Sweep:
         started = time.perf_counter()
         try:
             result = train(text, settings, run_dir=run_dir, quiet=self.quiet, dataset=self.data)
-        except TrainingError as err:
-            if "loss" in str(err) and ("nan" in str(err).lower() or "inf" in str(err).lower()):
-                self._skip(trial, "diverged", str(err).split(";")[0])
-            raise
+        except Diverged as err:
+            self._skip(trial, "diverged", str(err).split(";")[0])
         best = result.history.best
         accuracy = best.get("val_accuracy")
         if accuracy is None:
@@ -340,15 +339,16 @@ class _Sweep:
         raise optuna.TrialPruned(reason)
 
     def _same_as(self, trial: Any, identity: str) -> Any:
+        """An earlier trial (any worker's) that trained, or is training, the same experiment; else None."""
         import optuna
 
-        states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING)
-        for other in trial.study.get_trials(deepcopy=False, states=states):
-            if other.number < trial.number and other.user_attrs.get("identity") == identity and (
-                    other.state == optuna.trial.TrialState.COMPLETE or other.user_attrs.get("status") == "training"):
-                if other.state == optuna.trial.TrialState.COMPLETE and other.user_attrs.get("status") not in (
-                        "trained", "duplicate"):
-                    continue
+        complete, running = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING
+        for other in trial.study.get_trials(deepcopy=False, states=(complete, running)):
+            if other.number >= trial.number or other.user_attrs.get("identity") != identity:
+                continue
+            status = other.user_attrs.get("status")
+            if (other.state == complete and status in ("trained", "duplicate")) or (
+                    other.state == running and status == "training"):
                 return other
         return None
 
