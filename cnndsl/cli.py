@@ -478,7 +478,7 @@ def _runtime_errors() -> tuple[type[Exception], ...]:
     """Errors with a message for the user: bad data, a run that cannot start or had to stop."""
     from cnndsl.data import DataError
     from cnndsl.export import ExportError
-    from cnndsl.search.sweep import SweepError
+    from cnndsl.search.study import SweepError
     from cnndsl.settings import Interrupted, TrainingError
 
     return DataError, ExportError, TrainingError, Interrupted, SweepError  # DistributedError is a TrainingError

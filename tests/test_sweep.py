@@ -17,7 +17,8 @@ import pytest
 
 import cnndsl
 from cnndsl.search.family import load_space
-from cnndsl.search.sweep import pareto_front, sweep
+from cnndsl.search.results import pareto_front
+from cnndsl.search.sweep import sweep
 from tests.conftest import ROOT
 
 pytest.importorskip("optuna")
@@ -150,10 +151,10 @@ def test_ctrl_c_while_a_sweep_starts_is_an_interruption_not_a_bug(tmp_path: Path
 
 def test_two_workers_share_a_study_and_never_train_a_member_twice(tmp_path: Path) -> None:
     # 6 valid members x 2 learning rates: collisions are likely, duplicates must not train
-    from cnndsl.search.sweep import _storage
+    from cnndsl.search.study import open_storage
 
     journal = tmp_path / "shared.journal"
-    trained, pids = _two_workers(tmp_path, str(journal), 4, lambda: _storage(str(journal), tmp_path))
+    trained, pids = _two_workers(tmp_path, str(journal), 4, lambda: open_storage(str(journal), tmp_path))
     assert len(trained) == 4
     identities = [t.user_attrs["identity"] for t in trained]
     assert len(set(identities)) == len(identities)

@@ -140,7 +140,7 @@ def _cell(value: Any) -> str:
 
 
 def _objectives(text: str) -> tuple[str, ...]:
-    from cnndsl.search.sweep import OBJECTIVES
+    from cnndsl.search.study import OBJECTIVES
 
     names = tuple(part.strip() for part in text.split(",") if part.strip())
     unknown = [n for n in names if n not in OBJECTIVES]
@@ -152,7 +152,7 @@ def _objectives(text: str) -> tuple[str, ...]:
 
 def add_sweep_command(commands: Any, data: argparse.ArgumentParser) -> None:
     """`cnndsl sweep FILE [FILE ...]`."""
-    from cnndsl.search.sweep import SAMPLERS
+    from cnndsl.search.study import SAMPLERS
 
     sw = commands.add_parser(
         "sweep", parents=[data], help="train members of a family chosen by Optuna; the Pareto front and best.cnn",

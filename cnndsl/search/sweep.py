@@ -27,7 +27,6 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,185 +35,17 @@ from cnndsl.outputs import artifact_kind, check_output_dir, write_atomic
 from cnndsl.search.commands import human
 from cnndsl.search.family import Budget, check_member, family, load_space, network_key
 from cnndsl.search.member import member_spec
+from cnndsl.search.results import SweepResult, summarize
 from cnndsl.search.space import Member, Space
+from cnndsl.search.study import (FORMAT, OBJECTIVES, SAMPLERS, SweepError, host, make_sampler, mark_dead_trials,
+                                 open_storage, open_study, redact, trained_count)
 from cnndsl.settings import Diverged, Interrupted, Settings, spec_settings
 
-FORMAT = "cnndsl.sweep/1"
-#: objective -> (Optuna direction, what it reads)
-OBJECTIVES = {"accuracy": "maximize", "loss": "minimize", "macs": "minimize", "params": "minimize",
-              "memory": "minimize"}
-SAMPLERS = ("tpe", "nsga2", "random", "grid")
+__all__ = ["OBJECTIVES", "SweepError", "SweepResult", "sweep"]
+
 #: Trials in a row that train nothing (invalid, over budget, already trained) before a worker gives up.
 MAX_IDLE_TRIALS = 200
 STATIC_PROBE = 2000  # members checked up front to be sure some member can be trained
-
-
-class SweepError(Exception):
-    """A sweep that cannot start or go on: a one-line message (exit status 1)."""
-
-
-@dataclass(frozen=True)
-class TrialResult:
-    """One trial as the sweep reports it."""
-
-    number: int
-    state: str  # complete, pruned, fail, running
-    status: str  # trained, invalid, over budget, duplicate, diverged, failed, running
-    bindings: dict[str, Any]
-    values: tuple[float, ...] | None
-    accuracy: float | None
-    test_accuracy: float | None
-    params: int | None
-    macs: int | None
-    seconds: float | None
-    run_dir: str | None
-    reason: str | None
-
-
-@dataclass
-class SweepResult:
-    """What `sweep` returns: the Optuna study, every trial and the Pareto front (trained trials)."""
-
-    study: Any
-    trials: list[TrialResult]
-    front: list[TrialResult]
-    best: TrialResult | None
-    directory: Path
-    objectives: tuple[str, ...]
-
-
-def _sampler(name: str, seed: int, space: Space, directions: int) -> Any:
-    import optuna
-
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    continuous = [d.name for d in space.dimensions if not d.discrete or (d.kind == "int" and d.log)]
-    if continuous:
-        raise UsageError(f"--sampler grid needs lists of values; {', '.join(continuous)} "
-                         f"{'is a range' if len(continuous) == 1 else 'are ranges'} of numbers",
-                         "use {a, b, c} domains for a grid, or another sampler")
-    grid = {d.name: list(d.values()) for d in space.dimensions}
-    return optuna.samplers.GridSampler(grid, seed=seed)
-
-
-def _storage(url: str | None, directory: Path) -> Any:
-    """Optuna storage: the sweep's own journal file, or an RDB URL (heartbeats mark dead workers' trials)."""
-    import optuna
-    from optuna.storages.journal import JournalFileBackend
-
-    if url is None:
-        return optuna.storages.JournalStorage(JournalFileBackend(str(directory / "study.journal")))
-    if url.startswith(("sqlite:", "postgresql", "mysql", "oracle", "mssql")):
-        try:
-            for attempt in range(5):
-                try:
-                    return optuna.storages.RDBStorage(url, heartbeat_interval=15, grace_period=60,
-                                                      engine_kwargs={"pool_pre_ping": True})
-                except Exception as err:  # noqa: BLE001
-                    # Workers starting together on an empty database race to create Optuna's tables; the
-                    # loser sees a unique-key violation and simply tries again (the tables exist by then).
-                    text = str(err).lower()
-                    if attempt == 4 or not ("unique" in text or "already exists" in text or "duplicate" in text):
-                        raise
-                    time.sleep(0.3 + 0.4 * attempt)
-        except ImportError:
-            raise SweepError(f"cannot open the study storage {_redact(url)}: its database driver is not installed "
-                             "(for PostgreSQL: pip install 'cnndsl[postgres]')") from None
-        except Exception as err:  # noqa: BLE001 - sqlalchemy's many connection errors
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise SweepError(f"cannot open the study storage {_redact(url)}: {first[:300]}") from None
-    if url.endswith((".journal", ".log")) or "://" not in url:
-        return optuna.storages.JournalStorage(JournalFileBackend(str(Path(url).expanduser())))
-    raise UsageError(f"--storage {_redact(url)}: not a storage cnndsl knows",
-                     "give sqlite:///PATH, postgresql://USER@HOST/DB, mysql://... or a journal file path")
-
-
-def _redact(url: str) -> str:
-    """A storage URL without its password."""
-    head, at, tail = url.rpartition("@")
-    if not at or "://" not in head:
-        return url
-    scheme, _, credentials = head.partition("://")
-    return f"{scheme}://{credentials.split(':')[0]}:***@{tail}" if ":" in credentials else url
-
-
-def _spec_digest(space: Space) -> str:
-    fixed = sorted((k, v[1].text) for k, v in space.fixed.items())
-    return hashlib.sha256((space.program.source.text + json.dumps(fixed)).encode()).hexdigest()
-
-
-def open_study(space: Space, storage: Any, name: str, directions: list[str], sampler: Any,
-               objectives: Sequence[str], shown_storage: str) -> Any:
-    """Create or load the study; refuse one of the same name made from another spec or other objectives."""
-    import optuna
-
-    digest = _spec_digest(space)
-    try:
-        study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, directions=directions,
-                                    load_if_exists=True)
-    except ValueError as err:  # the study exists with other directions
-        raise SweepError(f"study {name!r} in {shown_storage} exists with other objectives ({err}); "
-                         "choose another --study") from None
-    except Exception as err:  # noqa: BLE001 - storage errors of every kind
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise SweepError(f"cannot open study {name!r} in {shown_storage}: {first[:300]}") from None
-    # One attribute, written in one call: a second worker starting at the same moment reads all of it or none.
-    mine = {"format": FORMAT, "spec_sha256": digest, "objectives": list(objectives)}
-    found = study.user_attrs.get("cnndsl")
-    if found is None:
-        study.set_user_attr("cnndsl", mine)
-        study.set_user_attr("spec", space.program.source.text)
-    elif found.get("spec_sha256") != digest:
-        raise SweepError(f"study {name!r} in {shown_storage} was made from another spec (or other --set "
-                         "bindings); choose another --study, or give the spec it was made from")
-    elif list(found.get("objectives", [])) != list(objectives):
-        raise SweepError(f"study {name!r} in {shown_storage} optimizes {','.join(found.get('objectives', []))}, "
-                         f"not {','.join(objectives)}; choose another --study")
-    return study
-
-
-def _mark_dead_trials(study: Any, directory: Path) -> int:
-    """Trials left RUNNING by a killed worker of this machine: their run directory is not locked by any
-    process (a live trainer holds its run's lock), so they are marked failed and their members re-sampled."""
-    import optuna
-
-    from cnndsl.rundir import RunDir
-
-    dead = 0
-    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        run_dir = trial.user_attrs.get("run_dir")
-        owner = trial.user_attrs.get("host")
-        if owner != _host() or (run_dir is None and trial.user_attrs.get("pid") is None):
-            continue  # another machine's (Optuna's heartbeat, with an RDB storage) or not started
-        pid = trial.user_attrs.get("pid")
-        alive = (RunDir(Path(run_dir)).is_locked() if run_dir and Path(run_dir).exists()
-                 else pid is not None and _process_alive(pid))
-        if not alive:
-            study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
-            dead += 1
-    return dead
-
-
-def _host() -> str:
-    import socket
-
-    return socket.gethostname()
-
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _identity(report: Any, settings: Mapping[str, Any]) -> str:
@@ -253,7 +84,7 @@ class _Sweep:
         import optuna
 
         member = _suggest(trial, self.space)
-        trial.set_user_attr("host", _host())
+        trial.set_user_attr("host", host())
         trial.set_user_attr("pid", os.getpid())
         checked = check_member(self.space, member, self.budget)
         if not checked.valid:
@@ -367,14 +198,6 @@ class _Sweep:
         return count >= self.trials
 
 
-def trained_count(study: Any) -> int:
-    """Trials whose member was trained to the end (across every worker)."""
-    import optuna
-
-    return sum(1 for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-               if t.user_attrs.get("status") == "trained")
-
-
 def sweep(spec: str | os.PathLike[str], *, data: str | None = None, data_dir: str | None = None, trials: int = 20,
           objectives: Sequence[str] = ("accuracy", "macs"), budget: Budget = Budget(), sampler: str = "tpe",
           storage: str | None = None, study: str | None = None, out: str | os.PathLike[str] | None = None,
@@ -410,11 +233,11 @@ def sweep(spec: str | os.PathLike[str], *, data: str | None = None, data_dir: st
     from cnndsl.data import load_dataset
 
     dataset = load_dataset(base["data"], base.get("data_dir"), val_fraction=base.get("val_fraction", 0.1))
-    shown_storage = _redact(storage) if storage else str(directory / "study.journal")
-    opened = open_study(space, _storage(storage, directory), name, [OBJECTIVES[o] for o in objectives],
-                        _sampler(sampler, seed, space, len(objectives)), objectives, shown_storage)
+    shown_storage = redact(storage) if storage else str(directory / "study.journal")
+    opened = open_study(space, open_storage(storage, directory), name, [OBJECTIVES[o] for o in objectives],
+                        make_sampler(sampler, seed, space, len(objectives)), objectives, shown_storage)
     _write_sweep_json(directory, space, spec, objectives, name, shown_storage, sampler, seed, base, budget, trials)
-    dead = _mark_dead_trials(opened, directory)
+    dead = mark_dead_trials(opened, directory)
     if dead:
         say(f"{dead} trial{'s' * (dead > 1)} of a stopped sweep marked failed; their members will be sampled again")
     worker = _Sweep(space, directory, objectives, budget, trials, base, dataset, quiet, say,
@@ -490,81 +313,6 @@ def _write_sweep_json(directory: Path, space: Space, spec: Any, objectives: Sequ
         "\n" not in spec else "<text>", "study": name, "storage": storage, "objectives": list(objectives),
         "sampler": sampler, "seed": seed, "trials": trials, "settings": dict(base),
         "budget": dataclasses.asdict(budget)}, indent=1, default=str) + "\n")
-
-
-def summarize(study: Any, directory: Path, space: Space, objectives: Sequence[str]) -> SweepResult:
-    """Every trial of the study as `TrialResult`s, the front, the chosen member; writes trials.csv,
-    pareto.png, edf.png and best.cnn into `directory`."""
-    from cnndsl.search.plots import plot_edf, plot_pareto
-
-    results = [_result(t) for t in study.get_trials(deepcopy=False)]
-    trained = [r for r in results if r.status == "trained" and r.values is not None]
-    front = pareto_front(trained, objectives)
-    best = choose(front, objectives)
-    _write_csv(directory / "trials.csv", results, space)
-    if trained:
-        plot_pareto(trained, front, directory / "pareto.png", space.program.name or "family", objectives)
-        plot_edf({space.program.name or "family": [1 - r.accuracy for r in trained if r.accuracy is not None]},
-                 directory / "edf.png")
-    if best is not None and best.run_dir:
-        member = Path(best.run_dir) / "member.cnn"
-        if member.exists():
-            write_atomic(directory / "best.cnn", member.read_text())
-    return SweepResult(study, results, front, best, directory, tuple(objectives))
-
-
-def _result(t: Any) -> TrialResult:
-    a = t.user_attrs
-    state = t.state.name.lower()
-    status = a.get("status") or ("failed" if state == "fail" else state)
-    if state == "fail":
-        status = "failed"
-    elif state == "running":
-        status = "running"
-    return TrialResult(t.number, state, status, dict(t.params),
-                       tuple(t.values) if t.values is not None else None, a.get("accuracy"), a.get("test_accuracy"),
-                       a.get("params"), a.get("macs"), a.get("seconds"), a.get("run_dir"), a.get("reason"))
-
-
-def pareto_front(trained: list[TrialResult], objectives: Sequence[str]) -> list[TrialResult]:
-    """The trained trials no other trained trial beats on every objective (duplicates collapse to the
-    first trial that trained the member), sorted by the first objective's best first."""
-    signs = [1.0 if OBJECTIVES[o] == "minimize" else -1.0 for o in objectives]
-    points = [(r, tuple(s * v for s, v in zip(signs, r.values or ()))) for r in trained]
-    front = []
-    for r, p in points:
-        dominated = any(all(a <= b for a, b in zip(q, p)) and any(a < b for a, b in zip(q, p)) for _, q in points)
-        if not dominated and all(q != p or other.number >= r.number for other, q in front_points(front, signs)):
-            front.append(r)
-    return sorted(front, key=lambda r: tuple(s * v for s, v in zip(signs, r.values or ())))
-
-
-def front_points(front: list[TrialResult], signs: list[float]) -> list[tuple[TrialResult, tuple[float, ...]]]:
-    """The front's trials with their sign-adjusted objective values (all minimized)."""
-    return [(r, tuple(s * v for s, v in zip(signs, r.values or ()))) for r in front]
-
-
-def choose(front: list[TrialResult], objectives: Sequence[str]) -> TrialResult | None:
-    """The member written to best.cnn: the front's best on the first objective (ties: the next ones)."""
-    return front[0] if front else None
-
-
-def _write_csv(path: Path, results: list[TrialResult], space: Space) -> None:
-    import csv
-    import io
-
-    names = [d.name for d in space.dimensions]
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["trial", "state", "status", *names, "val_accuracy", "test_accuracy", "params", "macs",
-                     "seconds", "run_dir", "reason"])
-    for r in results:
-        writer.writerow([r.number, r.state, r.status, *[r.bindings.get(n, "") for n in names],
-                         "" if r.accuracy is None else f"{r.accuracy:.6f}",
-                         "" if r.test_accuracy is None else f"{r.test_accuracy:.6f}",
-                         r.params if r.params is not None else "", r.macs if r.macs is not None else "",
-                         "" if r.seconds is None else f"{r.seconds:.2f}", r.run_dir or "", r.reason or ""])
-    write_atomic(path, out.getvalue())
 
 
 def print_progress(text: str) -> None:

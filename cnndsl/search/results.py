@@ -1,0 +1,117 @@
+"""What a sweep reports: every trial, the Pareto front, the chosen member; trials.csv and the pictures."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cnndsl.outputs import write_atomic
+from cnndsl.search.space import Space
+from cnndsl.search.study import OBJECTIVES
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """One trial as the sweep reports it."""
+
+    number: int
+    state: str  # complete, pruned, fail, running
+    status: str  # trained, invalid, over budget, duplicate, diverged, failed, running
+    bindings: dict[str, Any]
+    values: tuple[float, ...] | None
+    accuracy: float | None
+    test_accuracy: float | None
+    params: int | None
+    macs: int | None
+    seconds: float | None
+    run_dir: str | None
+    reason: str | None
+
+
+@dataclass
+class SweepResult:
+    """What `sweep` returns: the Optuna study, every trial and the Pareto front (trained trials)."""
+
+    study: Any
+    trials: list[TrialResult]
+    front: list[TrialResult]
+    best: TrialResult | None
+    directory: Path
+    objectives: tuple[str, ...]
+
+
+def summarize(study: Any, directory: Path, space: Space, objectives: Sequence[str]) -> SweepResult:
+    """Every trial of the study as `TrialResult`s, the front, the chosen member; writes trials.csv,
+    pareto.png, edf.png and best.cnn into `directory`."""
+    from cnndsl.search.plots import plot_edf, plot_pareto
+
+    results = [_result(t) for t in study.get_trials(deepcopy=False)]
+    trained = [r for r in results if r.status == "trained" and r.values is not None]
+    front = pareto_front(trained, objectives)
+    best = choose(front, objectives)
+    _write_csv(directory / "trials.csv", results, space)
+    if trained:
+        plot_pareto(trained, front, directory / "pareto.png", space.program.name or "family", objectives)
+        plot_edf({space.program.name or "family": [1 - r.accuracy for r in trained if r.accuracy is not None]},
+                 directory / "edf.png")
+    if best is not None and best.run_dir:
+        member = Path(best.run_dir) / "member.cnn"
+        if member.exists():
+            write_atomic(directory / "best.cnn", member.read_text())
+    return SweepResult(study, results, front, best, directory, tuple(objectives))
+
+
+def _result(t: Any) -> TrialResult:
+    a = t.user_attrs
+    state = t.state.name.lower()
+    status = a.get("status") or ("failed" if state == "fail" else state)
+    if state == "fail":
+        status = "failed"
+    elif state == "running":
+        status = "running"
+    return TrialResult(t.number, state, status, dict(t.params),
+                       tuple(t.values) if t.values is not None else None, a.get("accuracy"), a.get("test_accuracy"),
+                       a.get("params"), a.get("macs"), a.get("seconds"), a.get("run_dir"), a.get("reason"))
+
+
+def pareto_front(trained: list[TrialResult], objectives: Sequence[str]) -> list[TrialResult]:
+    """The trained trials no other trained trial beats on every objective (duplicates collapse to the
+    first trial that trained the member), sorted by the first objective's best first."""
+    signs = [1.0 if OBJECTIVES[o] == "minimize" else -1.0 for o in objectives]
+    points = [(r, tuple(s * v for s, v in zip(signs, r.values or ()))) for r in trained]
+    front = []
+    for r, p in points:
+        dominated = any(all(a <= b for a, b in zip(q, p)) and any(a < b for a, b in zip(q, p)) for _, q in points)
+        if not dominated and all(q != p or other.number >= r.number for other, q in front_points(front, signs)):
+            front.append(r)
+    return sorted(front, key=lambda r: tuple(s * v for s, v in zip(signs, r.values or ())))
+
+
+def front_points(front: list[TrialResult], signs: list[float]) -> list[tuple[TrialResult, tuple[float, ...]]]:
+    """The front's trials with their sign-adjusted objective values (all minimized)."""
+    return [(r, tuple(s * v for s, v in zip(signs, r.values or ()))) for r in front]
+
+
+def choose(front: list[TrialResult], objectives: Sequence[str]) -> TrialResult | None:
+    """The member written to best.cnn: the front's best on the first objective (ties: the next ones)."""
+    return front[0] if front else None
+
+
+def _write_csv(path: Path, results: list[TrialResult], space: Space) -> None:
+    import csv
+    import io
+
+    names = [d.name for d in space.dimensions]
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["trial", "state", "status", *names, "val_accuracy", "test_accuracy", "params", "macs",
+                     "seconds", "run_dir", "reason"])
+    for r in results:
+        writer.writerow([r.number, r.state, r.status, *[r.bindings.get(n, "") for n in names],
+                         "" if r.accuracy is None else f"{r.accuracy:.6f}",
+                         "" if r.test_accuracy is None else f"{r.test_accuracy:.6f}",
+                         r.params if r.params is not None else "", r.macs if r.macs is not None else "",
+                         "" if r.seconds is None else f"{r.seconds:.2f}", r.run_dir or "", r.reason or ""])
+    write_atomic(path, out.getvalue())

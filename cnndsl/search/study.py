@@ -1,0 +1,172 @@
+"""The Optuna side of a sweep: samplers, the study's storage and its metadata, and dead workers' trials.
+
+The storage is Optuna's journal file in the sweep's folder by default, or any Optuna storage URL
+(PostgreSQL, MySQL, SQLite: RDB storages get heartbeats, so another machine's dead worker is noticed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cnndsl.errors import UsageError
+from cnndsl.search.space import Space
+
+FORMAT = "cnndsl.sweep/1"
+SAMPLERS = ("tpe", "nsga2", "random", "grid")
+#: each objective's Optuna direction
+OBJECTIVES = {"accuracy": "maximize", "loss": "minimize", "macs": "minimize", "params": "minimize",
+              "memory": "minimize"}
+
+
+
+class SweepError(Exception):
+    """A sweep that cannot start or go on: a one-line message (exit status 1)."""
+
+
+def make_sampler(name: str, seed: int, space: Space, directions: int) -> Any:
+    import optuna
+
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    continuous = [d.name for d in space.dimensions if not d.discrete or (d.kind == "int" and d.log)]
+    if continuous:
+        raise UsageError(f"--sampler grid needs lists of values; {', '.join(continuous)} "
+                         f"{'is a range' if len(continuous) == 1 else 'are ranges'} of numbers",
+                         "use {a, b, c} domains for a grid, or another sampler")
+    grid = {d.name: list(d.values()) for d in space.dimensions}
+    return optuna.samplers.GridSampler(grid, seed=seed)
+
+
+def open_storage(url: str | None, directory: Path) -> Any:
+    """Optuna storage: the sweep's own journal file, or an RDB URL (heartbeats mark dead workers' trials)."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    if url is None:
+        return optuna.storages.JournalStorage(JournalFileBackend(str(directory / "study.journal")))
+    if url.startswith(("sqlite:", "postgresql", "mysql", "oracle", "mssql")):
+        try:
+            for attempt in range(5):
+                try:
+                    return optuna.storages.RDBStorage(url, heartbeat_interval=15, grace_period=60,
+                                                      engine_kwargs={"pool_pre_ping": True})
+                except Exception as err:  # noqa: BLE001
+                    # Workers starting together on an empty database race to create Optuna's tables; the
+                    # loser sees a unique-key violation and simply tries again (the tables exist by then).
+                    text = str(err).lower()
+                    if attempt == 4 or not ("unique" in text or "already exists" in text or "duplicate" in text):
+                        raise
+                    time.sleep(0.3 + 0.4 * attempt)
+        except ImportError:
+            raise SweepError(f"cannot open the study storage {redact(url)}: its database driver is not installed "
+                             "(for PostgreSQL: pip install 'cnndsl[postgres]')") from None
+        except Exception as err:  # noqa: BLE001 - sqlalchemy's many connection errors
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise SweepError(f"cannot open the study storage {redact(url)}: {first[:300]}") from None
+    if url.endswith((".journal", ".log")) or "://" not in url:
+        return optuna.storages.JournalStorage(JournalFileBackend(str(Path(url).expanduser())))
+    raise UsageError(f"--storage {redact(url)}: not a storage cnndsl knows",
+                     "give sqlite:///PATH, postgresql://USER@HOST/DB, mysql://... or a journal file path")
+
+
+def redact(url: str) -> str:
+    """A storage URL without its password."""
+    head, at, tail = url.rpartition("@")
+    if not at or "://" not in head:
+        return url
+    scheme, _, credentials = head.partition("://")
+    return f"{scheme}://{credentials.split(':')[0]}:***@{tail}" if ":" in credentials else url
+
+
+def _spec_digest(space: Space) -> str:
+    fixed = sorted((k, v[1].text) for k, v in space.fixed.items())
+    return hashlib.sha256((space.program.source.text + json.dumps(fixed)).encode()).hexdigest()
+
+
+def open_study(space: Space, storage: Any, name: str, directions: list[str], sampler: Any,
+               objectives: Sequence[str], shown_storage: str) -> Any:
+    """Create or load the study; refuse one of the same name made from another spec or other objectives."""
+    import optuna
+
+    digest = _spec_digest(space)
+    try:
+        study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, directions=directions,
+                                    load_if_exists=True)
+    except ValueError as err:  # the study exists with other directions
+        raise SweepError(f"study {name!r} in {shown_storage} exists with other objectives ({err}); "
+                         "choose another --study") from None
+    except Exception as err:  # noqa: BLE001 - storage errors of every kind
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise SweepError(f"cannot open study {name!r} in {shown_storage}: {first[:300]}") from None
+    # One attribute, written in one call: a second worker starting at the same moment reads all of it or none.
+    mine = {"format": FORMAT, "spec_sha256": digest, "objectives": list(objectives)}
+    found = study.user_attrs.get("cnndsl")
+    if found is None:
+        study.set_user_attr("cnndsl", mine)
+        study.set_user_attr("spec", space.program.source.text)
+    elif found.get("spec_sha256") != digest:
+        raise SweepError(f"study {name!r} in {shown_storage} was made from another spec (or other --set "
+                         "bindings); choose another --study, or give the spec it was made from")
+    elif list(found.get("objectives", [])) != list(objectives):
+        raise SweepError(f"study {name!r} in {shown_storage} optimizes {','.join(found.get('objectives', []))}, "
+                         f"not {','.join(objectives)}; choose another --study")
+    return study
+
+
+def mark_dead_trials(study: Any, directory: Path) -> int:
+    """Trials left RUNNING by a killed worker of this machine: their run directory is not locked by any
+    process (a live trainer holds its run's lock), so they are marked failed and their members re-sampled."""
+    import optuna
+
+    from cnndsl.rundir import RunDir
+
+    dead = 0
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        run_dir = trial.user_attrs.get("run_dir")
+        owner = trial.user_attrs.get("host")
+        if owner != host() or (run_dir is None and trial.user_attrs.get("pid") is None):
+            continue  # another machine's (Optuna's heartbeat, with an RDB storage) or not started
+        pid = trial.user_attrs.get("pid")
+        alive = (RunDir(Path(run_dir)).is_locked() if run_dir and Path(run_dir).exists()
+                 else pid is not None and _process_alive(pid))
+        if not alive:
+            study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+            dead += 1
+    return dead
+
+
+def host() -> str:
+    """This machine's name, recorded with each trial (a dead worker is looked for on its own machine)."""
+    import socket
+
+    return socket.gethostname()
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def trained_count(study: Any) -> int:
+    """Trials whose member was trained to the end (across every worker)."""
+    import optuna
+
+    return sum(1 for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+               if t.user_attrs.get("status") == "trained")
