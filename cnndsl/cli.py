@@ -497,9 +497,6 @@ def _use_compilation_cache() -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 
-_INTERRUPTED: list[int] = []  # set by `_note_interrupts`'s handler
-
-
 def _note_interrupts() -> None:
     """Ctrl-C raises KeyboardInterrupt as usual, and is remembered: an interrupt that lands inside an
     import comes out as an ImportError ("initialization failed"), which must read as the interruption it
@@ -510,8 +507,10 @@ def _note_interrupts() -> None:
     if threading.current_thread() is not threading.main_thread():
         return
 
+    from cnndsl.settings import INTERRUPTS
+
     def handler(signum: int, frame: Any) -> None:
-        _INTERRUPTED.append(signum)
+        INTERRUPTS.append(signum)
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, handler)
@@ -557,7 +556,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not fail again
         return 1
     except Exception as err:  # a bug in cnndsl, never the user's fault: say so briefly
-        if _INTERRUPTED:  # the exception is what Ctrl-C left behind (an interrupted import, say)
+        from cnndsl.settings import INTERRUPTS
+
+        if INTERRUPTS:  # the exception is what Ctrl-C left behind (an interrupted import, say)
             print("cnndsl: interrupted", file=sys.stderr)
             return 130
         if os.environ.get("CNNDSL_DEBUG"):

@@ -17,6 +17,12 @@ class TrainingError(Exception):
     """A run that cannot start or had to stop (bad settings, a NaN loss); the message says what to do."""
 
 
+#: Ctrl-C (SIGINT) and SIGTERM seen by this process, wherever they landed. The command line's handler and
+#: the training loop's both record them, so an interrupt that Python swallowed (a KeyboardInterrupt raised
+#: inside a weakref callback or __del__ is only printed) still stops the work at its next safe point.
+INTERRUPTS: list[int] = []
+
+
 class Diverged(TrainingError):
     """The loss became NaN or infinite: training stopped before saving it (a sweep records the member as
     diverged; its learning rate was too high for it)."""

@@ -38,7 +38,7 @@ from cnndsl.data import Dataset, DataError, absolute_source, load_dataset, missi
 from cnndsl.distributed import Placement, agree, barrier
 from cnndsl.flax_backend import flatten_state, unflatten_state
 from cnndsl.rundir import CURVES, SPEC, RunDir
-from cnndsl.settings import Diverged, Interrupted, Settings, TrainingError
+from cnndsl.settings import INTERRUPTS, Diverged, Interrupted, Settings, TrainingError
 
 __all__ = ["Interrupted", "Settings", "TrainingError", "TrainResult", "evaluate", "predict", "train"]
 from cnndsl.shapes import fmt
@@ -685,6 +685,7 @@ def _train(net: CompiledNetwork, settings: Settings, run: RunDir, resume: bool, 
             if interrupted:  # stopped at an epoch's end: its metrics line and checkpoint are written
                 raise KeyboardInterrupt
     except KeyboardInterrupt:
+        INTERRUPTS.clear()  # answered here: a later run in this process starts afresh
         seen_loss = float(np.asarray(meters)[0])
         if math.isfinite(seen_loss) and step != saved_step:
             checkpoints.save(step, snapshot())
@@ -738,10 +739,13 @@ def _stop_on_signals(flag: list[int]) -> Callable[[], None]:
 
     def handler(signum: int, frame: Any) -> None:
         flag.append(signum)
+        INTERRUPTS.append(signum)
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
     for sig in previous:
         signal.signal(sig, handler)
+    if INTERRUPTS:  # an earlier Ctrl-C that Python swallowed before the loop began: stop after the first step
+        flag.append(INTERRUPTS[-1])
     def undo() -> None:
         for sig, old in previous.items():
             signal.signal(sig, old)

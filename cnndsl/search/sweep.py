@@ -39,12 +39,13 @@ from cnndsl.search.results import SweepResult, summarize
 from cnndsl.search.space import Member, Space
 from cnndsl.search.study import (FORMAT, OBJECTIVES, SAMPLERS, SweepError, host, make_sampler, mark_dead_trials,
                                  open_storage, open_study, redact, trained_count)
-from cnndsl.settings import Diverged, Interrupted, Settings, spec_settings
+from cnndsl.settings import INTERRUPTS, Diverged, Interrupted, Settings, spec_settings
 
 __all__ = ["OBJECTIVES", "SweepError", "SweepResult", "sweep"]
 
 #: Trials in a row that train nothing (invalid, over budget, already trained) before a worker gives up.
 MAX_IDLE_TRIALS = 200
+UNDECIDED_WAIT = 30.0  # seconds a trial waits for lower-numbered ones to decide whether they train
 STATIC_PROBE = 2000  # members checked up front to be sure some member can be trained
 
 
@@ -66,6 +67,16 @@ def _suggest(trial: Any, space: Space) -> Member:
         else:
             member[d.name] = trial.suggest_categorical(d.name, list(d.texts))
     return member
+
+
+def _trains(trial: Any) -> bool:
+    """Whether a trial trained its member or is training it (its worker alive): "trained" is written just
+    before Optuna completes the trial, so a running trial may already say it."""
+    import optuna
+
+    status, state = trial.user_attrs.get("status"), trial.state
+    return (status == "trained" and state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING)) or (
+        status == "training" and state == optuna.trial.TrialState.RUNNING)
 
 
 class _Sweep:
@@ -97,7 +108,8 @@ class _Sweep:
         trial.set_user_attr("params", checked.report.params)
         trial.set_user_attr("macs", checked.report.macs)
         trial.set_user_attr("memory", checked.report.activation_bytes)
-        earlier = self._same_as(trial, identity)
+        lower = self._lower_decided(trial)
+        earlier = self._same_as(lower, identity)
         if earlier is not None:
             if earlier.state == optuna.trial.TrialState.COMPLETE:
                 for key in ("accuracy", "loss", "test_accuracy", "run_dir"):
@@ -108,7 +120,7 @@ class _Sweep:
                 self.idle += 1
                 return tuple(earlier.values)
             self._skip(trial, "duplicate", f"the same network and settings as trial {earlier.number} (running)")
-        if self._enough(trial):
+        if self._enough(lower):
             trial.study.stop()
             self._skip(trial, "not needed", f"{self.trials} trials are trained or training")
         self.idle = 0
@@ -169,33 +181,39 @@ class _Sweep:
             trial.study.stop()
         raise optuna.TrialPruned(reason)
 
-    def _same_as(self, trial: Any, identity: str) -> Any:
-        """An earlier trial (any worker's) that trained, or is training, the same experiment; else None."""
+    @staticmethod
+    def _same_as(lower: list[Any], identity: str) -> Any:
+        """A lower-numbered trial (any worker's) that trained, or is training, the same experiment; else None."""
         import optuna
 
-        complete, running = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING
-        for other in trial.study.get_trials(deepcopy=False, states=(complete, running)):
-            if other.number >= trial.number or other.user_attrs.get("identity") != identity:
-                continue
-            status = other.user_attrs.get("status")
-            if (other.state == complete and status in ("trained", "duplicate")) or (
-                    other.state == running and status == "training"):
+        complete = optuna.trial.TrialState.COMPLETE
+        for other in lower:
+            if other.user_attrs.get("identity") == identity and (_trains(other) or (
+                    other.state == complete and other.user_attrs.get("status") == "duplicate")):
                 return other
         return None
 
-    def _enough(self, trial: Any) -> bool:
-        """Whether `trials` trials with lower numbers are trained or training (across every worker)."""
+    @staticmethod
+    def _lower_decided(trial: Any) -> list[Any]:
+        """Every trial numbered below this one, once each still running has decided whether it trains.
+
+        Trials decide in the order of their numbers: this one waits (milliseconds: their static checks) for
+        the lower-numbered ones, so two workers deciding at once never both train one member, nor both take
+        the last of the `trials` places. A worker that died while deciding is waited for UNDECIDED_WAIT s."""
         import optuna
 
-        count = 0
-        for other in trial.study.get_trials(deepcopy=False):
-            if other.number >= trial.number:
-                continue
-            status = other.user_attrs.get("status")
-            if (other.state == optuna.trial.TrialState.COMPLETE and status == "trained") or (
-                    other.state == optuna.trial.TrialState.RUNNING and status == "training"):
-                count += 1
-        return count >= self.trials
+        running = optuna.trial.TrialState.RUNNING
+        deadline = time.monotonic() + UNDECIDED_WAIT
+        while True:
+            lower = [t for t in trial.study.get_trials(deepcopy=False) if t.number < trial.number]
+            if time.monotonic() > deadline or not any(t.state == running and "status" not in t.user_attrs
+                                                      for t in lower):
+                return lower
+            time.sleep(0.05)
+
+    def _enough(self, lower: list[Any]) -> bool:
+        """Whether `trials` lower-numbered trials are trained or training (across every worker)."""
+        return sum(1 for t in lower if _trains(t)) >= self.trials
 
 
 def sweep(spec: str | os.PathLike[str], *, data: str | None = None, data_dir: str | None = None, trials: int = 20,
@@ -244,8 +262,11 @@ def sweep(spec: str | os.PathLike[str], *, data: str | None = None, data_dir: st
                     explicit=[k for k, v in settings.items() if v is not None])
     while trained_count(opened) < trials and worker.idle < MAX_IDLE_TRIALS:
         try:
+            if INTERRUPTS:  # a Ctrl-C that Python swallowed (see cnndsl.settings.INTERRUPTS)
+                raise KeyboardInterrupt
             opened.optimize(worker.objective, n_trials=1, catch=())
         except (Interrupted, KeyboardInterrupt):  # Optuna has marked the trial failed
+            INTERRUPTS.clear()
             summarize(opened, directory, space, objectives)
             raise Interrupted(f"sweep interrupted after {trained_count(opened)} trained trials; the same command "
                               "resumes the study (the interrupted member is sampled again)") from None
