@@ -34,11 +34,12 @@ batch = per_device * count
 settings = Settings(batch_size=batch, optimizer="sgd", dtype=dtype)
 placement = Placement.create(count)
 h, w, c = net.input_shape
+classes = net.report.output_shape[0]
 trainer = Trainer(net, net.init(0), make_optimizer(settings, 1000), Preprocess(1.0, (0.0,) * c, (1.0,) * c, (h, w)),
-                  settings, 1000, placement)
+                  settings, classes, placement)
 state = trainer.initial_state()
 rng = np.random.default_rng(0)
-x, y = placement.replicate((rng.random((batch, h, w, c), dtype=np.float32), rng.integers(0, 10, batch).astype(np.int32)))
+x, y = placement.replicate((rng.random((batch, h, w, c), dtype=np.float32), rng.integers(0, classes, batch).astype(np.int32)))
 order = placement.replicate(np.arange(batch, dtype=np.int32))
 args = [state["params"], state["stats"], state["opt_state"], state["meters"]]
 for k in range(steps + 3):
@@ -58,7 +59,9 @@ def run(spec: Path, count: int, per_device: int, steps: int, dtype: str, simulat
     if simulate:
         env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={simulate}"
     out = subprocess.run([sys.executable, "-c", WORKER, str(spec), str(count), str(per_device), str(steps), dtype],
-                         capture_output=True, text=True, env=env, check=True)
+                         capture_output=True, text=True, env=env)
+    if out.returncode:
+        raise SystemExit(f"the {count}-device run failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.splitlines()[-1])
 
 
