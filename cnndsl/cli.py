@@ -332,7 +332,9 @@ def _check_source(source: str | None) -> None:
     if source is None:
         return
     kind, colon, rest = source.partition(":")
-    if source in SOURCES or (colon and kind in ("npz", "folder") and rest):
+    if source in SOURCES or (colon and kind in ("npz", "folder") and rest) or kind == "synthetic":
+        if kind == "synthetic" and rest and not rest.isdigit():
+            raise UsageError(f"--data {source}: synthetic:N takes a whole number of images", "e.g. synthetic:10000")
         return
     from cnndsl.errors import closest
 

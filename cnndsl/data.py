@@ -6,6 +6,8 @@ Sources:
     cifar10, cifar100      the official *binary* archives (no pickle is ever read), 50,000 / 10,000
     npz:PATH               arrays x, y and optionally x_val, y_val, x_test, y_test (else a fixed 20% is the test split)
     folder:PATH            one subfolder of PNG/JPEG images per class (or PATH/train, PATH/test, PATH/val so)
+    synthetic[:N]          N random 8-bit images of the spec's input shape with random labels of its classes
+                           (default: as many as fit 64 MB, at most 10,000): throughput without I/O
 
 Every source has three splits: train, val (model selection) and test (reported only). A source without
 a validation split of its own gets a fixed 10% (`val_fraction`) of its training images.
@@ -93,7 +95,9 @@ REMOTES: dict[str, tuple[Remote, ...]] = {
     "cifar10": (Remote("cifar-10-binary.tar.gz", _TORONTO, "c32a1d4ab5d03f1284b67883e8d87530"),),
     "cifar100": (Remote("cifar-100-binary.tar.gz", _TORONTO, "03b5dce01913d631647c71ecec9e9cb8"),),
 }
-SOURCES = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "npz:PATH", "folder:PATH")
+SOURCES = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "npz:PATH", "folder:PATH", "synthetic[:N]")
+SYNTHETIC_BYTES = 64 << 20  # the default synthetic dataset's size
+SYNTHETIC_MAX = 1_000_000  # images
 
 
 def cache_dir() -> Path:
@@ -425,11 +429,13 @@ def _folder(root: Path) -> Dataset:
 
 
 def load_dataset(source: str, data_dir: str | Path | None = None, download: bool = True,
-                 progress: Callable[[str], None] | None = None, val_fraction: float = VAL_FRACTION) -> Dataset:
+                 progress: Callable[[str], None] | None = None, val_fraction: float = VAL_FRACTION,
+                 shape: tuple[int, ...] | None = None, num_classes: int | None = None) -> Dataset:
     """Load a dataset by source name (see the module docstring); raises DataError naming what is wrong.
 
     A source without a validation split of its own gets one: `val_fraction` of its training images,
-    held out by a fixed permutation (the same on every machine), none when it is 0."""
+    held out by a fixed permutation (the same on every machine), none when it is 0. `shape` (H, W, C) and
+    `num_classes` are the network's, which `synthetic` data takes."""
     folder = Path(data_dir) if data_dir else None
     kind, _, rest = source.partition(":")
     if source == "digits":
@@ -442,12 +448,38 @@ def load_dataset(source: str, data_dir: str | Path | None = None, download: bool
         data = _npz(Path(rest))
     elif kind == "folder" and rest:
         data = _folder(Path(rest))
+    elif kind == "synthetic":
+        data = _synthetic(rest, shape, num_classes)
     else:
         raise ValueError(f"unknown data source {source!r}")
     if len(data.x_val) or not val_fraction:
         return data
     x, y, x_val, y_val = _held_out(data.x_train, data.y_train, val_fraction, seed=1)
     return dataclasses.replace(data, x_train=x, y_train=y, x_val=x_val, y_val=y_val)
+
+
+def synthetic_count(text: str, shape: tuple[int, ...]) -> int:
+    """The N of `synthetic:N` (a DataError unless a whole number from 2 to SYNTHETIC_MAX), or the default."""
+    if not text:
+        return int(max(256, min(10_000, SYNTHETIC_BYTES // max(1, int(np.prod(shape))))))
+    if not text.isdigit() or not 2 <= int(text) <= SYNTHETIC_MAX:
+        raise DataError(f"synthetic:{text}: the number of images must be a whole number from 2 to {SYNTHETIC_MAX:,}")
+    return int(text)
+
+
+def _synthetic(count: str, shape: tuple[int, ...] | None, num_classes: int | None) -> Dataset:
+    """Random 8-bit images and labels (seeded: the same on every machine and process). The training split
+    has N images; the test split a tenth as many (at least one)."""
+    if shape is None or num_classes is None:
+        raise DataError("synthetic data takes its image shape and classes from the network: train a spec with it")
+    n = synthetic_count(count, shape)
+    rng = np.random.default_rng(0)
+    test = max(1, n // 10)
+    x = rng.integers(0, 256, (n + test, *shape), dtype=np.uint8)
+    y = rng.integers(0, num_classes, n + test).astype(np.int64)
+    empty_x, empty_y = x[:0], y[:0]
+    return Dataset(f"synthetic:{n}", x[:n], y[:n], empty_x, empty_y, x[n:], y[n:], num_classes, 255.0,
+                   tuple(str(k) for k in range(num_classes)))
 
 
 def absolute_source(source: str) -> str:

@@ -126,7 +126,7 @@ def _typed(name: str, value: Any, default: Any) -> Any:
 
 # ---- the spec's `train` section -----------------------------------------------------------------------------
 
-DATA_NAMES = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100")
+DATA_NAMES = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "synthetic")
 _INT_FIELDS = {"epochs": 1, "batch_size": 1, "seed": None, "checkpoint_every": 0, "keep": 1}
 _FLOAT_FIELDS = {"lr", "momentum", "warmup_epochs", "weight_decay", "label_smoothing", "clip", "val_fraction"}
 _BOOL_FIELDS = {"nesterov", "resize", "scan"}

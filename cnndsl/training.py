@@ -275,6 +275,12 @@ class Trainer:
 
 # ---- the run ----------------------------------------------------------------------------------------------
 
+def _classes_of(net: CompiledNetwork) -> int | None:
+    """How many classes a network scores (None unless its output is a vector)."""
+    out = net.report.output_shape
+    return out[0] if len(out) == 1 else None
+
+
 def check_compatible(net: CompiledNetwork, data: Dataset, resize: bool) -> None:
     """A TrainingError unless the dataset's images and classes fit the spec."""
     (h, w, c), (dh, dw, dc) = net.input_shape, data.image_shape
@@ -561,7 +567,8 @@ def _train(net: CompiledNetwork, settings: Settings, run: RunDir, resume: bool, 
     try:
         if data is None:
             data = load_dataset(settings.data, settings.data_dir, progress=progress.line,
-                                val_fraction=settings.val_fraction)
+                                val_fraction=settings.val_fraction, shape=net.input_shape,
+                                num_classes=_classes_of(net))
     except DataError as err:
         raise TrainingError(str(err)) from None
     check_compatible(net, data, settings.resize)
@@ -832,7 +839,8 @@ def evaluate(spec: str | os.PathLike[str] | None, run_dir: str | Path, data: str
     source = data or loaded.settings["data"]
     try:
         dataset = load_dataset(source, data_dir or loaded.settings.get("data_dir"),
-                               val_fraction=loaded.settings.get("val_fraction", 0.0))
+                               val_fraction=loaded.settings.get("val_fraction", 0.0),
+                               shape=loaded.net.input_shape, num_classes=_classes_of(loaded.net))
     except DataError as err:
         raise TrainingError(str(err)) from None
     check_compatible(loaded.net, dataset, bool(loaded.settings.get("resize")))

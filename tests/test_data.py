@@ -221,3 +221,27 @@ def test_cli_reports_bad_data_without_a_traceback(tmp_path: Path, capsys: pytest
     assert main(["train", spec, "--data", f"npz:{tmp_path / 'rgb.npz'}", "--out", str(tmp_path / "s")]) == 1
     assert "8x8x3" in capsys.readouterr().err
     assert main(["train", spec, "--data", "imagenet"]) == 2
+
+
+def test_synthetic_data_takes_the_networks_shape_and_classes(tmp_path) -> None:
+    """`--data synthetic[:N]`: random images of the spec's input shape, labels of its classes (issue 12's
+    throughput source), the same on every machine; N checked; a run on it evaluates like any other."""
+    import cnndsl
+    from cnndsl.data import DataError, load_dataset
+
+    data = load_dataset("synthetic:300", shape=(12, 10, 3), num_classes=7, val_fraction=0.1)
+    assert data.x_train.shape == (270, 12, 10, 3) and data.x_val.shape == (30, 12, 10, 3)
+    assert data.x_test.shape == (30, 12, 10, 3) and data.x_train.dtype == np.uint8 and data.scale == 255
+    assert set(np.unique(np.concatenate([data.y_train, data.y_test]))) <= set(range(7)) and data.num_classes == 7
+    again = load_dataset("synthetic:300", shape=(12, 10, 3), num_classes=7, val_fraction=0.1)
+    assert np.array_equal(data.x_train, again.x_train) and np.array_equal(data.y_test, again.y_test)
+    assert len(load_dataset("synthetic", shape=(224, 224, 3), num_classes=1000).x_test) * 10 >= 256  # fits 64 MB
+    for bad in ("synthetic:1", "synthetic:ten", "synthetic:99999999"):
+        with pytest.raises(DataError, match="whole number from 2"):
+            load_dataset(bad, shape=(8, 8, 1), num_classes=10)
+    with pytest.raises(DataError, match="takes its image shape and classes from the network"):
+        load_dataset("synthetic:100")
+    result = cnndsl.train(ROOT / "examples" / "digits.cnn", run_dir=tmp_path / "run", data="synthetic:256",
+                          epochs=1, quiet=True)
+    assert result.history.epochs[-1]["step"] > 0
+    assert cnndsl.evaluate(tmp_path / "run")["n"] == 25
