@@ -167,12 +167,7 @@ class Placement:
 
     def replicate(self, tree: Any) -> Any:
         """Numpy or JAX arrays onto every device of the mesh (every process passes the same, whole values)."""
-        if self.mesh is None:
-            return jax.device_put(tree)
-        sharding = self.replicated
-        if jax.process_count() == 1:
-            return jax.device_put(tree, sharding)
-        return jax.tree.map(lambda a: jax.make_array_from_process_local_data(sharding, np.asarray(a)), tree)
+        return self._put(tree, lambda shape: self.replicated)
 
     def state_sharding(self, shape: tuple[int, ...]) -> NamedSharding | None:
         """Where a parameter (or optimizer state) of this shape lives: replicated, or with `shard_params`
@@ -187,15 +182,19 @@ class Placement:
 
     def place_state(self, tree: Any) -> Any:
         """Arrays onto the mesh as `state_sharding` says (every process passes the same, whole values)."""
+        return self._put(tree, self.state_sharding)
+
+    def _put(self, tree: Any, sharding_of: Any) -> Any:
+        """Each array of `tree` onto the mesh with `sharding_of(its shape)`; with several processes, each
+        process gives the whole value and keeps the pieces its devices hold."""
         if self.mesh is None:
             return jax.device_put(tree)
+        if jax.process_count() == 1:
+            return jax.tree.map(lambda a: jax.device_put(a, sharding_of(np.shape(a))), tree)
 
         def put(a: Any) -> jax.Array:
-            sharding = self.state_sharding(np.shape(a))
-            if jax.process_count() == 1:
-                return jax.device_put(a, sharding)
             full = np.asarray(a)
-            return jax.make_array_from_callback(full.shape, sharding, lambda index: full[index])
+            return jax.make_array_from_callback(full.shape, sharding_of(full.shape), lambda index: full[index])
 
         return jax.tree.map(put, tree)
 

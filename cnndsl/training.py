@@ -350,16 +350,16 @@ class _Checkpointer:
 
     def save(self, step: int, tree: dict[str, Any], best: bool = False) -> None:
         """Queue checkpoint `step` of `last` (and of `best`)."""
+        managers = (self.last, self.best) if best else (self.last,)
         if jax.process_count() > 1:
             # Several processes save together, and orbax synchronizes them: on the loop's own thread, so every
             # process meets those synchronizations and the steps' collectives in the same order.
-            for manager in (self.last, self.best) if best else (self.last,):
+            for manager in managers:
                 _save(manager, step, tree)
             return
         self._raise_failures(wait=False)
         if self.donated:
             tree = jax.tree.map(lambda a: jnp.copy(a) if isinstance(a, jax.Array) else a, tree)
-        managers = (self.last, self.best) if best else (self.last,)
         self._pending.append(self._worker.submit(lambda: [_save(m, step, tree) for m in managers]))
 
     def _raise_failures(self, wait: bool) -> None:

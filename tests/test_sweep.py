@@ -315,3 +315,10 @@ def test_a_member_whose_loss_diverges_is_recorded_not_fatal(tmp_path: Path) -> N
     assert statuses == {"0.003": "trained", "1e9": "diverged"}, statuses
     diverged = next(t for t in result.trials if t.status == "diverged")
     assert "the loss became" in diverged.reason or "loss is" in diverged.reason
+
+
+def test_a_sweep_on_synthetic_data_gives_it_the_familys_shape_and_classes(tmp_path: Path) -> None:
+    result = sweep(write(tmp_path), data="synthetic:300", trials=1, sampler="random", out=tmp_path / "s")
+    trained = [t for t in result.trials if t.status == "trained"]
+    assert len(trained) == 1
+    assert json.loads((Path(trained[0].run_dir) / "settings.json").read_text())["data"] == "synthetic:300"

@@ -205,9 +205,8 @@ def run_sweep(args: argparse.Namespace) -> int:
     sampler = args.sampler or ("random" if several else "tpe")
     root = Path(args.out) if args.out else None
     errors: dict[str, list[float]] = {}
-    for file in args.files:
-        space = load_space(Path(file), dict(args.bindings))  # every spec checked before any trains
-        del space
+    for file in args.files:  # every spec checked before any trains
+        load_space(Path(file), dict(args.bindings))
     for file in args.files:
         name = Path(file).stem
         out = (root / name if several else root) if root else None

@@ -240,7 +240,7 @@ def sweep(spec: str | os.PathLike[str], *, data: str | None = None, data_dir: st
     if sampler not in SAMPLERS:
         raise UsageError(f"unknown sampler {sampler!r}", f"choose from {', '.join(SAMPLERS)}")
     space = load_space(spec, set)
-    _probe(space, budget)
+    example = _probe(space, budget)
     directory = Path(out) if out is not None else Path("sweeps") / (space.program.name or Path(str(spec)).stem)
     if artifact_kind(directory) != "sweep":  # an earlier sweep's folder is resumed; anything else must be new
         check_output_dir(directory, "sweep", inputs=[spec] if not _is_text(spec) else [], make_parents=True)
@@ -250,7 +250,8 @@ def sweep(spec: str | os.PathLike[str], *, data: str | None = None, data_dir: st
     base = _base_settings(space, data, data_dir, settings)
     from cnndsl.data import load_dataset
 
-    dataset = load_dataset(base["data"], base.get("data_dir"), val_fraction=base.get("val_fraction", 0.1))
+    dataset = load_dataset(base["data"], base.get("data_dir"), val_fraction=base.get("val_fraction", 0.1),
+                           shape=example.input_shape, num_classes=example.output_shape[0])
     shown_storage = redact(storage) if storage else str(directory / "study.journal")
     opened = open_study(space, open_storage(storage, directory), name, [OBJECTIVES[o] for o in objectives],
                         make_sampler(sampler, seed, space, len(objectives)), objectives, shown_storage)
@@ -295,15 +296,16 @@ def _exhausted(space: Space, study: Any) -> bool:
     return len(tried) >= total
 
 
-def _probe(space: Space, budget: Budget) -> None:
-    """Fail fast when no member of the family can be trained (checked on up to STATIC_PROBE members)."""
+def _probe(space: Space, budget: Budget) -> Any:
+    """The report of a member that can be trained (its input shape and classes are the family's); fail fast
+    when none can (checked on up to STATIC_PROBE members)."""
     from cnndsl.search.commands import no_valid_member
     from cnndsl.search.family import FamilyMember
 
     checked: list[FamilyMember] = []
     for m in family(space, budget=budget, limit=STATIC_PROBE):
         if m.valid:
-            return
+            return m.report
         checked.append(m)
     raise no_valid_member(space, checked)
 
