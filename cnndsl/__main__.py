@@ -1,5 +1,5 @@
-"""`python -m cnndsl` runs the command-line interface."""
+"""`python -m cnndsl`: the same as the `cnndsl` command."""
 
-from cnndsl.cli import main
+from cnndsl.cli import run
 
-raise SystemExit(main())
+run()

@@ -569,3 +569,16 @@ def main(argv: Sequence[str] | None = None) -> int:
               "  = help: this is a bug in cnndsl; rerun with CNNDSL_DEBUG=1 for the traceback and report it",
               file=sys.stderr)
         return 70
+
+
+def run() -> None:
+    """The `cnndsl` executable: `main`, then exit with its status. After an interruption the process ends
+    without the interpreter's teardown: a Ctrl-C that landed while XLA was compiling leaves XLA's threads in
+    a state its teardown crashes on (a segmentation fault after cnndsl's message). Everything cnndsl writes
+    is on disk by then (checkpoints are waited for, files are written atomically)."""
+    status = main()
+    if status == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    raise SystemExit(status)
