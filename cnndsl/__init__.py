@@ -5,9 +5,10 @@
     print(report.params, report.macs)
 """
 
-from cnndsl.api import check, load_source, parse
 from cnndsl.errors import CnnError, Diagnostic, UsageError
-from cnndsl.report import Report
+
+# check, parse, load_source and Report come from cnndsl.api on first use (see __getattr__): `import cnndsl`
+# stays a few milliseconds, so the command line handles Ctrl-C from its very start.
 
 __version__ = "0.1.0"
 __all__ = ["CnnError", "Diagnostic", "Report", "UsageError", "check", "compile", "evaluate", "load_exported",
@@ -66,6 +67,10 @@ def __getattr__(name):
     them, or JAX, for `import cnndsl` alone."""
     import importlib
 
+    if name in ("check", "load_source", "parse"):
+        return getattr(importlib.import_module("cnndsl.api"), name)
+    if name == "Report":
+        return importlib.import_module("cnndsl.report").Report
     if name in ("compiler", "data", "export", "training", "outputs", "rundir", "flax_backend", "compilations", "search"):
         return importlib.import_module(f"cnndsl.{name}")
     raise AttributeError(f"module 'cnndsl' has no attribute {name!r}")

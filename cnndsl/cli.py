@@ -500,9 +500,12 @@ def _use_compilation_cache() -> None:
 
 
 def _note_interrupts() -> None:
-    """Ctrl-C raises KeyboardInterrupt as usual, and is remembered: an interrupt that lands inside an
-    import comes out as an ImportError ("initialization failed"), which must read as the interruption it
-    is, not as a bug. (Training installs its own handler around its loop: it stops after a step.)"""
+    """Ctrl-C outside the training loop ends the command at once: exit status 130, "interrupted". Raising
+    KeyboardInterrupt instead is not safe while JAX starts: it can land in a Python callback called from C++
+    (the process aborts with "terminate called after throwing ...") or in a garbage-collection callback
+    (printed as "Exception ignored", then swallowed). Nothing is lost by stopping there: files are written
+    atomically, and a sweep's interrupted trial is marked failed when the same command resumes. The training
+    loop installs its own handler around its steps (stop after the step, save a checkpoint)."""
     import signal
     import threading
 
@@ -513,9 +516,21 @@ def _note_interrupts() -> None:
 
     def handler(signum: int, frame: Any) -> None:
         INTERRUPTS.append(signum)
-        raise KeyboardInterrupt
+        print("\ncnndsl: interrupted", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+
+    default_hook = sys.unraisablehook
+
+    def quiet_about_interrupts(unraisable: Any) -> None:
+        # A KeyboardInterrupt (a second Ctrl-C in training) raised inside a garbage-collection callback is
+        # swallowed and printed as "Exception ignored ... Traceback"; INTERRUPTS has it for the next safe point.
+        if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+            default_hook(unraisable)
 
     signal.signal(signal.SIGINT, handler)
+    sys.unraisablehook = quiet_about_interrupts
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -529,8 +544,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.subcommands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command in ("train", "eval", "predict", "sweep"):
         _note_interrupts()
-        _use_compilation_cache()
     try:
+        if args.command in ("train", "eval", "predict", "sweep"):
+            _use_compilation_cache()  # imports jax: inside the try, where a Ctrl-C reads as an interruption
         if args.command == "train":  # before any JAX array exists
             from cnndsl.distributed import start_processes
 
@@ -576,7 +592,16 @@ def run() -> None:
     without the interpreter's teardown: a Ctrl-C that landed while XLA was compiling leaves XLA's threads in
     a state its teardown crashes on (a segmentation fault after cnndsl's message). Everything cnndsl writes
     is on disk by then (checkpoints are waited for, files are written atomically)."""
-    status = main()
+    try:
+        status = main()
+    except KeyboardInterrupt:  # before main's own handling began (building the parser)
+        print("cnndsl: interrupted", file=sys.stderr)
+        status = 130
+    from cnndsl.settings import INTERRUPTS
+
+    if status == 0 and INTERRUPTS:  # a Ctrl-C that Python swallowed after the last safe point to stop at
+        print("cnndsl: interrupted (after the work was finished and saved)", file=sys.stderr)
+        status = 130
     if status == 130:
         sys.stdout.flush()
         sys.stderr.flush()

@@ -700,8 +700,8 @@ def _train(net: CompiledNetwork, settings: Settings, run: RunDir, resume: bool, 
         raise Interrupted(f"interrupted at step {step}; checkpoint saved at step {saved_step}. "
                           f"Continue with: cnndsl train --resume {run.path}") from None
     finally:
-        restore_signals()
         checkpoints.close()  # every checkpoint started is on disk before the run returns or stops
+        restore_signals()  # after: a Ctrl-C while the last save finishes is still this loop's to handle
         if history.epochs and main:
             plot_curves(history, run.file(CURVES), f"{net.report.name} on {data.name}")
     model = trainer.module(params, stats, train=False)

@@ -135,14 +135,15 @@ def test_ctrl_c_stops_a_sweep_cleanly_and_the_same_command_resumes(tmp_path: Pat
     assert result.returncode == 0 and "marked failed" not in result.stderr  # Optuna already marked it
 
 
-def test_ctrl_c_while_a_sweep_starts_is_an_interruption_not_a_bug(tmp_path: Path) -> None:
+@pytest.mark.parametrize("delay", [0.3, 1.5])
+def test_ctrl_c_while_a_sweep_starts_is_an_interruption_not_a_bug(tmp_path: Path, delay: float) -> None:
     import signal
 
-    spec = write(tmp_path)
+    spec = write(tmp_path, TINY.replace("epochs = 1", "epochs = 400"))  # it cannot finish before the signal
     process = subprocess.Popen([sys.executable, "-m", "cnndsl", "sweep", str(spec), "--trials", "1", "--out",
                                 str(tmp_path / "s")], env={**os.environ, "PYTHONPATH": str(ROOT)},
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.5)  # importing, loading the data, compiling: wherever it is, Ctrl-C means stop
+    time.sleep(delay)  # importing, loading the data, compiling: wherever it is, Ctrl-C means stop
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err

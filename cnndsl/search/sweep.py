@@ -266,6 +266,8 @@ def sweep(spec: str | os.PathLike[str], *, data: str | None = None, data_dir: st
             if INTERRUPTS:  # a Ctrl-C that Python swallowed (see cnndsl.settings.INTERRUPTS)
                 raise KeyboardInterrupt
             opened.optimize(worker.objective, n_trials=1, catch=())
+            if INTERRUPTS:  # swallowed while the trial finished (its evaluation): the trial stands, the sweep stops
+                raise KeyboardInterrupt
         except (Interrupted, KeyboardInterrupt):  # Optuna has marked the trial failed
             INTERRUPTS.clear()
             summarize(opened, directory, space, objectives)
