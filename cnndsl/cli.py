@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_family_command(commands, spec)
     add_sweep_command(commands, _data_arguments())
+    from cnndsl.data.commands import add_data_command
+
+    add_data_command(commands)
     parser.subcommands = commands.choices  # type: ignore[attr-defined]  # for errors with the subcommand's usage
     return parser
 
@@ -171,8 +174,23 @@ def _add_training_commands(commands: Any, spec: argparse.ArgumentParser) -> None
     train.add_argument("--weight-decay", type=float, help=_default("weight_decay"))
     train.add_argument("--label-smoothing", type=float, help=_default("label_smoothing"))
     train.add_argument("--clip", type=float, help="clip gradients to this global norm (0: off)" + _default("clip", " "))
-    train.add_argument("--augment", type=_augment, metavar="crop,flip|none",
-                       help="random crop with padding and/or horizontal flip, on the device (default none)")
+    train.add_argument("--augment", type=_augment, metavar="crop,flip,resized-crop|none",
+                       help="on the device: crop (random crop after padding by 1/8) and flip (horizontal); in the "
+                            "input pipeline (folder:/records: data): resized-crop (torchvision's RandomResizedCrop). "
+                            "The ImageNet recipe is resized-crop,flip (default none)")
+    reading = train.add_mutually_exclusive_group()
+    reading.add_argument("--stream", dest="stream", action="store_const", const="stream",
+                         help="folder:/records: data: read and decode the images at every use, in worker processes "
+                              "(default: when their decoded size exceeds the memory budget)")
+    reading.add_argument("--in-memory", dest="stream", action="store_const", const="memory",
+                         help="folder:/records: data: decode the images once into memory (an error if they would "
+                              "not fit the budget, $CNNDSL_MEMORY_BUDGET, default a quarter of the memory)")
+    train.add_argument("--workers", type=_at_least(0, "workers"), metavar="N",
+                       help="input pipeline worker processes (0: decode in threads of this process; default one per "
+                            "core but one)")
+    train.add_argument("--max-bad-images", type=_at_least(0, "max-bad-images"), metavar="N",
+                       help="skip at most N unreadable images (named, counted in the metrics) before stopping"
+                            + _default("max_bad_images", " "))
     train.add_argument("--dtype", choices=DTYPE_NAMES,
                        help="compute dtype; parameters stay float32" + _default("dtype", " "))
     train.add_argument("--scan", action="store_const", const=True,
@@ -332,7 +350,7 @@ def _check_source(source: str | None) -> None:
     if source is None:
         return
     kind, colon, rest = source.partition(":")
-    if source in SOURCES or (colon and kind in ("npz", "folder") and rest) or kind == "synthetic":
+    if source in SOURCES or (colon and kind in ("npz", "folder", "records") and rest) or kind == "synthetic":
         if kind == "synthetic" and rest and not rest.isdigit():
             raise UsageError(f"--data {source}: synthetic:N takes a whole number of images", "e.g. synthetic:10000")
         return
@@ -551,9 +569,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from cnndsl.distributed import start_processes
 
             start_processes(args.coordinator, args.num_processes, args.process_id)
+        from cnndsl.data.commands import run_data
         from cnndsl.search.commands import run_family, run_sweep
 
-        return {"check": run_check, "compile": run_compile, "run": run_run, "train": run_train, "eval": run_eval,
+        return {"data": run_data, "check": run_check, "compile": run_compile, "run": run_run, "train": run_train, "eval": run_eval,
                 "predict": run_predict, "family": run_family, "sweep": run_sweep}[args.command](args)
     except UsageError as err:
         print(f"cnndsl: {err.render()}", file=sys.stderr)

@@ -169,6 +169,14 @@ class Placement:
         """Numpy or JAX arrays onto every device of the mesh (every process passes the same, whole values)."""
         return self._put(tree, lambda shape: self.replicated)
 
+    def local_batch(self, x: np.ndarray) -> jax.Array:
+        """This process's rows of a global batch (the input pipeline's share) as one global array laid out
+        along `data`: process i's rows are rows [i*b, (i+1)*b) of the batch."""
+        if self.mesh is None:
+            return jax.device_put(x)
+        sharding = NamedSharding(self.mesh, P(AXIS, *([None] * (np.ndim(x) - 1))))
+        return jax.make_array_from_process_local_data(sharding, x)
+
     def state_sharding(self, shape: tuple[int, ...]) -> NamedSharding | None:
         """Where a parameter (or optimizer state) of this shape lives: replicated, or with `shard_params`
         split along its largest axis that the device count divides (small or indivisible ones replicated)."""

@@ -9,7 +9,8 @@ from typing import Any
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "warmup-cosine", "one-cycle", "step")
-AUGMENTATIONS = ("crop", "flip")
+AUGMENTATIONS = ("crop", "flip", "resized-crop")
+STREAM_MODES = ("auto", "stream", "memory")  # how folder:/records: images are read (cnndsl.data.pipeline)
 DTYPE_NAMES = ("float32", "bfloat16")
 
 
@@ -57,6 +58,9 @@ class Settings:
     val_fraction: float = 0.1  # of the training data, held out to choose the best checkpoint (0: none)
     checkpoint_every: int = 0  # steps between mid-epoch checkpoints; 0 = at epoch ends only
     keep: int = 3  # how many of the newest checkpoints to keep
+    stream: str = "auto"  # folder/records sources: "stream" (read at every use), "memory" (decode once), "auto"
+    workers: int = -1  # Grain worker processes decoding images (-1: one per core but one)
+    max_bad_images: int = 10  # unreadable images skipped (and counted) before the run stops
 
     def validate(self) -> Settings:
         """The settings if they make sense, else a TrainingError naming the bad one."""
@@ -79,6 +83,11 @@ class Settings:
             (self.keep >= 1, f"keep must be at least 1, got {self.keep}"),
             (0 <= self.val_fraction <= 0.5, f"the validation fraction must be from 0 to 0.5, got {self.val_fraction}"),
             (self.checkpoint_every >= 0, "checkpoint-every must be >= 0"),
+            (self.stream in STREAM_MODES, f"unknown stream mode {self.stream!r}; choose {', '.join(STREAM_MODES)}"),
+            (self.workers >= -1, f"workers must be >= 0 (or -1: one per core), got {self.workers}"),
+            (self.max_bad_images >= 0, f"max-bad-images must be >= 0, got {self.max_bad_images}"),
+            ("resized-crop" not in self.augment or self.data.split(":")[0] in ("folder", "records"),
+             "the resized-crop augmentation crops image files: train on folder:PATH or records:DIR data"),
         ]
         for ok, message in checks:
             if not ok:
@@ -127,7 +136,7 @@ def _typed(name: str, value: Any, default: Any) -> Any:
 # ---- the spec's `train` section -----------------------------------------------------------------------------
 
 DATA_NAMES = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "synthetic")
-_INT_FIELDS = {"epochs": 1, "batch_size": 1, "seed": None, "checkpoint_every": 0, "keep": 1}
+_INT_FIELDS = {"epochs": 1, "batch_size": 1, "seed": None, "checkpoint_every": 0, "keep": 1, "max_bad_images": 0}
 _FLOAT_FIELDS = {"lr", "momentum", "warmup_epochs", "weight_decay", "label_smoothing", "clip", "val_fraction"}
 _BOOL_FIELDS = {"nesterov", "resize", "scan"}
 _CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "dtype": DTYPE_NAMES, "data": DATA_NAMES}
@@ -145,7 +154,7 @@ def spec_settings(program: Any) -> tuple[dict[str, Any], list[Any]]:
     source = program.source
     found: dict[str, Any] = {}
     problems: list[Diagnostic] = []
-    allowed = [f.name for f in dataclasses.fields(Settings) if f.name != "data_dir"]
+    allowed = [f.name for f in dataclasses.fields(Settings) if f.name not in ("data_dir", "stream", "workers")]
 
     def bad(node: Any, message: str, hint: str) -> None:
         problems.append(Diagnostic("train", message, source, node.span, help=hint))

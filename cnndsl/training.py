@@ -35,6 +35,8 @@ from flax import nnx
 from cnndsl.compiler import CompiledNetwork
 from cnndsl.compiler import compile as compile_spec
 from cnndsl.data import Dataset, DataError, absolute_source, load_dataset, missing_classes
+from cnndsl.data.feed import ArrayFeed, StreamFeed, TooManyBadImages
+from cnndsl.data.pipeline import STATE_BYTES, ImageData, PipelineError, channel_stats, open_images
 from cnndsl.distributed import Placement, agree, barrier
 from cnndsl.flax_backend import flatten_state, unflatten_state
 from cnndsl.rundir import CURVES, SPEC, RunDir
@@ -187,8 +189,7 @@ class Trainer:
         self.train_step = jax.jit(self._train_step, donate_argnums=donate,
                                   **({"out_shardings": shardings} if shardings else {}))
         self.evaluate_splits = jax.jit(self._evaluate_splits)
-        self.epoch_order = jax.jit(self._epoch_order, static_argnums=2, **(
-            {"out_shardings": self.placement.replicated} if self.placement.mesh is not None else {}))
+        self.evaluate_stream_batch = jax.jit(self._evaluate_stream_batch)
 
     def initial_state(self) -> dict[str, Any]:
         """Step 0 of a run as checkpoints hold it (also the template a checkpoint is restored into)."""
@@ -209,33 +210,39 @@ class Trainer:
             targets = optax.smooth_labels(targets, self.settings.label_smoothing)
         return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
 
-    @staticmethod
-    def _epoch_order(seed: jax.Array, epoch: jax.Array, n: int) -> jax.Array:
-        """The order of an epoch's examples: a permutation derived from the seed and the epoch alone."""
-        return jax.random.permutation(jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), 0), epoch), n)
-
     def _train_step(self, params: Any, stats: Any, opt_state: Any, meters: jax.Array, x_all: jax.Array,
-                    y_all: jax.Array, order: jax.Array, index: jax.Array, seed: jax.Array,
-                    step: jax.Array) -> tuple[Any, ...]:
-        """One step: the batch at `index` of the epoch's `order`; its randomness from the seed and the step."""
+                    y_all: jax.Array, order: jax.Array | None, index: jax.Array | None, weights: jax.Array | None,
+                    seed: jax.Array, step: jax.Array) -> tuple[Any, ...]:
+        """One step: the batch at `index` of the epoch's `order` of the arrays on the device, or, with `order`
+        None, the batch `x_all`, `y_all` itself (the input pipeline's); its randomness from the seed and the
+        step. `weights` (pipeline batches) are 0 for images that could not be read: they count for nothing."""
         batch = self.settings.batch_size
-        picked = jax.lax.dynamic_slice_in_dim(order, index * batch, batch)
+        if order is not None:
+            picked = jax.lax.dynamic_slice_in_dim(order, index * batch, batch)
+            x_all, y_all = x_all[picked], y_all[picked]
         step_key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), 1), step)
         augment_key, dropout_key = jax.random.split(step_key)
-        x = self.preprocess(self.placement.split_batch(x_all[picked]), augment_key)
-        y = self.placement.split_batch(y_all[picked])
+        x = self.preprocess(self.placement.split_batch(x_all), augment_key)
+        y = self.placement.split_batch(y_all)
 
         def loss_fn(params: Any) -> tuple[jax.Array, tuple[jax.Array, Any]]:
             module = self.module(params, stats, train=True)
             logits = module(x, rngs=nnx.Rngs(dropout=dropout_key))
             new_stats = flatten_state(nnx.state(module, nnx.BatchStat))[2]
-            return self._loss(logits, y).mean(), (logits, new_stats)
+            losses = self._loss(logits, y)
+            if weights is None:
+                return losses.mean(), (logits, new_stats)
+            return jnp.sum(losses * weights) / jnp.maximum(jnp.sum(weights), 1.0), (logits, new_stats)
 
         (loss, (logits, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
         updates, opt_state = self.optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        correct = jnp.sum(jnp.argmax(logits, -1) == y)
-        meters = meters + jnp.stack([loss * batch, correct.astype(jnp.float32), jnp.float32(batch)])
+        hits = jnp.argmax(logits, -1) == y
+        if weights is None:
+            meters = meters + jnp.stack([loss * batch, jnp.sum(hits).astype(jnp.float32), jnp.float32(batch)])
+        else:
+            seen = jnp.sum(weights)
+            meters = meters + jnp.stack([loss * seen, jnp.sum(hits * weights), seen])
         return params, new_stats, opt_state, meters, loss
 
     def _evaluate_split(self, params: Any, stats: Any, x: jax.Array, y: jax.Array) -> jax.Array:
@@ -250,14 +257,32 @@ class Trainer:
         y = jnp.pad(y, (0, pad)).reshape(batches, size)
         valid = (jnp.arange(batches * size) < n).reshape(batches, size)
         module = self.module(params, stats, train=False)
+        return jax.lax.map(lambda b: self._evaluate_batch(module, *b), (x, y, valid)).sum(axis=0)
 
-        def one(batch: tuple[jax.Array, jax.Array, jax.Array]) -> jax.Array:
-            xb, yb, vb = (self.placement.split_batch(part) for part in batch)
-            logits = module(self.preprocess(xb))
-            correct = (jnp.argmax(logits, -1) == yb) & vb
-            return jnp.stack([jnp.sum(jnp.where(vb, self._loss(logits, yb), 0.0)), jnp.sum(correct).astype(jnp.float32)])
+    def _evaluate_batch(self, module: Any, x: jax.Array, y: jax.Array, valid: jax.Array) -> jax.Array:
+        """(summed loss, correct count) of the valid examples of one batch."""
+        xb, yb, vb = (self.placement.split_batch(part) for part in (x, y, valid))
+        logits = module(self.preprocess(xb))
+        correct = (jnp.argmax(logits, -1) == yb) & vb
+        return jnp.stack([jnp.sum(jnp.where(vb, self._loss(logits, yb), 0.0)), jnp.sum(correct).astype(jnp.float32)])
 
-        return jax.lax.map(one, (x, y, valid)).sum(axis=0)
+    def _evaluate_stream_batch(self, params: Any, stats: Any, x: jax.Array, y: jax.Array,
+                               valid: jax.Array) -> jax.Array:
+        totals = self._evaluate_batch(self.module(params, stats, train=False), x, y, valid)
+        return jnp.concatenate([totals, jnp.sum(valid, dtype=jnp.float32)[None]])  # every process's images
+
+    def evaluate_stream(self, params: Any, stats: Any, batches: Any, place: Callable[[np.ndarray], Any]
+                        ) -> tuple[float, float, int, list[int]] | None:
+        """(mean loss, accuracy, images, unreadable indices) of a split given as pipeline batches (dicts of
+        numpy arrays, `place` puts one on the devices); None for an empty split."""
+        totals, bad = np.zeros(3), []
+        for batch in batches:
+            result = self.evaluate_stream_batch(params, stats, place(batch["image"]), place(batch["label"]),
+                                                place(batch["weight"] > 0))
+            totals += np.asarray(result, np.float64)
+            bad += [int(b) for b in batch["bad"] if b >= 0]
+        loss, correct, count = totals
+        return (loss / count, correct / count, int(count), bad) if count else None
 
     def _evaluate_splits(self, params: Any, stats: Any, splits: tuple[tuple[jax.Array, jax.Array], ...]
                          ) -> tuple[jax.Array, ...]:
@@ -395,10 +420,7 @@ def restore(manager: Any, template: dict[str, Any], step: int | None = None) -> 
 
 def normalization(data: Dataset) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and standard deviation of the training images (after dividing by `scale`)."""
-    x = data.x_train.astype(np.float64) / data.scale
-    mean = x.mean(axis=(0, 1, 2))
-    std = np.maximum(x.std(axis=(0, 1, 2)), 1e-6)
-    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+    return channel_stats(data.x_train, data.scale)
 
 
 def new_run_dir(spec_path: str, root: Path = Path("runs")) -> Path:
@@ -564,12 +586,11 @@ def _train(net: CompiledNetwork, settings: Settings, run: RunDir, resume: bool, 
     checkpoint), the loop, checkpoints and metrics."""
     main = jax.process_index() == 0
     progress = _Progress(quiet or not main)
+    skipped: list[str] = []
     try:
         if data is None:
-            data = load_dataset(settings.data, settings.data_dir, progress=progress.line,
-                                val_fraction=settings.val_fraction, shape=net.input_shape,
-                                num_classes=_classes_of(net))
-    except DataError as err:
+            data, skipped = _open_data(settings, net, progress)
+    except (DataError, PipelineError) as err:
         raise TrainingError(str(err)) from None
     check_compatible(net, data, settings.resize)
     absent = missing_classes(data)
@@ -578,18 +599,25 @@ def _train(net: CompiledNetwork, settings: Settings, run: RunDir, resume: bool, 
                       f"in the training data ({', '.join(absent[:10])}{', ...' if len(absent) > 10 else ''}); the "
                       "network cannot learn them: is the data sorted by class before its split?")
 
-    batch = min(settings.batch_size, len(data.x_train))
+    streaming = isinstance(data, ImageData)
+    examples = len(data.train) if streaming else len(data.x_train)
+    batch = min(settings.batch_size, examples)
     settings = dataclasses.replace(settings, batch_size=batch)
     placement = Placement.create(devices, shard_params)
     placement.check_batch(batch)
-    steps_per_epoch = len(data.x_train) // batch
+    if streaming and batch % jax.process_count():
+        raise TrainingError(f"the batch size {batch} does not split over {jax.process_count()} processes")
+    steps_per_epoch = examples // batch
     total_steps = steps_per_epoch * settings.epochs
-    mean, std = normalization(data)
-    preprocess = Preprocess(data.scale, mean, std, net.input_shape[:2], settings.augment)
+    mean, std = (data.mean, data.std) if streaming else normalization(data)
+    preprocess = Preprocess(data.scale, mean, std, net.input_shape[:2],
+                            tuple(a for a in settings.augment if a != "resized-crop"))  # that one is the pipeline's
     trainer = Trainer(net, net.init(settings.seed), make_optimizer(settings, steps_per_epoch), preprocess, settings,
                       data.num_classes, placement)
 
     state = trainer.initial_state()
+    if streaming:  # the pipeline's position, saved in every checkpoint
+        state["iterator"] = np.zeros(STATE_BYTES, np.uint8)
     if resume:
         state = _restore_newest(run, settings, state, progress)
         step = int(state["step"])
@@ -603,22 +631,23 @@ def _train(net: CompiledNetwork, settings: Settings, run: RunDir, resume: bool, 
                             "steps_per_epoch": steps_per_epoch, "input_shape": list(net.input_shape),
                             "data_shape": list(data.image_shape), "spec": net.report.graph.source.text,
                             "bindings": dict(bindings or {}), "devices": placement.count,
-                            "processes": jax.process_count()})
+                            "processes": jax.process_count(),
+                            "pipeline": ("streamed" if data.streamed else "decoded in memory") if streaming else
+                            "arrays on the device"})
     if not resume:
         if main:
             run.write_spec(net.report.graph.source.text)
         history = History(run.read_metrics(0) if main else [])
     checkpoints = _Checkpointer(run.path, settings.keep, donated=bool(trainer.donated))
 
-    # onto the device once (device_put is a copy; jnp.asarray of a numpy array would compile a program per array)
-    x_train, y_train, x_val, y_val, x_test, y_test = placement.replicate(
-        (data.x_train, data.y_train, data.x_val, data.y_val, data.x_test, data.y_test))
-    splits = {"val": (x_val, y_val), "test": (x_test, y_test)}
+    # the arrays onto the devices once, or the input pipeline started at the checkpoint's position
+    feed = (StreamFeed(data, placement, settings, steps_per_epoch, progress.warn, state.get("iterator"))
+            if streaming else ArrayFeed(data, placement, settings.seed))
     seed = np.int32(settings.seed)
 
     def snapshot() -> dict[str, Any]:
         return {"params": params, "stats": stats, "opt_state": opt_state, "meters": meters,
-                "step": np.array(step, np.int64)}
+                "step": np.array(step, np.int64), **feed.state()}
 
     params, stats, opt_state, meters = state["params"], state["stats"], state["opt_state"], state["meters"]
     step = int(state["step"])
@@ -628,7 +657,7 @@ def _train(net: CompiledNetwork, settings: Settings, run: RunDir, resume: bool, 
     try:
         while step < total_steps:
             epoch, index = divmod(step, steps_per_epoch)
-            order = trainer.epoch_order(seed, np.int32(epoch), len(data.x_train))
+            feed.start_epoch(epoch)
             progress.start(epoch + 1, settings.epochs, steps_per_epoch, index)
             started, first_step = time.perf_counter(), step
             pending: tuple[Any, int, int] | None = None
@@ -647,8 +676,7 @@ def _train(net: CompiledNetwork, settings: Settings, run: RunDir, resume: bool, 
             try:
                 for index in range(index, steps_per_epoch):
                     params, stats, opt_state, meters, loss = trainer.train_step(
-                        params, stats, opt_state, meters, x_train, y_train, order, np.int32(index), seed,
-                        np.int32(step))
+                        params, stats, opt_state, meters, *feed.batch(index), seed, np.int32(step))
                     step += 1
                     boundary = settings.checkpoint_every and step % settings.checkpoint_every == 0
                     if index % 10 == 9:  # show the meters copied at the last update (no stall), copy these
@@ -670,13 +698,15 @@ def _train(net: CompiledNetwork, settings: Settings, run: RunDir, resume: bool, 
             record = {"epoch": epoch + 1, "step": step, "train_loss": seen_loss / seen,
                       "train_accuracy": seen_correct / seen}
             # validation chooses the best checkpoint; test is only reported
-            for split, result in zip(splits, trainer.evaluate(params, stats, *splits.values())):
+            for split, result in feed.evaluate(trainer, params, stats).items():
                 loss, accuracy = result or (None, None)
                 if loss is not None and not math.isfinite(loss):
                     raise Diverged(f"the {split} loss is {loss} after epoch {epoch + 1}; stopped without "
                                         f"saving it. The last good checkpoint is step {saved_step}. Try a lower --lr")
                 record[f"{split}_loss"], record[f"{split}_accuracy"] = loss, accuracy
             record.update(images_per_s=(step - first_step) * batch / elapsed, seconds=elapsed)
+            if streaming or skipped:  # unreadable images skipped so far (the run stops past --max-bad-images)
+                record["bad_images"] = len(skipped) + feed.bad_images
             meters = np.zeros(3, np.float32)
             previous_best = history.best
             history.epochs.append(record)
@@ -699,13 +729,40 @@ def _train(net: CompiledNetwork, settings: Settings, run: RunDir, resume: bool, 
             saved_step = step
         raise Interrupted(f"interrupted at step {step}; checkpoint saved at step {saved_step}. "
                           f"Continue with: cnndsl train --resume {run.path}") from None
+    except TooManyBadImages as err:
+        raise TrainingError(str(err)) from None
     finally:
+        feed.close()
         checkpoints.close()  # every checkpoint started is on disk before the run returns or stops
         restore_signals()  # after: a Ctrl-C while the last save finishes is still this loop's to handle
         if history.epochs and main:
             plot_curves(history, run.file(CURVES), f"{net.report.name} on {data.name}")
     model = trainer.module(params, stats, train=False)
     return TrainResult(net, model, history, run.path)
+
+
+def _open_data(settings: Settings, net: CompiledNetwork, progress: _Progress) -> tuple[Any, list[str]]:
+    """The run's dataset: `folder:` and `records:` sources through cnndsl.data.pipeline (streamed or decoded
+    into memory; the choice is printed), the others as arrays. Returns it with messages about images skipped."""
+    kind = settings.data.partition(":")[0]
+    if kind not in ("folder", "records"):
+        if settings.stream == "stream":
+            raise TrainingError(f"--stream reads folder:PATH and records:DIR sources; {settings.data} is loaded "
+                                "into memory")
+        return load_dataset(settings.data, settings.data_dir, progress=progress.line,
+                            val_fraction=settings.val_fraction, shape=net.input_shape,
+                            num_classes=_classes_of(net)), []
+    data, skipped = open_images(settings.data, shape=net.input_shape, augment=settings.augment, mode=settings.stream,
+                                val_fraction=settings.val_fraction, resize=settings.resize)
+    for note in getattr(data, "notes", [f"{settings.data} decoded into memory: {len(data.y_train):,} training images "
+                                          "of one size, held on the device"]):
+        progress.line(note)
+    for message in skipped:
+        progress.warn(f"skipped an unreadable image: {message}")
+    if len(skipped) > settings.max_bad_images:
+        raise TrainingError(f"{len(skipped)} unreadable images, more than --max-bad-images {settings.max_bad_images}; "
+                            "fix or remove them, or raise the limit")
+    return data, skipped
 
 
 def _restore_newest(run: RunDir, settings: Settings, template: dict[str, Any], progress: _Progress,

@@ -6,6 +6,7 @@ Sources:
     cifar10, cifar100      the official *binary* archives (no pickle is ever read), 50,000 / 10,000
     npz:PATH               arrays x, y and optionally x_val, y_val, x_test, y_test (else a fixed 20% is the test split)
     folder:PATH            one subfolder of PNG/JPEG images per class (or PATH/train, PATH/test, PATH/val so)
+    records:DIR            a folder written by `cnndsl data pack` (ArrayRecord shards; see cnndsl.data.records)
     synthetic[:N]          N random 8-bit images of the spec's input shape with random labels of its classes
                            (default: as many as fit 64 MB, at most 10,000): throughput without I/O
 
@@ -29,13 +30,16 @@ import struct
 import tarfile
 import urllib.error
 import urllib.request
-import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from cnndsl.data.examples import FileExamples
+from cnndsl.data.images import ImageError, decode
 
 TEST_FRACTION = 0.2  # held out when a source has no test split of its own
 VAL_FRACTION = 0.1  # of the training data, held out for validation when a source has no validation split
@@ -95,7 +99,8 @@ REMOTES: dict[str, tuple[Remote, ...]] = {
     "cifar10": (Remote("cifar-10-binary.tar.gz", _TORONTO, "c32a1d4ab5d03f1284b67883e8d87530"),),
     "cifar100": (Remote("cifar-100-binary.tar.gz", _TORONTO, "03b5dce01913d631647c71ecec9e9cb8"),),
 }
-SOURCES = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "npz:PATH", "folder:PATH", "synthetic[:N]")
+SOURCES = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "npz:PATH", "folder:PATH", "records:DIR",
+           "synthetic[:N]")
 SYNTHETIC_BYTES = 64 << 20  # the default synthetic dataset's size
 SYNTHETIC_MAX = 1_000_000  # images
 
@@ -345,82 +350,88 @@ def _npz(path: Path) -> Dataset:
     return Dataset(f"npz:{path}", x, y, x_val, y_val, x_test, y_test, num_classes, white_level(x))
 
 
-#: The most pixels one image may have (a 7,000 x 7,000 photo): larger ones are refused from their header,
-#: before any pixel is decoded, so a decompression bomb costs nothing.
-MAX_IMAGE_PIXELS = 50_000_000
-
-
 def read_image(path: Path) -> np.ndarray:
     """One PNG/JPEG image as an (H, W, C) uint8 array (C = 1 for grayscale, else 3).
 
     The size is checked from the header before decoding: empty images and images of more than
-    `MAX_IMAGE_PIXELS` pixels are a DataError, as is any file Pillow cannot decode."""
-    from PIL import Image, UnidentifiedImageError
-
+    `images.MAX_IMAGE_PIXELS` pixels are a DataError, as is any file Pillow cannot decode."""
     regular_file(path)
     try:
-        with warnings.catch_warnings():  # cnndsl checks the size itself, below, with a lower limit
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path)
-        with image:
-            width, height = image.size
-            if width < 1 or height < 1:
-                raise DataError(f"{path}: the image is empty ({width}x{height} pixels)")
-            if width * height > MAX_IMAGE_PIXELS:
-                raise DataError(f"{path}: {width}x{height} is more pixels than cnndsl reads "
-                                f"({MAX_IMAGE_PIXELS:,}); resize it first")
-            image.load()
-            mode = "L" if image.mode in ("1", "L", "I;16", "I", "F", "LA") else "RGB"
-            array = np.asarray(image.convert(mode))
-    except DataError:
-        raise
-    except Image.DecompressionBombError:  # Pillow's own limit, checked as it opens the file
-        raise DataError(f"{path}: more pixels than cnndsl reads ({MAX_IMAGE_PIXELS:,}); resize it first") from None
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
-        raise DataError(f"{path}: not a readable image ({type(err).__name__}: {err})") from None
-    return array[..., None] if array.ndim == 2 else array
+        return decode(path, str(path))
+    except ImageError as err:
+        raise DataError(str(err)) from None
 
 
-def _folder_split(root: Path, classes: list[str] | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def _folder_files(root: Path, classes: list[str] | None = None) -> FileExamples:
+    """The image files of a folder of class folders (regular files with an image suffix, sorted), labelled by
+    the class folders' sorted names (or `classes`, the training split's)."""
     names = classes or sorted(p.name for p in root.iterdir() if p.is_dir())
     if not names:
         raise DataError(f"{root}: no class folders; a folder dataset has one subfolder of images per class")
-    images, labels, first = [], [], None
+    paths: list[str] = []
+    labels: list[int] = []
     for label, name in enumerate(names):
         folder = root / name
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+        with os.scandir(folder) if folder.is_dir() else _no_entries() as entries:
+            # is_file() is true for regular files only: a pipe named x.jpg would block its reader forever
+            files = sorted(e.path for e in entries if e.is_file() and Path(e.name).suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise DataError(f"{folder}: class {name!r} has no PNG or JPEG images")
-        for file in files:
-            image = read_image(file)
-            if first is None:
-                first = (file, image.shape)
-            elif image.shape[:2] != first[1][:2]:
-                raise DataError(f"{file}: {image.shape[0]}x{image.shape[1]}, but {first[0]} is "
-                                f"{first[1][0]}x{first[1][1]}; the images of a folder dataset must have one size")
-            images.append(image)
-            labels.append(label)
-    channels = max(i.shape[-1] for i in images)
-    stacked = np.stack([np.repeat(i, channels, axis=-1) if i.shape[-1] != channels else i for i in images])
-    return stacked, np.asarray(labels, np.int32), names
+        paths += files
+        labels += [label] * len(files)
+    examples = FileExamples(paths, np.asarray(labels, np.int32))
+    examples.classes = tuple(names)
+    return examples
 
 
-def _folder(root: Path) -> Dataset:
-    """A folder of class folders, or `train/` with `test/` and optionally `val/`. `train/` with `val/` and no
-    `test/` is ImageNet's layout, whose `val/` is the evaluation set: it is used as the test split."""
+class _no_entries:
+    def __enter__(self) -> list[Any]:
+        return []
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def folder_splits(root: Path) -> tuple[FileExamples, FileExamples | None, FileExamples, tuple[str, ...]]:
+    """(train, val or None, test, classes) of a folder dataset: a folder of class folders (a fixed 20% held out
+    as the test split), or `train/` with `test/` and optionally `val/`. `train/` with `val/` and no `test/` is
+    ImageNet's layout, whose `val/` is the evaluation set: it is the test split."""
     if not root.is_dir():
         raise DataError(f"{root}: no such folder")
     splits = {name: root / name for name in ("train", "val", "test") if (root / name).is_dir()}
-    x_val = y_val = None
     if "train" in splits and ("test" in splits or "val" in splits):
-        x, y, names = _folder_split(splits["train"])
-        x_test, y_test, _ = _folder_split(splits.get("test", splits.get("val")), names)
-        if "test" in splits and "val" in splits:
-            x_val, y_val, _ = _folder_split(splits["val"], names)
-    else:
-        x_all, y_all, names = _folder_split(root)
-        x, y, x_test, y_test = _held_out(x_all, y_all, TEST_FRACTION)
-    x_val, y_val = (x_val, y_val) if x_val is not None else _no_val(x)
+        train = _folder_files(splits["train"])
+        names = list(train.classes)
+        test = _folder_files(splits.get("test", splits.get("val")), names)
+        val = _folder_files(splits["val"], names) if "test" in splits and "val" in splits else None
+        return train, val, test, tuple(names)
+    everything = _folder_files(root)
+    kept, _, held, _ = _held_out(np.arange(len(everything)), everything.labels, TEST_FRACTION)
+    return everything.subset(kept), None, everything.subset(held), everything.classes
+
+
+def _decoded_split(examples: FileExamples) -> tuple[np.ndarray, np.ndarray]:
+    images, first = [], None
+    for index in range(len(examples)):
+        image = read_image(examples.image(index))
+        if first is None:
+            first = (examples.name(index), image.shape)
+        elif image.shape[:2] != first[1][:2]:
+            raise DataError(f"{examples.name(index)}: {image.shape[0]}x{image.shape[1]}, but {first[0]} is "
+                            f"{first[1][0]}x{first[1][1]}; the images of a folder dataset must have one size "
+                            "(or train with --stream or --augment resized-crop, which crop each image to the input)")
+        images.append(image)
+    channels = max(i.shape[-1] for i in images)
+    stacked = np.stack([np.repeat(i, channels, axis=-1) if i.shape[-1] != channels else i for i in images])
+    return stacked, examples.labels
+
+
+def _folder(root: Path) -> Dataset:
+    """A folder dataset decoded into arrays (every image must have one size; see `folder_splits`)."""
+    train, val, test, names = folder_splits(root)
+    x, y = _decoded_split(train)
+    x_test, y_test = _decoded_split(test)
+    x_val, y_val = _decoded_split(val) if val is not None else _no_val(x)
     for split, images in (("test", x_test), ("val", x_val)):
         if len(images) and images.shape[-1] != x.shape[-1]:
             raise DataError(f"{root}: the train images have {x.shape[-1]} channels, the {split} images "
@@ -450,6 +461,9 @@ def load_dataset(source: str, data_dir: str | Path | None = None, download: bool
         data = _folder(Path(rest))
     elif kind == "synthetic":
         data = _synthetic(rest, shape, num_classes)
+    elif kind == "records" and rest:
+        raise DataError(f"{source}: records are read through the input pipeline (cnndsl.data.pipeline.open_images), "
+                        "not loaded as arrays")
     else:
         raise ValueError(f"unknown data source {source!r}")
     if len(data.x_val) or not val_fraction:
