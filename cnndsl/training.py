@@ -191,12 +191,14 @@ class Trainer:
         self.evaluate_splits = jax.jit(self._evaluate_splits)
         self.evaluate_stream_batch = jax.jit(self._evaluate_stream_batch)
 
-    def initial_state(self) -> dict[str, Any]:
-        """Step 0 of a run as checkpoints hold it (also the template a checkpoint is restored into)."""
+    def initial_state(self, pipeline: bool = False) -> dict[str, Any]:
+        """Step 0 of a run as checkpoints hold it (also the template a checkpoint is restored into); with
+        `pipeline`, the input pipeline's position too (runs on folder:/records: data through it)."""
         opt_init = jax.jit(self.optimizer.init,  # every leaf on the mesh, counts too
                            **({"out_shardings": self.opt_shardings} if self.opt_shardings else {}))
         return {"params": self.params, "stats": self.stats, "opt_state": opt_init(self.params),
-                "meters": np.zeros(3, np.float32), "step": np.array(0, np.int64)}
+                "meters": np.zeros(3, np.float32), "step": np.array(0, np.int64),
+                **({"iterator": np.zeros(STATE_BYTES, np.uint8)} if pipeline else {})}
 
     def module(self, params: dict[str, jax.Array], stats: dict[str, jax.Array], train: bool) -> Any:
         """The NNX module with these arrays (fresh variables, safe to use under any transformation)."""
@@ -615,9 +617,7 @@ def _train(net: CompiledNetwork, settings: Settings, run: RunDir, resume: bool, 
     trainer = Trainer(net, net.init(settings.seed), make_optimizer(settings, steps_per_epoch), preprocess, settings,
                       data.num_classes, placement)
 
-    state = trainer.initial_state()
-    if streaming:  # the pipeline's position, saved in every checkpoint
-        state["iterator"] = np.zeros(STATE_BYTES, np.uint8)
+    state = trainer.initial_state(pipeline=streaming)
     if resume:
         state = _restore_newest(run, settings, state, progress)
         step = int(state["step"])
@@ -819,6 +819,11 @@ def _stop_on_signals(flag: list[int]) -> Callable[[], None]:
 
 # ---- using a trained run --------------------------------------------------------------------------------------
 
+def uses_pipeline(saved: dict[str, Any]) -> bool:
+    """Whether a run (its settings.json) read its images through the input pipeline."""
+    return saved.get("pipeline", "").startswith(("streamed", "decoded"))
+
+
 @dataclass
 class LoadedRun:
     """A trained run ready to evaluate or predict: network, trainer, arrays, settings."""
@@ -838,6 +843,11 @@ class LoadedRun:
         for image in images:  # the run's own preprocessing (scale, normalization, resize), one image at a time
             if image.shape[-1] != c:
                 image = image.mean(axis=-1, keepdims=True) if c == 1 else np.repeat(image[..., :1], c, axis=-1)
+            if uses_pipeline(self.settings):  # resize + centre crop, as evaluation in training
+                from cnndsl.data.images import transformed
+
+                image = transformed(np.asarray(image).clip(0, 255).astype(np.uint8), "image",
+                                    tuple(self.net.input_shape[:2]), c)
             rows.append(np.asarray(self._probabilities(self.params, self.stats, image[None].astype(np.float32))))
         return np.concatenate(rows)
 
@@ -870,7 +880,7 @@ def load_run(spec: str | os.PathLike[str] | None, run_dir: str | Path, checkpoin
     last, best = _checkpoint_managers(run.path, settings.keep)
     manager = best if checkpoint == "best" else last
     try:
-        restored = restore(manager, trainer.initial_state())
+        restored = restore(manager, trainer.initial_state(uses_pipeline(saved)))
     except (ValueError, KeyError) as err:
         raise TrainingError(f"{run.path}: the checkpoint does not fit this spec ({str(err).splitlines()[0][:200]}); "
                             f"use the spec the run was trained with ({trained_spec})") from None
@@ -894,6 +904,8 @@ def evaluate(spec: str | os.PathLike[str] | None, run_dir: str | Path, data: str
     and validation split ("val_accuracy", "val_loss", "val_n"; None without one), the run's own split."""
     loaded = load_run(spec, run_dir, checkpoint)
     source = data or loaded.settings["data"]
+    if source.startswith("records:") or (source.startswith("folder:") and uses_pipeline(loaded.settings)):
+        return _evaluate_images(loaded, source, checkpoint)
     try:
         dataset = load_dataset(source, data_dir or loaded.settings.get("data_dir"),
                                val_fraction=loaded.settings.get("val_fraction", 0.0),
@@ -907,6 +919,30 @@ def evaluate(spec: str | os.PathLike[str] | None, run_dir: str | Path, data: str
                                       loaded.trainer.evaluate(loaded.params, loaded.stats, *splits.values())):
         loss, accuracy = outcome or (None, None)
         result.update({f"{prefix}accuracy": accuracy, f"{prefix}loss": loss, f"{prefix}n": int(len(y))})
+    return result
+
+
+def _evaluate_images(loaded: LoadedRun, source: str, checkpoint: str) -> dict[str, Any]:
+    """`evaluate` for folder:/records: data: the splits streamed through the input pipeline, each image
+    resized and centre-cropped to the network's input as in training."""
+    from cnndsl.data.feed import _close
+    from cnndsl.data.pipeline import default_workers, eval_batches
+
+    try:
+        data, _ = open_images(source, shape=loaded.net.input_shape, mode="stream", normalize=False,
+                              val_fraction=loaded.settings.get("val_fraction", 0.0))
+    except (DataError, PipelineError) as err:
+        raise TrainingError(str(err)) from None
+    check_compatible(loaded.net, data, True)
+    result: dict[str, Any] = {"data": source, "checkpoint": checkpoint, "step": loaded.step}
+    for prefix, split in (("", "test"), ("val_", "val")):
+        batches = eval_batches(data, split, EVAL_BATCH, default_workers())
+        try:
+            outcome = loaded.trainer.evaluate_stream(loaded.params, loaded.stats, batches, jax.device_put)
+        finally:
+            _close(batches)
+        loss, accuracy, n, _ = outcome or (None, None, 0, [])
+        result.update({f"{prefix}accuracy": accuracy, f"{prefix}loss": loss, f"{prefix}n": n})
     return result
 
 

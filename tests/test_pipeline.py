@@ -216,3 +216,20 @@ def test_stream_choices_and_errors_are_clear(tmp_path: Path, monkeypatch, capsys
     assert "resized-crop augmentation crops image files" in capsys.readouterr().err
     assert main(["train", spec, "--data", f"records:{tmp_path}", "--out", str(tmp_path / "e")]) == 1
     assert "no manifest.json" in capsys.readouterr().err
+
+
+def test_eval_and_predict_of_a_streamed_run_transform_images_as_training_evaluated_them(tmp_path: Path) -> None:
+    from cnndsl.data import folder_splits, read_image
+    from cnndsl.training import evaluate, predict
+
+    mixed = jpeg_folder(tmp_path / "mixed", 12)
+    result = train(tmp_path, "run", f"folder:{mixed}", augment=("resized-crop", "flip"), stream="stream", epochs=3)
+    best = result.history.best
+    scored = evaluate(None, tmp_path / "run")
+    assert scored["accuracy"] == pytest.approx(best["test_accuracy"]) and scored["n"] == 3 * 3
+    assert scored["val_accuracy"] == pytest.approx(best["val_accuracy"])
+    _, _, test, _ = folder_splits(mixed)
+    images = [read_image(test.image(i)) for i in range(len(test))]  # of several sizes: cropped as evaluation does
+    assert len({image.shape for image in images}) > 1
+    labels = predict(None, tmp_path / "run", images).argmax(axis=1)
+    assert np.mean(labels == test.labels) == pytest.approx(scored["accuracy"])

@@ -67,7 +67,8 @@ class StreamFeed:
         import jax
 
         self.data, self.placement, self.settings, self.warn = data, placement, settings, warn
-        self.workers = default_workers() if settings.workers < 0 else settings.workers
+        # Decoded images stay in this process (threads crop them): worker processes would each get a copy.
+        self.workers = 0 if not data.streamed else default_workers() if settings.workers < 0 else settings.workers
         self.process, self.processes = jax.process_index(), jax.process_count()
         self.iterator = train_batches(data, seed=settings.seed, batch=settings.batch_size,
                                       steps_per_epoch=steps_per_epoch, epochs=settings.epochs,

@@ -293,14 +293,15 @@ def _normalization(examples: Examples, shape: tuple[int, int, int]) -> tuple[tup
 
 
 def open_images(source: str, *, shape: tuple[int, int, int], augment: tuple[str, ...] = (), mode: str = "auto",
-                val_fraction: float = 0.1, resize: bool = False) -> tuple[Any, list[str]]:
+                val_fraction: float = 0.1, resize: bool = False, normalize: bool = True) -> tuple[Any, list[str]]:
     """A `folder:` or `records:` source for training a network of input `shape`: (dataset, messages about
     skipped images). The dataset is an `ImageData` for the pipeline, streamed or decoded into memory, or,
     when every image already has one size that the network takes and no random crop is asked for, a plain
     in-memory `cnndsl.data.Dataset` (the fast path of small datasets).
 
     `mode`: "stream" (read images at every use), "memory" (decode them once; an error when they would not
-    fit `memory_budget()`), "auto" (memory when they fit)."""
+    fit `memory_budget()`), "auto" (memory when they fit). `normalize`: measure the channels' mean and
+    deviation on a sample of training images (training needs them; evaluating a run has its own)."""
     from cnndsl.data import Dataset, DataError, _held_out, _no_val, folder_splits
     from cnndsl.data.records import RecordsError, open_records
 
@@ -329,7 +330,8 @@ def open_images(source: str, *, shape: tuple[int, int, int], augment: tuple[str,
            f"about {(estimate or 0) / 2**30:.1f} GiB decoded > the {budget / 2**30:.1f} GiB memory budget")
     if streamed:
         data = ImageData(name, train, val, test, classes, shape, True)
-        data.mean, data.std = _normalization(train, shape)
+        if normalize:
+            data.mean, data.std = _normalization(train, shape)
         data.notes.append(f"streaming {name} ({why}): {len(train):,} training images")
         return data, []
     skipped: list[str] = []
