@@ -46,7 +46,7 @@ for k in range(steps + 3):
     if k == 3:  # after compilation and warm-up
         jax.block_until_ready(args)
         started = time.perf_counter()
-    *args, loss = trainer.train_step(*args, x, y, order, np.int32(0), np.int32(0), np.int32(k))
+    *args, loss = trainer.train_step(*args, x, y, order, np.int32(0), None, np.int32(0), np.int32(k))
 jax.block_until_ready(loss)
 seconds = time.perf_counter() - started
 print(json.dumps({"devices": count, "platform": jax.devices()[0].platform, "kind": jax.devices()[0].device_kind,

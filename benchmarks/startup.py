@@ -134,7 +134,7 @@ def deep() -> None:
         x = jax.ShapeDtypeStruct((8, size, size, 3), jnp.float32)
         scalar = jax.ShapeDtypeStruct((), jnp.int32)
         return (t.params, t.stats, jax.eval_shape(t.optimizer.init, t.params), jax.ShapeDtypeStruct((3,), jnp.float32),
-                x, jax.ShapeDtypeStruct((8,), jnp.int32), jax.ShapeDtypeStruct((8,), jnp.int32), scalar, scalar, scalar)
+                x, jax.ShapeDtypeStruct((8,), jnp.int32), jax.ShapeDtypeStruct((8,), jnp.int32), scalar, None, scalar, scalar)
 
     print("train step of deep networks (batch 8, 224x224, sgd): trace + compile seconds")
     specs = {"ResNet-50": (ROOT / "examples" / "resnet50.cnn").read_text(),
@@ -157,7 +157,7 @@ def deep() -> None:
         t = trainer(specs["ResNet-50"], scan, 64)
         state = t.initial_state()
         args = [state["params"], state["stats"], state["opt_state"], state["meters"]]
-        data = (jnp.zeros((8, 64, 64, 3)), jnp.zeros(8, jnp.int32), jnp.arange(8), np.int32(0), np.int32(0))
+        data = (jnp.zeros((8, 64, 64, 3)), jnp.zeros(8, jnp.int32), jnp.arange(8), np.int32(0), None, np.int32(0))
         *args, loss = t.train_step(*args, *data, np.int32(0))
         jax.block_until_ready(loss)
         started = time.perf_counter()

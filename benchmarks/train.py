@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 
 import cnndsl  # noqa: E402
 from cnndsl.data import load_dataset  # noqa: E402
+from cnndsl.data.pipeline import epoch_order  # noqa: E402
 from cnndsl.settings import Settings  # noqa: E402
 from cnndsl.training import Preprocess, Trainer, make_optimizer, normalization  # noqa: E402
 
@@ -55,7 +56,7 @@ def step_throughput(name: str, batch: int, repeat: int) -> tuple[float, float]:
     order, index = jnp.arange(batch), jnp.asarray(0, jnp.int32)
     state = [trainer.params, trainer.stats, trainer.optimizer.init(trainer.params), jnp.zeros(3)]
     start = time.perf_counter()
-    *state, loss = trainer.train_step(*state, x, y, order, index, np.int32(0), np.int32(0))
+    *state, loss = trainer.train_step(*state, x, y, order, index, None, np.int32(0), np.int32(0))
     jax.block_until_ready(loss)
     compile_s = time.perf_counter() - start
     times = []
@@ -63,7 +64,7 @@ def step_throughput(name: str, batch: int, repeat: int) -> tuple[float, float]:
     for _ in range(repeat):
         start = time.perf_counter()
         for i in range(steps):
-            *state, loss = trainer.train_step(*state, x, y, order, index, np.int32(0), np.int32(i))
+            *state, loss = trainer.train_step(*state, x, y, order, index, None, np.int32(0), np.int32(i))
         jax.block_until_ready(loss)
         times.append((time.perf_counter() - start) / steps)
     return batch / statistics.median(times), compile_s
@@ -87,10 +88,10 @@ def feeding_ratio(repeat: int) -> tuple[float, float, float]:
     def epoch(feed: bool, epoch_index: int) -> float:
         nonlocal state
         start = time.perf_counter()
-        order = trainer.epoch_order(np.int32(0), np.int32(epoch_index), len(data.x_train)) if feed else fixed_order
+        order = jnp.asarray(epoch_order(0, epoch_index, len(data.x_train)), jnp.int32) if feed else fixed_order
         for i in range(steps):
-            args = (x_all, y_all, order, jnp.asarray(i, jnp.int32)) if feed else \
-                (x_fixed, y_fixed, fixed_order, jnp.asarray(0, jnp.int32))
+            args = (x_all, y_all, order, jnp.asarray(i, jnp.int32), None) if feed else \
+                (x_fixed, y_fixed, fixed_order, jnp.asarray(0, jnp.int32), None)
             *state, loss = trainer.train_step(*state, *args, np.int32(0), np.int32(i))
         jax.block_until_ready(loss)
         return (time.perf_counter() - start) / steps

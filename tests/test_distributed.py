@@ -60,7 +60,10 @@ def test_four_devices_train_like_one(tmp_path: Path, shard_params: bool) -> None
     result = run_with_devices(4, "-c", SCRIPT, str(spec), str(tmp_path), *(["shard"] if shard_params else []))
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.splitlines()[-1])
-    assert out["worst"] < 1e-5, out["worst"]  # every parameter and statistic, relative to its array's scale
+    # every parameter and statistic, relative to its array's scale: 1 and 4 devices sum the batch in other
+    # orders, and over two epochs Adam amplifies that rounding to ~1e-6..2e-4 depending on the seed's
+    # trajectory; a batch split or ordered wrongly differs at the scale of the parameters themselves
+    assert out["worst"] < 1e-3, out["worst"]
     assert out["devices"] == 4
     for one, four in zip(out["epochs1"], out["epochs4"]):
         for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy"):
@@ -203,7 +206,7 @@ t = Trainer(net, net.init(0), make_optimizer(Settings(), 10), Preprocess(1.0, (0
             Settings(batch_size=8), 10, p)
 s = t.initial_state()
 x, y, o = p.replicate((np.zeros((8, 8, 8, 1), np.float32), np.zeros(8, np.int32), np.arange(8, dtype=np.int32)))
-after = t.train_step(s["params"], s["stats"], s["opt_state"], s["meters"], x, y, o, np.int32(0), np.int32(0), np.int32(0))
+after = t.train_step(s["params"], s["stats"], s["opt_state"], s["meters"], x, y, o, np.int32(0), None, np.int32(0), np.int32(0))
 spec = lambda a: [str(e) for e in a.sharding.spec]
 print(json.dumps({"before": {k: spec(v) for k, v in s["params"].items()},
                   "after": {k: spec(v) for k, v in after[0].items()},
