@@ -497,11 +497,14 @@ def run_check(args: argparse.Namespace) -> int:
 def _runtime_errors() -> tuple[type[Exception], ...]:
     """Errors with a message for the user: bad data, a run that cannot start or had to stop."""
     from cnndsl.data import DataError
+    from cnndsl.data.pipeline import PipelineError
+    from cnndsl.data.records import RecordsError
     from cnndsl.export import ExportError
     from cnndsl.search.study import SweepError
     from cnndsl.settings import Interrupted, TrainingError
 
-    return DataError, ExportError, TrainingError, Interrupted, SweepError  # DistributedError is a TrainingError
+    # DistributedError is a TrainingError
+    return DataError, PipelineError, RecordsError, ExportError, TrainingError, Interrupted, SweepError
 
 
 def _use_compilation_cache() -> None:

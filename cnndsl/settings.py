@@ -201,7 +201,8 @@ def spec_settings(program: Any) -> tuple[dict[str, Any], list[Any]]:
                 elif all(name in AUGMENTATIONS for name in names):
                     value = tuple(names)
                 else:
-                    bad(expr, f"`augment` takes {' and/or '.join(AUGMENTATIONS)}", "e.g. `augment = (crop, flip)`")
+                    bad(expr, f"`augment` takes one or several of {', '.join(a.replace('-', '_') for a in AUGMENTATIONS)}",
+                        "e.g. `augment = (crop, flip)`; photos: `augment = (resized_crop, flip)`")
             else:
                 choices = _CHOICES[key]
                 name = symbol(expr)

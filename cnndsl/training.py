@@ -641,8 +641,11 @@ def _train(net: CompiledNetwork, settings: Settings, run: RunDir, resume: bool, 
     checkpoints = _Checkpointer(run.path, settings.keep, donated=bool(trainer.donated))
 
     # the arrays onto the devices once, or the input pipeline started at the checkpoint's position
-    feed = (StreamFeed(data, placement, settings, steps_per_epoch, progress.warn, state.get("iterator"))
-            if streaming else ArrayFeed(data, placement, settings.seed))
+    try:
+        feed = (StreamFeed(data, placement, settings, steps_per_epoch, progress.warn, state.get("iterator"))
+                if streaming else ArrayFeed(data, placement, settings.seed))
+    except PipelineError as err:  # Grain not installed, say
+        raise TrainingError(str(err)) from None
     seed = np.int32(settings.seed)
 
     def snapshot() -> dict[str, Any]:

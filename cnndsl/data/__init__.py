@@ -21,6 +21,7 @@ published MD5, then renamed, so a broken download never leaves a file that looks
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
 import hashlib
@@ -34,7 +35,6 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -372,24 +372,14 @@ def _folder_files(root: Path, classes: list[str] | None = None) -> FileExamples:
     labels: list[int] = []
     for label, name in enumerate(names):
         folder = root / name
-        with os.scandir(folder) if folder.is_dir() else _no_entries() as entries:
+        with os.scandir(folder) if folder.is_dir() else contextlib.nullcontext([]) as entries:
             # is_file() is true for regular files only: a pipe named x.jpg would block its reader forever
             files = sorted(e.path for e in entries if e.is_file() and Path(e.name).suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise DataError(f"{folder}: class {name!r} has no PNG or JPEG images")
         paths += files
         labels += [label] * len(files)
-    examples = FileExamples(paths, np.asarray(labels, np.int32))
-    examples.classes = tuple(names)
-    return examples
-
-
-class _no_entries:
-    def __enter__(self) -> list[Any]:
-        return []
-
-    def __exit__(self, *exc: object) -> None:
-        return None
+    return FileExamples(paths, np.asarray(labels, np.int32), tuple(names))
 
 
 def folder_splits(root: Path) -> tuple[FileExamples, FileExamples | None, FileExamples, tuple[str, ...]]:

@@ -249,7 +249,7 @@ def decoded_bytes(examples: FileExamples, sample: int = 64) -> int:
     return int(total / len(picks) * len(examples))
 
 
-def decode_all(examples: Examples, channels: int, progress: Any = None) -> tuple[DecodedExamples, list[str]]:
+def decode_all(examples: Examples, channels: int) -> tuple[DecodedExamples, list[str]]:
     """Every image decoded once (for `--in-memory`); unreadable ones are left out and their messages returned."""
     pixels, labels, names, bad = [], [], [], []
     for index in range(len(examples)):

@@ -120,7 +120,10 @@ def pack(splits: dict[str, FileExamples], classes: tuple[str, ...], out: Path, s
          shard_size: int = SHARD_SIZE, progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
     """Write the splits' files as ArrayRecord shards in `out` with a manifest; resumes an interrupted pack of
     the same source. `progress(split, done, total)` is called as examples are written. Returns the manifest."""
-    from array_record.python.array_record_module import ArrayRecordWriter
+    try:
+        from array_record.python.array_record_module import ArrayRecordWriter
+    except ImportError:
+        raise RecordsError("packing records needs ArrayRecord: pip install 'cnndsl[stream]'") from None
 
     out.mkdir(parents=True, exist_ok=True)
     partial_path = out / "manifest.partial.json"
