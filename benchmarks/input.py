@@ -120,6 +120,7 @@ def feeding_ratio(root: Path, steps: int, batch: int) -> tuple[float, float, flo
     for _ in range(3):  # alternated, so that drift in the machine hits both alike
         fed_ms.append(run(True))
         fixed_ms.append(run(False))
+    del fixed, args  # the pipeline's last batches, before its workers stop
     feed.close()
     a, b = statistics.median(fed_ms), statistics.median(fixed_ms)
     del jnp
