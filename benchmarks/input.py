@@ -84,7 +84,6 @@ def through_grain(root: Path, count: int) -> float:
 def feeding_ratio(root: Path, steps: int, batch: int) -> tuple[float, float, float]:
     """(ms per ResNet-18 step fed by the pipeline, ms on a fixed batch, ratio)."""
     import jax
-    import jax.numpy as jnp
 
     import cnndsl
     from cnndsl.data.feed import StreamFeed
@@ -120,10 +119,9 @@ def feeding_ratio(root: Path, steps: int, batch: int) -> tuple[float, float, flo
     for _ in range(3):  # alternated, so that drift in the machine hits both alike
         fed_ms.append(run(True))
         fixed_ms.append(run(False))
-    del fixed, args  # the pipeline's last batches, before its workers stop
+    fixed = args = None  # the pipeline's last batches, released before its workers stop
     feed.close()
     a, b = statistics.median(fed_ms), statistics.median(fixed_ms)
-    del jnp
     return a, b, a / b
 
 

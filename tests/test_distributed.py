@@ -219,3 +219,26 @@ print(json.dumps({"before": {k: spec(v) for k, v in s["params"].items()},
     assert out["after"]["conv1/kernel"] == ["None", "None", "None", "data"]  # 16 output channels over 4 devices
     assert out["after"]["fc1/kernel"] == ["data", "None"] and out["after"]["fc1/bias"] == []  # 10 does not divide
     assert json.dumps(["None", "None", "None", "data"]) in out["opt"]  # Adam's moments follow their parameters
+
+
+def test_two_processes_stream_their_own_shares_and_train_like_one(tmp_path: Path) -> None:
+    """The input pipeline with two processes: each decodes its half of every global batch (and of every
+    evaluation batch), the halves are assembled on the devices, and the run equals one process's."""
+    pytest.importorskip("grain")
+    from tests.test_pipeline import SPEC as PHOTO_SPEC
+    from tests.test_pipeline import jpeg_folder
+
+    folder = jpeg_folder(tmp_path / "photos", 12)
+    spec = tmp_path / "photos.cnn"
+    spec.write_text(PHOTO_SPEC)
+    options = ["--data", f"folder:{folder}", "--stream", "--workers", "0", "--augment", "resized-crop,flip"]
+    single = run_with_devices(4, "-m", "cnndsl", "train", str(spec), "--out", str(tmp_path / "single"), "--quiet",
+                              *options)
+    assert single.returncode == 0, single.stderr[-2000:]
+    results = finish(start_processes(spec, tmp_path / "pair", *options))
+    assert [r[0] for r in results] == [0, 0], [r[2][-2000:] for r in results]
+    assert worst_difference(final_arrays(tmp_path / "single"), final_arrays(tmp_path / "pair")) < 1e-4  # ~3e-7 seen
+    one, two = ([json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+                for run in ("single", "pair"))
+    for a, b in zip(one, two):
+        assert a["test_accuracy"] == b["test_accuracy"] and abs(a["train_loss"] - b["train_loss"]) < 1e-4

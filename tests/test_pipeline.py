@@ -23,7 +23,7 @@ from cnndsl.settings import TrainingError  # noqa: E402
 
 SPEC = """network Tiny
 input 24x24x3
-input -> conv(8, 3x3, pad=same) -> bn -> relu -> maxpool(2x2) -> conv(8, 3x3, pad=same) -> relu -> global_avgpool -> fc(3)
+input -> conv(8, 3x3, pad=same, bias=false) -> bn -> relu -> maxpool(2x2) -> conv(8, 3x3, pad=same) -> relu -> global_avgpool -> fc(3)
 train epochs = 2, batch_size = 8, lr = 0.01
 """
 CLASSES = ("ant", "bee", "cat")
