@@ -134,6 +134,19 @@ class StreamFeed:
 
 
 def _close(iterator: Any) -> None:
+    """Stop a pipeline iterator's workers, and wait until the shared memory of the batches it handed out
+    is released: Grain frees it on a background thread, which an exiting process would not wait for
+    (Python's resource tracker then warns of "leaked shared_memory objects" and frees them itself)."""
     close = getattr(iterator, "close", None)
     if close is not None:
         close()
+    try:
+        from grain._src.python.ipc.shared_memory_array import SharedMemoryArray
+    except ImportError:  # another Grain layout: its own clean-up stands
+        return
+    import gc
+
+    gc.collect()  # batches handed out can sit in reference cycles; freed, each queues its release
+    pool = getattr(SharedMemoryArray, "_del_thread_pool", None)
+    if pool is not None:
+        pool.apply(int)  # one thread, in order: returns once every release queued before it has run

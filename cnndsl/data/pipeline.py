@@ -159,7 +159,8 @@ def _grain() -> Any:
     try:
         import grain
     except ImportError:
-        raise PipelineError("streaming needs Grain: pip install 'cnndsl[stream]'") from None
+        raise PipelineError("the input pipeline (streamed images, images of several sizes, --augment resized-crop) "
+                            "needs Grain: pip install 'cnndsl[stream]'") from None
     from absl import flags
 
     if not flags.FLAGS.is_parsed():  # Grain reads absl flags; cnndsl parses no command line of absl's
@@ -198,7 +199,8 @@ def eval_batches(data: ImageData, split: str, batch: int, workers: int, process:
 
 
 def _prefetched(grain: Any, dataset: Any, workers: int) -> Any:
-    iterable = dataset.to_iter_dataset(grain.ReadOptions(num_threads=0 if workers else 2, prefetch_buffer_size=4))
+    threads = 0 if workers else max(2, os.cpu_count() or 2)  # without workers, threads transform (Pillow frees the GIL)
+    iterable = dataset.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=4))
     if workers:
         iterable = iterable.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=2))
     return iterable
