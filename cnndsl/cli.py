@@ -72,11 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="json: the IR with shapes and costs (schema cnndsl.ir/1); "
                            "python: a standalone Flax NNX module file that does not import cnndsl; "
                            "export: a directory with a jax.export inference program (CPU, CUDA, TPU) and its "
-                           "parameters, run by `cnndsl run`; svg: an architecture diagram")
+                           "parameters, run by `cnndsl run`; onnx: an ONNX model (opset 18, NHWC input, checked; "
+                           "the `onnx` extra); svg: an architecture diagram")
     comp.add_argument("-o", "--output", required=True, metavar="PATH",
                       help="where to write the artifact (a directory for export)")
-    comp.add_argument("--seed", type=int, default=0, help="export: initialise the parameters from this seed")
-    comp.add_argument("--run", metavar="RUN_DIR", help="export: the trained parameters of this run (its best "
+    comp.add_argument("--seed", type=int, default=0, help="export, onnx: initialise the parameters from this seed")
+    comp.add_argument("--run", metavar="RUN_DIR", help="export, onnx: the trained parameters of this run (its best "
                                                        "checkpoint) and its input normalization")
     comp.add_argument("--depth", type=_depth, default=None,
                       help="svg: draw groups (blocks, repetitions) only this many levels deep, fold the rest")
@@ -269,6 +270,19 @@ def _emit_export(report: Report, path: Path, args: argparse.Namespace) -> None:
         print(f"left out {reason}", file=sys.stderr)
 
 
+def _emit_onnx(report: Report, path: Path, args: argparse.Namespace) -> None:
+    from cnndsl.emit.onnx_model import onnx_of_run, onnx_of_seed
+
+    if args.run:
+        model = onnx_of_run(Path(args.file), args.run, dict(args.bindings))
+        origin = f"trained parameters of {args.run}; takes raw pixels (NHWC) as its dataset stores them"
+    else:
+        model = onnx_of_seed(report, args.seed)
+        origin = f"parameters from seed {args.seed} (a trained run with --run RUN_DIR); input NHWC"
+    write_atomic(path, model.SerializeToString())
+    print(f"ONNX opset {model.opset_import[0].version}, IR version {model.ir_version}; {origin}", file=sys.stderr)
+
+
 def _emit_svg(report: Report, path: Path, args: argparse.Namespace) -> None:
     from cnndsl.emit.diagram import to_svg
 
@@ -276,7 +290,7 @@ def _emit_svg(report: Report, path: Path, args: argparse.Namespace) -> None:
 
 
 #: `--emit` targets: each writes one artifact of a checked report to a path.
-EMITTERS = {"json": _emit_json, "python": _emit_python, "export": _emit_export, "svg": _emit_svg}
+EMITTERS = {"json": _emit_json, "python": _emit_python, "export": _emit_export, "svg": _emit_svg, "onnx": _emit_onnx}
 #: Targets that write a directory rather than a file.
 DIRECTORY_TARGETS = {"export"}
 
@@ -499,12 +513,13 @@ def _runtime_errors() -> tuple[type[Exception], ...]:
     from cnndsl.data import DataError
     from cnndsl.data.pipeline import PipelineError
     from cnndsl.data.records import RecordsError
+    from cnndsl.emit.onnx_model import OnnxError
     from cnndsl.export import ExportError
     from cnndsl.search.study import SweepError
     from cnndsl.settings import Interrupted, TrainingError
 
     # DistributedError is a TrainingError
-    return DataError, PipelineError, RecordsError, ExportError, TrainingError, Interrupted, SweepError
+    return DataError, PipelineError, RecordsError, ExportError, OnnxError, TrainingError, Interrupted, SweepError
 
 
 def _use_compilation_cache() -> None:

@@ -1,0 +1,168 @@
+"""`cnndsl compile --emit onnx` (issue 13, part 8): the ONNX model of a network computes what its JAX
+forward pass computes, checked with ONNX Runtime, for every example and for random networks drawn from
+every layer the language has (odd and even LRN windows, ceil-mode and padded average pools, groups,
+dilation, branches, residual adds, image outputs), with random batch-norm statistics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnx", reason="ONNX export needs the `onnx` extra (installed by the test extra)")
+ort = pytest.importorskip("onnxruntime")
+
+import cnndsl  # noqa: E402
+from cnndsl.errors import CnnError  # noqa: E402
+from tests.conftest import EXAMPLES, FAMILIES  # noqa: E402
+
+HEAVY = {"vgg16", "resnet50", "googlenet", "zfnet", "alexnet"}  # 224x224 networks: the slow set
+
+
+def randomized(net: cnndsl.compiler.CompiledNetwork, seed: int) -> tuple[object, dict[str, np.ndarray]]:
+    """The network's module in eval mode with random parameters and batch statistics, and its arrays."""
+    import jax
+    from flax import nnx
+
+    from cnndsl.flax_backend import flatten_state, unflatten_state
+
+    model = net.init(seed)
+    model.eval()
+    names, treedef, flat = flatten_state(nnx.state(model, (nnx.Param, nnx.BatchStat)))
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for name, value in flat.items():
+        value = np.asarray(value)
+        if name.endswith("/var"):
+            value = rng.uniform(0.5, 2.0, value.shape)
+        elif name.endswith(("/mean", "/bias")):
+            value = rng.normal(0, 0.2, value.shape)
+        elif name.endswith("/scale"):
+            value = rng.uniform(0.5, 1.5, value.shape)
+        arrays[name] = value.astype(np.float32)
+    nnx.update(model, unflatten_state(names, treedef, {k: jax.numpy.asarray(v) for k, v in arrays.items()}))
+    return model, arrays
+
+
+def agree(net: cnndsl.compiler.CompiledNetwork, seed: int = 0, preprocess: dict | None = None) -> float:
+    """Worst relative difference between ONNX Runtime and the JAX forward pass on a random batch of 2."""
+    import jax
+    from flax import nnx
+
+    from cnndsl.emit.onnx_model import to_onnx
+
+    model, arrays = randomized(net, seed)
+    x = np.random.default_rng(seed + 1).normal(1.0, 1.0, (2, *net.input_shape)).astype(np.float32)
+    graphdef, state = nnx.split(model)
+    forward = jax.jit(lambda s, v: nnx.merge(graphdef, s)(v))
+    normalized = x if preprocess is None else ((x / preprocess["scale"] - np.asarray(preprocess["mean"]))
+                                               / np.asarray(preprocess["std"])).astype(np.float32)
+    reference = np.asarray(forward(state, normalized))
+    session = ort.InferenceSession(to_onnx(net.report, arrays, preprocess).SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    got = session.run(None, {"input": x})[0]
+    assert got.shape == reference.shape
+    return float(np.abs(got - reference).max() / (np.abs(reference).max() + 1e-12))
+
+
+CONCRETE = [p for p in EXAMPLES if p.name not in FAMILIES]
+
+
+@pytest.mark.parametrize("path", [pytest.param(p, id=p.stem, marks=[pytest.mark.slow] if p.stem in HEAVY else [])
+                                  for p in CONCRETE])
+def test_every_example_runs_in_onnx_runtime_as_in_jax(path: Path) -> None:
+    assert agree(cnndsl.compile(path, set={"classes": 5} if path.stem == "photos" else None)) <= 1e-4
+
+
+def random_network(rng: np.random.Generator) -> str:
+    """A random chain of every kind of layer on a small input; may be invalid (checked by the caller)."""
+    size, channels = int(rng.integers(9, 20)), int(rng.choice([1, 3, 4]))
+    layers = []
+    width = channels
+    for _ in range(int(rng.integers(2, 7))):
+        kind = rng.choice(["conv", "conv", "pool", "bn", "lrn", "act", "act", "dropout", "concat", "add", "residual"])
+        if kind == "conv":
+            groups = int(rng.choice([g for g in (1, 2, width) if width % g == 0]))
+            filters = groups * int(rng.integers(1, 4))
+            k, stride = int(rng.choice([1, 2, 3, 5])), int(rng.choice([1, 1, 2]))
+            pad = rng.choice(["same", "valid", str(int(rng.integers(0, 3)))])
+            dilation = int(rng.choice([1, 1, 2]))
+            layers.append(f"conv({filters}, {k}x{k}, stride={stride}, pad={pad}, dilation={dilation}, groups={groups}, "
+                          f"bias={rng.choice(['true', 'false'])})")
+            width = filters
+        elif kind == "pool":
+            mode, w = rng.choice(["max", "avg"]), int(rng.integers(2, 4))
+            options = [f"stride={int(rng.integers(1, 3))}", f"pad={int(rng.integers(0, w // 2 + 1))}",
+                       f"ceil={rng.choice(['true', 'false'])}"]
+            if mode == "avg":
+                options.append(f"count_pad={rng.choice(['true', 'false'])}")
+            layers.append(f"{mode}pool({w}x{w}, {', '.join(options)})")
+        elif kind == "bn":
+            layers.append(rng.choice(["bn", "bn(eps=0.001)"]))
+        elif kind == "lrn":
+            layers.append(f"lrn(size={int(rng.integers(2, 6))}, alpha=0.001, beta=0.75, k=2)")
+        elif kind == "act":
+            layers.append(str(rng.choice(["relu", "relu6", "gelu", "silu", "tanh", "sigmoid", "leaky_relu(slope=0.2)"])))
+        elif kind == "dropout":
+            layers.append("dropout(0.3)")
+        elif kind == "concat":
+            a, b = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+            layers.append(f"concat(conv({a}, 3x3, pad=same) -> relu | maxpool(3x3, stride=1, pad=1) | conv({b}, 1x1))")
+            width = a + width + b
+        elif kind == "add":
+            layers.append(f"add(conv({width}, 3x3, pad=same) | conv({width}, 1x1) -> bn | identity)")
+        else:
+            layers.append(f"residual(conv({width}, 3x3, pad=same, bias=false) -> bn -> relu)")
+    end = rng.choice(["global_avgpool -> fc(5)", "global_maxpool -> fc(4) -> softmax", "flatten -> fc(3)",
+                      "fc(6) -> relu -> fc(2)", "", "softmax"])
+    chain = " -> ".join(["input", *layers] + ([str(end)] if end else []))
+    return f"network R\ninput {size}x{size}x{channels}\n{chain}\n"
+
+
+@pytest.mark.parametrize("count, seed", [(40, 13), pytest.param(300, 14, marks=pytest.mark.slow)])
+def test_random_networks_run_in_onnx_runtime_as_in_jax(count: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    checked = 0
+    kinds: set[str] = set()
+    while checked < count:
+        text = random_network(rng)
+        try:
+            net = cnndsl.compile(text)
+        except CnnError:
+            continue
+        worst = agree(net, seed=checked)
+        assert worst <= 1e-4, (worst, text)
+        kinds |= {node.op.kind for node in net.report.graph.nodes}
+        checked += 1
+    assert {"conv", "pool", "bn", "lrn", "activation", "concat", "add", "fc", "global_pool"} <= kinds
+
+
+def test_the_cli_writes_a_checked_model_of_a_run_with_its_normalization(tmp_path: Path) -> None:
+    import onnx
+
+    from cnndsl.cli import main
+    from cnndsl.training import load_run
+
+    spec = Path(__file__).resolve().parent.parent / "examples" / "digits.cnn"
+    run = tmp_path / "run"
+    assert main(["train", str(spec), "--epochs", "1", "--quiet", "--out", str(run)]) == 0
+    out = tmp_path / "digits.onnx"
+    assert main(["compile", str(spec), "--emit", "onnx", "--run", str(run), "-o", str(out), "--quiet"]) == 0
+    model = onnx.load(str(out))
+    onnx.checker.check_model(model, full_check=True)
+    assert model.opset_import[0].version == 18 and model.graph.input[0].type.tensor_type.shape.dim[0].dim_param
+    from cnndsl.data import load_dataset
+
+    data = load_dataset("digits", val_fraction=0.1)
+    session = ort.InferenceSession(out.read_bytes(), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {"input": data.x_test.astype(np.float32)})[0]
+    accuracy = float(np.mean(logits.argmax(1) == data.y_test))
+    evaluated = cnndsl.evaluate(run)["accuracy"]
+    assert accuracy == pytest.approx(evaluated)  # raw pixels in, the run's own normalization inside
+    loaded = load_run(None, run)
+    meta = json.loads(model.doc_string)
+    assert meta["step"] == loaded.step and meta["input"] == "NHWC float32, raw pixels as the run's dataset stores them"
+    assert main(["compile", str(spec), "--emit", "onnx", "-o", str(tmp_path / "seed.onnx"), "--seed", "3",
+                 "--quiet"]) == 0
