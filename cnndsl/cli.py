@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     from cnndsl.data.commands import add_data_command
 
     add_data_command(commands)
+    from cnndsl.interop.commands import add_weights_command
+
+    add_weights_command(commands, _set_pair)
     parser.subcommands = commands.choices  # type: ignore[attr-defined]  # for errors with the subcommand's usage
     return parser
 
@@ -515,11 +518,13 @@ def _runtime_errors() -> tuple[type[Exception], ...]:
     from cnndsl.data.records import RecordsError
     from cnndsl.emit.onnx_model import OnnxError
     from cnndsl.export import ExportError
+    from cnndsl.interop.weights import WeightsError
     from cnndsl.search.study import SweepError
     from cnndsl.settings import Interrupted, TrainingError
 
     # DistributedError is a TrainingError
-    return DataError, PipelineError, RecordsError, ExportError, OnnxError, TrainingError, Interrupted, SweepError
+    return (DataError, PipelineError, RecordsError, ExportError, OnnxError, WeightsError, TrainingError, Interrupted,
+            SweepError)
 
 
 def _use_compilation_cache() -> None:
@@ -588,9 +593,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             start_processes(args.coordinator, args.num_processes, args.process_id)
         from cnndsl.data.commands import run_data
+        from cnndsl.interop.commands import run_weights
         from cnndsl.search.commands import run_family, run_sweep
 
-        return {"data": run_data, "check": run_check, "compile": run_compile, "run": run_run, "train": run_train, "eval": run_eval,
+        return {"data": run_data, "weights": run_weights, "check": run_check, "compile": run_compile, "run": run_run, "train": run_train, "eval": run_eval,
                 "predict": run_predict, "family": run_family, "sweep": run_sweep}[args.command](args)
     except UsageError as err:
         print(f"cnndsl: {err.render()}", file=sys.stderr)

@@ -53,6 +53,14 @@ class CompiledNetwork:
         return Network(self.report.graph, self.report.node_shapes, rngs=nnx.Rngs(jax.random.key(seed)),
                        dtype=self.dtype, scan=self.scan)
 
+    def load_weights(self, model: Network, path: str | os.PathLike[str], mapping: str = "auto") -> Network:
+        """Put pretrained weights (safetensors; a PyTorch .pth/.pt with torch installed) into `model`,
+        each of the spec's layers paired with the file's (see `cnndsl.interop.weights`); returns `model`.
+        Raises `WeightsError` naming both sides at the first layer that does not fit."""
+        from cnndsl.interop.weights import load_weights
+
+        return load_weights(self, model, path, mapping)
+
     def abstract(self) -> Network:
         """The module with shapes and dtypes but no parameter values (cheap, for big networks)."""
         return nnx.eval_shape(lambda: self._build(np.uint32(0)))

@@ -822,9 +822,16 @@ def _stop_on_signals(flag: list[int]) -> Callable[[], None]:
 
 # ---- using a trained run --------------------------------------------------------------------------------------
 
-def uses_pipeline(saved: dict[str, Any]) -> bool:
-    """Whether a run (its settings.json) read its images through the input pipeline."""
+def trained_through_pipeline(saved: dict[str, Any]) -> bool:
+    """Whether a run (its settings.json) trained on batches of the input pipeline (its checkpoints hold the
+    pipeline's position)."""
     return saved.get("pipeline", "").startswith(("streamed", "decoded"))
+
+
+def uses_pipeline(saved: dict[str, Any]) -> bool:
+    """Whether a run (its settings.json) evaluates images as the input pipeline does (resize, centre crop):
+    runs trained on folder:/records: data through it, and imported pretrained weights."""
+    return trained_through_pipeline(saved) or saved.get("eval_transform") == "resize-crop"
 
 
 @dataclass
@@ -883,7 +890,7 @@ def load_run(spec: str | os.PathLike[str] | None, run_dir: str | Path, checkpoin
     last, best = _checkpoint_managers(run.path, settings.keep)
     manager = best if checkpoint == "best" else last
     try:
-        restored = restore(manager, trainer.initial_state(uses_pipeline(saved)))
+        restored = restore(manager, trainer.initial_state(trained_through_pipeline(saved)))
     except (ValueError, KeyError) as err:
         raise TrainingError(f"{run.path}: the checkpoint does not fit this spec ({str(err).splitlines()[0][:200]}); "
                             f"use the spec the run was trained with ({trained_spec})") from None
@@ -907,6 +914,8 @@ def evaluate(spec: str | os.PathLike[str] | None, run_dir: str | Path, data: str
     and validation split ("val_accuracy", "val_loss", "val_n"; None without one), the run's own split."""
     loaded = load_run(spec, run_dir, checkpoint)
     source = data or loaded.settings["data"]
+    if source == "none":
+        raise TrainingError(f"{run_dir} holds imported weights and no dataset of its own: give --data")
     if source.startswith("records:") or (source.startswith("folder:") and uses_pipeline(loaded.settings)):
         return _evaluate_images(loaded, source, checkpoint)
     try:

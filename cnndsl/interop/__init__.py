@@ -1,0 +1,1 @@
+"""Other frameworks: weights in (safetensors, PyTorch state dicts, Keras layouts)."""

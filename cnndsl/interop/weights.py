@@ -1,0 +1,254 @@
+"""Pretrained weights in: tensors of another framework's file paired with a spec's layers.
+
+    pairs = pair_layers(report, read_tensors("resnet18.safetensors"))   # or a stop naming both sides
+    arrays = converted(pairs)                                           # cnndsl names -> numpy arrays
+
+Files: safetensors (read with the `safetensors` package's numpy API; no torch needed), and `.pth`/`.pt`
+only when torch is installed, with `torch.load(weights_only=True)`: never an unrestricted pickle.
+
+Pairing: the spec's layers with parameters (conv, bn, fc), in execution order, each take the file's first
+unused layer of the same kind whose arrays have the spec layer's shapes (after the layout conversion). A
+file layer is the tensors sharing a name prefix (`layer1.0.conv1.weight` -> `layer1.0.conv1`); its kind
+comes from its tensors (running statistics: batch norm; a 4-D weight: conv; 2-D: fully connected). "First"
+is the file's order for a PyTorch state dict (the modules' registration order, which torchvision and timm
+keep equal to execution order) and natural name order for safetensors, which stores none: among layers
+of one kind and shape, `layer1.0.conv2` comes before `layer1.1.conv1`. A spec layer with no candidate stops
+the import naming it and the file's next unused layer of its kind; file layers left over stop it too.
+
+Layouts (`mapping`):
+- `torch` (torchvision, timm): conv OIHW -> HWIO (transpose 2, 3, 1, 0); linear (out, in) -> (in, out);
+  the first fc after a feature map re-ordered from C, H, W flattening to cnndsl's H, W, C; batch norm
+  weight, bias, running_mean, running_var -> scale, bias, mean, var (num_batches_tracked ignored).
+- `keras`: kernels are already HWIO and (in, out), flattening is H, W, C; gamma, beta, moving_mean,
+  moving_variance -> scale, bias, mean, var.
+`auto` tells them apart by the batch-norm names (running_* or moving_*), else by a 4-D kernel's layout.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnndsl import ir
+
+MAPPINGS = ("auto", "torchvision", "timm", "torch", "keras")
+
+
+class WeightsError(Exception):
+    """Weights that cannot be read or do not fit the spec; the message names both sides."""
+
+
+def read_tensors(path: str | Path) -> dict[str, np.ndarray]:
+    """The tensors of a safetensors file (or, with torch installed, a .pth/.pt state dict), in file order."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such file")
+    if path.suffix in (".pth", ".pt", ".bin"):
+        return _read_torch(path)
+    try:
+        from safetensors import safe_open
+    except ImportError:
+        raise WeightsError("reading safetensors needs the safetensors package: pip install 'cnndsl[weights]'") from None
+    try:
+        with safe_open(str(path), framework="np") as file:
+            # safetensors keeps no order (it lays tensors out by dtype, then name): natural name order,
+            # numbers compared as numbers (layer2.10 after layer2.9), is what pairing starts from
+            return {name: file.get_tensor(name) for name in sorted(file.keys(), key=natural_key)}
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own error types for a damaged file
+        raise WeightsError(f"{path}: not a readable safetensors file ({type(err).__name__}: {err})") from None
+
+
+def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
+    """`features.10.weight` after `features.9.weight`: text compared as text, digits as numbers."""
+    return tuple((0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", name) if part)
+
+
+def _read_torch(path: Path) -> dict[str, np.ndarray]:
+    try:
+        import torch
+    except ImportError:
+        raise WeightsError(f"{path}: reading .pth/.pt files needs torch; convert it to safetensors, or install torch "
+                           "(it is loaded with weights_only=True, never as an arbitrary pickle)") from None
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch's unpickler refuses anything but tensors and containers
+        raise WeightsError(f"{path}: not a plain state dict of tensors ({type(err).__name__}: "
+                           f"{str(err).splitlines()[0][:200]})") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise WeightsError(f"{path}: holds a {type(state).__name__}, not a state dict of tensors")
+    return {k: v.detach().cpu().numpy() for k, v in state.items() if hasattr(v, "detach")}
+
+
+@dataclass(frozen=True)
+class FileLayer:
+    """One layer of the weights file: its name prefix, kind (conv, bn, fc) and tensors by short name."""
+
+    name: str
+    kind: str
+    tensors: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class SpecLayer:
+    """One layer of the spec with parameters: node name, kind, op, its input shape and its arrays' shapes."""
+
+    name: str
+    kind: str
+    op: ir.Op
+    in_shape: tuple[int, ...]
+    shapes: dict[str, tuple[int, ...]]
+    where: str
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A spec layer and the file layer it takes its arrays from, converted to cnndsl's layout."""
+
+    spec: SpecLayer
+    file: FileLayer
+    arrays: dict[str, np.ndarray]
+
+
+_BN_NAMES = {"torch": {"weight": "scale", "bias": "bias", "running_mean": "mean", "running_var": "var"},
+             "keras": {"gamma": "scale", "beta": "bias", "moving_mean": "mean", "moving_variance": "var"}}
+_IGNORED = {"num_batches_tracked"}
+
+
+def file_layers(tensors: dict[str, np.ndarray]) -> list[FileLayer]:
+    """The file's tensors grouped by layer, in file order, each with its kind."""
+    groups: dict[str, dict[str, np.ndarray]] = {}
+    for name, tensor in tensors.items():
+        prefix, _, short = re.sub(r":0$", "", name).rpartition("." if "." in name else "/")
+        if short in _IGNORED:
+            continue
+        groups.setdefault(prefix, {})[short] = np.asarray(tensor)
+    layers = []
+    for prefix, group in groups.items():
+        if {"running_mean", "running_var"} & group.keys() or {"moving_mean", "moving_variance"} & group.keys():
+            kind = "bn"
+        else:
+            weight = group.get("weight", group.get("kernel"))
+            kind = {4: "conv", 2: "fc"}.get(weight.ndim, "other") if weight is not None else "other"
+        layers.append(FileLayer(prefix, kind, group))
+    return [layer for layer in layers if layer.kind != "other" or layer.tensors]
+
+
+def spec_layers(report: Any) -> list[SpecLayer]:
+    """The spec's layers with parameters, in execution order."""
+    from cnndsl.costs import parameter_shapes
+
+    shapes = report.node_shapes
+    layers = []
+    for node in report.graph.nodes[1:]:
+        kind = {ir.Conv: "conv", ir.BatchNorm: "bn", ir.Dense: "fc"}.get(type(node.op))
+        if kind is None:
+            continue
+        in_shape = tuple(shapes[node.inputs[0]])
+        arrays = {name.split("/", 1)[1]: tuple(shape)
+                  for name, shape in parameter_shapes(node.op, in_shape, node.name).items()}
+        layers.append(SpecLayer(node.name, kind, node.op, in_shape, arrays,
+                                f"{node.name} {node.op.label()} at line {node.span.line}"))
+    return layers
+
+
+def detect_mapping(tensors: dict[str, np.ndarray]) -> str:
+    """`torch` or `keras`, from the tensors' names."""
+    names = " ".join(tensors)
+    if "moving_mean" in names or "gamma" in names or "/kernel" in names:
+        return "keras"
+    return "torch"
+
+
+def pair_layers(report: Any, tensors: dict[str, np.ndarray], mapping: str = "auto") -> list[Pair]:
+    """Every spec layer paired with the file's next layer, arrays converted; a WeightsError at the first
+    pair that does not fit (kind or shape), naming both, or when the counts differ."""
+    layout = detect_mapping(tensors) if mapping == "auto" else ("keras" if mapping == "keras" else "torch")
+    wanted, found = spec_layers(report), file_layers(tensors)
+    unused = list(found)
+    pairs = []
+    for index, spec in enumerate(wanted):
+        candidates = [f for f in unused if f.kind == spec.kind]
+        match = next(((f, arrays) for f in candidates if _fits(spec, arrays := _convert(spec, f, layout))), None)
+        if match is None:
+            need = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in spec.shapes.items())
+            other = (f"the file's next {spec.kind}, {candidates[0].name}, has {_shapes_text(candidates[0].tensors)}"
+                     if candidates else f"the file has no {spec.kind} layer left")
+            raise WeightsError(f"layer {index + 1} of the spec, {spec.where}, needs {need}; no layer of the file fits "
+                               f"({other}; {layout} layout)")
+        file, arrays = match
+        unused.remove(file)
+        pairs.append(Pair(spec, file, {k: arrays[k] for k in spec.shapes}))
+    if unused:
+        extra = ", ".join(f"{layer.name} ({_shapes_text(layer.tensors)})" for layer in unused[:3])
+        raise WeightsError(f"{len(unused)} layer{'s' * (len(unused) > 1)} of the file fit no layer of the spec: {extra}"
+                           f"{', ...' if len(unused) > 3 else ''}; is it another network?")
+    return pairs
+
+
+def _fits(spec: SpecLayer, arrays: dict[str, np.ndarray]) -> bool:
+    return all(k in arrays and tuple(arrays[k].shape) == shape for k, shape in spec.shapes.items())
+
+
+def _shapes_text(tensors: dict[str, np.ndarray]) -> str:
+    return ", ".join(f"{k} {'x'.join(map(str, v.shape))}" for k, v in tensors.items())
+
+
+def _convert(spec: SpecLayer, file: FileLayer, layout: str) -> dict[str, np.ndarray]:
+    t = file.tensors
+    if spec.kind == "bn":
+        names = _BN_NAMES[layout]
+        return {names[k]: v.astype(np.float32) for k, v in t.items() if k in names}
+    weight = t.get("weight", t.get("kernel"))
+    out: dict[str, np.ndarray] = {}
+    if "bias" in t:
+        out["bias"] = t["bias"].astype(np.float32)
+    if weight is None:
+        return out
+    weight = weight.astype(np.float32)
+    if layout == "keras":
+        out["kernel"] = weight
+        return out
+    if spec.kind == "conv":
+        out["kernel"] = weight.transpose(2, 3, 1, 0)  # OIHW -> HWIO
+        return out
+    kernel = weight.T  # (out, in) -> (in, out)
+    if len(spec.in_shape) == 3 and kernel.shape[0] == int(np.prod(spec.in_shape)):
+        h, w, c = spec.in_shape  # PyTorch flattened C, H, W; cnndsl flattens H, W, C
+        kernel = kernel.reshape(c, h, w, -1).transpose(1, 2, 0, 3).reshape(h * w * c, -1)
+    out["kernel"] = kernel
+    return out
+
+
+def converted(pairs: list[Pair]) -> dict[str, np.ndarray]:
+    """The pairs' arrays by cnndsl's names (`conv1/kernel`, `bn1/mean`)."""
+    return {f"{p.spec.name}/{short}": array for p in pairs for short, array in p.arrays.items()}
+
+
+def pairing_table(pairs: list[Pair]) -> str:
+    """One line per pair: the spec's layer, the file's, and the shapes taken."""
+    rows = [("spec layer", "file layer", "arrays")]
+    for p in pairs:
+        rows.append((p.spec.where.split(" at line")[0], p.file.name,
+                     ", ".join(f"{k} {'x'.join(map(str, v.shape))}" for k, v in p.arrays.items())))
+    widths = [max(len(r[i]) for r in rows) for i in range(2)]
+    return "\n".join(f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c}" for a, b, c in rows) + "\n"
+
+
+def load_weights(net: Any, model: Any, path: str | Path, mapping: str = "auto") -> Any:
+    """Put the weights of a file into `model` (a module of the compiled network `net`); returns the model."""
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from cnndsl.flax_backend import flatten_state, unflatten_state
+
+    arrays = converted(pair_layers(net.report, read_tensors(path), mapping))
+    names, treedef, flat = flatten_state(nnx.state(model, (nnx.Param, nnx.BatchStat)))
+    merged = {name: jnp.asarray(arrays[name]) if name in arrays else value for name, value in flat.items()}
+    nnx.update(model, unflatten_state(names, treedef, merged))
+    return model

@@ -1,0 +1,143 @@
+"""Pretrained weights in (issue 13, parts 5 and 7): files written once by PyTorch (tests/weights/, made by
+make_fixtures.py) imported into cnndsl reproduce PyTorch's logits; the CLI writes a run directory that
+eval, predict and the exporters take; mismatches stop with both sides named. With torch and torchvision
+installed (the `bench` extra), the slow set checks the examples against torchvision's own networks."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("safetensors", reason="weight import needs the `weights` extra (installed by the test extra)")
+
+import cnndsl  # noqa: E402
+from cnndsl.interop.weights import WeightsError, natural_key, pair_layers, read_tensors  # noqa: E402
+from tests.conftest import ROOT  # noqa: E402
+
+WEIGHTS = ROOT / "tests" / "weights"
+FIXTURES = {"lenet5": ROOT / "examples" / "lenet5.cnn", "narrow_resnet": WEIGHTS / "narrow_resnet.cnn"}
+
+
+def relative(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max() / (np.abs(b).max() + 1e-12))
+
+
+@pytest.mark.parametrize("name", sorted(FIXTURES))
+def test_imported_weights_reproduce_pytorchs_logits(name: str) -> None:
+    net = cnndsl.compile(FIXTURES[name])
+    model = net.load_weights(net.init(7), WEIGHTS / f"{name}.safetensors")
+    model.eval()
+    reference = np.load(WEIGHTS / f"{name}.logits.npz")
+    assert relative(np.asarray(model(reference["x"])), reference["logits"]) <= 1e-5
+
+
+def test_the_cli_writes_a_run_that_eval_predict_and_the_exporters_use(tmp_path: Path, capsys) -> None:
+    from cnndsl.cli import main
+    from cnndsl.training import load_run, predict
+
+    spec, weights = FIXTURES["narrow_resnet"], WEIGHTS / "narrow_resnet.safetensors"
+    assert main(["weights", "import", str(spec), str(weights), "--dry-run"]) == 0
+    table = capsys.readouterr().out
+    assert "layer2.downsample.0" in table and "kernel 1x1x8x16" in table and not (tmp_path / "run").exists()
+    run = tmp_path / "run"
+    assert main(["weights", "import", str(spec), str(weights), "-o", str(run), "--normalize", "none"]) == 0
+    reference = np.load(WEIGHTS / "narrow_resnet.logits.npz")
+    loaded = load_run(None, run)
+    logits = np.asarray(loaded.trainer.module(loaded.params, loaded.stats, train=False)(reference["x"]))
+    assert relative(logits, reference["logits"]) <= 1e-5
+    probabilities = predict(None, run, list(reference["x"]))  # images of the input's size: used as they are
+    assert (probabilities.argmax(1) == reference["logits"].argmax(1)).all()
+    assert main(["eval", "--run", str(run)]) == 1
+    assert "holds imported weights and no dataset of its own: give --data" in capsys.readouterr().err
+    if pytest.importorskip("onnxruntime") is not None:
+        out = tmp_path / "model.onnx"
+        assert main(["compile", str(spec), "--emit", "onnx", "--run", str(run), "-o", str(out), "--quiet"]) == 0
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(out.read_bytes(), providers=["CPUExecutionProvider"])
+        assert relative(session.run(None, {"input": reference["x"]})[0], reference["logits"]) <= 1e-5
+
+
+def test_a_file_that_does_not_fit_stops_with_both_sides_named(tmp_path: Path) -> None:
+    lenet = cnndsl.check(FIXTURES["lenet5"])
+    with pytest.raises(WeightsError, match=r"conv1 conv\(6, 5x5\) at line \d+, needs kernel 5x5x1x6, bias 6; no "
+                                           r"layer of the file fits \(the file's next conv, conv1, has weight 8x3x3x3"):
+        pair_layers(lenet, read_tensors(WEIGHTS / "narrow_resnet.safetensors"))
+    headless = cnndsl.check((WEIGHTS / "narrow_resnet.cnn").read_text().replace("-> relu -> fc(5)", "-> relu"))
+    with pytest.raises(WeightsError, match=r"1 layer of the file fit no layer of the spec: fc2 \(bias 5, weight "
+                                           r"5x32\); is it another network\?"):
+        pair_layers(headless, read_tensors(WEIGHTS / "narrow_resnet.safetensors"))
+    (tmp_path / "bad.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
+    with pytest.raises(WeightsError, match="bad.safetensors: not a readable safetensors file"):
+        read_tensors(tmp_path / "bad.safetensors")
+    with pytest.raises(WeightsError, match="no such file"):
+        read_tensors(tmp_path / "absent.safetensors")
+
+
+def test_pytorch_files_need_torch_and_are_never_unpickled_freely(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "model.pth").write_bytes(b"whatever")
+    monkeypatch.setitem(sys.modules, "torch", None)  # as without torch installed
+    with pytest.raises(WeightsError, match="reading .pth/.pt files needs torch; convert it to safetensors"):
+        read_tensors(tmp_path / "model.pth")
+
+
+def test_pytorch_state_dicts_and_hostile_pickles(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch", reason="reading .pth needs torch (the bench extra)")
+    from safetensors.numpy import load_file
+
+    tensors = load_file(str(WEIGHTS / "narrow_resnet.safetensors"))
+    torch.save({k: torch.from_numpy(v) for k, v in tensors.items()}, tmp_path / "state.pth")
+    net = cnndsl.compile(FIXTURES["narrow_resnet"])
+    model = net.load_weights(net.init(0), tmp_path / "state.pth")
+    model.eval()
+    reference = np.load(WEIGHTS / "narrow_resnet.logits.npz")
+    assert relative(np.asarray(model(reference["x"])), reference["logits"]) <= 1e-5
+
+    import pickle
+
+    class Exploit:
+        def __reduce__(self):  # noqa: ANN204 - what an arbitrary pickle would run
+            return (print, ("this must never run",))
+
+    (tmp_path / "evil.pth").write_bytes(pickle.dumps(Exploit()))
+    with pytest.raises(WeightsError, match="evil.pth: not a plain state dict of tensors"):
+        read_tensors(tmp_path / "evil.pth")
+
+
+def test_safetensors_order_is_natural_name_order() -> None:
+    names = ["layer1.10.conv1.weight", "layer1.9.conv2.weight", "layer1.9.conv1.weight", "conv1.weight"]
+    assert sorted(names, key=natural_key) == ["conv1.weight", "layer1.9.conv1.weight", "layer1.9.conv2.weight",
+                                              "layer1.10.conv1.weight"]
+
+
+TORCHVISION = {"resnet18": "resnet18", "resnet50": "resnet50", "vgg16": "vgg16", "alexnet": "alexnet",
+               "googlenet": "googlenet"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("example", sorted(TORCHVISION))
+def test_examples_equal_torchvisions_networks_with_its_random_weights(example: str, tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch", reason="the bench extra")
+    torchvision = pytest.importorskip("torchvision", reason="the bench extra")
+    from safetensors.torch import save_file
+
+    kwargs = {"aux_logits": False, "init_weights": True, "transform_input": False} if example == "googlenet" else {}
+    module = getattr(torchvision.models, TORCHVISION[example])(**kwargs).eval()
+    torch.manual_seed(0)
+    for m in module.modules():  # running statistics that are not the defaults
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        expected = module(x).numpy()
+    net = cnndsl.compile(ROOT / "examples" / f"{example}.cnn")
+    model = net.load_weights(net.init(0), tmp_path / "w.safetensors")
+    model.eval()
+    got = np.asarray(model(x.permute(0, 2, 3, 1).numpy()))
+    assert relative(got, expected) <= 1e-4, json.dumps({"example": example})
