@@ -222,6 +222,13 @@ def _add_training_commands(commands: Any, spec: argparse.ArgumentParser) -> None
     train.add_argument("--checkpoint-every", type=_at_least(0, "checkpoint-every"), metavar="STEPS",
                        help="also checkpoint every STEPS steps within an epoch (default: at epoch ends)")
     train.add_argument("--keep", type=_positive_int, help="how many of the newest checkpoints to keep (default 3)")
+    train.add_argument("--init", metavar="RUN_OR_WEIGHTS",
+                       help="fine-tune: start from a run directory's best checkpoint or a weights file (safetensors; "
+                            ".pth with torch); layers whose shapes differ (a new head) start fresh and are listed")
+    train.add_argument("--freeze", metavar="PATH", action="append",
+                       help="fine-tune: keep the parameters of a group fixed, named by its path as `cnndsl check` "
+                            "shows it (e.g. '[...]*4 i=0', 'stage(64, 2, stride=1)', 'conv1'; * and ? match); "
+                            "repeatable")
     train.add_argument("--out", metavar="RUN_DIR", help="the run directory (default runs/<spec name>[-N])")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue the interrupted run in RUN_DIR")
     train.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")

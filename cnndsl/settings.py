@@ -61,6 +61,8 @@ class Settings:
     stream: str = "auto"  # folder/records sources: "stream" (read at every use), "memory" (decode once), "auto"
     workers: int = -1  # Grain worker processes decoding images (-1: one per core but one)
     max_bad_images: int = 10  # unreadable images skipped (and counted) before the run stops
+    init: str | None = None  # fine-tuning: start from this run directory's or weights file's arrays
+    freeze: tuple[str, ...] = ()  # fine-tuning: group paths whose parameters stay as they start
 
     def validate(self) -> Settings:
         """The settings if they make sense, else a TrainingError naming the bad one."""
@@ -154,7 +156,7 @@ def spec_settings(program: Any) -> tuple[dict[str, Any], list[Any]]:
     source = program.source
     found: dict[str, Any] = {}
     problems: list[Diagnostic] = []
-    allowed = [f.name for f in dataclasses.fields(Settings) if f.name not in ("data_dir", "stream", "workers")]
+    allowed = [f.name for f in dataclasses.fields(Settings) if f.name not in ("data_dir", "stream", "workers", "init", "freeze")]
 
     def bad(node: Any, message: str, hint: str) -> None:
         problems.append(Diagnostic("train", message, source, node.span, help=hint))

@@ -110,6 +110,20 @@ def make_optimizer(settings: Settings, steps_per_epoch: int) -> optax.GradientTr
     return optax.chain(*parts)
 
 
+def run_optimizer(net: CompiledNetwork, model: Any, settings: Settings, steps_per_epoch: int
+                  ) -> tuple[optax.GradientTransformation, set[str]]:
+    """A run's optimizer, and the parameter names `settings.freeze` keeps fixed (their updates are zeroed:
+    the same optimizer state structure whenever the run is loaded again)."""
+    optimizer = make_optimizer(settings, steps_per_epoch)
+    if not settings.freeze:
+        return optimizer, set()
+    from cnndsl.interop.finetune import frozen_names
+
+    names = flatten_state(nnx.state(model, nnx.Param))[0]
+    frozen = frozen_names(net.report, settings.freeze, names)
+    return optax.chain(optimizer, optax.masked(optax.set_to_zero(), {n: n in frozen for n in names})), frozen
+
+
 @dataclass(frozen=True)
 class Preprocess:
     """Turns stored pixels into network inputs, inside jit: scale, normalize, resize, augment."""
@@ -566,7 +580,8 @@ def train(spec: str | os.PathLike[str] | None, settings: Settings | None = None,
         settings = settings.validate()
         if not resume:  # recorded absolute, so eval, predict and export work from any directory
             settings = dataclasses.replace(settings, data=absolute_source(settings.data), data_dir=(
-                str(Path(settings.data_dir).expanduser().absolute()) if settings.data_dir else None))
+                str(Path(settings.data_dir).expanduser().absolute()) if settings.data_dir else None),
+                init=str(Path(settings.init).expanduser().absolute()) if settings.init else None)
         net = compile_spec(spec, set=bindings, dtype=DTYPES[settings.dtype], scan=settings.scan)
         agree({"spec": net.report.graph.source.text, "settings": settings.to_dict(), "bindings": bindings,
                "resume": resume})
@@ -614,10 +629,16 @@ def _train(net: CompiledNetwork, settings: Settings, run: RunDir, resume: bool, 
     mean, std = (data.mean, data.std) if streaming else normalization(data)
     preprocess = Preprocess(data.scale, mean, std, net.input_shape[:2],
                             tuple(a for a in settings.augment if a != "resized-crop"))  # that one is the pipeline's
-    trainer = Trainer(net, net.init(settings.seed), make_optimizer(settings, steps_per_epoch), preprocess, settings,
-                      data.num_classes, placement)
+    model = net.init(settings.seed)
+    optimizer, frozen = run_optimizer(net, model, settings, steps_per_epoch)
+    if frozen:
+        progress.line(f"frozen: {len(frozen)} parameter arrays ({', '.join(sorted(frozen)[:6])}"
+                      f"{', ...' if len(frozen) > 6 else ''})")
+    trainer = Trainer(net, model, optimizer, preprocess, settings, data.num_classes, placement)
 
     state = trainer.initial_state(pipeline=streaming)
+    if settings.init and not resume:
+        state = _initialized(state, net, settings.init, placement, progress)
     if resume:
         state = _restore_newest(run, settings, state, progress)
         step = int(state["step"])
@@ -742,6 +763,22 @@ def _train(net: CompiledNetwork, settings: Settings, run: RunDir, resume: bool, 
             plot_curves(history, run.file(CURVES), f"{net.report.name} on {data.name}")
     model = trainer.module(params, stats, train=False)
     return TrainResult(net, model, history, run.path)
+
+
+def _initialized(state: dict[str, Any], net: CompiledNetwork, source: str, placement: Placement,
+                 progress: _Progress) -> dict[str, Any]:
+    """`state` with the parameters and statistics of `source` (`--init`) where the shapes match."""
+    from cnndsl.interop.finetune import initial_arrays
+
+    template = {**state["params"], **state["stats"]}
+    arrays, fresh = initial_arrays(net.report, source, template)
+    for group in ("params", "stats"):
+        merged = {n: arrays.get(n, np.asarray(v)) for n, v in state[group].items()}
+        state[group] = placement.place_state(merged) if group == "params" else placement.replicate(merged)
+    layers = len({n.split("/")[0] for n in arrays})
+    progress.line(f"initialized {layers} layers from {source}" + (f"; re-initialized {len(fresh)}: {'; '.join(fresh)}"
+                                                                   if fresh else ""))
+    return state
 
 
 def _open_data(settings: Settings, net: CompiledNetwork, progress: _Progress) -> tuple[Any, list[str]]:
@@ -882,7 +919,8 @@ def load_run(spec: str | os.PathLike[str] | None, run_dir: str | Path, checkpoin
         spec, bindings = run.spec_path(), bindings or run.bindings()
     net = compile_spec(spec, set=bindings, dtype=DTYPES[settings.dtype], scan=settings.scan)
     preprocess = Preprocess.from_run(saved, net.input_shape[:2])
-    trainer = Trainer(net, net.init(settings.seed), make_optimizer(settings, saved["steps_per_epoch"]), preprocess,
+    model = net.init(settings.seed)
+    trainer = Trainer(net, model, run_optimizer(net, model, settings, saved["steps_per_epoch"])[0], preprocess,
                       settings, saved["num_classes"])
     if net.report.output_shape != (saved["num_classes"],):
         raise TrainingError(f"the spec outputs {fmt(net.report.output_shape)}, the run was trained for "
