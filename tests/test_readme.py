@@ -1,7 +1,7 @@
 """Every code block of the README runs (issue 9), so the README cannot drift from the program.
 
 - ```bash blocks: each command runs, in order, in one temporary directory holding copies of `examples/`
-  `tests/invalid/` and `tests/photos/`, and the input files the commands name (a.png, b.npy, image.npy), and must exit 0.
+  `tests/invalid/`, `tests/photos/` and `tests/weights/`, and the input files the commands name (a.png, b.npy, image.npy), and must exit 0.
   What a test cannot do is replaced, and only that: the installation lines (`python3 -m venv`,
   `. .venv/bin/activate`, `pip install ...`: the test runs inside that installation), the test suite
   itself (`python -m pytest`: that is this run), the CIFAR-10 download (no network in tests: a
@@ -80,6 +80,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(ROOT / "examples", folder / "examples")
     shutil.copytree(ROOT / "tests" / "invalid", folder / "tests" / "invalid")
     shutil.copytree(ROOT / "tests" / "photos", folder / "tests" / "photos")
+    shutil.copytree(ROOT / "tests" / "weights", folder / "tests" / "weights")
     digits = load_dataset("digits")
     Image.fromarray((digits.x_test[0, ..., 0] * 15).astype(np.uint8)).save(folder / "a.png")
     np.save(folder / "b.npy", digits.x_test[1])
