@@ -32,6 +32,8 @@ ACTIVATION_CODE = {
     "sigmoid": "jax.nn.sigmoid(x)",
     "softmax": "jax.nn.softmax(x, axis=-1)",
     "leaky_relu": "jax.nn.leaky_relu(x, slope)",
+    "hardswish": "jax.nn.hard_swish(x)",  # x * relu6(x + 3) / 6, PyTorch's Hardswish (MobileNetV3)
+    "hardsigmoid": "jax.nn.hard_sigmoid(x)",  # relu6(x + 3) / 6, PyTorch's Hardsigmoid
 }
 _ACTIVATIONS = {fn: eval(f"lambda x, slope: {code}", {"jax": jax, "jnp": jnp})  # noqa: S307 - our own constants
                 for fn, code in ACTIVATION_CODE.items()}

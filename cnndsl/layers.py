@@ -203,7 +203,8 @@ _TABLE = [
     Builtin("lrn", (Param("size", positive_int, 5), Param("alpha", number, 1e-4), Param("beta", number, 0.75),
                     Param("k", number, 2.0)), ir.LocalResponseNorm, doc="local response normalization"),
     Builtin("dropout", (Param("rate", probability, 0.5),), ir.Dropout, doc="dropout in training"),
-    *(_activation(fn) for fn in ("relu", "relu6", "gelu", "silu", "tanh", "sigmoid", "softmax")),
+    *(_activation(fn) for fn in ("relu", "relu6", "gelu", "silu", "tanh", "sigmoid", "softmax", "hardswish",
+                                 "hardsigmoid")),
 ]
 
 #: Every builtin layer by its lower-case name.

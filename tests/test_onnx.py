@@ -104,7 +104,8 @@ def random_network(rng: np.random.Generator) -> str:
         elif kind == "lrn":
             layers.append(f"lrn(size={int(rng.integers(2, 6))}, alpha=0.001, beta=0.75, k=2)")
         elif kind == "act":
-            layers.append(str(rng.choice(["relu", "relu6", "gelu", "silu", "tanh", "sigmoid", "leaky_relu(slope=0.2)"])))
+            layers.append(str(rng.choice(["relu", "relu6", "gelu", "silu", "tanh", "sigmoid", "leaky_relu(slope=0.2)",
+                                          "hardswish", "hardsigmoid"])))
         elif kind == "dropout":
             layers.append("dropout(0.3)")
         elif kind == "concat":
@@ -166,3 +167,17 @@ def test_the_cli_writes_a_checked_model_of_a_run_with_its_normalization(tmp_path
     assert meta["step"] == loaded.step and meta["input"] == "NHWC float32, raw pixels as the run's dataset stores them"
     assert main(["compile", str(spec), "--emit", "onnx", "-o", str(tmp_path / "seed.onnx"), "--seed", "3",
                  "--quiet"]) == 0
+
+
+def test_hard_activations_match_their_numpy_definitions_and_have_gradients() -> None:
+    import jax
+
+    x = np.linspace(-5, 5, 101, dtype=np.float32)
+    relu6 = np.clip(x + 3, 0, 6)
+    for fn, expected in (("hardswish", x * relu6 / 6), ("hardsigmoid", relu6 / 6)):
+        net = cnndsl.compile(f"network A\ninput 1x1x101\ninput -> {fn}\n")
+        model = net.init(0)
+        np.testing.assert_allclose(np.asarray(model(x.reshape(1, 1, 1, 101)))[0, 0, 0], expected, atol=1e-6)
+        grad = jax.grad(lambda v: model(v).sum())(jax.numpy.asarray(x.reshape(1, 1, 1, 101)))
+        assert np.isfinite(np.asarray(grad)).all() and float(np.abs(grad).sum()) > 0
+        assert agree(net) <= 1e-6

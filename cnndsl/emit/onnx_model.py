@@ -168,6 +168,10 @@ def _activation(b: _Builder, op: ir.Activation, x: str, name: str, rank: int) ->
         return b.add("Sigmoid", [x], name)
     if fn == "silu":
         return b.add("Mul", [x, b.add("Sigmoid", [x], name)], name)
+    if fn == "hardswish":  # ONNX's HardSwish is x * max(0, min(1, x / 6 + 1 / 2)): relu6(x + 3) / 6 exactly
+        return b.add("HardSwish", [x], name)
+    if fn == "hardsigmoid":  # ONNX's default slope is 0.2; PyTorch's and JAX's is 1/6
+        return b.add("HardSigmoid", [x], name, alpha=1.0 / 6.0, beta=0.5)
     if fn == "leaky_relu":
         return b.add("LeakyRelu", [x], name, alpha=float(op.slope))
     if fn == "gelu":  # the exact form: x * (1 + erf(x / sqrt 2)) / 2 (opset 18 has no Gelu)
