@@ -169,6 +169,8 @@ class Network(nnx.Module):
             return pool(x, op.mode, op.window, op.stride, step.pads, step.extra, op.count_pad)
         if isinstance(op, ir.GlobalPool):
             return jnp.mean(x, axis=(1, 2)) if op.mode == "avg" else jnp.max(x, axis=(1, 2))
+        if isinstance(op, ir.AdaptivePool):
+            return adaptive_avgpool(x, op.size)
         if isinstance(op, ir.Flatten):
             return x.reshape(x.shape[0], -1)
         if isinstance(op, ir.Activation):
@@ -283,6 +285,24 @@ def pool(x: jax.Array, mode: str, window: tuple[int, int], stride: tuple[int, in
         counted = full
     divisor = jax.lax.reduce_window(ones, 0.0, jax.lax.add, window, strides, counted)
     return total / divisor
+
+
+def adaptive_bins(size: int, out: int) -> list[list[float]]:
+    """(out, size) weights averaging PyTorch's adaptive bins: row i is 1/n over input positions
+    floor(i * size / out) .. ceil((i + 1) * size / out) - 1."""
+    rows = []
+    for i in range(out):
+        start, end = (i * size) // out, -(-((i + 1) * size) // out)
+        rows.append([1.0 / (end - start) if start <= j < end else 0.0 for j in range(size)])
+    return rows
+
+
+def adaptive_avgpool(x: jax.Array, size: tuple[int, int]) -> jax.Array:
+    """PyTorch's AdaptiveAvgPool2d on (B, H, W, C): a rectangle's mean is the product of a row average and
+    a column average, so two small averaging matrices do it in one einsum."""
+    rows = jnp.asarray(adaptive_bins(x.shape[1], size[0]), x.dtype)
+    cols = jnp.asarray(adaptive_bins(x.shape[2], size[1]), x.dtype)
+    return jnp.einsum("ih,bhwc,jw->bijc", rows, x, cols)
 
 
 def lrn(x: jax.Array, size: int, alpha: float, beta: float, k: float) -> jax.Array:

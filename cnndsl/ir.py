@@ -114,6 +114,20 @@ class GlobalPool(Op):
 
 
 @dataclass(frozen=True)
+class AdaptivePool(Op):
+    """Average over PyTorch's adaptive bins to a fixed (H, W): output row i covers input rows
+    floor(i * H_in / H) to ceil((i + 1) * H_in / H), likewise for columns (AlexNet's and VGG's classifier
+    input, EfficientNet's and MobileNet's pooling at any input size)."""
+
+    kind: ClassVar[str] = "adaptive_pool"
+    positional: ClassVar[int] = 1
+    size: Pair = (1, 1)
+
+    def label(self) -> str:
+        return f"adaptive_avgpool({_show('kernel', self.size)})"
+
+
+@dataclass(frozen=True)
 class Dense(Op):
     """A fully connected layer; a 3-D input is flattened first."""
 

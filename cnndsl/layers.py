@@ -193,6 +193,8 @@ _TABLE = [
             "average pooling; `count_pad=false` leaves padding out of the average"),
     Builtin("global_avgpool", (), lambda: ir.GlobalPool("avg"), doc="average over all positions"),
     Builtin("global_maxpool", (), lambda: ir.GlobalPool("max"), doc="maximum over all positions"),
+    Builtin("adaptive_avgpool", (Param("size", pair),), ir.AdaptivePool, "adaptive_avgpool(7x7)",
+            "average over adaptive bins to a fixed HxW (PyTorch's AdaptiveAvgPool2d)"),
     Builtin("fc", (Param("units", positive_int), Param("bias", boolean, True)), ir.Dense, "fc(128)",
             "fully connected; flattens a 3-D input first"),
     Builtin("flatten", (), ir.Flatten, doc="(H, W, C) -> (H*W*C,)"),

@@ -135,6 +135,14 @@ def _global_pool(op: ir.GlobalPool, shapes: list[ir.Shape]) -> Inferred:
     return Inferred((_feature_map(op, shape)[2],))
 
 
+def _adaptive_pool(op: ir.AdaptivePool, shapes: list[ir.Shape]) -> Inferred:
+    (shape,) = shapes
+    channels = _feature_map(op, shape)[2]
+    if min(op.size) < 1:
+        raise ShapeIssue(f"`{op.label()}` needs an output of at least 1x1", "e.g. `adaptive_avgpool(7x7)`")
+    return Inferred((*op.size, channels))
+
+
 def _dense(op: ir.Dense, shapes: list[ir.Shape]) -> Inferred:
     (shape,) = shapes
     if len(shape) == 3:
@@ -180,7 +188,8 @@ def _add(op: ir.Add, shapes: list[ir.Shape]) -> Inferred:
 
 
 _RULES: dict[type, Callable[..., Inferred]] = {
-    ir.Conv: _conv, ir.Pool: _pool, ir.GlobalPool: _global_pool, ir.Dense: _dense, ir.Flatten: _flatten,
+    ir.Conv: _conv, ir.Pool: _pool, ir.GlobalPool: _global_pool, ir.AdaptivePool: _adaptive_pool, ir.Dense: _dense,
+    ir.Flatten: _flatten,
     ir.Activation: _same, ir.BatchNorm: _same, ir.LocalResponseNorm: _same, ir.Dropout: _same,
     ir.Concat: _concat, ir.Add: _add,
 }

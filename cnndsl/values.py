@@ -341,4 +341,6 @@ def base_name(op: ir.Op) -> str:
         return f"{op.mode}pool"
     if isinstance(op, ir.GlobalPool):
         return f"global_{op.mode}pool"
+    if isinstance(op, ir.AdaptivePool):
+        return "adaptive_avgpool"
     return op.kind

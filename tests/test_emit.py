@@ -68,6 +68,17 @@ def _load(path: Path, module_name: str):
 
 @pytest.mark.parametrize("path", CONCRETE, ids=lambda p: p.stem)
 def test_ejected_python_gives_the_same_outputs(path: Path, tmp_path: Path) -> None:
+    _check_ejected(path, tmp_path)
+
+
+def test_ejected_python_of_the_newer_ops(tmp_path: Path) -> None:
+    spec = tmp_path / "ops.cnn"
+    spec.write_text("network Ops\ninput 13x11x3\ninput -> conv(4, 3x3) -> hardswish -> adaptive_avgpool(3x2) "
+                    "-> hardsigmoid -> fc(5)\n")
+    _check_ejected(spec, tmp_path)
+
+
+def _check_ejected(path: Path, tmp_path: Path) -> None:
     import jax
     import numpy as np
     from flax import nnx

@@ -82,7 +82,8 @@ def random_network(rng: np.random.Generator) -> str:
     layers = []
     width = channels
     for _ in range(int(rng.integers(2, 7))):
-        kind = rng.choice(["conv", "conv", "pool", "bn", "lrn", "act", "act", "dropout", "concat", "add", "residual"])
+        kind = rng.choice(["conv", "conv", "pool", "bn", "lrn", "act", "act", "dropout", "concat", "add", "residual",
+                           "adaptive"])
         if kind == "conv":
             groups = int(rng.choice([g for g in (1, 2, width) if width % g == 0]))
             filters = groups * int(rng.integers(1, 4))
@@ -99,6 +100,8 @@ def random_network(rng: np.random.Generator) -> str:
             if mode == "avg":
                 options.append(f"count_pad={rng.choice(['true', 'false'])}")
             layers.append(f"{mode}pool({w}x{w}, {', '.join(options)})")
+        elif kind == "adaptive":
+            layers.append(f"adaptive_avgpool({int(rng.integers(1, 6))}x{int(rng.integers(1, 6))})")
         elif kind == "bn":
             layers.append(rng.choice(["bn", "bn(eps=0.001)"]))
         elif kind == "lrn":
@@ -137,7 +140,7 @@ def test_random_networks_run_in_onnx_runtime_as_in_jax(count: int, seed: int) ->
         assert worst <= 1e-4, (worst, text)
         kinds |= {node.op.kind for node in net.report.graph.nodes}
         checked += 1
-    assert {"conv", "pool", "bn", "lrn", "activation", "concat", "add", "fc", "global_pool"} <= kinds
+    assert {"conv", "pool", "bn", "lrn", "activation", "concat", "add", "fc", "global_pool", "adaptive_pool"} <= kinds
 
 
 def test_the_cli_writes_a_checked_model_of_a_run_with_its_normalization(tmp_path: Path) -> None:
@@ -181,3 +184,31 @@ def test_hard_activations_match_their_numpy_definitions_and_have_gradients() -> 
         grad = jax.grad(lambda v: model(v).sum())(jax.numpy.asarray(x.reshape(1, 1, 1, 101)))
         assert np.isfinite(np.asarray(grad)).all() and float(np.abs(grad).sum()) > 0
         assert agree(net) <= 1e-6
+
+
+def _adaptive_reference(x: np.ndarray, out: tuple[int, int]) -> np.ndarray:
+    """PyTorch's AdaptiveAvgPool2d written out with loops (NHWC)."""
+    n, h, w, c = x.shape
+    y = np.zeros((n, *out, c), np.float64)
+    for i in range(out[0]):
+        for j in range(out[1]):
+            r0, r1 = (i * h) // out[0], -(-((i + 1) * h) // out[0])
+            c0, c1 = (j * w) // out[1], -(-((j + 1) * w) // out[1])
+            y[:, i, j] = x[:, r0:r1, c0:c1].mean(axis=(1, 2))
+    return y
+
+
+@pytest.mark.parametrize("size, out", [((13, 13), (6, 6)), ((7, 10), (3, 4)), ((5, 5), (7, 7)), ((8, 8), (1, 1))])
+def test_adaptive_avgpool_matches_pytorchs_bins(size: tuple[int, int], out: tuple[int, int]) -> None:
+    import jax
+
+    net = cnndsl.compile(f"network A\ninput {size[0]}x{size[1]}x3\ninput -> adaptive_avgpool({out[0]}x{out[1]})\n")
+    assert net.report.output_shape == (*out, 3)
+    x = np.random.default_rng(0).normal(size=(2, *size, 3)).astype(np.float32)
+    model = net.init(0)
+    np.testing.assert_allclose(np.asarray(model(x)), _adaptive_reference(x, out), atol=1e-5)
+    grad = jax.grad(lambda v: (model(v) ** 2).sum())(jax.numpy.asarray(x))
+    assert np.isfinite(np.asarray(grad)).all() and float(np.abs(grad).sum()) > 0
+    assert agree(net) <= 1e-5
+    with pytest.raises(CnnError, match="needs a feature map"):
+        cnndsl.check("network A\ninput 8x8x3\ninput -> global_avgpool -> adaptive_avgpool(2x2)\n")

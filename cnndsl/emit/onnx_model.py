@@ -114,6 +114,14 @@ def _lower(b: _Builder, step: Any, ins: list[str], arrays: dict[str, np.ndarray]
     if isinstance(op, ir.GlobalPool):
         pooled = b.add("GlobalAveragePool" if op.mode == "avg" else "GlobalMaxPool", [x], name)
         return b.add("Flatten", [pooled], name, axis=1)
+    if isinstance(op, ir.AdaptivePool):  # NCHW: x @ columns^T, then over rows the same way
+        from cnndsl.flax_backend import adaptive_bins
+
+        h, w, _ = step.in_shape
+        cols = b.constant(f"{name}/columns", np.asarray(adaptive_bins(w, op.size[1]), np.float32).T)
+        rows = b.constant(f"{name}/rows", np.asarray(adaptive_bins(h, op.size[0]), np.float32).T)
+        x = b.add("Transpose", [b.add("MatMul", [x, cols], name)], name, perm=[0, 1, 3, 2])
+        return b.add("Transpose", [b.add("MatMul", [x, rows], name)], name, perm=[0, 1, 3, 2])
     if isinstance(op, (ir.Dense, ir.Flatten)):
         if len(step.in_shape) == 3:  # cnndsl flattens in H, W, C order
             x = b.add("Flatten", [b.add("Transpose", [x], name, perm=[0, 2, 3, 1])], name, axis=1)
