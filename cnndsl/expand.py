@@ -100,6 +100,12 @@ class _Evaluator:
             return BuiltinFunc(BUILTINS[lowered], name)
         if lowered in COMBINATORS:
             return IDENTITY if lowered == "identity" else CombinatorFunc(lowered)
+        if name in INPUT_NAMES:
+            what = {"in_height": "height", "in_width": "width", "in_channels": "channel count"}[name]
+            where = "inside a block's body" if name == "in_channels" else \
+                "inside the body of a block applied to a feature map (HxWxC)"
+            return self.error("name", f"`{name}` is the {what} of a block's input, known only {where}", env, span,
+                              f"put the layers in a block: `block b() = conv({name}, 1x1)`")
         known = env.names() | set(BUILTINS) | set(COMBINATORS) | set(CONSTANTS)
         guess = closest(name, known)
         if guess is not None:
@@ -453,13 +459,20 @@ class _Evaluator:
         shown = [show(scope[p]) for p in params[: len(args)]]
         shown += [f"{p}={show(scope[p])}" for p in params[len(args):] if p in kwargs]
         label = f"{block.name}({', '.join(shown)})" if params else block.name
-        body_env = self.globals.child(scope)
+
+        def body(shape: ir.Shape | None) -> Layer:
+            # the input's shape, known when the call is applied: in_channels, in_height, in_width
+            known = {INPUT_NAMES[-1]: shape[-1]} if shape else {}
+            if shape is not None and len(shape) == 3:
+                known.update(zip(INPUT_NAMES[:2], shape[:2]))
+            missing = {name: POISON for name in INPUT_NAMES if name not in known} if shape is None else {}
+            return self.layer(block.body, self.globals.child({**known, **missing, **scope}))
 
         def on_recursion(cycle: list[str]) -> None:
             self.error("recursion", f"block `{block.name}` calls itself: {' -> '.join(cycle)}", env, span,
                        "a network is finite: use `[...]*N` for repetition")
 
-        return BlockLayer(block, label, span, env.source, lambda: self.layer(block.body, body_env), on_recursion)
+        return BlockLayer(block, label, span, env.source, body, on_recursion)
 
     def call_combinator(self, name: str, args: list, kwargs: dict, e: n.Call, env: Env) -> Any:
         """`concat(a | b)`, `add(a | b)`, `residual(body, shortcut=...)`."""
@@ -479,6 +492,11 @@ class _Evaluator:
         items = v.items if isinstance(v, BranchesValue) else (self.as_layer(v, e, env),)
         labels = tuple(f"branch {i + 1}/{len(items)}" for i in range(len(items)))
         return BranchLayer(name, items, labels, e.span, env.source)
+
+
+#: Names a block's body may use for the shape of the input its call is applied to (a vector input has
+#: only `in_channels`, its length). A parameter of the same name takes precedence.
+INPUT_NAMES = ("in_height", "in_width", "in_channels")
 
 
 # ---------------------------------------------------------------- the entry point

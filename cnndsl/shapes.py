@@ -195,6 +195,20 @@ _RULES: dict[type, Callable[..., Inferred]] = {
 }
 
 
+def output_shape(op: ir.Op, inputs: list[ir.Shape | None]) -> ir.Shape | None:
+    """The shape `op` gives these inputs, or None when an input is unknown or the op does not fit them
+    (`infer_shapes` reports that later, located). Expansion uses it to tell a block its input's shape."""
+    if isinstance(op, ir.Input):
+        return op.shape
+    if any(shape is None for shape in inputs):
+        return None
+    try:
+        shape = _RULES[type(op)](op, list(inputs)).shape
+    except ShapeIssue:
+        return None
+    return shape if all(d <= INT64_MAX for d in shape) else None
+
+
 def infer_shapes(graph: ir.Graph) -> list[Inferred]:
     """The output of every node, in node order; raise `CnnError` with every shape problem found.
 

@@ -16,6 +16,7 @@ from cnndsl import ir
 from cnndsl import nodes as n
 from cnndsl.layers import Builtin
 from cnndsl.limits import MAX_LAYERS, MAX_WORK, WORK_PER_LAYER
+from cnndsl.shapes import output_shape
 from cnndsl.source import Source, Span
 
 
@@ -187,7 +188,7 @@ class BlockLayer(Layer):
     label: str
     span: Span
     source: Source
-    body: Callable[[], Layer]
+    body: Callable[[ir.Shape | None], Layer]  # given the shape of the input the call is applied to
     on_recursion: Callable[[list[str]], None]
 
     def apply(self, g: GraphBuilder, x: int) -> int:
@@ -197,7 +198,7 @@ class BlockLayer(Layer):
         g.block_stack.append(self.block.name)
         g.enter(self.label, self.span)
         try:
-            return self.body().apply(g, x)
+            return self.body(g.shapes[x]).apply(g, x)
         except TooMuchWork as err:
             err.blame(self.span, self.source, g.where())
             raise
@@ -302,6 +303,7 @@ class GraphBuilder:
     frames: list[ir.Frame] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     block_stack: list[str] = field(default_factory=list)
+    shapes: list[ir.Shape | None] = field(default_factory=list)  # each node's, as far as it is known
     next_frame: int = 0
     last_source: Source | None = None  # of the last node added (its span is on the node)
 
@@ -316,6 +318,7 @@ class GraphBuilder:
         self.counts[base] = self.counts.get(base, 0) + 1
         node = ir.Node(len(self.nodes), f"{base}{self.counts[base]}", op, inputs, span, tuple(self.frames))
         self.nodes.append(node)
+        self.shapes.append(output_shape(op, [self.shapes[i] for i in inputs]))
         return node.id
 
     def enter(self, label: str, span: Span, repeat: bool = False) -> None:

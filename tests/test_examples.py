@@ -18,6 +18,7 @@ REFERENCE = {
     "googlenet": (6_624_904, 1_498_376_192),
     "resnet18": (11_689_512, 1_814_073_344),
     "resnet50": (25_557_032, 4_089_184_256),
+    "densenet121": (7_978_856, 2_834_161_664),  # issue 13's table (torchvision's model, FlopCounterMode / 2)
 }
 CONCRETE = [p for p in EXAMPLES if p.name not in FAMILIES]
 

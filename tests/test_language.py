@@ -226,3 +226,28 @@ def test_all_errors_of_a_stage_are_reported_together() -> None:
     assert kinds == ("arguments", "name", "arguments")
     shapes = kinds_of("input -> concat(conv(4, 3x3, groups=2) | fc(2) -> conv(1, 1x1)) -> fc(3)")
     assert shapes == ("shape", "shape")  # both branches; the concat after them is not blamed
+
+
+def test_a_block_knows_the_shape_of_its_input() -> None:
+    """in_channels / in_height / in_width (issue 13, part 1): per call, from the shape the call receives."""
+    report = cnndsl.check("""network T
+input 20x12x6
+block half() = conv(in_channels // 2, 1x1)
+block depthwise() = conv(in_channels, 3x3, pad=same, groups=in_channels)
+block tall() = conv(in_height, 1x1) -> maxpool(2x2) -> conv(in_width, 1x1)
+block head(in_channels=7) = fc(in_channels)
+input -> half -> depthwise -> half -> tall -> global_avgpool -> head
+""")
+    convs = [(n.op.filters, n.op.groups) for n in report.graph.nodes if n.op.kind == "conv"]
+    assert convs == [(3, 1), (3, 3), (1, 1), (20, 1), (12, 1)]  # tall: the block's input, not the conv's
+    fcs = [n.op.units for n in report.graph.nodes if n.op.kind == "fc"]
+    assert fcs == [7]  # a parameter of the same name wins
+    halves = [n for n in report.graph.nodes if n.op.kind == "conv" and "half" in n.where()]
+    assert len(halves) == 2
+    vector = cnndsl.check("network V\ninput 4x4x8\nblock w() = fc(in_channels * 2)\ninput -> global_avgpool -> w\n")
+    assert vector.output_shape == (16,)
+    for text, message in (("input -> conv(in_channels, 1x1)", "known only inside a block's body"),
+                          ("block b() = fc(in_height)\ninput -> global_avgpool -> b",
+                           "known only inside the body of a block applied to a feature map")):
+        with pytest.raises(CnnError, match=message):
+            cnndsl.check(f"network E\ninput 4x4x8\n{text}\n")

@@ -108,14 +108,19 @@ def test_pytorch_state_dicts_and_hostile_pickles(tmp_path: Path) -> None:
         read_tensors(tmp_path / "evil.pth")
 
 
-def test_safetensors_order_is_natural_name_order() -> None:
-    names = ["layer1.10.conv1.weight", "layer1.9.conv2.weight", "layer1.9.conv1.weight", "conv1.weight"]
-    assert sorted(names, key=natural_key) == ["conv1.weight", "layer1.9.conv1.weight", "layer1.9.conv2.weight",
-                                              "layer1.10.conv1.weight"]
+def test_safetensors_order_is_guessed_from_the_names() -> None:
+    names = ["layer1.10.conv1", "layer1.9.conv2", "layer1.9.downsample.0", "layer1.9.conv1", "conv1"]
+    assert sorted(names, key=natural_key) == ["conv1", "layer1.9.conv1", "layer1.9.conv2", "layer1.9.downsample.0",
+                                              "layer1.10.conv1"]
+    dense = ["features.norm5", "features.denseblock1.denselayer1.norm1", "features.transition1.norm",
+             "features.norm0", "features.denseblock2.denselayer1.norm1", "features.conv0"]
+    assert sorted(dense, key=natural_key) == ["features.conv0", "features.norm0", "features.denseblock1.denselayer1.norm1",
+                                              "features.transition1.norm", "features.denseblock2.denselayer1.norm1",
+                                              "features.norm5"]
 
 
 TORCHVISION = {"resnet18": "resnet18", "resnet50": "resnet50", "vgg16": "vgg16", "alexnet": "alexnet",
-               "googlenet": "googlenet"}
+               "googlenet": "googlenet", "densenet121": "densenet121"}
 
 
 @pytest.mark.slow

@@ -11,8 +11,10 @@ unused layer of the same kind whose arrays have the spec layer's shapes (after t
 file layer is the tensors sharing a name prefix (`layer1.0.conv1.weight` -> `layer1.0.conv1`); its kind
 comes from its tensors (running statistics: batch norm; a 4-D weight: conv; 2-D: fully connected). "First"
 is the file's order for a PyTorch state dict (the modules' registration order, which torchvision and timm
-keep equal to execution order) and natural name order for safetensors, which stores none: among layers
-of one kind and shape, `layer1.0.conv2` comes before `layer1.1.conv1`. A spec layer with no candidate stops
+keep equal to execution order); safetensors stores none: there the order is guessed from the names, part by part, a
+part's number before its text (`features.conv0`, `features.norm0`, `features.denseblock1`,
+`features.transition1`, ...; `layer1.0.conv2` before `layer1.1.conv1`; `downsample` after `conv2`), which is
+torchvision's and timm's registration order for the examples tested (`natural_key`). A spec layer with no candidate stops
 the import naming it and the file's next unused layer of its kind; file layers left over stop it too.
 
 Layouts (`mapping`):
@@ -42,6 +44,13 @@ class WeightsError(Exception):
     """Weights that cannot be read or do not fit the spec; the message names both sides."""
 
 
+class Tensors(dict):
+    """A file's tensors by name; `ordered` when their order is the order they were written in (a PyTorch
+    state dict's), not natural name order (safetensors keeps none)."""
+
+    ordered: bool = False
+
+
 def read_tensors(path: str | Path) -> dict[str, np.ndarray]:
     """The tensors of a safetensors file (or, with torch installed, a .pth/.pt state dict), in file order."""
     path = Path(path)
@@ -55,16 +64,22 @@ def read_tensors(path: str | Path) -> dict[str, np.ndarray]:
         raise WeightsError("reading safetensors needs the safetensors package: pip install 'cnndsl[weights]'") from None
     try:
         with safe_open(str(path), framework="np") as file:
-            # safetensors keeps no order (it lays tensors out by dtype, then name): natural name order,
-            # numbers compared as numbers (layer2.10 after layer2.9), is what pairing starts from
-            return {name: file.get_tensor(name) for name in sorted(file.keys(), key=natural_key)}
+            # safetensors keeps no order (it lays tensors out by dtype, then name): guess it from the names
+            return Tensors({name: file.get_tensor(name) for name in sorted(file.keys(), key=natural_key)})
     except Exception as err:  # noqa: BLE001 - safetensors raises its own error types for a damaged file
         raise WeightsError(f"{path}: not a readable safetensors file ({type(err).__name__}: {err})") from None
 
 
-def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
-    """`features.10.weight` after `features.9.weight`: text compared as text, digits as numbers."""
-    return tuple((0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", name) if part)
+def natural_key(name: str) -> tuple[tuple[int, int, str], ...]:
+    """The order model zoos register modules in, guessed from names: part by part, a part's number first
+    (`features.norm0` before `features.denseblock1`, `layer2.10` after `layer2.9`, `transition1` before
+    `denseblock2`), then its text; parts without a number after numbered siblings (`downsample` after
+    `conv2`). Only the order among layers of one kind matters to pairing."""
+    key = []
+    for part in name.split("."):
+        match = re.search(r"\d+", part)
+        key.append((0, int(match.group()), part) if match else (1, 0, part))
+    return tuple(key)
 
 
 def _read_torch(path: Path) -> dict[str, np.ndarray]:
@@ -82,7 +97,9 @@ def _read_torch(path: Path) -> dict[str, np.ndarray]:
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise WeightsError(f"{path}: holds a {type(state).__name__}, not a state dict of tensors")
-    return {k: v.detach().cpu().numpy() for k, v in state.items() if hasattr(v, "detach")}
+    tensors = Tensors({k: v.detach().cpu().numpy() for k, v in state.items() if hasattr(v, "detach")})
+    tensors.ordered = True
+    return tensors
 
 
 @dataclass(frozen=True)
@@ -171,7 +188,7 @@ def pair_layers(report: Any, tensors: dict[str, np.ndarray], mapping: str = "aut
     layout = detect_mapping(tensors) if mapping == "auto" else ("keras" if mapping == "keras" else "torch")
     wanted, found = spec_layers(report), file_layers(tensors)
     unused = list(found)
-    pairs = []
+    pairs: list[Pair] = []
     for index, spec in enumerate(wanted):
         candidates = [f for f in unused if f.kind == spec.kind]
         match = next(((f, arrays) for f in candidates if _fits(spec, arrays := _convert(spec, f, layout))), None)
