@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 
 from cnndsl import ir
-from cnndsl.flax_backend import plan
 
 OPSET = 18
 IR_VERSION = 9
@@ -63,6 +62,7 @@ def to_onnx(report: Any, arrays: dict[str, np.ndarray], preprocess: dict[str, An
         from onnx import TensorProto, helper
     except ImportError:
         raise OnnxError("writing ONNX needs the onnx package: pip install 'cnndsl[onnx]'") from None
+    from cnndsl.flax_backend import plan  # here: importing this module (for OnnxError) stays light
 
     graph = report.graph
     shapes = report.node_shapes
