@@ -27,7 +27,7 @@ from cnndsl.settings import TrainingError
 
 def initial_arrays(report: Any, source: str | Path, template: dict[str, Any]) -> tuple[dict[str, np.ndarray], list[str]]:
     """({name: array} to start from, [layers re-initialized, with why]) for the arrays named in `template`."""
-    from cnndsl.interop.weights import WeightsError, converted, file_layers, read_tensors, spec_layers
+    from cnndsl.interop.weights import WeightsError, converted, pair_layers, read_tensors
     from cnndsl.rundir import RunDir
 
     path = Path(source)
@@ -37,8 +37,7 @@ def initial_arrays(report: Any, source: str | Path, template: dict[str, Any]) ->
         arrays = _run_arrays(path)
     else:
         try:
-            tensors = read_tensors(path)
-            arrays = converted(_lenient_pairs(spec_layers(report), file_layers(tensors), tensors))
+            arrays = converted(pair_layers(report, read_tensors(path), strict=False))
         except WeightsError as err:
             raise TrainingError(f"--init: {err}") from None
     taken, fresh = {}, []
@@ -60,22 +59,6 @@ def _run_arrays(run_dir: Path) -> dict[str, np.ndarray]:
 
     loaded = load_run(None, run_dir)
     return {k: np.asarray(v) for k, v in {**loaded.params, **loaded.stats}.items()}
-
-
-def _lenient_pairs(wanted: list[Any], found: list[Any], tensors: dict[str, np.ndarray]) -> list[Any]:
-    """Pairs as `pair_layers` makes them, but a spec layer that no file layer fits is left out (it starts
-    fresh) instead of stopping the import."""
-    from cnndsl.interop.weights import Pair, _convert, _fits, detect_mapping
-
-    layout = detect_mapping(tensors)
-    unused, pairs = list(found), []
-    for spec in wanted:
-        for file in unused:
-            if file.kind == spec.kind and _fits(spec, arrays := _convert(spec, file, layout)):
-                unused.remove(file)
-                pairs.append(Pair(spec, file, {k: arrays[k] for k in spec.shapes}))
-                break
-    return pairs
 
 
 def frozen_names(report: Any, patterns: tuple[str, ...], param_names: list[str]) -> set[str]:

@@ -182,9 +182,11 @@ def detect_mapping(tensors: dict[str, np.ndarray]) -> str:
     return "torch"
 
 
-def pair_layers(report: Any, tensors: dict[str, np.ndarray], mapping: str = "auto") -> list[Pair]:
-    """Every spec layer paired with the file's next layer, arrays converted; a WeightsError at the first
-    pair that does not fit (kind or shape), naming both, or when the counts differ."""
+def pair_layers(report: Any, tensors: dict[str, np.ndarray], mapping: str = "auto", strict: bool = True
+                ) -> list[Pair]:
+    """Every spec layer paired with the file's first unused layer that fits, arrays converted; a
+    WeightsError at the first spec layer nothing fits, naming both sides, or for file layers left over.
+    Not `strict` (fine-tuning): such spec layers are left out (they start fresh) and leftovers ignored."""
     layout = detect_mapping(tensors) if mapping == "auto" else ("keras" if mapping == "keras" else "torch")
     wanted, found = spec_layers(report), file_layers(tensors)
     unused = list(found)
@@ -192,6 +194,8 @@ def pair_layers(report: Any, tensors: dict[str, np.ndarray], mapping: str = "aut
     for index, spec in enumerate(wanted):
         candidates = [f for f in unused if f.kind == spec.kind]
         match = next(((f, arrays) for f in candidates if _fits(spec, arrays := _convert(spec, f, layout))), None)
+        if match is None and not strict:
+            continue
         if match is None:
             need = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in spec.shapes.items())
             other = (f"the file's next {spec.kind}, {candidates[0].name}, has {_shapes_text(candidates[0].tensors)}"
@@ -201,7 +205,7 @@ def pair_layers(report: Any, tensors: dict[str, np.ndarray], mapping: str = "aut
         file, arrays = match
         unused.remove(file)
         pairs.append(Pair(spec, file, {k: arrays[k] for k in spec.shapes}))
-    if unused:
+    if unused and strict:
         extra = ", ".join(f"{layer.name} ({_shapes_text(layer.tensors)})" for layer in unused[:3])
         raise WeightsError(f"{len(unused)} layer{'s' * (len(unused) > 1)} of the file fit no layer of the spec: {extra}"
                            f"{', ...' if len(unused) > 3 else ''}; is it another network?")
