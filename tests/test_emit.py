@@ -66,7 +66,8 @@ def _load(path: Path, module_name: str):
     return module
 
 
-@pytest.mark.parametrize("path", CONCRETE, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", [pytest.param(p, id=p.stem, marks=[pytest.mark.slow] if p.stem == "densenet121" else [])
+                                  for p in CONCRETE])  # DenseNet's 120 convolutions take a minute to trace twice here
 def test_ejected_python_gives_the_same_outputs(path: Path, tmp_path: Path) -> None:
     _check_ejected(path, tmp_path)
 

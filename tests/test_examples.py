@@ -19,6 +19,7 @@ REFERENCE = {
     "resnet18": (11_689_512, 1_814_073_344),
     "resnet50": (25_557_032, 4_089_184_256),
     "densenet121": (7_978_856, 2_834_161_664),  # issue 13's table (torchvision's model, FlopCounterMode / 2)
+    "mobilenet_v2": (3_504_872, 300_774_272),  # issue 13's table
 }
 CONCRETE = [p for p in EXAMPLES if p.name not in FAMILIES]
 

@@ -18,7 +18,7 @@ import cnndsl  # noqa: E402
 from cnndsl.errors import CnnError  # noqa: E402
 from tests.conftest import EXAMPLES, FAMILIES  # noqa: E402
 
-HEAVY = {"vgg16", "resnet50", "googlenet", "zfnet", "alexnet"}  # 224x224 networks: the slow set
+HEAVY = {"vgg16", "resnet50", "googlenet", "zfnet", "alexnet", "densenet121", "mobilenet_v2"}  # 224x224 networks: the slow set
 
 
 def randomized(net: cnndsl.compiler.CompiledNetwork, seed: int) -> tuple[object, dict[str, np.ndarray]]:

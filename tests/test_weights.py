@@ -120,7 +120,7 @@ def test_safetensors_order_is_guessed_from_the_names() -> None:
 
 
 TORCHVISION = {"resnet18": "resnet18", "resnet50": "resnet50", "vgg16": "vgg16", "alexnet": "alexnet",
-               "googlenet": "googlenet", "densenet121": "densenet121"}
+               "googlenet": "googlenet", "densenet121": "densenet121", "mobilenet_v2": "mobilenet_v2"}
 
 
 @pytest.mark.slow
