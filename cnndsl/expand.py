@@ -475,7 +475,7 @@ class _Evaluator:
         return BlockLayer(block, label, span, env.source, body, on_recursion)
 
     def call_combinator(self, name: str, args: list, kwargs: dict, e: n.Call, env: Env) -> Any:
-        """`concat(a | b)`, `add(a | b)`, `residual(body, shortcut=...)`."""
+        """`concat(a | b)`, `add(a | b)`, `mul(a | b)`, `residual(body, shortcut=...)`."""
         if name == "residual":
             bound = self.bind("residual", ["body", "shortcut"], {"body"}, args, kwargs, e.span, env)
             if bound is None:

@@ -179,6 +179,8 @@ class Network(nnx.Module):
             return lrn(x, op.size, op.alpha, op.beta, op.k)
         if isinstance(op, ir.Concat):
             return jnp.concatenate(inputs, axis=-1)
+        if isinstance(op, ir.Mul):
+            return mul(*inputs)
         if isinstance(op, ir.Add):
             total = inputs[0]
             for other in inputs[1:]:
@@ -285,6 +287,16 @@ def pool(x: jax.Array, mode: str, window: tuple[int, int], stride: tuple[int, in
         counted = full
     divisor = jax.lax.reduce_window(ones, 0.0, jax.lax.add, window, strides, counted)
     return total / divisor
+
+
+def mul(*xs: jax.Array) -> jax.Array:
+    """The elementwise product of a `mul` merge; a (B, C) vector scales every position of a (B, H, W, C) map."""
+    rank = max(x.ndim for x in xs)
+    product = None
+    for x in xs:
+        x = x.reshape(x.shape[0], *([1] * (rank - x.ndim)), x.shape[-1]) if x.ndim < rank else x
+        product = x if product is None else product * x
+    return product
 
 
 def adaptive_bins(size: int, out: int) -> list[list[float]]:

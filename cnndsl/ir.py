@@ -204,6 +204,14 @@ class Add(Op):
 
 
 @dataclass(frozen=True)
+class Mul(Op):
+    """Multiplies its inputs elementwise; a channel vector (C,) scales every position of a feature map of
+    C channels (a squeeze-and-excitation gate)."""
+
+    kind: ClassVar[str] = "mul"
+
+
+@dataclass(frozen=True)
 class Frame:
     """A group a node sits in: a block call, a repetition's step (`repeat`), a branch."""
 

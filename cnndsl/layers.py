@@ -221,4 +221,4 @@ FOREIGN_PARAMS = {
 }
 
 #: Layer combinators, handled by the expander: they take layers, not numbers.
-COMBINATORS = ("concat", "add", "residual", "identity")
+COMBINATORS = ("concat", "add", "mul", "residual", "identity")

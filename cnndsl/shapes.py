@@ -187,11 +187,22 @@ def _add(op: ir.Add, shapes: list[ir.Shape]) -> Inferred:
     return Inferred(first)
 
 
+def _mul(op: ir.Mul, shapes: list[ir.Shape]) -> Inferred:
+    out = max(shapes, key=len)  # a feature map if any branch gives one
+    for i, shape in enumerate(shapes, start=1):
+        if shape != out and not (len(shape) == 1 and shape[0] == out[-1]):
+            listing = tuple(f"branch {j} gives {fmt(s)}" for j, s in enumerate(shapes, start=1))
+            raise ShapeIssue(f"`mul` needs branches of one shape, or a vector of {out[-1]} channel weights to scale "
+                             f"a {fmt(out)} feature map; branch {i} gives {fmt(shape)}",
+                             f"end the gate branch with `fc({out[-1]}) -> sigmoid`", listing)
+    return Inferred(out)
+
+
 _RULES: dict[type, Callable[..., Inferred]] = {
     ir.Conv: _conv, ir.Pool: _pool, ir.GlobalPool: _global_pool, ir.AdaptivePool: _adaptive_pool, ir.Dense: _dense,
     ir.Flatten: _flatten,
     ir.Activation: _same, ir.BatchNorm: _same, ir.LocalResponseNorm: _same, ir.Dropout: _same,
-    ir.Concat: _concat, ir.Add: _add,
+    ir.Concat: _concat, ir.Add: _add, ir.Mul: _mul,
 }
 
 

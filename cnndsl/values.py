@@ -174,7 +174,7 @@ class BranchLayer(Layer):
                     outputs.append(branch.apply(g, x))
                 finally:
                     g.leave()
-            op = ir.Concat() if self.mode == "concat" else ir.Add(residual=self.mode == "residual")
+            op = {"concat": ir.Concat(), "mul": ir.Mul()}.get(self.mode) or ir.Add(residual=self.mode == "residual")
             return g.add(op, tuple(outputs), self.span, self.source)
         finally:
             g.leave()

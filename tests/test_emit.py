@@ -66,8 +66,8 @@ def _load(path: Path, module_name: str):
     return module
 
 
-@pytest.mark.parametrize("path", [pytest.param(p, id=p.stem, marks=[pytest.mark.slow] if p.stem == "densenet121" else [])
-                                  for p in CONCRETE])  # DenseNet's 120 convolutions take a minute to trace twice here
+@pytest.mark.parametrize("path", [pytest.param(p, id=p.stem, marks=[pytest.mark.slow] if p.stem in ("densenet121", "mobilenet_v2") else [])
+                                  for p in CONCRETE])  # 20 s to a minute each to trace twice here
 def test_ejected_python_gives_the_same_outputs(path: Path, tmp_path: Path) -> None:
     _check_ejected(path, tmp_path)
 
@@ -75,7 +75,9 @@ def test_ejected_python_gives_the_same_outputs(path: Path, tmp_path: Path) -> No
 def test_ejected_python_of_the_newer_ops(tmp_path: Path) -> None:
     spec = tmp_path / "ops.cnn"
     spec.write_text("network Ops\ninput 13x11x3\ninput -> conv(4, 3x3) -> hardswish -> adaptive_avgpool(3x2) "
-                    "-> hardsigmoid -> fc(5)\n")
+                    "-> mul(identity | global_avgpool -> fc(4) -> sigmoid) -> hardsigmoid -> fc(5)\n")
+    assert main(["compile", str(spec), "--emit", "svg", "-o", str(tmp_path / "ops.svg"), "--quiet"]) == 0
+    assert "mul  3x2x4" in (tmp_path / "ops.svg").read_text()
     _check_ejected(spec, tmp_path)
 
 

@@ -18,7 +18,7 @@ from cnndsl.report import Report
 from cnndsl.shapes import fmt
 
 # Frames that the parallel layout already shows (the fork, the join and the branches side by side).
-_STRUCTURAL = ("concat", "add", "residual", "body", "shortcut")
+_STRUCTURAL = ("concat", "add", "mul", "residual", "body", "shortcut")
 
 FONT = "Helvetica, Arial, sans-serif"
 TITLE_SIZE, SHAPE_SIZE, GROUP_SIZE = 12.0, 10.5, 10.5
@@ -32,7 +32,7 @@ STYLE = {  # op kind -> (fill, stroke)
 }
 _KIND = {ir.Conv: "conv", ir.Pool: "pool", ir.GlobalPool: "pool", ir.AdaptivePool: "pool", ir.Dense: "dense", ir.Flatten: "norm",
          ir.BatchNorm: "norm", ir.LocalResponseNorm: "norm", ir.Dropout: "norm", ir.Activation: "act",
-         ir.Concat: "join", ir.Add: "join", ir.Input: "io"}
+         ir.Concat: "join", ir.Add: "join", ir.Mul: "join", ir.Input: "io"}
 
 
 def _text_width(text: str, size: float) -> float:
@@ -290,7 +290,7 @@ class _Builder:
             return _Box("input", shape, "io", f"input {shape}")
         row = self.rows[node.name]
         tip = f"{node.name}: {row.op} -> {shape}; {row.params:,} params, {row.macs:,} MACs (line {row.line})"
-        if isinstance(node.op, (ir.Add, ir.Concat)):
+        if isinstance(node.op, (ir.Add, ir.Concat, ir.Mul)):
             return _Box(f"{node.op.kind}  {shape}", "", "join", tip, JOIN_H)
         return _Box(row.op, shape, kind, tip)
 

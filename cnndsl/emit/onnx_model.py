@@ -76,7 +76,7 @@ def to_onnx(report: Any, arrays: dict[str, np.ndarray], preprocess: dict[str, An
     values = {0: b.add("Transpose", [x], "to_nchw", perm=[0, 3, 1, 2])}
     for step in plan(graph, shapes):
         ins = [values[i] for i in step.inputs]
-        values[step.id] = _lower(b, step, ins, arrays, shapes[step.id])
+        values[step.id] = _lower(b, step, ins, arrays, shapes[step.id], [shapes[i] for i in step.inputs])
     out = values[graph.output]
     out_shape = shapes[graph.output]
     if len(out_shape) == 3:  # an image: back to channels last
@@ -98,7 +98,8 @@ def _param(arrays: dict[str, np.ndarray], name: str) -> np.ndarray:
     return np.asarray(arrays[name], np.float32)
 
 
-def _lower(b: _Builder, step: Any, ins: list[str], arrays: dict[str, np.ndarray], out_shape: tuple[int, ...]) -> str:
+def _lower(b: _Builder, step: Any, ins: list[str], arrays: dict[str, np.ndarray], out_shape: tuple[int, ...],
+           in_shapes: list[tuple[int, ...]]) -> str:
     """ONNX nodes for one IR step; returns the name of its output (NCHW for images)."""
     op, name, x = step.op, step.name, ins[0]
     if isinstance(op, ir.Conv):
@@ -144,6 +145,15 @@ def _lower(b: _Builder, step: Any, ins: list[str], arrays: dict[str, np.ndarray]
         return b.add("Concat", ins, name, axis=1)  # channels: axis 1 of NCHW and of (N, C)
     if isinstance(op, ir.Add):
         return b.add("Sum", ins, name) if len(ins) > 2 else b.add("Add", ins, name)
+    if isinstance(op, ir.Mul):  # a (N, C) gate becomes (N, C, 1, 1) to scale an NCHW map
+        rank = len(out_shape)
+        axes = b.constant(f"{name}/axes", np.asarray([2, 3], np.int64))
+        shaped = [b.add("Unsqueeze", [x_i, axes], name) if rank == 3 and len(s) == 1 else x_i
+                  for x_i, s in zip(ins, in_shapes)]
+        product = shaped[0]
+        for other in shaped[1:]:
+            product = b.add("Mul", [product, other], name)
+        return product
     raise OnnxError(f"no ONNX lowering for {op.label()} ({name})")
 
 

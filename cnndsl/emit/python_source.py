@@ -13,7 +13,7 @@ import re
 
 from cnndsl import ir
 from cnndsl.flax_backend import (ACTIVATION_CODE, DTYPE_POLICY, BatchNorm, Step, adaptive_avgpool, adaptive_bins,
-                                 layer_constructor, lrn, plan, pool)
+                                 layer_constructor, lrn, mul, plan, pool)
 from cnndsl.report import Report
 from cnndsl.shapes import fmt
 
@@ -65,6 +65,8 @@ def _call(step: Step, names: dict[int, str]) -> str:
         return f"jnp.concatenate([{', '.join(inputs)}], axis=-1)"
     if isinstance(op, ir.Add):
         return " + ".join(inputs)
+    if isinstance(op, ir.Mul):
+        return f"mul({', '.join(inputs)})"
     raise NotImplementedError(type(op).__name__)
 
 
@@ -94,6 +96,8 @@ def to_python(report: Report, origin: str = "") -> str:
         helpers.append(inspect.getsource(pool))
     if any(isinstance(s.op, ir.LocalResponseNorm) for s in steps):
         helpers.append(inspect.getsource(lrn))
+    if any(isinstance(s.op, ir.Mul) for s in steps):
+        helpers.append(inspect.getsource(mul))
     if any(isinstance(s.op, ir.AdaptivePool) for s in steps):
         helpers += [inspect.getsource(adaptive_bins), inspect.getsource(adaptive_avgpool)]
     if any(isinstance(s.op, ir.BatchNorm) for s in steps):
