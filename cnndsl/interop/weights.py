@@ -113,11 +113,11 @@ class FileLayer:
 
 @dataclass(frozen=True)
 class SpecLayer:
-    """One layer of the spec with parameters: node name, kind, op, its input shape and its arrays' shapes."""
+    """One layer of the spec with parameters: node name, kind, its input shape, its arrays' shapes, and how
+    messages name it (`conv3 conv(64, 3x3) at line 12`)."""
 
     name: str
     kind: str
-    op: ir.Op
     in_shape: tuple[int, ...]
     shapes: dict[str, tuple[int, ...]]
     where: str
@@ -169,7 +169,7 @@ def spec_layers(report: Any) -> list[SpecLayer]:
         in_shape = tuple(shapes[node.inputs[0]])
         arrays = {name.split("/", 1)[1]: tuple(shape)
                   for name, shape in parameter_shapes(node.op, in_shape, node.name).items()}
-        layers.append(SpecLayer(node.name, kind, node.op, in_shape, arrays,
+        layers.append(SpecLayer(node.name, kind, in_shape, arrays,
                                 f"{node.name} {node.op.label()} at line {node.span.line}"))
     return layers
 
