@@ -31,9 +31,17 @@ def node_cost(op: ir.Op, in_shape: ir.Shape, out_shape: ir.Shape) -> Cost:
     if isinstance(op, ir.Dense):
         fan_in = math.prod(in_shape)
         return Cost(fan_in * op.units + (op.units if op.bias else 0), 0, fan_in * op.units)
+    if isinstance(op, ir.Linear):
+        channels = in_shape[-1]
+        return Cost(channels * op.units + (op.units if op.bias else 0), 0,
+                    math.prod(out_shape[:-1]) * channels * op.units)
     if isinstance(op, ir.BatchNorm):
         channels = out_shape[-1]
         return Cost(2 * channels, 2 * channels, 0)
+    if isinstance(op, ir.LayerNorm):
+        return Cost(2 * out_shape[-1], 0, 0)
+    if isinstance(op, ir.LayerScale):
+        return Cost(out_shape[-1], 0, 0)
     return Cost()
 
 
@@ -44,8 +52,12 @@ def parameter_shapes(op: ir.Op, in_shape: ir.Shape, name: str) -> dict[str, tupl
               NAME/bias   (filters,)
         fc    NAME/kernel (in_features, units)     a 3-D input flattened in H, W, C order first
               NAME/bias   (units,)
+        linear NAME/kernel (channels, units)       applied at every position, no flattening
+               NAME/bias   (units,)
         bn    NAME/scale, NAME/bias  (channels,)   trainable
               NAME/mean, NAME/var    (channels,)   running statistics (state)
+        ln    NAME/scale, NAME/bias  (channels,)
+        layer_scale NAME/scale (channels,)
 
     PyTorch stores conv weights OIHW and linear weights (out, in): transpose (2, 3, 1, 0) and (1, 0)."""
     if isinstance(op, ir.Conv):
@@ -54,6 +66,13 @@ def parameter_shapes(op: ir.Op, in_shape: ir.Shape, name: str) -> dict[str, tupl
     if isinstance(op, ir.Dense):
         arrays = {"kernel": (math.prod(in_shape), op.units)}
         return {f"{name}/{k}": v for k, v in ({**arrays, "bias": (op.units,)} if op.bias else arrays).items()}
+    if isinstance(op, ir.Linear):
+        arrays = {"kernel": (in_shape[-1], op.units)}
+        return {f"{name}/{k}": v for k, v in ({**arrays, "bias": (op.units,)} if op.bias else arrays).items()}
     if isinstance(op, ir.BatchNorm):
         return {f"{name}/{k}": (in_shape[-1],) for k in ("scale", "bias", "mean", "var")}
+    if isinstance(op, ir.LayerNorm):
+        return {f"{name}/{k}": (in_shape[-1],) for k in ("scale", "bias")}
+    if isinstance(op, ir.LayerScale):
+        return {f"{name}/scale": (in_shape[-1],)}
     return {}

@@ -159,9 +159,9 @@ class Network(nnx.Module):
 
     def _run(self, step: Step, inputs: list[jax.Array], rngs: nnx.Rngs | None, layer: nnx.Module | None) -> jax.Array:
         op, x = step.op, inputs[0]
-        if isinstance(op, ir.Dropout):
+        if isinstance(op, (ir.Dropout, ir.DropPath)):
             return layer(x, rngs=rngs)
-        if isinstance(op, (ir.Conv, ir.BatchNorm)):
+        if isinstance(op, (ir.Conv, ir.BatchNorm, ir.LayerNorm, ir.Linear, ir.LayerScale)):
             return layer(x)
         if isinstance(op, ir.Dense):
             return layer(x.reshape(x.shape[0], -1))
@@ -203,9 +203,10 @@ class _Copy(nnx.Module):
         self.layers = nnx.List(layers)
 
 
-#: How each NNX layer class takes dtypes: "compute" layers run in the network's `dtype`, batch norm
-#: always normalizes in float32, dropout has no dtype. All but dropout get `param_dtype`.
-DTYPE_POLICY = {"Conv": "compute", "Linear": "compute", "BatchNorm": "float32", "Dropout": None}
+#: How each NNX layer class takes dtypes: "compute" layers run in the network's `dtype`, batch and layer
+#: norm always normalize in float32, dropout has no dtype. All but dropout get `param_dtype`.
+DTYPE_POLICY = {"Conv": "compute", "Linear": "compute", "BatchNorm": "float32", "LayerNorm": "float32",
+                "LayerScale": "compute", "Dropout": None}
 
 
 def layer_constructor(step: Step) -> tuple[str, tuple[Any, ...], dict[str, Any]] | None:
@@ -227,8 +228,16 @@ def layer_constructor(step: Step) -> tuple[str, tuple[Any, ...], dict[str, Any]]
         return "Linear", (math.prod(step.in_shape), op.units), ({} if op.bias else {"use_bias": False})
     if isinstance(op, ir.BatchNorm):
         return "BatchNorm", (step.in_shape[-1],), {"momentum": op.momentum, "epsilon": op.eps}
+    if isinstance(op, ir.Linear):
+        return "Linear", (step.in_shape[-1], op.units), ({} if op.bias else {"use_bias": False})
+    if isinstance(op, ir.LayerNorm):  # two-pass variance, as PyTorch computes it
+        return "LayerNorm", (step.in_shape[-1],), {"epsilon": op.eps, "use_fast_variance": False}
+    if isinstance(op, ir.LayerScale):
+        return "LayerScale", (step.in_shape[-1], op.init), {}
     if isinstance(op, ir.Dropout):
         return "Dropout", (op.rate,), {}
+    if isinstance(op, ir.DropPath):  # one draw per example: every other axis shares it
+        return "Dropout", (op.rate,), {"broadcast_dims": tuple(range(1, len(step.in_shape) + 1))}
     return None
 
 
@@ -261,8 +270,22 @@ class BatchNorm(nnx.BatchNorm):
         return y
 
 
-#: The class each `layer_constructor` name builds: NNX's own, except batch norm (unbiased running variance).
-LAYER_CLASSES: dict[str, Any] = {"Conv": nnx.Conv, "Linear": nnx.Linear, "BatchNorm": BatchNorm, "Dropout": nnx.Dropout}
+class LayerScale(nnx.Module):
+    """A learnable per-channel scale `x * scale` over the last axis, every factor starting at `init`."""
+
+    def __init__(self, channels: int, init: float, *, dtype: Any = None, param_dtype: Any = jnp.float32,
+                 rngs: nnx.Rngs | None = None) -> None:
+        self.scale = nnx.Param(jnp.full((channels,), init, param_dtype))
+        self.dtype = dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return x * self.scale[...].astype(self.dtype or x.dtype)
+
+
+#: The class each `layer_constructor` name builds: NNX's own, except batch norm (unbiased running variance)
+#: and the layer scale NNX does not have.
+LAYER_CLASSES: dict[str, Any] = {"Conv": nnx.Conv, "Linear": nnx.Linear, "BatchNorm": BatchNorm,
+                                 "LayerNorm": nnx.LayerNorm, "LayerScale": LayerScale, "Dropout": nnx.Dropout}
 
 
 # `pool` and `lrn` take plain values: `emit/python_source.py` copies their source into ejected files.

@@ -186,6 +186,45 @@ class Dropout(Op):
 
 
 @dataclass(frozen=True)
+class DropPath(Op):
+    """Stochastic depth (`drop_path(p)`): in training each example's whole input is zeroed with probability
+    `rate` and kept ones scaled by 1 / (1 - rate) (torchvision's StochasticDepth "row" mode, timm's DropPath);
+    the identity in evaluation. On a residual body it drops the body for that example."""
+
+    kind: ClassVar[str] = "drop_path"
+    positional: ClassVar[int] = 1
+    rate: float = 0.0
+
+
+@dataclass(frozen=True)
+class LayerNorm(Op):
+    """Layer normalization over the channel (last) axis at each position, with a learnable per-channel scale
+    and offset (PyTorch's LayerNorm(C) on channels-last data, ConvNeXt's LayerNorm2d)."""
+
+    kind: ClassVar[str] = "ln"
+    eps: float = 1e-5
+
+
+@dataclass(frozen=True)
+class Linear(Op):
+    """A fully connected map of the channel (last) axis at every position: (H, W, C) -> (H, W, units), or
+    (C,) -> (units,) (ConvNeXt's pointwise MLP; a 1x1 convolution computed as a matrix product)."""
+
+    kind: ClassVar[str] = "linear"
+    positional: ClassVar[int] = 1
+    units: int = 1
+    bias: bool = True
+
+
+@dataclass(frozen=True)
+class LayerScale(Op):
+    """A learnable per-channel scale, every channel's factor starting at `init` (ConvNeXt's, CaiT's)."""
+
+    kind: ClassVar[str] = "layer_scale"
+    init: float = 1e-6
+
+
+@dataclass(frozen=True)
 class Concat(Op):
     """Concatenates its inputs on the channel (last) axis, in branch order."""
 
@@ -209,6 +248,10 @@ class Mul(Op):
     C channels (a squeeze-and-excitation gate)."""
 
     kind: ClassVar[str] = "mul"
+
+
+#: The ops that hold arrays (parameters, and batch norm's running statistics); the rest compute from inputs only.
+PARAMETERIZED: tuple[type[Op], ...] = (Conv, Dense, Linear, BatchNorm, LayerNorm, LayerScale)
 
 
 @dataclass(frozen=True)

@@ -155,6 +155,11 @@ def _flatten(op: ir.Flatten, shapes: list[ir.Shape]) -> Inferred:
     return Inferred((math.prod(shape),))
 
 
+def _linear(op: ir.Linear, shapes: list[ir.Shape]) -> Inferred:
+    (shape,) = shapes
+    return Inferred(shape[:-1] + (op.units,))
+
+
 def _same(op: ir.Op, shapes: list[ir.Shape]) -> Inferred:
     (shape,) = shapes
     return Inferred(shape)
@@ -188,20 +193,27 @@ def _add(op: ir.Add, shapes: list[ir.Shape]) -> Inferred:
 
 
 def _mul(op: ir.Mul, shapes: list[ir.Shape]) -> Inferred:
-    out = max(shapes, key=len)  # a feature map if any branch gives one
-    for i, shape in enumerate(shapes, start=1):
-        if shape != out and not (len(shape) == 1 and shape[0] == out[-1]):
+    """Numpy broadcasting, channels last: a vector (C,) is a 1x1xC map, and a gate of 1x1xC (or (C,)) scales
+    every position of an HxWxC map (squeeze-and-excitation, with fc or with 1x1 convolutions)."""
+    rank = max(len(s) for s in shapes)
+    aligned = [(1,) * (rank - len(s)) + tuple(s) for s in shapes]
+    out = tuple(max(dims) for dims in zip(*aligned))
+    for i, (shape, dims) in enumerate(zip(shapes, aligned), start=1):
+        if any(d not in (1, o) for d, o in zip(dims, out)):
             listing = tuple(f"branch {j} gives {fmt(s)}" for j, s in enumerate(shapes, start=1))
-            raise ShapeIssue(f"`mul` needs branches of one shape, or a vector of {out[-1]} channel weights to scale "
-                             f"a {fmt(out)} feature map; branch {i} gives {fmt(shape)}",
-                             f"end the gate branch with `fc({out[-1]}) -> sigmoid`", listing)
+            raise ShapeIssue(f"`mul` needs branches of one shape, or a vector of {out[-1]} channel weights (or a "
+                             f"1x1x{out[-1]} map) to scale a {fmt(out)} feature map; branch {i} gives {fmt(shape)}",
+                             f"end the gate branch with `fc({out[-1]}) -> sigmoid` or `conv({out[-1]}, 1x1) -> sigmoid`",
+                             listing)
     return Inferred(out)
 
 
 _RULES: dict[type, Callable[..., Inferred]] = {
     ir.Conv: _conv, ir.Pool: _pool, ir.GlobalPool: _global_pool, ir.AdaptivePool: _adaptive_pool, ir.Dense: _dense,
     ir.Flatten: _flatten,
+    ir.Linear: _linear,
     ir.Activation: _same, ir.BatchNorm: _same, ir.LocalResponseNorm: _same, ir.Dropout: _same,
+    ir.DropPath: _same, ir.LayerNorm: _same, ir.LayerScale: _same,
     ir.Concat: _concat, ir.Add: _add, ir.Mul: _mul,
 }
 

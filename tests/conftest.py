@@ -14,6 +14,11 @@ os.environ.setdefault("CNNDSL_CACHE", tempfile.mkdtemp(prefix="cnndsl-test-cache
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.cnn"))
 FAMILIES = {"course.cnn", "course_cifar.cnn"}  # examples that are families on purpose: nothing is bound
+#: Deep 224x224 examples: tracing one takes 10 s to a minute here, so checks that trace them again (ejected
+#: source, ONNX) are in the slow set; the fast set checks every op they use on small networks.
+DEEP_EXAMPLES = {"densenet121", "mobilenet_v2", "efficientnet_b0", "convnext_tiny"}
+#: Every 224x224 example: their ONNX Runtime checks are in the slow set.
+HEAVY_EXAMPLES = {"vgg16", "resnet50", "googlenet", "zfnet", "alexnet"} | DEEP_EXAMPLES
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,7 @@ import pytest
 import cnndsl
 from cnndsl.cli import main
 from cnndsl.emit.ir_json import SCHEMA, to_json
-from tests.conftest import EXAMPLES, FAMILIES
+from tests.conftest import EXAMPLES, FAMILIES, DEEP_EXAMPLES
 
 CONCRETE = [p for p in EXAMPLES if p.name not in FAMILIES]
 
@@ -66,7 +66,7 @@ def _load(path: Path, module_name: str):
     return module
 
 
-@pytest.mark.parametrize("path", [pytest.param(p, id=p.stem, marks=[pytest.mark.slow] if p.stem in ("densenet121", "mobilenet_v2") else [])
+@pytest.mark.parametrize("path", [pytest.param(p, id=p.stem, marks=[pytest.mark.slow] if p.stem in DEEP_EXAMPLES else [])
                                   for p in CONCRETE])  # 20 s to a minute each to trace twice here
 def test_ejected_python_gives_the_same_outputs(path: Path, tmp_path: Path) -> None:
     _check_ejected(path, tmp_path)
@@ -75,9 +75,12 @@ def test_ejected_python_gives_the_same_outputs(path: Path, tmp_path: Path) -> No
 def test_ejected_python_of_the_newer_ops(tmp_path: Path) -> None:
     spec = tmp_path / "ops.cnn"
     spec.write_text("network Ops\ninput 13x11x3\ninput -> conv(4, 3x3) -> hardswish -> adaptive_avgpool(3x2) "
-                    "-> mul(identity | global_avgpool -> fc(4) -> sigmoid) -> hardsigmoid -> fc(5)\n")
+                    "-> mul(identity | global_avgpool -> fc(4) -> sigmoid) -> hardsigmoid "
+                    "-> residual(ln(eps=1e-6) -> linear(8) -> gelu -> linear(4) -> layer_scale(0.5) -> drop_path(0.1)) "
+                    "-> mul(adaptive_avgpool(1x1) -> conv(4, 1x1) -> sigmoid | identity) -> fc(5)\n")
     assert main(["compile", str(spec), "--emit", "svg", "-o", str(tmp_path / "ops.svg"), "--quiet"]) == 0
-    assert "mul  3x2x4" in (tmp_path / "ops.svg").read_text()
+    svg = (tmp_path / "ops.svg").read_text()
+    assert "mul  3x2x4" in svg and "layer_scale" in svg and "drop_path(0.1)" in svg and "linear(8)" in svg
     _check_ejected(spec, tmp_path)
 
 

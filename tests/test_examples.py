@@ -20,6 +20,8 @@ REFERENCE = {
     "resnet50": (25_557_032, 4_089_184_256),
     "densenet121": (7_978_856, 2_834_161_664),  # issue 13's table (torchvision's model, FlopCounterMode / 2)
     "mobilenet_v2": (3_504_872, 300_774_272),  # issue 13's table
+    "efficientnet_b0": (5_288_548, 385_814_752),  # issue 13's table
+    "convnext_tiny": (28_589_128, 4_455_531_264),  # issue 13's table
 }
 CONCRETE = [p for p in EXAMPLES if p.name not in FAMILIES]
 

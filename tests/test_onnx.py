@@ -16,9 +16,7 @@ ort = pytest.importorskip("onnxruntime")
 
 import cnndsl  # noqa: E402
 from cnndsl.errors import CnnError  # noqa: E402
-from tests.conftest import EXAMPLES, FAMILIES  # noqa: E402
-
-HEAVY = {"vgg16", "resnet50", "googlenet", "zfnet", "alexnet", "densenet121", "mobilenet_v2"}  # 224x224 networks: the slow set
+from tests.conftest import EXAMPLES, FAMILIES, HEAVY_EXAMPLES  # noqa: E402
 
 
 def randomized(net: cnndsl.compiler.CompiledNetwork, seed: int) -> tuple[object, dict[str, np.ndarray]]:
@@ -70,7 +68,7 @@ def agree(net: cnndsl.compiler.CompiledNetwork, seed: int = 0, preprocess: dict 
 CONCRETE = [p for p in EXAMPLES if p.name not in FAMILIES]
 
 
-@pytest.mark.parametrize("path", [pytest.param(p, id=p.stem, marks=[pytest.mark.slow] if p.stem in HEAVY else [])
+@pytest.mark.parametrize("path", [pytest.param(p, id=p.stem, marks=[pytest.mark.slow] if p.stem in HEAVY_EXAMPLES else [])
                                   for p in CONCRETE])
 def test_every_example_runs_in_onnx_runtime_as_in_jax(path: Path) -> None:
     assert agree(cnndsl.compile(path, set={"classes": 5} if path.stem == "photos" else None)) <= 1e-4
@@ -83,7 +81,7 @@ def random_network(rng: np.random.Generator) -> str:
     width = channels
     for _ in range(int(rng.integers(2, 7))):
         kind = rng.choice(["conv", "conv", "pool", "bn", "lrn", "act", "act", "dropout", "concat", "add", "residual",
-                           "adaptive", "se"])
+                           "adaptive", "se", "se_conv", "ln", "linear", "layer_scale", "convnext"])
         if kind == "conv":
             groups = int(rng.choice([g for g in (1, 2, width) if width % g == 0]))
             filters = groups * int(rng.integers(1, 4))
@@ -102,6 +100,19 @@ def random_network(rng: np.random.Generator) -> str:
             layers.append(f"{mode}pool({w}x{w}, {', '.join(options)})")
         elif kind == "se":
             layers.append(f"mul(identity | global_avgpool -> fc({max(1, width // 2)}) -> relu -> fc({width}) -> sigmoid)")
+        elif kind == "se_conv":
+            layers.append(f"mul(adaptive_avgpool(1x1) -> conv({max(1, width // 2)}, 1x1) -> silu -> conv({width}, 1x1) "
+                          "-> sigmoid | identity)")
+        elif kind == "ln":
+            layers.append(rng.choice(["ln", "ln(eps=1e-6)"]))
+        elif kind == "linear":
+            width = int(rng.integers(1, 7))
+            layers.append(f"linear({width}, bias={rng.choice(['true', 'false'])})")
+        elif kind == "layer_scale":
+            layers.append(f"layer_scale({rng.choice(['1e-6', '0.5', '2'])})")
+        elif kind == "convnext":
+            layers.append(f"residual(conv({width}, 3x3, pad=1, groups={width}) -> ln -> linear({2 * width}) -> gelu "
+                          f"-> linear({width}) -> layer_scale(0.5) -> drop_path(0.2))")
         elif kind == "adaptive":
             layers.append(f"adaptive_avgpool({int(rng.integers(1, 6))}x{int(rng.integers(1, 6))})")
         elif kind == "bn":
@@ -122,12 +133,12 @@ def random_network(rng: np.random.Generator) -> str:
         else:
             layers.append(f"residual(conv({width}, 3x3, pad=same, bias=false) -> bn -> relu)")
     end = rng.choice(["global_avgpool -> fc(5)", "global_maxpool -> fc(4) -> softmax", "flatten -> fc(3)",
-                      "fc(6) -> relu -> fc(2)", "", "softmax"])
+                      "fc(6) -> relu -> fc(2)", "", "softmax", "global_avgpool -> ln -> linear(3) -> layer_scale(2)"])
     chain = " -> ".join(["input", *layers] + ([str(end)] if end else []))
     return f"network R\ninput {size}x{size}x{channels}\n{chain}\n"
 
 
-@pytest.mark.parametrize("count, seed", [(25, 13), pytest.param(300, 14, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("count, seed", [(30, 13), pytest.param(300, 14, marks=pytest.mark.slow)])
 def test_random_networks_run_in_onnx_runtime_as_in_jax(count: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
     checked = 0
@@ -143,7 +154,7 @@ def test_random_networks_run_in_onnx_runtime_as_in_jax(count: int, seed: int) ->
         kinds |= {node.op.kind for node in net.report.graph.nodes}
         checked += 1
     assert {"conv", "pool", "bn", "lrn", "activation", "concat", "add", "fc", "global_pool", "adaptive_pool",
-            "mul"} <= kinds
+            "mul", "ln", "linear", "layer_scale", "drop_path"} <= kinds
 
 
 def test_the_cli_writes_a_checked_model_of_a_run_with_its_normalization(tmp_path: Path) -> None:
@@ -242,3 +253,97 @@ input -> conv(8, 3x3, pad=same) -> se -> mul(identity | relu | conv(8, 1x1)) -> 
     assert agree(net) <= 1e-5
     with pytest.raises(CnnError, match=r"`mul` needs branches of one shape, or a vector of 8 channel weights"):
         cnndsl.check("network B\ninput 4x4x8\ninput -> mul(identity | global_avgpool -> fc(3))\n")
+
+
+def test_layer_norm_linear_and_layer_scale_match_numpy() -> None:
+    """`ln`, `linear`, `layer_scale` (issue 13, part 3) on a feature map and on a vector, against their
+    numpy definitions (PyTorch's LayerNorm over channels, a per-position matrix product), with gradients
+    for the input and every parameter, and in ONNX Runtime."""
+    import jax
+    from flax import nnx
+
+    net = cnndsl.compile("""network M
+input 5x4x6
+input -> ln(eps=1e-6) -> linear(9) -> layer_scale(0.25) -> linear(3, bias=false) -> global_avgpool -> ln -> linear(4)
+""")
+    assert [r.params for r in net.report.rows] == [12, 63, 9, 27, 0, 6, 16]
+    assert [r.macs for r in net.report.rows] == [0, 20 * 6 * 9, 0, 20 * 9 * 3, 0, 0, 12]
+    model, arrays = randomized(net, 3)
+    x = np.random.default_rng(4).normal(2.0, 3.0, size=(2, 5, 4, 6)).astype(np.float32)
+    out = {k: np.asarray(v) for k, v in model(x, all_outputs=True).items()}
+
+    def layer_norm(v: np.ndarray, name: str, eps: float) -> np.ndarray:
+        v = v.astype(np.float64)
+        mean, var = v.mean(-1, keepdims=True), v.var(-1, keepdims=True)
+        return (v - mean) / np.sqrt(var + eps) * arrays[f"{name}/scale"] + arrays[f"{name}/bias"]
+
+    expected = layer_norm(x, "ln1", 1e-6)
+    np.testing.assert_allclose(out["ln1"], expected, rtol=1e-5, atol=1e-5)
+    expected = expected @ arrays["linear1/kernel"] + arrays["linear1/bias"]
+    np.testing.assert_allclose(out["linear1"], expected, rtol=1e-4, atol=1e-5)
+    expected = expected * arrays["layer_scale1/scale"]
+    np.testing.assert_allclose(out["layer_scale1"], expected, rtol=1e-4, atol=1e-5)
+    expected = (expected @ arrays["linear2/kernel"]).mean(axis=(1, 2))
+    expected = layer_norm(expected, "ln2", 1e-5) @ arrays["linear3/kernel"] + arrays["linear3/bias"]
+    np.testing.assert_allclose(out["linear3"], expected, rtol=1e-4, atol=1e-5)
+    assert float(np.abs(np.asarray(nnx.state(net.init(0), nnx.Param)["layer_scale1"]["scale"][...]) - 0.25).max()) == 0
+
+    graphdef, state = nnx.split(model)
+    grads = jax.grad(lambda s, v: (nnx.merge(graphdef, s)(v) ** 2).sum())(state, jax.numpy.asarray(x))
+    from cnndsl.flax_backend import flatten_state
+
+    for name, grad in flatten_state(grads)[2].items():
+        assert np.isfinite(np.asarray(grad)).all() and float(np.abs(grad).sum()) > 0, name
+    assert agree(net) <= 1e-5
+
+
+def test_drop_path_drops_whole_examples_in_training_only() -> None:
+    """`drop_path(p)`: each example's input kept whole (scaled by 1 / (1 - p)) or zeroed whole, about a
+    fraction p zeroed, the identity in evaluation and in ONNX; on a residual body it drops the body."""
+    import jax
+
+    net = cnndsl.compile("network D\ninput 3x2x4\ninput -> drop_path(0.25)\n")
+    model = net.init(0)
+    x = np.random.default_rng(0).uniform(1, 2, (4000, 3, 2, 4)).astype(np.float32)
+    y = np.asarray(model(x)).reshape(4000, -1)
+    kept = np.all(y != 0, axis=1)
+    assert np.array_equal(kept, np.any(y != 0, axis=1))  # whole examples, never parts of one
+    assert abs(kept.mean() - 0.75) < 0.03
+    np.testing.assert_allclose(y[kept], x.reshape(4000, -1)[kept] / 0.75, rtol=1e-6)
+    from flax import nnx
+
+    grad = jax.grad(lambda v: model(v, rngs=nnx.Rngs(dropout=3)).sum())(jax.numpy.asarray(x[:64]))
+    grad = np.asarray(grad).reshape(64, -1)
+    assert np.all((grad == 0) | np.isclose(grad, 1 / 0.75)) and (grad == 0).any() and (grad != 0).any()
+    model.eval()
+    np.testing.assert_array_equal(np.asarray(model(x)), x)
+
+    net = cnndsl.compile("network R\ninput 3x3x2\ninput -> residual(conv(2, 1x1) -> drop_path(0.5)) -> fc(2)\n")
+    model = net.init(1)
+    inputs = np.random.default_rng(2).uniform(1, 2, (64, 3, 3, 2)).astype(np.float32)
+    out = model(inputs, all_outputs=True)
+    body, total = np.asarray(out["drop_path1"]), np.asarray(out["add1"])
+    dropped = np.all(body.reshape(64, -1) == 0, axis=1)
+    assert 0 < dropped.sum() < 64  # some examples keep the body, some skip it
+    np.testing.assert_array_equal(total[dropped], inputs[dropped])
+    np.testing.assert_allclose(total[~dropped], inputs[~dropped] + np.asarray(out["conv1"])[~dropped] / 0.5, rtol=1e-5)
+    assert agree(net) <= 1e-5
+    with pytest.raises(CnnError, match="expected a number from 0 up to"):
+        cnndsl.check("network B\ninput 4x4x3\ninput -> drop_path(1)\n")
+
+
+def test_mul_takes_a_1x1_gate_map_and_broadcasts_it() -> None:
+    """torchvision's squeeze-and-excitation computes its gate with 1x1 convolutions on a 1x1xC map."""
+    net = cnndsl.compile("""network G
+input 5x6x4
+input -> mul(identity | adaptive_avgpool(1x1) -> conv(2, 1x1) -> relu -> conv(4, 1x1) -> sigmoid) -> fc(2)
+""")
+    assert net.report.rows[-2].output_shape == (5, 6, 4)
+    model, _ = randomized(net, 0)
+    x = np.random.default_rng(1).normal(size=(2, 5, 6, 4)).astype(np.float32)
+    out = {k: np.asarray(v) for k, v in model(x, all_outputs=True).items()}
+    np.testing.assert_allclose(out["mul1"], x * out["sigmoid1"], rtol=1e-6)
+    assert out["sigmoid1"].shape == (2, 1, 1, 4)
+    assert agree(net) <= 1e-5
+    with pytest.raises(CnnError, match=r"\(or a 1x1x4 map\) to scale a 5x6x4 feature map; branch 2 gives 1x1x3"):
+        cnndsl.check("network B\ninput 5x6x4\ninput -> mul(identity | adaptive_avgpool(1x1) -> conv(3, 1x1))\n")

@@ -117,10 +117,16 @@ def test_safetensors_order_is_guessed_from_the_names() -> None:
     assert sorted(dense, key=natural_key) == ["features.conv0", "features.norm0", "features.denseblock1.denselayer1.norm1",
                                               "features.transition1.norm", "features.denseblock2.denselayer1.norm1",
                                               "features.norm5"]
+    convnext = ["classifier.0", "features.7.0.block.2", "features.0.1", "features.1.0.block.2"]  # LayerNorms
+    assert sorted(convnext, key=natural_key) == ["features.0.1", "features.1.0.block.2", "features.7.0.block.2",
+                                                 "classifier.0"]
+    timm = ["stages.0.blocks.0.norm", "head.norm", "stem.1"]
+    assert sorted(timm, key=natural_key) == ["stem.1", "stages.0.blocks.0.norm", "head.norm"]
 
 
 TORCHVISION = {"resnet18": "resnet18", "resnet50": "resnet50", "vgg16": "vgg16", "alexnet": "alexnet",
-               "googlenet": "googlenet", "densenet121": "densenet121", "mobilenet_v2": "mobilenet_v2"}
+               "googlenet": "googlenet", "densenet121": "densenet121", "mobilenet_v2": "mobilenet_v2",
+               "efficientnet_b0": "efficientnet_b0", "convnext_tiny": "convnext_tiny"}
 
 
 @pytest.mark.slow
@@ -133,10 +139,18 @@ def test_examples_equal_torchvisions_networks_with_its_random_weights(example: s
     kwargs = {"aux_logits": False, "init_weights": True, "transform_input": False} if example == "googlenet" else {}
     module = getattr(torchvision.models, TORCHVISION[example])(**kwargs).eval()
     torch.manual_seed(0)
-    for m in module.modules():  # running statistics that are not the defaults
+    for m in module.modules():  # running statistics, layer norms and layer scales that are not the defaults
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.normal_(0, 0.1)
             m.running_var.uniform_(0.5, 1.5)
+        if isinstance(m, torch.nn.LayerNorm):
+            with torch.no_grad():
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0, 0.1)
+    for name, parameter in module.named_parameters():
+        if name.endswith("layer_scale"):  # ConvNeXt's start at 1e-6: its blocks would hardly count
+            with torch.no_grad():
+                parameter.uniform_(0.1, 0.3)
     save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(tmp_path / "w.safetensors"))
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():

@@ -132,6 +132,21 @@ def _lower(b: _Builder, step: Any, ins: list[str], arrays: dict[str, np.ndarray]
         if op.bias:
             inputs.append(b.constant(f"{name}/bias", _param(arrays, f"{name}/bias")))
         return b.add("Gemm", inputs, name)
+    if isinstance(op, (ir.Linear, ir.LayerNorm)):  # over channels: axis 1 of NCHW, so channels last around it
+        image = len(step.in_shape) == 3
+        y = b.add("Transpose", [x], name, perm=[0, 2, 3, 1]) if image else x
+        if isinstance(op, ir.LayerNorm):
+            parts = [b.constant(f"{name}/{p}", _param(arrays, f"{name}/{p}")) for p in ("scale", "bias")]
+            y = b.add("LayerNormalization", [y, *parts], name, axis=-1, epsilon=op.eps)
+        else:
+            y = b.add("MatMul", [y, b.constant(f"{name}/kernel", _param(arrays, f"{name}/kernel"))], name)
+            if op.bias:
+                y = b.add("Add", [y, b.constant(f"{name}/bias", _param(arrays, f"{name}/bias"))], name)
+        return b.add("Transpose", [y], name, perm=[0, 3, 1, 2]) if image else y
+    if isinstance(op, ir.LayerScale):
+        scale = _param(arrays, f"{name}/scale")
+        return b.add("Mul", [x, b.constant(f"{name}/scale", scale.reshape(-1, 1, 1) if len(step.in_shape) == 3
+                                           else scale)], name)
     if isinstance(op, ir.Activation):
         return _activation(b, op, x, name, len(step.in_shape))
     if isinstance(op, ir.BatchNorm):
@@ -139,16 +154,16 @@ def _lower(b: _Builder, step: Any, ins: list[str], arrays: dict[str, np.ndarray]
         return b.add("BatchNormalization", [x, *parts], name, epsilon=op.eps)
     if isinstance(op, ir.LocalResponseNorm):
         return _lrn(b, op, x, name, step.in_shape)
-    if isinstance(op, ir.Dropout):  # inference: the identity
+    if isinstance(op, (ir.Dropout, ir.DropPath)):  # inference: the identity
         return x
     if isinstance(op, ir.Concat):
         return b.add("Concat", ins, name, axis=1)  # channels: axis 1 of NCHW and of (N, C)
     if isinstance(op, ir.Add):
         return b.add("Sum", ins, name) if len(ins) > 2 else b.add("Add", ins, name)
-    if isinstance(op, ir.Mul):  # a (N, C) gate becomes (N, C, 1, 1) to scale an NCHW map
-        rank = len(out_shape)
-        axes = b.constant(f"{name}/axes", np.asarray([2, 3], np.int64))
-        shaped = [b.add("Unsqueeze", [x_i, axes], name) if rank == 3 and len(s) == 1 else x_i
+    if isinstance(op, ir.Mul):  # a (N, C) gate becomes (N, C, 1, 1) to scale an NCHW map; 1x1 maps broadcast
+        vectors = len(out_shape) == 3 and any(len(s) == 1 for s in in_shapes)
+        axes = b.constant(f"{name}/axes", np.asarray([2, 3], np.int64)) if vectors else ""
+        shaped = [b.add("Unsqueeze", [x_i, axes], name) if vectors and len(s) == 1 else x_i
                   for x_i, s in zip(ins, in_shapes)]
         product = shaped[0]
         for other in shaped[1:]:

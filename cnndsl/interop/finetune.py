@@ -66,7 +66,7 @@ def frozen_names(report: Any, patterns: tuple[str, ...], param_names: list[str])
     that names no layer with parameters, listing the spec's top-level groups."""
     paths = {}
     for node in report.graph.nodes[1:]:
-        if isinstance(node.op, (ir.Conv, ir.Dense, ir.BatchNorm)):
+        if isinstance(node.op, ir.PARAMETERIZED):
             where = node.where()
             paths[node.name] = f"{where} › {node.name}" if where else node.name
     chosen: set[str] = set()

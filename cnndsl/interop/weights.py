@@ -6,15 +6,17 @@
 Files: safetensors (read with the `safetensors` package's numpy API; no torch needed), and `.pth`/`.pt`
 only when torch is installed, with `torch.load(weights_only=True)`: never an unrestricted pickle.
 
-Pairing: the spec's layers with parameters (conv, bn, fc), in execution order, each take the file's first
-unused layer of the same kind whose arrays have the spec layer's shapes (after the layout conversion). A
+Pairing: the spec's layers with parameters (conv, bn, fc and linear, ln, layer_scale), in execution order, each
+take the file's first unused layer of the same kind whose arrays have the spec layer's shapes (after the layout conversion). A
 file layer is the tensors sharing a name prefix (`layer1.0.conv1.weight` -> `layer1.0.conv1`); its kind
-comes from its tensors (running statistics: batch norm; a 4-D weight: conv; 2-D: fully connected). "First"
+comes from its tensors (running statistics: batch norm; a 4-D weight: conv; 2-D: fully connected, for `fc` and
+`linear`; 1-D: layer norm; a lone per-channel tensor such as torchvision's `layer_scale`: a layer scale). "First"
 is the file's order for a PyTorch state dict (the modules' registration order, which torchvision and timm
 keep equal to execution order); safetensors stores none: there the order is guessed from the names, part by part, a
 part's number before its text (`features.conv0`, `features.norm0`, `features.denseblock1`,
-`features.transition1`, ...; `layer1.0.conv2` before `layer1.1.conv1`; `downsample` after `conv2`), which is
-torchvision's and timm's registration order for the examples tested (`natural_key`). A spec layer with no candidate stops
+`features.transition1`, ...; `layer1.0.conv2` before `layer1.1.conv1`; `downsample` after `conv2`), a stem
+first and a classifier head last (`natural_key`), which is torchvision's and timm's registration order for the
+examples tested. `--dry-run` shows the pairing; a .pth state dict keeps the true order. A spec layer with no candidate stops
 the import naming it and the file's next unused layer of its kind; file layers left over stop it too.
 
 Layouts (`mapping`):
@@ -70,15 +72,24 @@ def read_tensors(path: str | Path) -> dict[str, np.ndarray]:
         raise WeightsError(f"{path}: not a readable safetensors file ({type(err).__name__}: {err})") from None
 
 
+#: Unnumbered name parts that model zoos register first (a stem) or last (a classifier head).
+STEM_PARTS = {"stem", "conv_stem", "stem_conv", "patch_embed", "embed"}
+HEAD_PARTS = {"classifier", "head", "heads", "fc", "logits", "predictions", "last_linear"}
+
+
 def natural_key(name: str) -> tuple[tuple[int, int, str], ...]:
-    """The order model zoos register modules in, guessed from names: part by part, a part's number first
-    (`features.norm0` before `features.denseblock1`, `layer2.10` after `layer2.9`, `transition1` before
-    `denseblock2`), then its text; parts without a number after numbered siblings (`downsample` after
-    `conv2`). Only the order among layers of one kind matters to pairing."""
+    """The order model zoos register modules in, guessed from names: part by part, a stem first
+    (`stem`, `patch_embed`), then numbered parts by their number (`features.norm0` before
+    `features.denseblock1`, `layer2.10` after `layer2.9`, `transition1` before `denseblock2`), then
+    other parts by text (`downsample` after `conv2`), a classifier head last (`classifier` after
+    `features`, `head` after `stages`). Only the order among layers of one kind matters to pairing."""
     key = []
     for part in name.split("."):
         match = re.search(r"\d+", part)
-        key.append((0, int(match.group()), part) if match else (1, 0, part))
+        if match:
+            key.append((1, int(match.group()), part))
+        else:
+            key.append((0 if part in STEM_PARTS else 3 if part in HEAD_PARTS else 2, 0, part))
     return tuple(key)
 
 
@@ -147,13 +158,25 @@ def file_layers(tensors: dict[str, np.ndarray]) -> list[FileLayer]:
         groups.setdefault(prefix, {})[short] = np.asarray(tensor)
     layers = []
     for prefix, group in groups.items():
+        weight = group.get("weight", group.get("kernel"))
         if {"running_mean", "running_var"} & group.keys() or {"moving_mean", "moving_variance"} & group.keys():
             kind = "bn"
+        elif weight is not None:
+            kind = {4: "conv", 2: "fc", 1: "ln"}.get(weight.ndim, "other")  # 1-D: a layer norm's weight
+        elif {"gamma", "beta"} <= group.keys():
+            kind = "ln"  # Keras's LayerNormalization
+        elif len(group) == 1 and np.squeeze(next(iter(group.values()))).ndim == 1:
+            kind = "scale"  # one per-channel vector: torchvision's `layer_scale` (C, 1, 1), timm's `gamma` (C,)
         else:
-            weight = group.get("weight", group.get("kernel"))
-            kind = {4: "conv", 2: "fc"}.get(weight.ndim, "other") if weight is not None else "other"
+            kind = "other"
         layers.append(FileLayer(prefix, kind, group))
     return [layer for layer in layers if layer.kind != "other" or layer.tensors]
+
+
+#: The kind of each spec layer with arrays, and (`FILE_KIND`) the kind of file layer it takes them from.
+SPEC_KINDS = {ir.Conv: "conv", ir.BatchNorm: "bn", ir.Dense: "fc", ir.Linear: "linear", ir.LayerNorm: "ln",
+              ir.LayerScale: "scale"}
+FILE_KIND = {"linear": "fc"}
 
 
 def spec_layers(report: Any) -> list[SpecLayer]:
@@ -163,7 +186,7 @@ def spec_layers(report: Any) -> list[SpecLayer]:
     shapes = report.node_shapes
     layers = []
     for node in report.graph.nodes[1:]:
-        kind = {ir.Conv: "conv", ir.BatchNorm: "bn", ir.Dense: "fc"}.get(type(node.op))
+        kind = SPEC_KINDS.get(type(node.op))
         if kind is None:
             continue
         in_shape = tuple(shapes[node.inputs[0]])
@@ -177,7 +200,9 @@ def spec_layers(report: Any) -> list[SpecLayer]:
 def detect_mapping(tensors: dict[str, np.ndarray]) -> str:
     """`torch` or `keras`, from the tensors' names."""
     names = " ".join(tensors)
-    if "moving_mean" in names or "gamma" in names or "/kernel" in names:
+    if "moving_mean" in names or "/kernel" in names:
+        return "keras"
+    if "gamma" in names and not any(name.endswith(".weight") for name in tensors):  # timm's layer scale: `gamma`
         return "keras"
     return "torch"
 
@@ -192,7 +217,7 @@ def pair_layers(report: Any, tensors: dict[str, np.ndarray], mapping: str = "aut
     unused = list(found)
     pairs: list[Pair] = []
     for index, spec in enumerate(wanted):
-        candidates = [f for f in unused if f.kind == spec.kind]
+        candidates = [f for f in unused if f.kind == FILE_KIND.get(spec.kind, spec.kind)]
         match = next(((f, arrays) for f in candidates if _fits(spec, arrays := _convert(spec, f, layout))), None)
         if match is None and not strict:
             continue
@@ -225,6 +250,11 @@ def _convert(spec: SpecLayer, file: FileLayer, layout: str) -> dict[str, np.ndar
     if spec.kind == "bn":
         names = _BN_NAMES[layout]
         return {names[k]: v.astype(np.float32) for k, v in t.items() if k in names}
+    if spec.kind == "ln":
+        names = {"weight": "scale", "gamma": "scale", "bias": "bias", "beta": "bias"}
+        return {names[k]: v.astype(np.float32) for k, v in t.items() if k in names}
+    if spec.kind == "scale":
+        return {"scale": np.squeeze(next(iter(t.values()))).astype(np.float32).reshape(-1)}
     weight = t.get("weight", t.get("kernel"))
     out: dict[str, np.ndarray] = {}
     if "bias" in t:
@@ -239,7 +269,7 @@ def _convert(spec: SpecLayer, file: FileLayer, layout: str) -> dict[str, np.ndar
         out["kernel"] = weight.transpose(2, 3, 1, 0)  # OIHW -> HWIO
         return out
     kernel = weight.T  # (out, in) -> (in, out)
-    if len(spec.in_shape) == 3 and kernel.shape[0] == int(np.prod(spec.in_shape)):
+    if spec.kind == "fc" and len(spec.in_shape) == 3 and kernel.shape[0] == int(np.prod(spec.in_shape)):
         h, w, c = spec.in_shape  # PyTorch flattened C, H, W; cnndsl flattens H, W, C
         kernel = kernel.reshape(c, h, w, -1).transpose(1, 2, 0, 3).reshape(h * w * c, -1)
     out["kernel"] = kernel
