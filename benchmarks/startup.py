@@ -137,8 +137,8 @@ def deep() -> None:
                 x, jax.ShapeDtypeStruct((8,), jnp.int32), jax.ShapeDtypeStruct((8,), jnp.int32), scalar, None, scalar, scalar)
 
     print("train step of deep networks (batch 8, 224x224, sgd): trace + compile seconds")
-    specs = {"ResNet-50": (ROOT / "examples" / "resnet50.cnn").read_text(),
-             "ResNet-152": (ROOT / "benchmarks" / "resnet152.cnn").read_text()}
+    specs = {name: cnndsl.check(ROOT / "examples" / f"{stem}.cnn").graph.standalone_text  # imports written in
+             for name, stem in (("ResNet-50", "resnet50"), ("ResNet-152", "resnet152"))}
     totals = {}
     for name, text in specs.items():
         for scan in (False, True):

@@ -22,6 +22,7 @@ from typing import Any
 from cnndsl import ir
 from cnndsl import nodes as n
 from cnndsl.errors import CnnError, Diagnostic, closest
+from cnndsl.imports import resolve_imports, standalone_text
 from cnndsl.layers import BUILTINS, COMBINATORS, CONSTANTS, FOREIGN_PARAMS, ArgError, describe, show
 from cnndsl.limits import INT64_MAX, MAX_EXPRESSION_DEPTH, MAX_LAYERS
 from cnndsl.source import Source, Span
@@ -168,7 +169,7 @@ class _Evaluator:
         if isinstance(v, BuiltinFunc):
             return self.call_builtin(v, [], {}, expr.span, env, bare=True)
         if isinstance(v, BlockFunc):
-            return self.call_block(v.block, [], {}, expr.span, env, bare=True)
+            return self.call_block(v.block, [], {}, expr.span, env, bare=True, source=v.source)
         if isinstance(v, CombinatorFunc):
             return self.error("type", f"`{v.name}` needs its branches", env, expr.span,
                               f"write `{v.name}(a | b)`" if v.name != "residual" else "write `residual(body)`")
@@ -368,7 +369,7 @@ class _Evaluator:
         if func is POISON:
             return POISON
         if isinstance(func, BlockFunc):
-            return self.call_block(func.block, args, kwargs, e.span, env)
+            return self.call_block(func.block, args, kwargs, e.span, env, source=func.source)
         kwargs = {k.lower(): v for k, v in kwargs.items()}  # a builtin's parameter names are keywords too
         if isinstance(func, BuiltinFunc):
             return self.call_builtin(func, args, kwargs, e.span, env)
@@ -439,7 +440,7 @@ class _Evaluator:
         return PrimLayer(b.build(**converted), span, env.source)
 
     def call_block(self, block: n.Block, args: list, kwargs: dict, span: Span, env: Env,
-                   bare: bool = False) -> Any:
+                   bare: bool = False, source: Source | None = None) -> Any:
         """Bind a block's arguments; the body is evaluated when the call is applied."""
         self.budget.spend(2)  # binding arguments and making the call's label cost two expressions' worth
         params = [p.name for p in block.params]
@@ -450,12 +451,13 @@ class _Evaluator:
         bound = self.bind(block.name, params, required, args, kwargs, span, env)
         if bound is None:
             return POISON
+        home = Env({}, self.globals, source or self.globals.source)  # where the block is written
         scope: dict[str, Any] = {}
         for p in block.params:
             if p.name in bound:
                 scope[p.name] = bound[p.name][0]
             else:
-                scope[p.name] = self.value(p.default, self.globals.child({}))
+                scope[p.name] = self.value(p.default, home)
         shown = [show(scope[p]) for p in params[: len(args)]]
         shown += [f"{p}={show(scope[p])}" for p in params[len(args):] if p in kwargs]
         label = f"{block.name}({', '.join(shown)})" if params else block.name
@@ -466,7 +468,7 @@ class _Evaluator:
             if shape is not None and len(shape) == 3:
                 known.update(zip(INPUT_NAMES[:2], shape[:2]))
             missing = {name: POISON for name in INPUT_NAMES if name not in known} if shape is None else {}
-            return self.layer(block.body, self.globals.child({**known, **missing, **scope}))
+            return self.layer(block.body, Env({**known, **missing, **scope}, self.globals, home.source))
 
         def on_recursion(cycle: list[str]) -> None:
             self.error("recursion", f"block `{block.name}` calls itself: {' -> '.join(cycle)}", env, span,
@@ -518,7 +520,13 @@ def _expand(program: n.Program, overrides: dict[str, tuple[n.Expr, Source]] | No
     source = program.source
     ev = _Evaluator(source)
     name, input_decl, main = program.name or "network", None, None
-    defined: dict[str, n.Node] = {}
+    defined: dict[str, tuple[n.Node, Source]] = {}
+    imported, problems = resolve_imports(program)
+    ev.diagnostics.extend(problems)
+    for other in imported:  # the definitions of imported files, first: a clash is shown at the later one
+        for stmt in other.statements:
+            if isinstance(stmt, (n.Let, n.Block)):
+                _define(ev, defined, stmt, other.source)
     for stmt in program.statements:
         if isinstance(stmt, n.InputDecl):
             if input_decl is not None:
@@ -530,14 +538,7 @@ def _expand(program: n.Program, overrides: dict[str, tuple[n.Expr, Source]] | No
                          "join the chains with `->`")
             main = main or stmt
         elif isinstance(stmt, (n.Let, n.Block)):
-            for key, node, value in _definitions(stmt, source):
-                if key in defined:
-                    first = defined[key].span
-                    ev.error("duplicate", f"`{key}` is defined twice", source, node.span,
-                             "rename one of them", (f"first defined at {source.path}:{first.line}:{first.col}",))
-                    continue
-                defined[key] = node
-                ev.globals.vars[key] = value
+            _define(ev, defined, stmt, source)
     used_overrides = []
     for key, (expr, set_source) in (overrides or {}).items():
         thunk = Thunk(key, expr, set_source, expr.span)
@@ -557,7 +558,7 @@ def _expand(program: n.Program, overrides: dict[str, tuple[n.Expr, Source]] | No
         ev.as_layer(BranchesValue(()), main.body, ev.globals)  # reports "branches must be inside concat"
         main = None
 
-    g = GraphBuilder(ev.budget)
+    g = GraphBuilder(ev.budget, main_source=source)
     output = 0
     try:
         if input_decl is not None and main is not None:
@@ -567,7 +568,7 @@ def _expand(program: n.Program, overrides: dict[str, tuple[n.Expr, Source]] | No
                 items = items[1:]
             for item in items:
                 output = ev.layer(item, ev.globals).apply(g, output)
-        mentioned = _names_in(program)
+        mentioned = set().union(_names_in(program), *(_names_in(other) for other in imported))
         for key, thunk, known in used_overrides:
             if not known and key not in mentioned:
                 names = list(defined) + list(ev.unbound)
@@ -604,7 +605,7 @@ def _expand(program: n.Program, overrides: dict[str, tuple[n.Expr, Source]] | No
                   f"bind them with `let` in the file or `{example}`")))
     if ev.diagnostics:
         raise CnnError(tuple(ev.diagnostics), free_names=tuple(ev.unbound))
-    return ir.Graph(name, tuple(g.nodes), output, source)
+    return ir.Graph(name, tuple(g.nodes), output, source, standalone_text(program) if imported else None)
 
 
 def _names_in(program: n.Program) -> set[str]:
@@ -625,9 +626,23 @@ def _names_in(program: n.Program) -> set[str]:
     return names
 
 
+def _define(ev: _Evaluator, defined: dict[str, tuple[n.Node, Source]], stmt: n.Let | n.Block, source: Source) -> None:
+    """Bind a `let` or `block` statement's names globally; a name bound before is an error at this one."""
+    for key, node, value in _definitions(stmt, source):
+        if key in defined:
+            first, where = defined[key]
+            ev.error("duplicate", f"`{key}` is defined twice", source, node.span,
+                     "rename one of them" if where is source else
+                     "rename one of them: an imported file's names and this file's share one namespace",
+                     (f"first defined at {where.path}:{first.span.line}:{first.span.col}",))
+            continue
+        defined[key] = (node, source)
+        ev.globals.vars[key] = value
+
+
 def _definitions(stmt: n.Let | n.Block, source: Source) -> Iterator[tuple[str, n.Node, Any]]:
     if isinstance(stmt, n.Block):
-        yield stmt.name, stmt, BlockFunc(stmt)
+        yield stmt.name, stmt, BlockFunc(stmt, source)
         return
     for b in stmt.bindings:
         yield b.key, b, Thunk(b.key, b.value, source, b.span)

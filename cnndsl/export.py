@@ -114,7 +114,7 @@ def export(net: Any, model: Any, directory: str | Path, platforms: Sequence[str]
     except OSError as err:
         raise ExportError(f"cannot create {out}: {err.strerror}") from None
     # meta.json last: a folder interrupted before it is not an export, and is never mistaken for one.
-    for name, data in ((PROGRAM, program), (PARAMS, params.getvalue()), (SPEC, report.graph.source.text),
+    for name, data in ((PROGRAM, program), (PARAMS, params.getvalue()), (SPEC, report.graph.standalone_text),
                        (META, json.dumps(meta, indent=1) + "\n")):
         write_atomic(out / name, data)
     return meta

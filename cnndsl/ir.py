@@ -274,6 +274,13 @@ class Node:
     inputs: tuple[int, ...]
     span: Span
     path: tuple[Frame, ...]
+    source: Source | None = None  # the file the layer is written in when it is not the spec's own (an import)
+
+    def location(self, graph_source: Source) -> str:
+        """`line 12` in the spec's own file, `blocks.cnn:12` in an imported one."""
+        if self.source is None or self.source is graph_source:
+            return f"line {self.span.line}"
+        return f"{self.source.path}:{self.span.line}"
 
     def where(self, outside_own_group: bool = False) -> str:
         """The node's group path as text: `stage(64, 2) › […]*n 2/2`.
@@ -292,6 +299,12 @@ class Graph:
     nodes: tuple[Node, ...]
     output: int
     source: Source
+    imported_text: str | None = None  # the spec with its imports written in, when it has any
+
+    @property
+    def standalone_text(self) -> str:
+        """The spec as a file that needs no other: what run directories, exports and sweeps store."""
+        return self.source.text if self.imported_text is None else self.imported_text
 
     @property
     def input_shape(self) -> Shape:

@@ -299,6 +299,13 @@ class Main(Statement):
 
 
 @dataclass(frozen=True)
+class Import(Statement):
+    """`import "blocks.cnn"`: the `let` and `block` definitions of another file; `path` as written."""
+
+    path: str
+
+
+@dataclass(frozen=True)
 class Program(Node):
     """A whole `.cnn` file."""
 

@@ -37,7 +37,7 @@ _TERMINAL_NAMES = {
     "MUL_OP": "`/`", "ADD_OP": "`+`", "COMP_OP": "a comparison", "NAME": "a name", "INT": "a number",
     "FLOAT": "a number", "DIMS": "a size like `3x3`", "_NL": "a new line", "$END": "the end of the file",
     "_IF": "`if`", "_ELSE": "`else`", "_AS": "`as`", "_AND": "`and`", "_OR": "`or`", "_NOT": "`not`",
-    "_INPUT": "`input`", "_NETWORK": "`network`", "_LET": "`let`", "_BLOCK": "`block`", "_TRAIN": "`train`",
+    "_INPUT": "`input`", "_NETWORK": "`network`", "_IMPORT": "`import`", "PATH": "a file name in quotes", "_LET": "`let`", "_BLOCK": "`block`", "_TRAIN": "`train`",
 }
 
 
@@ -114,6 +114,9 @@ class _ToAst(Transformer_NonRecursive):
 
     def network(self, meta: Any, c: list) -> n.Network:
         return n.Network(_span(meta), str(c[0]))
+
+    def import_decl(self, meta: Any, c: list) -> n.Import:
+        return n.Import(_span(meta), str(c[0])[1:-1])
 
     def input_decl(self, meta: Any, c: list) -> n.InputDecl:
         return n.InputDecl(_span(meta), _dims(c[0], self.source))
@@ -303,6 +306,10 @@ def _syntax_diagnostic(err: UnexpectedInput, source: Source) -> Diagnostic:
         closer = "`)`" if "_RPAR" in err.expected else "`]`"
         return Diagnostic("syntax", f"unclosed bracket: the line ends before {closer}", source,
                           span, notes, help=f"add the missing {closer}")
+    if tok.type == "PATH":
+        return Diagnostic("syntax", f"unexpected {tok}", source, span,
+                          help="the language has no strings: quotes are for `import \"file.cnn\"` lines only; write "
+                               "names without quotes, e.g. `pad=same`")
     if tok.type == "NAME" and re.fullmatch(r"[xX][0-9]+", str(tok)):
         return Diagnostic("syntax", f"`{tok}` is not an operator", source, span,
                           help=f"repeat a group with `*`: `[...]*{str(tok)[1:]}`")

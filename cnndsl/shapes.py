@@ -255,7 +255,8 @@ def infer_shapes(graph: ir.Graph) -> list[Inferred]:
         except ShapeIssue as issue:
             where = node.where(outside_own_group=True)
             notes = issue.notes + ((f"in {where}",) if where else ())
-            diagnostics.append(Diagnostic("shape", issue.message, graph.source, node.span, notes, issue.help))
+            diagnostics.append(Diagnostic("shape", issue.message, node.source or graph.source, node.span, notes,
+                                          issue.help))
             results.append(None)
     if diagnostics:
         raise CnnError(tuple(diagnostics))

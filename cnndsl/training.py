@@ -583,7 +583,7 @@ def train(spec: str | os.PathLike[str] | None, settings: Settings | None = None,
                 str(Path(settings.data_dir).expanduser().absolute()) if settings.data_dir else None),
                 init=str(Path(settings.init).expanduser().absolute()) if settings.init else None)
         net = compile_spec(spec, set=bindings, dtype=DTYPES[settings.dtype], scan=settings.scan)
-        agree({"spec": net.report.graph.source.text, "settings": settings.to_dict(), "bindings": bindings,
+        agree({"spec": net.report.graph.standalone_text, "settings": settings.to_dict(), "bindings": bindings,
                "resume": resume})
         if run is None:
             run = RunDir(run_dir if run_dir else new_run_dir(str(net.report.graph.source.path)))
@@ -650,14 +650,14 @@ def _train(net: CompiledNetwork, settings: Settings, run: RunDir, resume: bool, 
         run.write_settings({**settings.to_dict(), "normalization": preprocess.to_dict(),
                             "num_classes": data.num_classes, "classes": list(data.classes),
                             "steps_per_epoch": steps_per_epoch, "input_shape": list(net.input_shape),
-                            "data_shape": list(data.image_shape), "spec": net.report.graph.source.text,
+                            "data_shape": list(data.image_shape), "spec": net.report.graph.standalone_text,
                             "bindings": dict(bindings or {}), "devices": placement.count,
                             "processes": jax.process_count(),
                             "pipeline": ("streamed" if data.streamed else "decoded in memory") if streaming else
                             "arrays on the device"})
     if not resume:
         if main:
-            run.write_spec(net.report.graph.source.text)
+            run.write_spec(net.report.graph.standalone_text)
         history = History(run.read_metrics(0) if main else [])
     checkpoints = _Checkpointer(run.path, settings.keep, donated=bool(trainer.donated))
 

@@ -227,6 +227,7 @@ class BlockFunc:
     """A `block` named but not yet called."""
 
     block: n.Block
+    source: Source | None = None  # the file it is written in, when imported
     what = "a block"
 
     @property
@@ -306,6 +307,7 @@ class GraphBuilder:
     shapes: list[ir.Shape | None] = field(default_factory=list)  # each node's, as far as it is known
     next_frame: int = 0
     last_source: Source | None = None  # of the last node added (its span is on the node)
+    main_source: Source | None = None  # the spec's own file: nodes written there record no source
 
     def add(self, op: ir.Op, inputs: tuple[int, ...], span: Span, source: Source) -> int:
         """Append a node; its name is its op's base name and a per-base counter: `conv3`."""
@@ -316,7 +318,8 @@ class GraphBuilder:
         self.last_source = source
         base = base_name(op)
         self.counts[base] = self.counts.get(base, 0) + 1
-        node = ir.Node(len(self.nodes), f"{base}{self.counts[base]}", op, inputs, span, tuple(self.frames))
+        node = ir.Node(len(self.nodes), f"{base}{self.counts[base]}", op, inputs, span, tuple(self.frames),
+                       source if source is not self.main_source else None)
         self.nodes.append(node)
         self.shapes.append(output_shape(op, [self.shapes[i] for i in inputs]))
         return node.id

@@ -12,13 +12,13 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import cnndsl
-from tests.conftest import EXAMPLES, FAMILIES
+from tests.conftest import DEEP_EXAMPLES, EXAMPLES, FAMILIES
 
 CONCRETE = [p for p in EXAMPLES if p.name not in FAMILIES]
 
 
-@pytest.mark.parametrize("path", [pytest.param(p, id=p.stem, marks=[pytest.mark.slow] if p.stem == "densenet121" else [])
-                                  for p in CONCRETE])  # DenseNet: 20 s to trace here; CI keeps its fast set short
+@pytest.mark.parametrize("path", [pytest.param(p, id=p.stem, marks=[pytest.mark.slow] if p.stem in DEEP_EXAMPLES else [])
+                                  for p in CONCRETE])  # DenseNet, ResNet-152: 20-35 s to trace here; CI keeps its fast set short
 def test_static_shapes_and_params_equal_jax(path: Path) -> None:
     net = cnndsl.compile(path)
     shapes = net.eval_shapes(batch=2)

@@ -18,6 +18,8 @@ REFERENCE = {
     "googlenet": (6_624_904, 1_498_376_192),
     "resnet18": (11_689_512, 1_814_073_344),
     "resnet50": (25_557_032, 4_089_184_256),
+    "resnet101": (44_549_160, 7_801_405_440),  # torchvision's (FlopCounterMode / 2): ResNet-50's blocks, imported
+    "resnet152": (60_192_808, 11_513_626_624),
     "densenet121": (7_978_856, 2_834_161_664),  # issue 13's table (torchvision's model, FlopCounterMode / 2)
     "mobilenet_v2": (3_504_872, 300_774_272),  # issue 13's table
     "efficientnet_b0": (5_288_548, 385_814_752),  # issue 13's table

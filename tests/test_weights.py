@@ -124,7 +124,7 @@ def test_safetensors_order_is_guessed_from_the_names() -> None:
     assert sorted(timm, key=natural_key) == ["stem.1", "stages.0.blocks.0.norm", "head.norm"]
 
 
-TORCHVISION = {"resnet18": "resnet18", "resnet50": "resnet50", "vgg16": "vgg16", "alexnet": "alexnet",
+TORCHVISION = {"resnet18": "resnet18", "resnet50": "resnet50", "resnet101": "resnet101", "vgg16": "vgg16", "alexnet": "alexnet",
                "googlenet": "googlenet", "densenet121": "densenet121", "mobilenet_v2": "mobilenet_v2",
                "efficientnet_b0": "efficientnet_b0", "convnext_tiny": "convnext_tiny"}
 

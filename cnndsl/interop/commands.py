@@ -93,11 +93,11 @@ def import_run(spec: Path, weights: str | Path, out: Path, mapping: str = "auto"
     try:
         run.write_settings({**settings.to_dict(), "normalization": dict(norm), "num_classes": classes,
                             "classes": [], "steps_per_epoch": 1, "input_shape": list(net.input_shape),
-                            "data_shape": list(net.input_shape), "spec": net.report.graph.source.text,
+                            "data_shape": list(net.input_shape), "spec": net.report.graph.standalone_text,
                             "bindings": dict(bindings or {}), "devices": 1, "processes": 1,
                             "pipeline": "imported weights", "eval_transform": "resize-crop",
                             "weights": str(Path(weights).absolute())})
-        run.write_spec(net.report.graph.source.text)
+        run.write_spec(net.report.graph.standalone_text)
         checkpoints = _Checkpointer(run.path, 1, donated=False)
         checkpoints.save(0, state, best=True)
         checkpoints.close()

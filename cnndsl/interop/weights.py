@@ -193,7 +193,7 @@ def spec_layers(report: Any) -> list[SpecLayer]:
         arrays = {name.split("/", 1)[1]: tuple(shape)
                   for name, shape in parameter_shapes(node.op, in_shape, node.name).items()}
         layers.append(SpecLayer(node.name, kind, in_shape, arrays,
-                                f"{node.name} {node.op.label()} at line {node.span.line}"))
+                                f"{node.name} {node.op.label()} at {node.location(report.graph.source)}"))
     return layers
 
 
@@ -285,7 +285,7 @@ def pairing_table(pairs: list[Pair]) -> str:
     """One line per pair: the spec's layer, the file's, and the shapes taken."""
     rows = [("spec layer", "file layer", "arrays")]
     for p in pairs:
-        rows.append((p.spec.where.split(" at line")[0], p.file.name,
+        rows.append((p.spec.where.rsplit(" at ", 1)[0], p.file.name,
                      ", ".join(f"{k} {'x'.join(map(str, v.shape))}" for k, v in p.arrays.items())))
     widths = [max(len(r[i]) for r in rows) for i in range(2)]
     return "\n".join(f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c}" for a, b, c in rows) + "\n"

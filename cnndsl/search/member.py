@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from cnndsl import nodes as n
+from cnndsl.imports import standalone_text
 from cnndsl.search.space import Member, Space
 
 
@@ -55,7 +56,8 @@ def member_spec(space: Space, member: Member, settings: Mapping[str, Any], note:
             out.append(line)
     if first is None:
         out = out[: len(note.splitlines())] + added + out[len(note.splitlines()):]
-    return "\n".join(out).rstrip("\n") + "\n"
+    # its imports written in: the member's file is read back from the sweep's folder, not the family's
+    return standalone_text(program, "\n".join(out).rstrip("\n") + "\n").rstrip("\n") + "\n"
 
 
 def _replace_spans(text: str, replacements: list[tuple[Any, str]]) -> str:

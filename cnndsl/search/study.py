@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cnndsl.errors import UsageError
+from cnndsl.imports import standalone_text
 from cnndsl.search.space import Space
 
 FORMAT = "cnndsl.sweep/1"
@@ -90,7 +91,7 @@ def redact(url: str) -> str:
 
 def _spec_digest(space: Space) -> str:
     fixed = sorted((k, v[1].text) for k, v in space.fixed.items())
-    return hashlib.sha256((space.program.source.text + json.dumps(fixed)).encode()).hexdigest()
+    return hashlib.sha256((standalone_text(space.program) + json.dumps(fixed)).encode()).hexdigest()
 
 
 def open_study(space: Space, storage: Any, name: str, directions: list[str], sampler: Any,
@@ -113,7 +114,7 @@ def open_study(space: Space, storage: Any, name: str, directions: list[str], sam
     found = study.user_attrs.get("cnndsl")
     if found is None:
         study.set_user_attr("cnndsl", mine)
-        study.set_user_attr("spec", space.program.source.text)
+        study.set_user_attr("spec", standalone_text(space.program))
     elif found.get("spec_sha256") != digest:
         raise SweepError(f"study {name!r} in {shown_storage} was made from another spec (or other --set "
                          "bindings); choose another --study, or give the spec it was made from")
