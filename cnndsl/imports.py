@@ -113,7 +113,7 @@ def _visit(program: n.Program, stack: list[Path], loaded: dict[Path, n.Program],
                                        stmt.span, help="import fewer files"))
             return
         if not path.exists():
-            problems.append(Diagnostic("import", f"cannot import `{stmt.path}`: there is no {path}", program.source,
+            problems.append(Diagnostic("import", f"cannot import `{stmt.path}`: there is no {_shown(path)}", program.source,
                                        stmt.span, help="a path is relative to the folder of the file that imports it"))
             continue
         try:

@@ -307,9 +307,9 @@ def _syntax_diagnostic(err: UnexpectedInput, source: Source) -> Diagnostic:
         return Diagnostic("syntax", f"unclosed bracket: the line ends before {closer}", source,
                           span, notes, help=f"add the missing {closer}")
     if tok.type == "PATH":
-        return Diagnostic("syntax", f"unexpected {tok}", source, span,
-                          help="the language has no strings: quotes are for `import \"file.cnn\"` lines only; write "
-                               "names without quotes, e.g. `pad=same`")
+        return Diagnostic("syntax", f"unexpected quoted text {tok}", source, span,
+                          help="the language has no strings: write names without quotes, e.g. `pad=same` (quotes "
+                               "are for `import \"file.cnn\"` lines only)")
     if tok.type == "NAME" and re.fullmatch(r"[xX][0-9]+", str(tok)):
         return Diagnostic("syntax", f"`{tok}` is not an operator", source, span,
                           help=f"repeat a group with `*`: `[...]*{str(tok)[1:]}`")
