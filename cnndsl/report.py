@@ -34,13 +34,14 @@ class Row:
     line: int
     col: int
     arrays: tuple[tuple[str, tuple[int, ...]], ...] = ()  # parameter and state arrays: ("conv1/kernel", shape)
+    file: str | None = None  # the imported file the layer is written in; None: the spec's own
 
     def to_dict(self) -> dict[str, Any]:
         """The row as `--json` prints it."""
         return {"name": self.name, "op": self.op, "path": [f.label for f in self.path],
                 "output_shape": list(self.output_shape), "params": self.params, "state": self.state,
                 "macs": self.macs, "arrays": {name: list(shape) for name, shape in self.arrays},
-                "note": self.note, "line": self.line, "col": self.col}
+                "note": self.note, "line": self.line, "col": self.col, **({"file": self.file} if self.file else {})}
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,8 @@ class Report:
             cost = node_cost(node.op, in_shape, out.shape) if node.inputs else Cost()
             arrays = tuple(parameter_shapes(node.op, in_shape, node.name).items()) if node.inputs else ()
             rows.append(Row(node.name, node.op.label(), node.path, out.shape, cost.params, cost.state, cost.macs,
-                            out.note, node.span.line, node.span.col, arrays))
+                            out.note, node.span.line, node.span.col, arrays,
+                            node.source.path if node.source is not None else None))
         return cls(graph.name, graph, tuple(rows), graph.input_shape, inferred[graph.output].shape)
 
     @property

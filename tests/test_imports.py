@@ -42,6 +42,8 @@ def test_resnet101_and_152_are_resnet50s_blocks_with_other_depths() -> None:
     assert sources == {"resnet50.cnn"}  # every layer is written in resnet50.cnn, none in resnet152.cnn
     assert r152.graph.nodes[1].location(r152.graph.source).startswith("examples/resnet50.cnn:")
     assert all(node.source is None for node in r50.graph.nodes)
+    layer = r152.rows[0].to_dict()  # check --json names the file a layer is written in
+    assert layer["file"].endswith("resnet50.cnn") and layer["line"] == 17 and "file" not in r50.rows[0].to_dict()
     convs = [sum(n.op.kind == "conv" for n in r.graph.nodes) for r in (r50, r101, r152)]
     assert convs == [53, 104, 155]  # 3 per bottleneck + 4 projections + the stem
     assert r152.train_settings == r50.train_settings == ()
