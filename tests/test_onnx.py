@@ -68,6 +68,14 @@ def agree(net: cnndsl.compiler.CompiledNetwork, seed: int = 0, preprocess: dict 
 CONCRETE = [p for p in EXAMPLES if p.name not in FAMILIES]
 
 
+def assert_input_gradient(model: object, x: np.ndarray) -> None:
+    """The gradient of a loss of the model's output for its input exists, is finite and is not all zero."""
+    import jax
+
+    grad = np.asarray(jax.grad(lambda v: (model(v) ** 2).sum())(jax.numpy.asarray(x)))
+    assert np.isfinite(grad).all() and float(np.abs(grad).sum()) > 0
+
+
 @pytest.mark.parametrize("path", [pytest.param(p, id=p.stem, marks=[pytest.mark.slow] if p.stem in HEAVY_EXAMPLES else [])
                                   for p in CONCRETE])
 def test_every_example_runs_in_onnx_runtime_as_in_jax(path: Path) -> None:
@@ -187,16 +195,13 @@ def test_the_cli_writes_a_checked_model_of_a_run_with_its_normalization(tmp_path
 
 
 def test_hard_activations_match_their_numpy_definitions_and_have_gradients() -> None:
-    import jax
-
     x = np.linspace(-5, 5, 101, dtype=np.float32)
     relu6 = np.clip(x + 3, 0, 6)
     for fn, expected in (("hardswish", x * relu6 / 6), ("hardsigmoid", relu6 / 6)):
         net = cnndsl.compile(f"network A\ninput 1x1x101\ninput -> {fn}\n")
         model = net.init(0)
         np.testing.assert_allclose(np.asarray(model(x.reshape(1, 1, 1, 101)))[0, 0, 0], expected, atol=1e-6)
-        grad = jax.grad(lambda v: model(v).sum())(jax.numpy.asarray(x.reshape(1, 1, 1, 101)))
-        assert np.isfinite(np.asarray(grad)).all() and float(np.abs(grad).sum()) > 0
+        assert_input_gradient(model, x.reshape(1, 1, 1, 101))
         assert agree(net) <= 1e-6
 
 
@@ -214,15 +219,12 @@ def _adaptive_reference(x: np.ndarray, out: tuple[int, int]) -> np.ndarray:
 
 @pytest.mark.parametrize("size, out", [((13, 13), (6, 6)), ((7, 10), (3, 4)), ((5, 5), (7, 7)), ((8, 8), (1, 1))])
 def test_adaptive_avgpool_matches_pytorchs_bins(size: tuple[int, int], out: tuple[int, int]) -> None:
-    import jax
-
     net = cnndsl.compile(f"network A\ninput {size[0]}x{size[1]}x3\ninput -> adaptive_avgpool({out[0]}x{out[1]})\n")
     assert net.report.output_shape == (*out, 3)
     x = np.random.default_rng(0).normal(size=(2, *size, 3)).astype(np.float32)
     model = net.init(0)
     np.testing.assert_allclose(np.asarray(model(x)), _adaptive_reference(x, out), atol=1e-5)
-    grad = jax.grad(lambda v: (model(v) ** 2).sum())(jax.numpy.asarray(x))
-    assert np.isfinite(np.asarray(grad)).all() and float(np.abs(grad).sum()) > 0
+    assert_input_gradient(model, x)
     assert agree(net) <= 1e-5
     with pytest.raises(CnnError, match="needs a feature map"):
         cnndsl.check("network A\ninput 8x8x3\ninput -> global_avgpool -> adaptive_avgpool(2x2)\n")
@@ -230,8 +232,6 @@ def test_adaptive_avgpool_matches_pytorchs_bins(size: tuple[int, int], out: tupl
 
 def test_mul_gates_a_feature_map_with_a_channel_vector() -> None:
     """`mul(a | b)` (issue 13, part 3): squeeze-and-excitation, against numpy, with gradients and in ONNX."""
-    import jax
-
     net = cnndsl.compile("""network SE
 input 6x5x8
 block se(r=4) = mul(identity | global_avgpool -> fc(in_channels // r) -> relu -> fc(in_channels) -> sigmoid)
@@ -248,8 +248,7 @@ input -> conv(8, 3x3, pad=same) -> se -> mul(identity | relu | conv(8, 1x1)) -> 
     gated = np.asarray(outputs["mul1"])
     np.testing.assert_allclose(np.asarray(outputs["mul2"]), gated * np.maximum(gated, 0) * np.asarray(outputs["conv2"]),
                                rtol=1e-5, atol=1e-6)
-    grad = jax.grad(lambda v: (model(v) ** 2).sum())(jax.numpy.asarray(x))
-    assert np.isfinite(np.asarray(grad)).all() and float(np.abs(grad).sum()) > 0
+    assert_input_gradient(model, x)
     assert agree(net) <= 1e-5
     with pytest.raises(CnnError, match=r"`mul` needs branches of one shape, or a vector of 8 channel weights"):
         cnndsl.check("network B\ninput 4x4x8\ninput -> mul(identity | global_avgpool -> fc(3))\n")
