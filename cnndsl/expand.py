@@ -605,7 +605,7 @@ def _expand(program: n.Program, overrides: dict[str, tuple[n.Expr, Source]] | No
                   f"bind them with `let` in the file or `{example}`")))
     if ev.diagnostics:
         raise CnnError(tuple(ev.diagnostics), free_names=tuple(ev.unbound))
-    return ir.Graph(name, tuple(g.nodes), output, source, standalone_text(program) if imported else None)
+    return ir.Graph(name, tuple(g.nodes), output, source, standalone_text(program, imported=imported) if imported else None)
 
 
 def _names_in(program: n.Program) -> set[str]:

@@ -137,12 +137,13 @@ def _visit(program: n.Program, stack: list[Path], loaded: dict[Path, n.Program],
 _IMPORT_LINE = re.compile(r'^[ \t]*import[ \t]+"[^"\n]*"[ \t]*(#.*)?$', re.IGNORECASE | re.MULTILINE)
 
 
-def standalone_text(program: n.Program, text: str | None = None) -> str:
+def standalone_text(program: n.Program, text: str | None = None,
+                    imported: tuple[n.Program, ...] | None = None) -> str:
     """The spec (`text`, by default its source) with no imports: each import line commented out (line
     numbers stay) and the imported definitions written after it, under a comment naming their file. A run
     directory, an export or a sweep's member stores this, so it reads back wherever it is copied."""
     text = program.source.text if text is None else text
-    imported = load_imports(program)
+    imported = load_imports(program) if imported is None else imported  # the expander passes what it found
     if not imported:
         return text
     text = _IMPORT_LINE.sub(lambda m: f"# {m.group(0).strip()}   (written out below)", text)
