@@ -108,6 +108,45 @@ def test_pytorch_state_dicts_and_hostile_pickles(tmp_path: Path) -> None:
         read_tensors(tmp_path / "evil.pth")
 
 
+def test_keras_named_weights_import_as_they_are(tmp_path: Path) -> None:
+    """Keras's layout is cnndsl's (HWIO kernels, (in, out) dense kernels, H, W, C flattening): a file named as
+    Keras names variables (`conv2d_1/kernel:0`, `batch_normalization/gamma:0`, `moving_variance`,
+    `layer_normalization/beta`) imports with no conversion and gives the same outputs (`--map auto`)."""
+    from safetensors.numpy import save_file
+
+    net = cnndsl.compile("network K\ninput 8x8x3\ninput -> conv(4, 3x3) -> bn -> relu -> conv(6, 3x3, bias=false) "
+                         "-> ln -> linear(5) -> fc(7) -> relu -> fc(3)\n")
+    from flax import nnx
+
+    from cnndsl.flax_backend import flatten_state, unflatten_state
+
+    source = net.init(1)
+    source.eval()
+    rng = np.random.default_rng(0)
+    arrays = {k: np.asarray(v) + rng.normal(0, 0.1, np.shape(v)).astype(np.float32)
+              for k, v in flatten_state(nnx.state(source, (nnx.Param, nnx.BatchStat)))[2].items()}
+    arrays = {k: np.abs(v) + 0.5 if k.endswith("/var") else v for k, v in arrays.items()}
+    keras = {"conv1": "conv2d", "conv2": "conv2d_1", "bn1": "batch_normalization", "ln1": "layer_normalization",
+             "linear1": "dense", "fc1": "dense_1", "fc2": "dense_2"}
+    short = {"scale": "gamma", "bias": "beta", "mean": "moving_mean", "var": "moving_variance"}
+    named = {}
+    for name, array in arrays.items():
+        layer, part = name.split("/")
+        if layer.startswith(("bn", "ln")):
+            part = short[part]
+        named[f"{keras[layer]}/{part}:0"] = array
+    save_file(named, str(tmp_path / "keras.safetensors"))
+    pairs = pair_layers(net.report, read_tensors(tmp_path / "keras.safetensors"))
+    order = ("conv1", "bn1", "conv2", "ln1", "linear1", "fc1", "fc2")  # execution order
+    assert [(p.spec.name, p.file.name) for p in pairs] == [(k, keras[k]) for k in order]
+    model = net.load_weights(net.init(0), tmp_path / "keras.safetensors")
+    model.eval()
+    names, treedef, _ = flatten_state(nnx.state(source, (nnx.Param, nnx.BatchStat)))
+    nnx.update(source, unflatten_state(names, treedef, arrays))
+    x = rng.normal(size=(2, 8, 8, 3)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(model(x)), np.asarray(source(x)), rtol=1e-6, atol=1e-6)
+
+
 def test_safetensors_order_is_guessed_from_the_names() -> None:
     names = ["layer1.10.conv1", "layer1.9.conv2", "layer1.9.downsample.0", "layer1.9.conv1", "conv1"]
     assert sorted(names, key=natural_key) == ["conv1", "layer1.9.conv1", "layer1.9.conv2", "layer1.9.downsample.0",
