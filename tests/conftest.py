@@ -17,7 +17,8 @@ FAMILIES = {"course.cnn", "course_cifar.cnn"}  # examples that are families on p
 #: Deep 224x224 examples: tracing one takes 10 s to a minute here, so checks that trace them again (ejected
 #: source, ONNX) are in the slow set; the fast set checks every op they use on small networks.
 DEEP_EXAMPLES = {"densenet121", "mobilenet_v2", "efficientnet_b0", "convnext_tiny", "resnet101", "resnet152"}
-#: Every 224x224 example: their ONNX Runtime checks are in the slow set.
+#: Every 224x224 example but ResNet-18 (the fast set's one): their ONNX Runtime and ejected-source checks are
+#: in the slow set.
 HEAVY_EXAMPLES = {"vgg16", "resnet50", "googlenet", "zfnet", "alexnet"} | DEEP_EXAMPLES
 
 

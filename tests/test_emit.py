@@ -10,7 +10,7 @@ import pytest
 import cnndsl
 from cnndsl.cli import main
 from cnndsl.emit.ir_json import SCHEMA, to_json
-from tests.conftest import EXAMPLES, FAMILIES, DEEP_EXAMPLES
+from tests.conftest import EXAMPLES, FAMILIES, HEAVY_EXAMPLES
 
 CONCRETE = [p for p in EXAMPLES if p.name not in FAMILIES]
 
@@ -66,8 +66,8 @@ def _load(path: Path, module_name: str):
     return module
 
 
-@pytest.mark.parametrize("path", [pytest.param(p, id=p.stem, marks=[pytest.mark.slow] if p.stem in DEEP_EXAMPLES else [])
-                                  for p in CONCRETE])  # 20 s to a minute each to trace twice here
+@pytest.mark.parametrize("path", [pytest.param(p, id=p.stem, marks=[pytest.mark.slow] if p.stem in HEAVY_EXAMPLES else [])
+                                  for p in CONCRETE])  # 224x224: 7 s to a minute each to trace twice here
 def test_ejected_python_gives_the_same_outputs(path: Path, tmp_path: Path) -> None:
     _check_ejected(path, tmp_path)
 
