@@ -100,7 +100,14 @@ def _visit(program: n.Program, stack: list[Path], loaded: dict[Path, n.Program],
             problems.append(Diagnostic("import", f"`{stmt.path}` is not a .cnn file", program.source, stmt.span,
                                        help="import the definitions of a spec: `import \"blocks.cnn\"`"))
             continue
-        path = (_folder(program) / stmt.path).resolve()
+        try:
+            path = (_folder(program) / stmt.path).resolve()
+            exists = path.exists()
+        except (OSError, ValueError) as err:  # a name too long for the file system, a NUL byte
+            problems.append(Diagnostic("import", f"cannot import `{stmt.path}`: "
+                                                 f"{getattr(err, 'strerror', None) or err}", program.source, stmt.span,
+                                       help="give the path of a .cnn file"))
+            continue
         if path in stack:
             chain = " -> ".join(p.name for p in stack[stack.index(path):] + [path])
             problems.append(Diagnostic("import", f"`{stmt.path}` imports itself: {chain}", program.source, stmt.span,
@@ -112,7 +119,7 @@ def _visit(program: n.Program, stack: list[Path], loaded: dict[Path, n.Program],
             problems.append(Diagnostic("limit", f"the spec imports more than {MAX_IMPORTS} files", program.source,
                                        stmt.span, help="import fewer files"))
             return
-        if not path.exists():
+        if not exists:
             problems.append(Diagnostic("import", f"cannot import `{stmt.path}`: there is no {_shown(path)}", program.source,
                                        stmt.span, help="a path is relative to the folder of the file that imports it"))
             continue

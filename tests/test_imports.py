@@ -95,8 +95,8 @@ def test_import_problems_are_located_errors(tmp_path: Path, capsys: pytest.Captu
     write(tmp_path / "a.cnn", 'import "b.cnn"\nblock x() = relu\n')
     write(tmp_path / "b.cnn", 'import "a.cnn"\nblock y() = relu\n')
     spec = write(tmp_path / "net.cnn", 'import "missing.cnn"\nimport "folder.cnn"\nimport ""\nimport "latin1.cnn"\n'
-                                       'import "self.cnn"\nimport "a.cnn"\nimport "notes.txt"\nnetwork E\n'
-                                       "input 8x8x1\ninput -> x -> y -> fc(2)\n")
+                                       'import "self.cnn"\nimport "a.cnn"\nimport "notes.txt"\n'
+                                       f'import "{"x" * 300}.cnn"\nnetwork E\ninput 8x8x1\ninput -> x -> y -> fc(2)\n')
     errors = _errors(spec)
     by_line = {(Path(e["file"]).name, e["line"]): e for e in errors}
     assert "there is no" in by_line["net.cnn", 1]["message"] and "missing.cnn" in by_line["net.cnn", 1]["message"]
@@ -107,7 +107,8 @@ def test_import_problems_are_located_errors(tmp_path: Path, capsys: pytest.Captu
     assert by_line["self.cnn", 1]["message"] == "`self.cnn` imports itself: self.cnn -> self.cnn"
     assert by_line["b.cnn", 1]["message"] == "`a.cnn` imports itself: a.cnn -> b.cnn -> a.cnn"
     assert by_line["net.cnn", 7]["message"] == "`notes.txt` is not a .cnn file"  # its lines are never shown
-    assert len(errors) == 7  # x and y are still defined: no cascade of unbound names
+    assert by_line["net.cnn", 8]["message"] == f"cannot import `{'x' * 300}.cnn`: File name too long"
+    assert len(errors) == 8  # x and y are still defined: no cascade of unbound names
     # on the command line: file:line:col, the line, a caret, exit 1
     assert main(["check", str(spec)]) == 1
     err = capsys.readouterr().err
