@@ -22,7 +22,7 @@ from typing import Any
 from cnndsl import ir
 from cnndsl import nodes as n
 from cnndsl.errors import CnnError, Diagnostic, closest
-from cnndsl.imports import resolve_imports, standalone_text
+from cnndsl.imports import resolve_imports
 from cnndsl.layers import BUILTINS, COMBINATORS, CONSTANTS, FOREIGN_PARAMS, ArgError, describe, show
 from cnndsl.limits import INT64_MAX, MAX_EXPRESSION_DEPTH, MAX_LAYERS
 from cnndsl.source import Source, Span
@@ -605,7 +605,7 @@ def _expand(program: n.Program, overrides: dict[str, tuple[n.Expr, Source]] | No
                   f"bind them with `let` in the file or `{example}`")))
     if ev.diagnostics:
         raise CnnError(tuple(ev.diagnostics), free_names=tuple(ev.unbound))
-    return ir.Graph(name, tuple(g.nodes), output, source, standalone_text(program, imported=imported) if imported else None)
+    return ir.Graph(name, tuple(g.nodes), output, source, imported)
 
 
 def _names_in(program: n.Program) -> set[str]:

@@ -88,6 +88,7 @@ def resolve_imports(program: n.Program) -> tuple[tuple[n.Program, ...], tuple[Di
 
 def _visit(program: n.Program, stack: list[Path], loaded: dict[Path, n.Program], order: list[n.Program],
            problems: list[Diagnostic]) -> None:
+    folder = None
     for stmt in program.statements:
         if not isinstance(stmt, n.Import):
             continue
@@ -101,7 +102,8 @@ def _visit(program: n.Program, stack: list[Path], loaded: dict[Path, n.Program],
                                        help="import the definitions of a spec: `import \"blocks.cnn\"`"))
             continue
         try:
-            path = (_folder(program) / stmt.path).resolve()
+            folder = _folder(program) if folder is None else folder
+            path = (folder / stmt.path).resolve()
             exists = path.exists()
         except (OSError, ValueError) as err:  # a name too long for the file system, a NUL byte
             problems.append(Diagnostic("import", f"cannot import `{stmt.path}`: "
@@ -144,13 +146,16 @@ def _visit(program: n.Program, stack: list[Path], loaded: dict[Path, n.Program],
 _IMPORT_LINE = re.compile(r'^[ \t]*import[ \t]+"[^"\n]*"[ \t]*(#.*)?$', re.IGNORECASE | re.MULTILINE)
 
 
-def standalone_text(program: n.Program, text: str | None = None,
-                    imported: tuple[n.Program, ...] | None = None) -> str:
+def standalone_text(program: n.Program, text: str | None = None) -> str:
     """The spec (`text`, by default its source) with no imports: each import line commented out (line
     numbers stay) and the imported definitions written after it, under a comment naming their file. A run
     directory, an export or a sweep's member stores this, so it reads back wherever it is copied."""
-    text = program.source.text if text is None else text
-    imported = load_imports(program) if imported is None else imported  # the expander passes what it found
+    return written_in(program.source.text if text is None else text, load_imports(program))
+
+
+def written_in(text: str, imported: tuple[n.Program, ...]) -> str:
+    """`text` with the definitions of the `imported` programs written in (`standalone_text`'s work, for
+    imports already resolved: `ir.Graph.standalone_text` builds it only when something stores the spec)."""
     if not imported:
         return text
     text = _IMPORT_LINE.sub(lambda m: f"# {m.group(0).strip()}   (written out below)", text)

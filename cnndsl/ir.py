@@ -8,8 +8,8 @@ only normalized parameters: kernel, stride and dilation are (height, width) pair
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import ClassVar, Union
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Union
 
 from cnndsl.source import Source, Span
 
@@ -299,12 +299,15 @@ class Graph:
     nodes: tuple[Node, ...]
     output: int
     source: Source
-    imported_text: str | None = None  # the spec with its imports written in, when it has any
+    imports: tuple[Any, ...] = field(default=(), compare=False)  # the programs the spec imports (nodes.Program)
 
     @property
     def standalone_text(self) -> str:
-        """The spec as a file that needs no other: what run directories, exports and sweeps store."""
-        return self.source.text if self.imported_text is None else self.imported_text
+        """The spec as a file that needs no other (its imports written in): what run directories, exports
+        and sweeps store."""
+        from cnndsl.imports import written_in  # here: only what stores a spec needs it
+
+        return written_in(self.source.text, self.imports)
 
     @property
     def input_shape(self) -> Shape:
