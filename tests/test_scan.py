@@ -48,7 +48,7 @@ def modules(spec: str) -> tuple[cnndsl.compiler.CompiledNetwork, Network, Networ
 
 
 @pytest.mark.parametrize("spec", [
-    ROOT / "examples" / "resnet50.cnn",
+    pytest.param(ROOT / "examples" / "resnet50.cnn", marks=pytest.mark.slow, id="resnet50"),  # 45 s here
     "network T\ninput 16x16x3\nblock b(c) = residual(conv(c, 3x3, pad=same) -> bn -> relu -> dropout(0.3)) -> relu\n"
     "input -> conv(8, 3x3, pad=same) -> [b(8)]*5 -> [b(8) -> [bn -> relu]*2]*3 -> global_avgpool -> fc(10)",
 ])
