@@ -130,9 +130,8 @@ def check_program(program: nodes.Program, overrides: dict[str, tuple[nodes.Expr,
     if overflow is not None:
         index, what = overflow
         node = graph.nodes[index + 1]
-        where = node.where()
         raise CnnError((Diagnostic(
             "limit", f"the network's {what} do not fit in 64 bits", node.source or graph.source, node.span,
-            ((f"in {where}",) if where else ()) + (f"the total passes {INT64_MAX:,} at `{node.op.label()}`",),
+            node.notes(graph.source) + (f"the total passes {INT64_MAX:,} at `{node.op.label()}`",),
             help="use fewer or smaller layers"),))
     return report

@@ -67,6 +67,7 @@ class _Evaluator:
         self.globals = Env({}, None, source)
         self.budget = Budget()
         self.depth = 0  # levels of `value` now running
+        self.builder: GraphBuilder | None = None  # while the main chain is applied: its open block calls
 
     # -- diagnostics
     def error(self, kind: str, message: str, env: Env | Source, span: Span | None,
@@ -76,6 +77,8 @@ class _Evaluator:
         key = (kind, message, source.path, span)
         if key not in self._seen:
             self._seen.add(key)
+            if self.builder is not None and source is not self.builder.main_source:  # inside an imported file
+                notes = notes + ir.call_sites(self.builder.frames)
             self.diagnostics.append(Diagnostic(kind, message, source, span, notes, help))
         return POISON
 
@@ -559,6 +562,7 @@ def _expand(program: n.Program, overrides: dict[str, tuple[n.Expr, Source]] | No
         main = None
 
     g = GraphBuilder(ev.budget, main_source=source)
+    ev.builder = g
     output = 0
     try:
         if input_decl is not None and main is not None:

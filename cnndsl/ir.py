@@ -262,6 +262,13 @@ class Frame:
     label: str
     span: Span
     repeat: bool = False  # a step of `[...]*N`: the steps' labels differ only in the step number
+    call_source: Source | None = field(default=None, compare=False)  # a block call: the file it is written in
+
+
+def call_sites(path: tuple[Frame, ...] | list[Frame]) -> tuple[str, ...]:
+    """A note naming where each block call of `path` is written, outermost first; () without calls."""
+    calls = [f"`{f.label}` at {f.call_source.path}:{f.span.line}:{f.span.col}" for f in path if f.call_source]
+    return (f"called from {', then '.join(calls)}",) if calls else ()
 
 
 @dataclass(frozen=True)
@@ -289,6 +296,19 @@ class Node:
         """
         frames = [f for f in self.path if not (outside_own_group and f.span == self.span)]
         return " › ".join(f.label for f in frames)
+
+    def call_sites(self, graph_source: Source) -> tuple[str, ...]:
+        """For a layer written in an imported file: a note naming where each enclosing block is called,
+        from the spec's own file inward (`stage(8)` at main.cnn:5:10, `bad(8)` at lib.cnn:2:32); else ()."""
+        if self.source is None or self.source is graph_source:
+            return ()
+        return call_sites(self.path)
+
+    def notes(self, graph_source: Source, outside_own_group: bool = False) -> tuple[str, ...]:
+        """The notes a diagnostic at this node carries: the groups it is in, and the call sites that lead
+        into an imported file."""
+        where = self.where(outside_own_group)
+        return ((f"in {where}",) if where else ()) + self.call_sites(graph_source)
 
 
 @dataclass(frozen=True)

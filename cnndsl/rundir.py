@@ -28,8 +28,9 @@ SETTINGS, SPEC, METRICS, CURVES, CHECKPOINTS, LOCK = (
     "settings.json", "spec.cnn", "metrics.jsonl", "curves.png", "checkpoints", ".lock")
 #: The numbers each metrics.jsonl line holds.
 METRIC_FIELDS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "images_per_s", "seconds")
-#: Numbers a metrics line holds when the run has a validation split (null without one).
-OPTIONAL_METRIC_FIELDS = ("val_loss", "val_accuracy")
+#: Numbers a metrics line may hold: validation figures (null without a validation split) and the parts of
+#: `seconds` (absent from lines written before cnndsl recorded them).
+OPTIONAL_METRIC_FIELDS = ("val_loss", "val_accuracy", "train_seconds", "eval_seconds", "checkpoint_seconds")
 
 
 class RunDir:

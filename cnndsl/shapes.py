@@ -176,20 +176,67 @@ def _concat(op: ir.Concat, shapes: list[ir.Shape]) -> Inferred:
     return Inferred(first[:-1] + (sum(s[-1] for s in shapes),))
 
 
-def _add(op: ir.Add, shapes: list[ir.Shape]) -> Inferred:
+def _add(op: ir.Add, shapes: list[ir.Shape], body_stride: Callable[[], ir.Pair | None] = lambda: None) -> Inferred:
+    """`body_stride` gives a residual body's total stride (from the graph), for the fix of a mismatch."""
     first = shapes[0]
     for i, shape in enumerate(shapes[1:], start=2):
         if shape != first:
             if op.residual:
                 body, shortcut = shapes
-                stride = shortcut[0] // body[0] if len(body) == 3 and body[0] and shortcut[0] % body[0] == 0 else 1
-                fix = (f"project the shortcut: `residual(..., shortcut=conv({body[-1]}, 1x1"
-                       f"{f', stride={stride}' if stride > 1 else ''}, bias=false) -> bn)`")
                 raise ShapeIssue(f"`residual` adds its body's {fmt(body)} to a shortcut of {fmt(shortcut)}",
-                                 fix if len(body) == len(shortcut) == 3 else None)
+                                 residual_fix(body, shortcut, body_stride()))
             raise ShapeIssue(f"`add` needs branches of one shape: branch 1 gives {fmt(first)}, "
                              f"branch {i} gives {fmt(shape)}")
     return Inferred(first)
+
+
+def residual_fix(body: ir.Shape, shortcut: ir.Shape, stride: ir.Pair | None) -> str | None:
+    """The change that makes a residual body and its shortcut the same shape, or None when none is clear.
+
+    A body whose layers pad `same` gives ceil(H/s) x ceil(W/s) for its total stride s, and a 1x1 projection
+    of stride s gives the shortcut exactly that size (floor((H-1)/s) + 1 = ceil(H/s)). So: a body of another
+    size needs `pad=same` (it shrinks by its kernels); then a body that strides or changes the width needs the
+    projection, of the body's stride and width.
+    """
+    if len(body) != 3 or len(shortcut) != 3:
+        return None
+    (bh, bw, channels), (sh, sw, _) = body, shortcut
+    if stride is None:  # the body was not traced (an op that sets the size directly): infer a stride from sizes
+        stride = next(((s, t) for s in range(1, sh + 1) for t in range(1, sw + 1)
+                       if -(-sh // s) == bh and -(-sw // t) == bw), None)
+        if stride is None:
+            return None
+    padded = (-(-sh // stride[0]), -(-sw // stride[1]))
+    fixes = []
+    if (bh, bw) != padded:
+        fixes.append(f"give the body's convolutions and pools `pad=same`, so that it gives "
+                     f"{padded[0]}x{padded[1]}x{channels} instead of {fmt(body)}")
+    if stride != (1, 1) or channels != shortcut[2]:
+        shown = "" if stride == (1, 1) else f", stride={stride[0] if stride[0] == stride[1] else f'({stride[0]}, {stride[1]})'}"
+        fixes.append(f"project the shortcut: `residual(..., shortcut=conv({channels}, 1x1{shown}, bias=false) -> bn)`")
+    return "; then ".join(fixes) if fixes else None
+
+
+def body_stride(graph: ir.Graph, node: ir.Node) -> ir.Pair | None:
+    """The product of the strides on a residual's body, from the branch point to `node`'s first input; None
+    when the body holds an op that sets the size itself (global or adaptive pooling)."""
+    shortcut_side: set[int] = set()
+    stack = [node.inputs[1]]
+    while stack:
+        index = stack.pop()
+        if index not in shortcut_side:
+            shortcut_side.add(index)
+            stack.extend(graph.nodes[index].inputs)
+    sh, sw = 1, 1
+    index = node.inputs[0]
+    while index not in shortcut_side:
+        layer = graph.nodes[index]
+        if isinstance(layer.op, (ir.Conv, ir.Pool)):
+            sh, sw = sh * layer.op.stride[0], sw * layer.op.stride[1]
+        elif isinstance(layer.op, (ir.GlobalPool, ir.AdaptivePool)) or not layer.inputs:
+            return None
+        index = layer.inputs[0]
+    return sh, sw
 
 
 def _mul(op: ir.Mul, shapes: list[ir.Shape]) -> Inferred:
@@ -248,13 +295,16 @@ def infer_shapes(graph: ir.Graph) -> list[Inferred]:
             results.append(None)
             continue
         try:
-            inferred = _RULES[type(node.op)](node.op, [x.shape for x in inputs])
+            shapes = [x.shape for x in inputs]
+            if isinstance(node.op, ir.Add) and node.op.residual:
+                inferred = _add(node.op, shapes, lambda node=node: body_stride(graph, node))  # type: ignore[misc]
+            else:
+                inferred = _RULES[type(node.op)](node.op, shapes)
             if any(d > INT64_MAX for d in inferred.shape) or math.prod(inferred.shape) > INT64_MAX:
                 raise ShapeIssue(f"the output of `{node.op.label()}` has more elements than fit in 64 bits")
             results.append(inferred)
         except ShapeIssue as issue:
-            where = node.where(outside_own_group=True)
-            notes = issue.notes + ((f"in {where}",) if where else ())
+            notes = issue.notes + node.notes(graph.source, outside_own_group=True)
             diagnostics.append(Diagnostic("shape", issue.message, node.source or graph.source, node.span, notes,
                                           issue.help))
             results.append(None)

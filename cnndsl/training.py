@@ -14,6 +14,7 @@ A run directory holds:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -21,7 +22,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,18 +33,23 @@ import numpy as np
 import optax
 from flax import nnx
 
+from cnndsl import nodes
+from cnndsl.api import check_program, parse_overrides
 from cnndsl.compiler import CompiledNetwork
 from cnndsl.compiler import compile as compile_spec
-from cnndsl.data import Dataset, DataError, absolute_source, load_dataset, missing_classes
+from cnndsl.data import BUILTIN_SHAPES, Dataset, DataError, absolute_source, load_dataset, missing_classes
 from cnndsl.data.feed import ArrayFeed, StreamFeed, TooManyBadImages
 from cnndsl.data.pipeline import STATE_BYTES, ImageData, PipelineError, channel_stats, open_images
 from cnndsl.distributed import Placement, agree, barrier
 from cnndsl.flax_backend import flatten_state, unflatten_state
 from cnndsl.rundir import CURVES, SPEC, RunDir
+from cnndsl.errors import CnnError, UsageError
+from cnndsl.parser import parse as parse_source
 from cnndsl.settings import INTERRUPTS, Diverged, Interrupted, Settings, TrainingError
+from cnndsl.shapes import fmt
+from cnndsl.source import Source
 
 __all__ = ["Interrupted", "Settings", "TrainingError", "TrainResult", "evaluate", "predict", "train"]
-from cnndsl.shapes import fmt
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 EVAL_BATCH = 500
@@ -322,25 +328,52 @@ def _classes_of(net: CompiledNetwork) -> int | None:
     return out[0] if len(out) == 1 else None
 
 
-def check_compatible(net: CompiledNetwork, data: Dataset, resize: bool) -> None:
-    """A TrainingError unless the dataset's images and classes fit the spec."""
+def check_compatible(net: CompiledNetwork, data: Dataset, resize: bool,
+                     bindings: dict[str, Any] | None = None) -> None:
+    """A TrainingError unless the dataset's images and classes fit the spec; its hint names the fix that
+    works: another built-in dataset of the spec's shape, `--set NAME=K` where a `let` sets the classes."""
     (h, w, c), (dh, dw, dc) = net.input_shape, data.image_shape
     where = data.name
     if c != dc:
         fix = (f"change `input` to {h}x{w}x{dc}" if (h, w) == (dh, dw) or resize else
                f"change `input` to {dh}x{dw}x{dc} (or to {h}x{w}x{dc} and pass --resize)")
         raise TrainingError(f"{where} has images of {dh}x{dw}x{dc} ({dc} channel{'s' * (dc != 1)}), the spec's "
-                            f"input is {h}x{w}x{c}; {fix}")
+                            f"input is {h}x{w}x{c}; {_other_datasets(net.input_shape, where)}{fix}")
     if (h, w) != (dh, dw) and not resize:
-        raise TrainingError(f"{where} has images of {dh}x{dw}x{dc}, the spec's input is {h}x{w}x{c}; pass --resize "
-                            f"to resize them on the device, or change `input` to {dh}x{dw}x{c}")
+        raise TrainingError(f"{where} has images of {dh}x{dw}x{dc}, the spec's input is {h}x{w}x{c}; "
+                            f"{_other_datasets(net.input_shape, where)}pass --resize to resize its images on the "
+                            f"device, or change `input` to {dh}x{dw}x{c}")
     out = net.report.output_shape
     if len(out) != 1:
         raise TrainingError(f"the network's output is {fmt(out)}, not a vector of class scores; end it with "
                             f"fc({data.num_classes})")
     if out[0] != data.num_classes:
-        raise TrainingError(f"the network outputs {out[0]} classes, {where} has {data.num_classes}; end the "
-                            f"network with fc({data.num_classes})")
+        fix = _binding_for_classes(net, bindings or {}, data.num_classes) or f"end the network with fc({data.num_classes})"
+        raise TrainingError(f"the network outputs {out[0]} classes, {where} has {data.num_classes}; {fix}")
+
+
+def _other_datasets(shape: tuple[int, ...], current: str) -> str:
+    """'the network takes 28x28x1 images, as mnist and fashion-mnist have: pass --data mnist; or ' (or '')."""
+    fits = [name for name, (image, _) in BUILTIN_SHAPES.items() if image == tuple(shape) and name != current]
+    if not fits:
+        return ""
+    return (f"the network takes {fmt(tuple(shape))} images, as {' and '.join(fits)} "
+            f"ha{'ve' if len(fits) > 1 else 's'}: pass --data {fits[0]}; or ")
+
+
+def _binding_for_classes(net: CompiledNetwork, bindings: dict[str, Any], classes: int) -> str | None:
+    """`pass --set NAME=K` when setting one of the spec's `let` names to K makes the network output K
+    classes (checked, milliseconds: no JAX), else None."""
+    program = parse_source(Source(net.report.graph.standalone_text))
+    names = [b.key for s in program.statements if isinstance(s, nodes.Let) for b in s.bindings if not b.optional]
+    for name in names:
+        try:
+            report = check_program(program, parse_overrides({**bindings, name: classes}))
+        except (CnnError, UsageError):
+            continue
+        if report.output_shape == (classes,):
+            return f"pass --set {name}={classes}"
+    return None
 
 
 def _checkpoint_managers(run_dir: Path, keep: int) -> tuple[Any, Any]:
@@ -447,6 +480,51 @@ def new_run_dir(spec_path: str, root: Path = Path("runs")) -> Path:
         n += 1
         candidate = root / f"{stem}-{n}"
     return candidate
+
+
+class _EpochClock:
+    """The wall time of each epoch and its parts, for its metrics record.
+
+    `seconds` runs from the end of the previous epoch's record (the loop's start, for the first) to the end
+    of this one's: the gap between two epoch lines. Its parts: `train_seconds` (the steps; in a process's
+    first epoch, their compilation too), `eval_seconds` (validation and test), `checkpoint_seconds` (what
+    handing checkpoints to the writer cost the loop: this epoch's mid-epoch ones and the previous epoch's
+    end-of-epoch one, which is saved after that epoch's record); the remainder is bookkeeping.
+    `images_per_s` is training throughput: the images of this epoch's steps over `train_seconds`.
+    """
+
+    def __init__(self) -> None:
+        self._since = time.perf_counter()
+        self._parts = {"train": 0.0, "eval": 0.0, "checkpoint": 0.0}
+
+    @contextlib.contextmanager
+    def timing(self, part: str) -> Iterator[None]:
+        """Add the time the block takes to `part` (a checkpoint inside training counts as checkpoint only)."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            spent = time.perf_counter() - started
+            self._parts[part] += spent
+            if part == "checkpoint" and self._in_training:
+                self._parts["train"] -= spent
+
+    _in_training = False
+
+    def start_training(self) -> None:
+        self._in_training, self._training_since = True, time.perf_counter()
+
+    def stop_training(self) -> None:
+        self._in_training = False
+        self._parts["train"] += time.perf_counter() - self._training_since
+
+    def record(self, images: int) -> dict[str, float]:
+        """The epoch's figures; the clock then starts the next epoch."""
+        now = time.perf_counter()
+        figures = {"images_per_s": images / max(self._parts["train"], 1e-9), "seconds": now - self._since,
+                   **{f"{part}_seconds": spent for part, spent in self._parts.items()}}
+        self._since, self._parts = now, dict.fromkeys(self._parts, 0.0)
+        return figures
 
 
 def epoch_line(record: dict[str, Any], epochs: int) -> str:
@@ -609,7 +687,7 @@ def _train(net: CompiledNetwork, settings: Settings, run: RunDir, resume: bool, 
             data, skipped = _open_data(settings, net, progress)
     except (DataError, PipelineError) as err:
         raise TrainingError(str(err)) from None
-    check_compatible(net, data, settings.resize)
+    check_compatible(net, data, settings.resize, bindings)
     absent = missing_classes(data)
     if absent:
         progress.warn(f"{len(absent)} class{'es' * (len(absent) > 1)} of the validation and test data never occur "
@@ -678,11 +756,16 @@ def _train(net: CompiledNetwork, settings: Settings, run: RunDir, resume: bool, 
     saved_step = step
     interrupted: list[int] = []
     restore_signals = _stop_on_signals(interrupted)
+    # An epoch's clock runs from the end of the previous epoch's record (or the loop's start) to the end of its
+    # own: `seconds` is the time between two epoch lines, split into its parts. The end-of-epoch checkpoint is
+    # handed over after the metrics line (which must be written first), so it counts in the next epoch.
+    clock = _EpochClock()
     try:
         while step < total_steps:
             epoch, index = divmod(step, steps_per_epoch)
             feed.start_epoch(epoch)
             progress.start(epoch + 1, settings.epochs, steps_per_epoch, index)
+            clock.start_training()
             started, first_step = time.perf_counter(), step
             pending: tuple[Any, int, int] | None = None
 
@@ -711,24 +794,27 @@ def _train(net: CompiledNetwork, settings: Settings, run: RunDir, resume: bool, 
                     if boundary or index == steps_per_epoch - 1:  # a checkpoint or the epoch's end: check now
                         show(meters, index + 1, step)
                     if boundary and index != steps_per_epoch - 1:
-                        checkpoints.save(step, snapshot())
+                        with clock.timing("checkpoint"):
+                            checkpoints.save(step, snapshot())
                         saved_step = step
                     if interrupted and index != steps_per_epoch - 1:  # at the epoch's end: finish it first
                         raise KeyboardInterrupt
             finally:
                 progress.stop()
-            elapsed = time.perf_counter() - started
             seen_loss, seen_correct, seen = (float(v) for v in np.asarray(meters))
+            clock.stop_training()
             record = {"epoch": epoch + 1, "step": step, "train_loss": seen_loss / seen,
                       "train_accuracy": seen_correct / seen}
             # validation chooses the best checkpoint; test is only reported
-            for split, result in feed.evaluate(trainer, params, stats).items():
+            with clock.timing("eval"):
+                evaluated = feed.evaluate(trainer, params, stats)
+            for split, result in evaluated.items():
                 loss, accuracy = result or (None, None)
                 if loss is not None and not math.isfinite(loss):
                     raise Diverged(f"the {split} loss is {loss} after epoch {epoch + 1}; stopped without "
                                         f"saving it. The last good checkpoint is step {saved_step}. Try a lower --lr")
                 record[f"{split}_loss"], record[f"{split}_accuracy"] = loss, accuracy
-            record.update(images_per_s=(step - first_step) * batch / elapsed, seconds=elapsed)
+            record.update(clock.record((step - first_step) * batch))
             if streaming or skipped:  # unreadable images skipped so far (the run stops past --max-bad-images)
                 record["bad_images"] = len(skipped) + feed.bad_images
             meters = np.zeros(3, np.float32)
@@ -738,7 +824,8 @@ def _train(net: CompiledNetwork, settings: Settings, run: RunDir, resume: bool, 
             # The metrics line first: a resume drops lines beyond its checkpoint, never lacks one.
             if main:
                 run.append_metrics(record)
-            checkpoints.save(step, snapshot(), best=improved)
+            with clock.timing("checkpoint"):
+                checkpoints.save(step, snapshot(), best=improved)
             saved_step = step
             progress.line(epoch_line(record, settings.epochs))
             if on_epoch:

@@ -196,7 +196,7 @@ class BlockLayer(Layer):
             self.on_recursion(g.block_stack[g.block_stack.index(self.block.name):] + [self.block.name])
             return x
         g.block_stack.append(self.block.name)
-        g.enter(self.label, self.span)
+        g.enter(self.label, self.span, call_source=self.source)
         try:
             return self.body(g.shapes[x]).apply(g, x)
         except TooMuchWork as err:
@@ -324,11 +324,12 @@ class GraphBuilder:
         self.shapes.append(output_shape(op, [self.shapes[i] for i in inputs]))
         return node.id
 
-    def enter(self, label: str, span: Span, repeat: bool = False) -> None:
-        """Open a group `label`: nodes added until `leave` belong to it. Counts as a unit of work."""
+    def enter(self, label: str, span: Span, repeat: bool = False, call_source: Source | None = None) -> None:
+        """Open a group `label` (a block call written in `call_source`): nodes added until `leave` belong to
+        it. Counts as a unit of work."""
         self.budget.spend()
         self.next_frame += 1
-        self.frames.append(ir.Frame(self.next_frame, label, span, repeat))
+        self.frames.append(ir.Frame(self.next_frame, label, span, repeat, call_source))
 
     def leave(self) -> None:
         """Close the innermost group."""

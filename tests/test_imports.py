@@ -129,6 +129,26 @@ def test_errors_inside_an_imported_file_point_into_it(tmp_path: Path) -> None:
     spec = write(tmp_path / "net.cnn", 'import "lib.cnn"\nnetwork S\ninput 8x8x1\ninput -> typo -> fc(2)\n')
     (name,) = _errors(spec)
     assert (Path(name["file"]).name, name["line"]) == ("lib.cnn", 10) and "did you mean `width`" in name["help"]
+    assert name["notes"][-1].startswith("called from `typo` at ") and name["notes"][-1].endswith("net.cnn:4:10")
+
+
+def test_an_error_two_imports_deep_names_every_call_site_from_the_spec_inward(tmp_path: Path) -> None:
+    write(tmp_path / "inner.cnn", "block bad(c) = residual(conv(c, 3x3) -> relu)\n")
+    write(tmp_path / "lib" / "middle.cnn", 'import "../inner.cnn"\nblock stage(c) = conv(c, 1x1) -> bad(c)\n')
+    spec = write(tmp_path / "net.cnn", 'import "lib/middle.cnn"\nnetwork S\ninput 8x8x1\n'
+                                       'input -> conv(8, 3x3, pad=same)\n      -> [stage(8)]*2 -> fc(2)\n')
+    errors = _errors(spec)
+    assert len(errors) == 1  # the first repetition's error; the second has no input shape to check
+    (error,) = errors
+    assert (Path(error["file"]).name, error["line"], error["col"]) == ("inner.cnn", 1, 16)
+    call = error["notes"][-1]
+    assert call.startswith("called from `stage(8)` at ") and ", then `bad(8)` at " in call, call
+    outer, inner = call.removeprefix("called from ").split(", then ")
+    assert outer.endswith("net.cnn:5:11") and inner.endswith(f"lib{os.sep}middle.cnn:2:34"), call
+    # a spec's own layers carry no call-site note
+    spec = write(tmp_path / "own.cnn", "network S\nblock bad(c) = residual(conv(c, 3x3))\ninput 8x8x8\ninput -> bad(8)\n")
+    (own,) = _errors(spec)
+    assert not any(note.startswith("called from") for note in own["notes"])
 
 
 def test_a_name_defined_here_and_in_an_import_is_a_clash(tmp_path: Path) -> None:

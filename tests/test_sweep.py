@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -323,3 +324,11 @@ def test_a_sweep_on_synthetic_data_gives_it_the_familys_shape_and_classes(tmp_pa
     trained = [t for t in result.trials if t.status == "trained"]
     assert len(trained) == 1
     assert json.loads((Path(trained[0].run_dir) / "settings.json").read_text())["data"] == "synthetic:300"
+    # the command the sweep prints for best.cnn trains it on the sweep's data, as printed
+    from cnndsl.cli import main
+    from cnndsl.search.commands import sweep_table
+
+    (line,) = [line for line in sweep_table(result).splitlines() if line.startswith("best.cnn:")]
+    command = shlex.split(line.split("`")[1])
+    assert command[:2] == ["cnndsl", "train"] and command[3:] == ["--data", "synthetic:300"]
+    assert main([*command[1:], "--epochs", "1", "--quiet", "--out", str(tmp_path / "best")]) == 0

@@ -169,10 +169,22 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> No
 
 
 def test_python_api_trains_and_returns_history(tmp_path: Path) -> None:
-    result = cnndsl.train(DIGITS, run_dir=tmp_path / "run", quiet=True, epochs=2, batch_size=128)
+    started = time.perf_counter()
+    result = cnndsl.train(DIGITS, run_dir=tmp_path / "run", quiet=True, epochs=2, batch_size=128,
+                          checkpoint_every=4)
+    wall = time.perf_counter() - started
     assert [e["epoch"] for e in result.history.epochs] == [1, 2]
     x = jnp.zeros((3, 8, 8, 1))
     assert result.model(x).shape == (3, 10)
+    # An epoch's `seconds` is its wall time and holds its parts (inequalities of one clock, true at any speed):
+    # the parts are disjoint intervals inside it, and the epochs' seconds are disjoint intervals of the call.
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    for epoch in lines:
+        parts = [epoch[f"{p}_seconds"] for p in ("train", "eval", "checkpoint")]
+        assert all(p >= 0 for p in parts) and epoch["eval_seconds"] > 0 and epoch["checkpoint_seconds"] > 0
+        assert sum(parts) <= epoch["seconds"]
+        assert epoch["images_per_s"] == pytest.approx(10 * 128 / epoch["train_seconds"], rel=1e-12)  # 10 steps
+    assert sum(e["seconds"] for e in lines) <= wall
 
 
 def test_spec_settings_and_flags(tmp_path: Path) -> None:

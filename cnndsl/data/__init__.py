@@ -99,6 +99,11 @@ REMOTES: dict[str, tuple[Remote, ...]] = {
     "cifar10": (Remote("cifar-10-binary.tar.gz", _TORONTO, "c32a1d4ab5d03f1284b67883e8d87530"),),
     "cifar100": (Remote("cifar-100-binary.tar.gz", _TORONTO, "03b5dce01913d631647c71ecec9e9cb8"),),
 }
+#: The image shape (H, W, C) and class count of each built-in dataset, as published.
+BUILTIN_SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {
+    "digits": ((8, 8, 1), 10), "mnist": ((28, 28, 1), 10), "fashion-mnist": ((28, 28, 1), 10),
+    "cifar10": ((32, 32, 3), 10), "cifar100": ((32, 32, 3), 100),
+}
 SOURCES = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "npz:PATH", "folder:PATH", "records:DIR",
            "synthetic[:N]")
 SYNTHETIC_BYTES = 64 << 20  # the default synthetic dataset's size

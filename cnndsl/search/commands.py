@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -249,7 +250,9 @@ def sweep_table(result: Any) -> str:
             lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
     if result.best is not None:
         lines.append(f"best.cnn: trial {result.best.number}, validation accuracy {result.best.accuracy:.2%}, "
-                     f"{human(result.best.macs or 0)} MACs; `cnndsl train {result.directory / 'best.cnn'}` trains it")
+                     f"{human(result.best.macs or 0)} MACs; "
+                     f"`{shlex.join(['cnndsl', 'train', str(result.directory / 'best.cnn'), *result.train_flags])}` "
+                     "trains it")
     lines.append(f"wrote {result.directory}/: trials.csv, pareto.png, edf.png, best.cnn, trials/")
     return "\n".join(lines) + "\n"
 

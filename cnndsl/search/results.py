@@ -40,6 +40,7 @@ class SweepResult:
     best: TrialResult | None
     directory: Path
     objectives: tuple[str, ...]
+    train_flags: tuple[str, ...] = ()  # what `cnndsl train best.cnn` needs to train on the sweep's data
 
 
 def summarize(study: Any, directory: Path, space: Space, objectives: Sequence[str]) -> SweepResult:

@@ -278,7 +278,13 @@ def sweep(spec: str | os.PathLike[str], *, data: str | None = None, data_dir: st
             break
     if worker.idle >= MAX_IDLE_TRIALS:
         say(f"stopped: the last {MAX_IDLE_TRIALS} members sampled were invalid, over budget or already trained")
-    return summarize(opened, directory, space, objectives)
+    return dataclasses.replace(summarize(opened, directory, space, objectives), train_flags=_data_flags(base))
+
+
+def _data_flags(base: Mapping[str, Any]) -> tuple[str, ...]:
+    """The `cnndsl train` flags that select the sweep's data (none for the default dataset)."""
+    flags: tuple[str, ...] = () if base["data"] == Settings().data else ("--data", base["data"])
+    return flags + (("--data-dir", str(base["data_dir"])) if base.get("data_dir") else ())
 
 
 def _is_text(spec: Any) -> bool:
