@@ -85,11 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--force", action="store_true",
                       help="replace an earlier artifact of the same kind at -o (a file or folder cnndsl did not "
                            "write is never replaced)")
-    run = commands.add_parser("run", help="run an exported network on images saved as .npy",
+    run = commands.add_parser("run", help="run an exported network on PNG/JPEG images or .npy arrays",
                               description="Load an artifact written by `cnndsl compile --emit export` and print "
-                                          "the top classes of each image (an .npy array HxWxC, or BxHxWxC).")
+                                          "the top classes of each image: a PNG or JPEG file (its 0..255 pixels "
+                                          "converted to the units the run's dataset stores; another size is "
+                                          "resized and centre-cropped as evaluation does), or an .npy array "
+                                          "HxWxC or BxHxWxC in the dataset's units.")
     run.add_argument("artifact", help="the export directory")
-    run.add_argument("images", nargs="+", metavar="IMAGE.npy", help="images as numpy arrays")
+    run.add_argument("images", nargs="+", metavar="IMAGE", help="PNG/JPEG files or .npy arrays")
     run.add_argument("--top", type=_positive_int, default=5, help="how many classes to show per image (default 5)")
     run.add_argument("--json", action="store_true", help="print one JSON object per image")
     _add_training_commands(commands, spec)
@@ -203,10 +206,13 @@ def _add_training_commands(commands: Any, spec: argparse.ArgumentParser) -> None
     train.add_argument("--seed", type=int, help=_default("seed"))
     train.add_argument("--devices", type=_devices, default=None, metavar="all|N",
                        help="data parallelism: split each global batch (--batch-size) over all devices of every "
-                            "process, or over N of this process's (default all); the results do not change")
+                            "process, or over N of this process's (default all). The same computation, with sums in "
+                            "another order: parameters differ from one device's at rounding level, which Adam can "
+                            "amplify to ~1e-4 in some over epochs; one layout gives the same result every time")
     train.add_argument("--shard-params", action="store_true",
                        help="split parameters and optimizer state over the devices too (FSDP-style), for networks "
-                            "whose state does not fit one device; the results do not change")
+                            "whose state does not fit one device; the same computation as --devices alone (its "
+                            "sums may run in another order)")
     train.add_argument("--coordinator", metavar="HOST:PORT",
                        help="multi-process: the address of process 0's coordinator (jax.distributed); see "
                             "docs/distributed.md")
@@ -332,6 +338,32 @@ def _load_npy(path: str | Path) -> Any:
         raise DataError(f"{path}: not a readable .npy array ({err})") from None
 
 
+def _image_file_input(path: str, network: Any) -> Any:
+    """A PNG/JPEG file as the exported network's input, as `predict` prepares it for the run: channels
+    converted, 0..255 pixels in the units of the run's data (an export without a run's preprocessing takes
+    them as they are), another size resized as the run's evaluation does (bilinear, or the pipeline's
+    resize and centre crop)."""
+    import numpy as np
+
+    from cnndsl.data import read_image
+    from cnndsl.data.images import transformed
+
+    pixels = read_image(Path(path)).astype(np.float32)
+    height, width, channels = network.input_shape
+    if pixels.shape[-1] != channels:  # as `predict` converts them
+        pixels = pixels.mean(axis=-1, keepdims=True) if channels == 1 else np.repeat(pixels[..., :1], channels, axis=-1)
+    crop = network.meta.get("image_transform") == "resize-crop"
+    if crop and pixels.shape[:2] != (height, width):
+        pixels = transformed(pixels.clip(0, 255).astype(np.uint8), path, (height, width), channels)
+    scale = (network.meta.get("preprocess") or {}).get("scale", 255.0)
+    pixels = pixels.astype(np.float32) * np.float32(scale / 255.0)  # as Preprocess.stored_units does
+    if pixels.shape[:2] != (height, width):  # as training's Preprocess resizes, on the stored units
+        import jax
+
+        pixels = np.asarray(jax.image.resize(pixels[None], (1, height, width, channels), "bilinear")[0])
+    return pixels
+
+
 def _print_top(name: str, probabilities: Any, classes: Sequence[str], top: int, as_json: bool) -> None:
     """One image's `top` most likely classes, as a line of text or one JSON object."""
     import numpy as np
@@ -347,7 +379,7 @@ def _print_top(name: str, probabilities: Any, classes: Sequence[str], top: int, 
 
 
 def run_run(args: argparse.Namespace) -> int:
-    """`cnndsl run`: an exported network on .npy images."""
+    """`cnndsl run`: an exported network on image files and .npy arrays."""
     import numpy as np
 
     from cnndsl.export import ExportError, load_exported
@@ -355,7 +387,7 @@ def run_run(args: argparse.Namespace) -> int:
     network = load_exported(args.artifact)
     classes = network.meta.get("classes") or []
     for image in args.images:
-        x = _load_npy(image)
+        x = _load_npy(image) if Path(image).suffix.lower() == ".npy" else _image_file_input(image, network)
         if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
             raise ExportError(f"{image}: the images must be numbers, got an array of {x.dtype}")
         batch = x[None] if x.ndim == len(network.input_shape) else x

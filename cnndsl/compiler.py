@@ -37,6 +37,10 @@ class CompiledNetwork:
     dtype: Any = None
     scan: bool = False  # lower runs of identical repeated blocks once, with jax.lax.scan (see Network)
 
+    def __repr__(self) -> str:
+        dtype = "" if self.dtype is None else f", dtype={getattr(self.dtype, '__name__', self.dtype)}"
+        return f"CompiledNetwork({self.report!r}{dtype}{', scan=True' if self.scan else ''})"
+
     @property
     def input_shape(self) -> tuple[int, ...]:
         """The shape of one input image (H, W, C)."""

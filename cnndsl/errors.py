@@ -103,6 +103,13 @@ class CnnError(Exception):
     def __str__(self) -> str:
         return self.render()
 
+    def __repr__(self) -> str:
+        first = self.diagnostics[0] if self.diagnostics else None
+        where = f" at {first.source.path}:{first.span.line}:{first.span.col}" if first and first.source and first.span else ""
+        head = f"{first.kind}: {first.message}{where}" if first else "no diagnostics"
+        more = f" and {len(self.diagnostics) - 1} more" if len(self.diagnostics) > 1 else ""
+        return f"{type(self).__name__}({head}{more})"
+
     def render(self, limit: int = RENDER_LIMIT) -> str:
         """All diagnostics, blank-line separated; past `limit` a count of the rest."""
         shown = [d.render() for d in self.diagnostics[:limit]]

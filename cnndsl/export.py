@@ -39,12 +39,14 @@ class ExportError(Exception):
 
 def export(net: Any, model: Any, directory: str | Path, platforms: Sequence[str] = DEFAULT_PLATFORMS,
            preprocess: dict[str, Any] | None = None, classes: Sequence[str] = (), force: bool = False,
-           ) -> dict[str, Any]:
+           image_transform: str = "resize") -> dict[str, Any]:
     """Write `model` (a module of the compiled network `net`) as an inference artifact into `directory`.
 
     The forward pass runs in eval mode (running batch-norm statistics, no dropout). With `preprocess`
     ({"scale", "mean", "std"}, as a training run records it) the program takes raw pixels and normalizes
-    them first, exactly as training did. Platforms the installed jax cannot lower for are left out (and
+    them first, exactly as training did. `image_transform` says how `cnndsl run` brings an image file of
+    another size to the input: "resize" (bilinear, as training's --resize) or "resize-crop" (the input
+    pipeline's evaluation transform). Platforms the installed jax cannot lower for are left out (and
     not listed in meta.json) unless none is left. Returns the metadata written to meta.json.
 
     `directory` must be new or empty, or hold an earlier export (replaced only with `force`); a folder
@@ -100,6 +102,7 @@ def export(net: Any, model: Any, directory: str | Path, platforms: Sequence[str]
         "output_shape": list(report.output_shape),
         "output_is_probabilities": _ends_in_softmax(report),
         "preprocess": preprocess,
+        "image_transform": image_transform,
         "classes": list(classes),
         "params": report.params,
         "parameters": {name: {"shape": list(a.shape), "dtype": str(a.dtype)} for name, a in arrays.items()},
@@ -125,12 +128,13 @@ def export_run(spec: Any, run_dir: str | Path, directory: str | Path, checkpoint
     """Export a training run's `best` (or `last`) checkpoint with the run's input normalization built into
     the program, so the artifact takes raw pixels as the run's dataset stores them. `spec` may be None
     (the run's own copy). Returns the metadata, with the checkpoint's step added."""
-    from cnndsl.training import load_run
+    from cnndsl.training import load_run, uses_pipeline
 
     loaded = load_run(spec, run_dir, checkpoint, bindings)
     model = loaded.trainer.module(loaded.params, loaded.stats, train=False)
     meta = export(loaded.net, model, directory, preprocess=loaded.trainer.preprocess.to_dict(),
-                  classes=loaded.settings.get("classes") or (), force=force)
+                  classes=loaded.settings.get("classes") or (), force=force,
+                  image_transform="resize-crop" if uses_pipeline(loaded.settings) else "resize")
     return {**meta, "step": loaded.step}
 
 

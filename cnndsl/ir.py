@@ -321,6 +321,9 @@ class Graph:
     source: Source
     imports: tuple[Any, ...] = field(default=(), compare=False)  # the programs the spec imports (nodes.Program)
 
+    def __repr__(self) -> str:
+        return f"Graph({self.name!r}, {len(self.nodes)} nodes)"
+
     @property
     def standalone_text(self) -> str:
         """The spec as a file that needs no other (its imports written in): what run directories, exports

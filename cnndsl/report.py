@@ -68,6 +68,10 @@ class Report:
                             node.source.path if node.source is not None else None))
         return cls(graph.name, graph, tuple(rows), graph.input_shape, inferred[graph.output].shape)
 
+    def __repr__(self) -> str:
+        return (f"Report({self.name!r}: {fmt(self.input_shape)} -> {fmt(self.output_shape)}, {len(self.rows)} layers, "
+                f"{self.params:,} params, {self.macs:,} MACs)")
+
     @property
     def node_shapes(self) -> tuple[ir.Shape, ...]:
         """The output shape of every graph node, in node order (node 0 is the input)."""

@@ -52,6 +52,9 @@ class Source:
     def __post_init__(self) -> None:
         object.__setattr__(self, "text", normalize_text(self.text))
 
+    def __repr__(self) -> str:
+        return f"Source({self.path!r}, {len(self.lines)} lines)"
+
     @functools.cached_property
     def lines(self) -> tuple[str, ...]:
         """The text's lines, without their newlines."""

@@ -72,9 +72,32 @@ class History:
         return max(self.epochs, key=lambda e: e["val_accuracy"])
 
     @property
-    def best_accuracy(self) -> float:
+    def best_val_accuracy(self) -> float:
         """The best epoch's validation accuracy (0 before the first epoch or without validation)."""
         return (self.best or {}).get("val_accuracy") or 0.0
+
+    @property
+    def best_test_accuracy(self) -> float:
+        """The test accuracy of the best epoch (the one `checkpoints/best` holds; 0 before the first epoch):
+        reported, never used to choose."""
+        return (self.best or {}).get("test_accuracy") or 0.0
+
+    @property
+    def best_accuracy(self) -> float:
+        """Deprecated: `best_val_accuracy` (the name hid that it is a validation figure)."""
+        import warnings
+
+        warnings.warn("History.best_accuracy is the best validation accuracy: use best_val_accuracy",
+                      DeprecationWarning, stacklevel=2)
+        return self.best_val_accuracy
+
+    def __repr__(self) -> str:
+        best = self.best
+        if best is None:
+            return "History(0 epochs)"
+        val = f"val acc {best['val_accuracy']:.2%}, " if best.get("val_accuracy") is not None else ""
+        return (f"History({len(self.epochs)} epochs; best epoch {best['epoch']}: {val}"
+                f"test acc {best['test_accuracy']:.2%})")
 
 
 @dataclass
@@ -85,6 +108,9 @@ class TrainResult:
     model: Any
     history: History
     run_dir: Path
+
+    def __repr__(self) -> str:
+        return f"TrainResult({self.net.report.name!r}, {self.history!r}, run_dir={str(self.run_dir)!r})"
 
 
 # ---- the functional pieces -----------------------------------------------------------------------------------

@@ -185,6 +185,12 @@ def test_python_api_trains_and_returns_history(tmp_path: Path) -> None:
         assert sum(parts) <= epoch["seconds"]
         assert epoch["images_per_s"] == pytest.approx(10 * 128 / epoch["train_seconds"], rel=1e-12)  # 10 steps
     assert sum(e["seconds"] for e in lines) <= wall
+    # short reprs, and the best epoch's accuracies under names that say which split they are
+    assert repr(result).startswith("TrainResult('Digits', History(2 epochs; best epoch ") and len(repr(result)) < 200
+    assert result.history.best_val_accuracy == result.history.best["val_accuracy"]
+    assert result.history.best_test_accuracy == result.history.best["test_accuracy"]
+    with pytest.warns(DeprecationWarning, match="best_val_accuracy"):
+        assert result.history.best_accuracy == result.history.best_val_accuracy
 
 
 def test_spec_settings_and_flags(tmp_path: Path) -> None:
@@ -252,6 +258,28 @@ def test_export_of_a_trained_run_takes_raw_pixels(digits_run, tmp_path: Path) ->
     exported = cnndsl.load_exported(tmp_path / "art")
     assert exported.meta["preprocess"]["scale"] == 16.0 and exported.meta["classes"][:2] == ["0", "1"]
     np.testing.assert_allclose(exported.probabilities(images), predict(DIGITS, run, list(images)), atol=1e-5)
+
+    # `cnndsl run` takes image files as `predict` does: the same PNGs (gray 8x8, RGB, and 16x16 resized) give
+    # the same probabilities through the export and through the run (atol as above: the exported program and
+    # the live module are two XLA compilations of one float32 computation; seen ~1e-7)
+    from PIL import Image
+
+    pngs = []
+    for i, image in enumerate(images[:3]):
+        gray = (image[..., 0] * (255 / 16)).round().astype(np.uint8)
+        variants = {"gray": gray, "rgb": np.stack([gray] * 3, axis=-1), "big": np.kron(gray, np.ones((2, 2), np.uint8))}
+        for kind, pixels in variants.items():
+            Image.fromarray(pixels).save(tmp_path / f"{kind}{i}.png")
+            pngs.append(str(tmp_path / f"{kind}{i}.png"))
+    via_export = subprocess.run([sys.executable, "-m", "cnndsl", "run", str(tmp_path / "art"), *pngs, "--json",
+                                 "--top", "10"], capture_output=True, text=True, timeout=300,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+    via_run = cli("predict", "--run", str(run), *pngs, "--json", "--top", "10")
+    assert via_export.returncode == 0 and via_run.returncode == 0, via_export.stderr + via_run.stderr
+    for a, b in zip(via_export.stdout.splitlines(), via_run.stdout.splitlines(), strict=True):
+        top_a, top_b = (sorted((t["class"], t["probability"]) for t in json.loads(line)["top"]) for line in (a, b))
+        assert [c for c, _ in top_a] == [c for c, _ in top_b]
+        np.testing.assert_allclose([p for _, p in top_a], [p for _, p in top_b], atol=1e-5)
 
 
 def test_resume_skips_a_damaged_newest_checkpoint(tmp_path: Path) -> None:

@@ -57,6 +57,12 @@ class FamilyMember:
         """Whether the member can be trained."""
         return self.status == "ok"
 
+    def __repr__(self) -> str:
+        bound = ", ".join(f"{k}={v}" for k, v in self.bindings.items())
+        what = (f"{self.report.params:,} params, {self.report.macs:,} MACs" if self.report is not None and self.valid
+                else f"{self.status}: {self.reason}")
+        return f"FamilyMember({self.index}: {bound}; {what})"[:300]
+
 
 def network_key(report: Report) -> str:
     """A fingerprint of the network itself (its operations and wiring, not where the spec wrote them): two

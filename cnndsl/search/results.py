@@ -42,6 +42,11 @@ class SweepResult:
     objectives: tuple[str, ...]
     train_flags: tuple[str, ...] = ()  # what `cnndsl train best.cnn` needs to train on the sweep's data
 
+    def __repr__(self) -> str:
+        best = "" if self.best is None else f", best trial {self.best.number}"
+        return (f"SweepResult({self.study.study_name!r}: {len(self.trials)} trials, {len(self.front)} on the front"
+                f"{best}, in {str(self.directory)!r})")
+
 
 def summarize(study: Any, directory: Path, space: Space, objectives: Sequence[str]) -> SweepResult:
     """Every trial of the study as `TrialResult`s, the front, the chosen member; writes trials.csv,
