@@ -37,6 +37,7 @@ from cnndsl import nodes
 from cnndsl.api import check_program, parse_overrides
 from cnndsl.compiler import CompiledNetwork
 from cnndsl.compiler import compile as compile_spec
+from cnndsl.curves import CurvesPainter
 from cnndsl.data import BUILTIN_SHAPES, Dataset, DataError, absolute_source, load_dataset, missing_classes
 from cnndsl.data.feed import ArrayFeed, StreamFeed, TooManyBadImages
 from cnndsl.data.pipeline import STATE_BYTES, ImageData, PipelineError, channel_stats, open_images
@@ -563,35 +564,27 @@ def epoch_line(record: dict[str, Any], epochs: int) -> str:
     return "  ".join(parts)
 
 
-def plot_curves(history: History, path: Path, title: str) -> None:
-    """Loss and accuracy per epoch (train, validation and test) as a PNG."""
-    import matplotlib
+def _in_background(work: Callable[[], None]) -> Callable[[], None]:
+    """Start `work` on a thread; the returned function waits for it and re-raises what it raised."""
+    import threading
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    failure: list[BaseException] = []
 
-    epochs = [e["epoch"] for e in history.epochs]
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(9, 3.4), dpi=110)
-    for key, label, style in (("train", "train", "-"), ("val", "validation", "-"), ("test", "test", ":")):
-        if history.epochs[-1].get(f"{key}_loss") is None:
-            continue
-        loss_ax.plot(epochs, [e[f"{key}_loss"] for e in history.epochs], style, marker="o", ms=3, label=label)
-        acc_ax.plot(epochs, [100 * e[f"{key}_accuracy"] for e in history.epochs], style, marker="o", ms=3,
-                    label=label)
-    best = history.best
-    if best is not None and best.get("val_accuracy") is not None:
-        acc_ax.axvline(best["epoch"], color="grey", alpha=0.4, lw=1, label="best (validation)")
-    loss_ax.set(xlabel="epoch", ylabel="loss", title="loss")
-    acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
-    for ax in (loss_ax, acc_ax):
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(title)
-    fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
+    def run() -> None:
+        try:
+            work()
+        except BaseException as err:  # noqa: BLE001 - handed to the waiting thread
+            failure.append(err)
+
+    thread = threading.Thread(target=run, name="cnndsl-background", daemon=True)
+    thread.start()
+
+    def wait() -> None:
+        thread.join()
+        if failure:
+            raise failure[0]
+
+    return wait
 
 
 @dataclass
@@ -707,6 +700,20 @@ def _train(net: CompiledNetwork, settings: Settings, run: RunDir, resume: bool, 
     checkpoint), the loop, checkpoints and metrics."""
     main = jax.process_index() == 0
     progress = _Progress(quiet or not main)
+    painter = CurvesPainter().start() if main else None  # imports matplotlib in its own process meanwhile
+    try:
+        return _train_with(run, settings, net, resume, quiet, on_epoch, bindings, data, devices, shard_params,
+                           main, progress, painter)
+    finally:
+        if painter is not None:
+            painter.close()
+
+
+def _train_with(run: RunDir, settings: Settings, net: CompiledNetwork, resume: bool, quiet: bool,
+                on_epoch: Callable[[dict[str, Any]], None] | None, bindings: dict[str, Any] | None,
+                data: Dataset | None, devices: int | str | None, shard_params: bool, main: bool,
+                progress: _Progress, painter: CurvesPainter | None) -> TrainResult:
+    """`_train`'s body, with the process's role, its progress output and the curves' painter."""
     skipped: list[str] = []
     try:
         if data is None:
@@ -870,10 +877,18 @@ def _train(net: CompiledNetwork, settings: Settings, run: RunDir, resume: bool, 
         raise TrainingError(str(err)) from None
     finally:
         feed.close()
-        checkpoints.close()  # every checkpoint started is on disk before the run returns or stops
-        restore_signals()  # after: a Ctrl-C while the last save finishes is still this loop's to handle
-        if history.epochs and main:
-            plot_curves(history, run.file(CURVES), f"{net.report.name} on {data.name}")
+        # the curves are drawn (by the painter's process) while the last checkpoint is written
+        best = history.best
+        curves = (_in_background(functools.partial(
+                      painter.paint, history.epochs, best["epoch"] if best and best.get("val_accuracy") is not None
+                      else None, run.file(CURVES), f"{net.report.name} on {data.name}"))
+                  if history.epochs and painter is not None else None)
+        try:
+            checkpoints.close()  # every checkpoint started is on disk before the run returns or stops
+        finally:
+            restore_signals()  # after: a Ctrl-C while the last save finishes is still this loop's to handle
+            if curves is not None:
+                curves()
     model = trainer.module(params, stats, train=False)
     return TrainResult(net, model, history, run.path)
 
