@@ -12,6 +12,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import cnndsl
+from tests.tolerances import BATCH_STATS, ELEMENTWISE, LAYER
 from tests.conftest import DEEP_EXAMPLES, EXAMPLES, FAMILIES
 
 CONCRETE = [p for p in EXAMPLES if p.name not in FAMILIES]
@@ -88,7 +89,7 @@ def test_same_padding_with_stride_two_puts_the_extra_pad_after() -> None:
     x = rand(1, 4, 4, 2)
     y, model = run("conv(3, 3x3, stride=2, pad=same, bias=false)", x)
     kernel = np.asarray(model.conv1.kernel[...])
-    np.testing.assert_allclose(y, conv_reference(x, kernel, 2, ((0, 1), (0, 1))), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(y, conv_reference(x, kernel, 2, ((0, 1), (0, 1))), **LAYER)
 
 
 def test_grouped_and_dilated_convolution() -> None:
@@ -96,7 +97,7 @@ def test_grouped_and_dilated_convolution() -> None:
     y, model = run("conv(6, 3x3, dilation=2, groups=2, bias=false)", x)
     kernel = np.asarray(model.conv1.kernel[...])
     assert kernel.shape == (3, 3, 2, 6)
-    np.testing.assert_allclose(y, conv_reference(x, kernel, 1, ((0, 0), (0, 0)), 2, 2), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(y, conv_reference(x, kernel, 1, ((0, 0), (0, 0)), 2, 2), **LAYER)
 
 
 def window_reference(x: np.ndarray, k: int, s: int, pad: int, ceil: bool, reduce: str, count_pad: bool = True):
@@ -129,9 +130,9 @@ def test_pooling_matches_the_window_reference(k: int, s: int, pad: int, ceil: bo
     flag = ", ceil=true" if ceil else ""
     for mode in ("max", "avg"):
         y, _ = run(f"{mode}pool({k}x{k}, stride={s}, pad={pad}{flag})", x)
-        np.testing.assert_allclose(y, window_reference(x, k, s, pad, ceil, mode), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(y, window_reference(x, k, s, pad, ceil, mode), **ELEMENTWISE)
     y, _ = run(f"avgpool({k}x{k}, stride={s}, pad={pad}{flag}, count_pad=false)", x)
-    np.testing.assert_allclose(y, window_reference(x, k, s, pad, ceil, "avg", False), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(y, window_reference(x, k, s, pad, ceil, "avg", False), **ELEMENTWISE)
 
 
 @pytest.mark.parametrize("n, k, s", [(2, 3, 2), (3, 4, 2), (1, 2, 2), (4, 5, 3)])
@@ -141,7 +142,7 @@ def test_ceil_pooling_whose_window_overhangs_the_input(n: int, k: int, s: int) -
     for mode in ("max", "avg"):
         y, _ = run(f"{mode}pool({k}x{k}, stride={s}, ceil=true)", x)
         assert y.shape == (2, 1, 1, 3)
-        np.testing.assert_allclose(y, window_reference(x, k, s, 0, True, mode), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(y, window_reference(x, k, s, 0, True, mode), **ELEMENTWISE)
 
 
 def test_local_response_norm_matches_its_formula() -> None:
@@ -151,40 +152,40 @@ def test_local_response_norm_matches_its_formula() -> None:
     for c in range(7):
         window = np.sum(x[..., max(0, c - 1):min(7, c + 2)] ** 2, axis=-1)
         expected[..., c] = x[..., c] / (2 + 0.5 / 3 * window) ** 0.75
-    np.testing.assert_allclose(y, expected, rtol=1e-5)
+    np.testing.assert_allclose(y, expected, **ELEMENTWISE)
 
 
 def test_batch_norm_in_train_and_eval() -> None:
     x = rand(8, 3, 3, 4) * 3 + 5
     net, model = small("bn(eps=0.001, momentum=0.9)", "3x3x4")
     y_train = np.asarray(net.apply(model, jnp.asarray(x), train=True))
-    np.testing.assert_allclose(y_train.mean(axis=(0, 1, 2)), 0, atol=1e-4)
+    np.testing.assert_allclose(y_train.mean(axis=(0, 1, 2)), 0, **BATCH_STATS)
     np.testing.assert_allclose(y_train.var(axis=(0, 1, 2)), x.var(axis=(0, 1, 2)) / (x.var(axis=(0, 1, 2)) + 1e-3),
-                               rtol=1e-3)
+                               **BATCH_STATS)
     running = np.asarray(model.bn1.mean[...])
-    np.testing.assert_allclose(running, 0.1 * x.mean(axis=(0, 1, 2)), rtol=1e-4)  # 0.9 * 0 + 0.1 * batch mean
+    np.testing.assert_allclose(running, 0.1 * x.mean(axis=(0, 1, 2)), **BATCH_STATS)  # 0.9 * 0 + 0.1 * batch mean
     var = np.asarray(model.bn1.var[...])  # PyTorch's rule: the running variance averages the unbiased one
-    np.testing.assert_allclose(var, 0.9 * 1 + 0.1 * x.var(axis=(0, 1, 2), ddof=1), rtol=1e-4)
+    np.testing.assert_allclose(var, 0.9 * 1 + 0.1 * x.var(axis=(0, 1, 2), ddof=1), **BATCH_STATS)
     y_eval = np.asarray(net.forward(model, jnp.asarray(x)))
-    np.testing.assert_allclose(y_eval, (x - running) / np.sqrt(var + 1e-3), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(y_eval, (x - running) / np.sqrt(var + 1e-3), **BATCH_STATS)
 
 
 def test_concat_order_and_residual_projection() -> None:
     x = rand(1, 4, 4, 2)
     y, model = run("concat(conv(1, 1x1, bias=false) | relu)", x)
     kernel = np.asarray(model.conv1.kernel[...])
-    np.testing.assert_allclose(y[..., :1], x @ kernel[0, 0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(y[..., :1], x @ kernel[0, 0], **ELEMENTWISE)  # sums of 2 terms
     np.testing.assert_allclose(y[..., 1:], np.maximum(x, 0))
     y, model = run("residual(conv(3, 1x1, stride=2, bias=false), shortcut=conv(3, 1x1, stride=2, bias=false))", x)
     body, shortcut = np.asarray(model.conv1.kernel[...]), np.asarray(model.conv2.kernel[...])
-    np.testing.assert_allclose(y, x[:, ::2, ::2] @ (body[0, 0] + shortcut[0, 0]), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(y, x[:, ::2, ::2] @ (body[0, 0] + shortcut[0, 0]), **LAYER)
 
 
 def test_fc_flattens_in_hwc_order() -> None:
     x = rand(2, 2, 3, 2)
     y, model = run("fc(4)", x)
     w, b = np.asarray(model.fc1.kernel[...]), np.asarray(model.fc1.bias[...])
-    np.testing.assert_allclose(y, x.reshape(2, -1) @ w + b, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(y, x.reshape(2, -1) @ w + b, **LAYER)
 
 
 def test_same_seed_same_parameters_and_outputs() -> None:

@@ -10,6 +10,7 @@ import pytest
 import cnndsl
 from cnndsl.cli import main
 from cnndsl.emit.ir_json import SCHEMA, to_json
+from tests.tolerances import NETWORK_CLOSE
 from tests.conftest import EXAMPLES, FAMILIES, HEAVY_EXAMPLES
 
 CONCRETE = [p for p in EXAMPLES if p.name not in FAMILIES]
@@ -110,4 +111,4 @@ def _check_ejected(path: Path, tmp_path: Path) -> None:
     nnx.update(ejected, nnx.state(model))
     ejected.eval()
     x = jax.random.normal(jax.random.key(1), (2, *net.input_shape))
-    np.testing.assert_allclose(np.asarray(ejected(x)), np.asarray(net.forward(model, x)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(ejected(x)), np.asarray(net.forward(model, x)), **NETWORK_CLOSE)

@@ -14,6 +14,7 @@ import pytest
 import cnndsl
 from cnndsl.cli import main
 from cnndsl.export import ExportError, export, load_exported
+from tests.tolerances import NETWORK_CLOSE
 from tests.conftest import ROOT
 
 # LeNet-5 (plain), AlexNet (LRN, dropout, grouped conv), GoogLeNet (concat), ResNet-18 (batch norm, residuals).
@@ -35,7 +36,7 @@ def test_artifact_gives_the_in_memory_outputs_for_any_batch(exported) -> None:
     loaded = load_exported(directory)
     for batch in (1, 3):
         x = np.random.default_rng(batch).normal(size=(batch, *net.input_shape)).astype(np.float32)
-        np.testing.assert_allclose(loaded(x), np.asarray(net.forward(model, x)), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(loaded(x), np.asarray(net.forward(model, x)), **NETWORK_CLOSE)
 
 
 def test_parameters_are_plain_arrays(exported) -> None:
@@ -56,7 +57,7 @@ def test_artifact_runs_without_the_spec_or_flax(tmp_path: Path) -> None:
     np.save(tmp_path / "expected.npy", np.asarray(net.forward(model, x)))
     code = ("import sys, numpy as np, cnndsl\n"
             "y = cnndsl.load_exported('art')(np.load('x.npy'))\n"
-            "np.testing.assert_allclose(y, np.load('expected.npy'), rtol=1e-5, atol=1e-5)\n"
+            f"np.testing.assert_allclose(y, np.load('expected.npy'), **{NETWORK_CLOSE})\n"
             "assert 'flax' not in sys.modules and 'cnndsl.compiler' not in sys.modules, 'loaded the compiler'\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
                             env={"PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin"})
@@ -77,9 +78,11 @@ def test_cli_compile_export_then_run(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert all(len(row["top"]) == 3 for row in rows)
     for row in rows[1:]:  # the same image, the same answer (up to float rounding across batch sizes)
         assert [t["class"] for t in row["top"]] == [t["class"] for t in rows[0]["top"]]
+        # pytest.approx's 1e-6 relative: probabilities of one image in batches of 1 and 2, where XLA may block
+        # the sums differently (NETWORK_CLOSE's measured 1.6e-7 before the softmax, which does not amplify it)
         assert [t["probability"] for t in row["top"]] == pytest.approx([t["probability"] for t in rows[0]["top"]])
     probs = [t["probability"] for t in rows[0]["top"]]
-    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-9
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6  # a float32 softmax: 10 roundings
 
 
 def _broken(tmp_path: Path, how: str) -> Path:

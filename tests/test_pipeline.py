@@ -226,6 +226,7 @@ def test_eval_and_predict_of_a_streamed_run_transform_images_as_training_evaluat
     result = train(tmp_path, "run", f"folder:{mixed}", augment=("resized-crop", "flip"), stream="stream", epochs=3)
     best = result.history.best
     scored = evaluate(None, tmp_path / "run")
+    # accuracies: counts over the same images, equal up to the division (pytest.approx's 1e-6)
     assert scored["accuracy"] == pytest.approx(best["test_accuracy"]) and scored["n"] == 3 * 3
     assert scored["val_accuracy"] == pytest.approx(best["val_accuracy"])
     _, _, test, _ = folder_splits(mixed)

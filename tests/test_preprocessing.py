@@ -42,6 +42,7 @@ def test_predicting_images_gives_the_labels_eval_scores(kind: str, tmp_path: Pat
     loaded = load_run(None, run)
     labels = loaded.probabilities(list(x_test)).argmax(axis=1)  # arrays in the stored units, as eval sees them
     y_test = load_dataset(f"npz:{tmp_path / 'd.npz'}").y_test
+    # accuracies: counts over the same images, equal up to the division (pytest.approx's 1e-6)
     assert np.mean(labels == y_test) == pytest.approx(evaluate(None, run)["accuracy"])
 
     files = []

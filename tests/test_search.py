@@ -156,7 +156,7 @@ def test_a_member_written_out_is_a_standalone_spec_of_the_same_network(seed: int
     assert (report.params, report.macs, report.output_shape) == (expected.params, expected.macs, expected.output_shape)
     found, problems = spec_settings(cnndsl.parse(text))
     assert not problems and found["epochs"] == 3 and found["optimizer"] == member["optimizer"]
-    assert math.isclose(found["lr"], member["lr"], rel_tol=1e-12)
+    assert math.isclose(found["lr"], member["lr"], rel_tol=1e-12)  # a float written as text and read back
 
 
 def test_family_command_lists_members_and_json(capsys: pytest.CaptureFixture[str]) -> None:

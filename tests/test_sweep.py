@@ -56,6 +56,7 @@ def test_a_sweep_trains_valid_members_as_runs_and_keeps_the_front(tmp_path: Path
     for t in trained:  # each trial is an ordinary run, selected on its validation split
         history = [json.loads(line) for line in (Path(t.run_dir) / "metrics.jsonl").read_text().splitlines()]
         assert t.accuracy == max(e["val_accuracy"] for e in history)
+        # accuracies: counts over the same images, equal up to the division (pytest.approx's 1e-6)
         assert cnndsl.evaluate(t.run_dir)["accuracy"] == pytest.approx(t.test_accuracy)
         member = cnndsl.check(Path(t.run_dir) / "member.cnn")
         assert member.macs == t.macs and member.params == t.params

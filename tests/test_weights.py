@@ -17,6 +17,7 @@ pytest.importorskip("safetensors", reason="weight import needs the `weights` ext
 import cnndsl  # noqa: E402
 from cnndsl.interop.weights import WeightsError, natural_key, pair_layers, read_tensors  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
+from tests.tolerances import IMPORTED_LOGITS
 
 WEIGHTS = ROOT / "tests" / "weights"
 FIXTURES = {"lenet5": ROOT / "examples" / "lenet5.cnn", "narrow_resnet": WEIGHTS / "narrow_resnet.cnn"}
@@ -32,7 +33,7 @@ def test_imported_weights_reproduce_pytorchs_logits(name: str) -> None:
     model = net.load_weights(net.init(7), WEIGHTS / f"{name}.safetensors")
     model.eval()
     reference = np.load(WEIGHTS / f"{name}.logits.npz")
-    assert relative(np.asarray(model(reference["x"])), reference["logits"]) <= 1e-5
+    assert relative(np.asarray(model(reference["x"])), reference["logits"]) <= IMPORTED_LOGITS
 
 
 def test_the_cli_writes_a_run_that_eval_predict_and_the_exporters_use(tmp_path: Path, capsys) -> None:
@@ -48,7 +49,7 @@ def test_the_cli_writes_a_run_that_eval_predict_and_the_exporters_use(tmp_path: 
     reference = np.load(WEIGHTS / "narrow_resnet.logits.npz")
     loaded = load_run(None, run)
     logits = np.asarray(loaded.trainer.module(loaded.params, loaded.stats, train=False)(reference["x"]))
-    assert relative(logits, reference["logits"]) <= 1e-5
+    assert relative(logits, reference["logits"]) <= IMPORTED_LOGITS
     probabilities = predict(None, run, list(reference["x"]))  # images of the input's size: used as they are
     assert (probabilities.argmax(1) == reference["logits"].argmax(1)).all()
     assert main(["eval", "--run", str(run)]) == 1
@@ -59,7 +60,7 @@ def test_the_cli_writes_a_run_that_eval_predict_and_the_exporters_use(tmp_path: 
         import onnxruntime
 
         session = onnxruntime.InferenceSession(out.read_bytes(), providers=["CPUExecutionProvider"])
-        assert relative(session.run(None, {"input": reference["x"]})[0], reference["logits"]) <= 1e-5
+        assert relative(session.run(None, {"input": reference["x"]})[0], reference["logits"]) <= IMPORTED_LOGITS
 
 
 def test_a_file_that_does_not_fit_stops_with_both_sides_named(tmp_path: Path) -> None:
@@ -95,7 +96,7 @@ def test_pytorch_state_dicts_and_hostile_pickles(tmp_path: Path) -> None:
     model = net.load_weights(net.init(0), tmp_path / "state.pth")
     model.eval()
     reference = np.load(WEIGHTS / "narrow_resnet.logits.npz")
-    assert relative(np.asarray(model(reference["x"])), reference["logits"]) <= 1e-5
+    assert relative(np.asarray(model(reference["x"])), reference["logits"]) <= IMPORTED_LOGITS
 
     import pickle
 
@@ -144,7 +145,7 @@ def test_keras_named_weights_import_as_they_are(tmp_path: Path) -> None:
     names, treedef, _ = flatten_state(nnx.state(source, (nnx.Param, nnx.BatchStat)))
     nnx.update(source, unflatten_state(names, treedef, arrays))
     x = rng.normal(size=(2, 8, 8, 3)).astype(np.float32)
-    np.testing.assert_allclose(np.asarray(model(x)), np.asarray(source(x)), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(model(x)), np.asarray(source(x)), rtol=1e-6, atol=1e-6)  # the same arrays, the same program: measured 0
 
 
 def test_safetensors_order_is_guessed_from_the_names() -> None:
@@ -198,4 +199,6 @@ def test_examples_equal_torchvisions_networks_with_its_random_weights(example: s
     model = net.load_weights(net.init(0), tmp_path / "w.safetensors")
     model.eval()
     got = np.asarray(model(x.permute(0, 2, 3, 1).numpy()))
+    # up to 150 layers (ResNet-152) of sums of up to 4,608 terms in each framework: NETWORK's bound grows to
+    # 2 * 150*sqrt(4608)*u = 1.2e-3; all ten networks stayed under 1e-4 (the slow set, torch installed)
     assert relative(got, expected) <= 1e-4, json.dumps({"example": example})
