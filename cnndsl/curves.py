@@ -83,14 +83,12 @@ class CurvesPainter:
         plot_curves(epochs, best_epoch, path, title)
 
     def close(self) -> None:
-        """Stop a worker that was never given a job (the run ended before its first epoch)."""
+        """Stop a worker that was never given a job (the run ended before its first epoch): it has nothing
+        to write, so it is ended at once rather than left to finish importing."""
         worker, self._worker = self._worker, None
         if worker is not None:
-            try:
-                worker.communicate(b"", timeout=WORKER_TIMEOUT)
-            except (OSError, subprocess.TimeoutExpired):
-                worker.kill()
-                worker.wait()
+            worker.kill()
+            worker.communicate()
 
 
 def _serve() -> int:
