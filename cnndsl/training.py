@@ -35,7 +35,7 @@ from flax import nnx
 
 from cnndsl import nodes
 from cnndsl.api import check_program, parse_overrides
-from cnndsl.compiler import CompiledNetwork
+from cnndsl.compiler import CompiledNetwork, compiler_options
 from cnndsl.compiler import compile as compile_spec
 from cnndsl.curves import CurvesPainter
 from cnndsl.data import BUILTIN_SHAPES, Dataset, DataError, absolute_source, load_dataset, missing_classes
@@ -233,15 +233,16 @@ class Trainer:
             shardings = (self.placement.state_shardings(self.params), replicated,
                          self.placement.state_shardings(opt_shapes), replicated, replicated)
         self.opt_shardings = shardings[2] if shardings else None
-        self.train_step = jax.jit(self._train_step, donate_argnums=donate,
+        options = compiler_options()
+        self.train_step = jax.jit(self._train_step, donate_argnums=donate, compiler_options=options,
                                   **({"out_shardings": shardings} if shardings else {}))
-        self.evaluate_splits = jax.jit(self._evaluate_splits)
-        self.evaluate_stream_batch = jax.jit(self._evaluate_stream_batch)
+        self.evaluate_splits = jax.jit(self._evaluate_splits, compiler_options=options)
+        self.evaluate_stream_batch = jax.jit(self._evaluate_stream_batch, compiler_options=options)
 
     def initial_state(self, pipeline: bool = False) -> dict[str, Any]:
         """Step 0 of a run as checkpoints hold it (also the template a checkpoint is restored into); with
         `pipeline`, the input pipeline's position too (runs on folder:/records: data through it)."""
-        opt_init = jax.jit(self.optimizer.init,  # every leaf on the mesh, counts too
+        opt_init = jax.jit(self.optimizer.init, compiler_options=compiler_options(),  # on the mesh, counts too
                            **({"out_shardings": self.opt_shardings} if self.opt_shardings else {}))
         return {"params": self.params, "stats": self.stats, "opt_state": opt_init(self.params),
                 "meters": np.zeros(3, np.float32), "step": np.array(0, np.int64),
@@ -345,6 +346,14 @@ class Trainer:
         for i, (loss, correct) in zip(present, (np.asarray(t) for t in totals)):
             results[i] = (float(loss) / len(splits[i][1]), float(correct) / len(splits[i][1]))
         return results
+
+    def prepare_evaluation(self, params: Any, stats: Any, *splits: tuple[Any, Any]) -> None:
+        """Trace and compile the program `evaluate` will run for these arguments (jit keeps it): a run does
+        this on a thread of its own while its first epoch trains, so the evaluation at the epoch's end starts
+        at once. `params` and `stats` may be shapes (jax.ShapeDtypeStruct with their shardings)."""
+        present = tuple(split for split in splits if len(split[1]))
+        if present:
+            self.evaluate_splits.lower(params, stats, present).compile()
 
 
 # ---- the run ----------------------------------------------------------------------------------------------
@@ -793,6 +802,12 @@ def _train_with(run: RunDir, settings: Settings, net: CompiledNetwork, resume: b
     # own: `seconds` is the time between two epoch lines, split into its parts. The end-of-epoch checkpoint is
     # handed over after the metrics line (which must be written first), so it counts in the next epoch.
     clock = _EpochClock()
+    # The evaluation program is traced and compiled on a thread while the first epoch trains (the steps run in
+    # XLA, leaving Python free), from the starting arrays (shape structures would key another program); not
+    # where the step donates its buffers (GPU, TPU), which would delete them under the thread. Waited for
+    # before the first evaluation.
+    evaluation_ready = (_in_background(functools.partial(feed.prepare_evaluation, trainer, params, stats))
+                        if step < total_steps and not trainer.donated else None)
     try:
         while step < total_steps:
             epoch, index = divmod(step, steps_per_epoch)
@@ -840,6 +855,9 @@ def _train_with(run: RunDir, settings: Settings, net: CompiledNetwork, resume: b
                       "train_accuracy": seen_correct / seen}
             # validation chooses the best checkpoint; test is only reported
             with clock.timing("eval"):
+                if evaluation_ready is not None:
+                    evaluation_ready()
+                    evaluation_ready = None
                 evaluated = feed.evaluate(trainer, params, stats)
             for split, result in evaluated.items():
                 loss, accuracy = result or (None, None)

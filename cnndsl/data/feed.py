@@ -49,6 +49,10 @@ class ArrayFeed:
         """(mean loss, accuracy) of the val and test splits."""
         return dict(zip(self.splits, trainer.evaluate(params, stats, *self.splits.values())))
 
+    def prepare_evaluation(self, trainer: Any, params: Any, stats: Any) -> None:
+        """Compile what `evaluate` runs, ahead of it (see `Trainer.prepare_evaluation`)."""
+        trainer.prepare_evaluation(params, stats, *self.splits.values())
+
     def state(self) -> dict[str, Any]:
         """Nothing to checkpoint: the order is a function of the seed and the epoch."""
         return {}
@@ -106,6 +110,9 @@ class StreamFeed:
             names = "; ".join(list(self.bad.values())[:5])
             raise TooManyBadImages(f"{len(self.bad)} unreadable images, more than --max-bad-images "
                                    f"{self.settings.max_bad_images} ({names}); fix or remove them, or raise the limit")
+
+    def prepare_evaluation(self, trainer: Any, params: Any, stats: Any) -> None:
+        """Nothing ahead of time: streamed evaluation compiles its one batch program on first use."""
 
     def evaluate(self, trainer: Any, params: Any, stats: Any) -> dict[str, tuple[float, float] | None]:
         """(mean loss, accuracy) of the val and test splits, streamed through the pipeline."""
