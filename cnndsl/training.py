@@ -42,10 +42,10 @@ from cnndsl.data import BUILTIN_SHAPES, Dataset, DataError, absolute_source, loa
 from cnndsl.data.feed import ArrayFeed, StreamFeed, TooManyBadImages
 from cnndsl.data.pipeline import STATE_BYTES, ImageData, PipelineError, channel_stats, open_images
 from cnndsl.distributed import Placement, agree, barrier
-from cnndsl.flax_backend import flatten_state, unflatten_state
-from cnndsl.rundir import CURVES, SPEC, RunDir
 from cnndsl.errors import CnnError, UsageError
+from cnndsl.flax_backend import flatten_state, unflatten_state
 from cnndsl.parser import parse as parse_source
+from cnndsl.rundir import CURVES, SPEC, RunDir
 from cnndsl.settings import INTERRUPTS, Diverged, Interrupted, Settings, TrainingError
 from cnndsl.shapes import fmt
 from cnndsl.source import Source
@@ -350,7 +350,7 @@ class Trainer:
     def prepare_evaluation(self, params: Any, stats: Any, *splits: tuple[Any, Any]) -> None:
         """Trace and compile the program `evaluate` will run for these arguments (jit keeps it): a run does
         this on a thread of its own while its first epoch trains, so the evaluation at the epoch's end starts
-        at once. `params` and `stats` may be shapes (jax.ShapeDtypeStruct with their shardings)."""
+        at once. The arguments must be arrays like the later ones: shape structures would key another program."""
         present = tuple(split for split in splits if len(split[1]))
         if present:
             self.evaluate_splits.lower(params, stats, present).compile()
@@ -530,8 +530,9 @@ class _EpochClock:
     """
 
     def __init__(self) -> None:
-        self._since = time.perf_counter()
+        self._since = self._training_since = time.perf_counter()
         self._parts = {"train": 0.0, "eval": 0.0, "checkpoint": 0.0}
+        self._in_training = False
 
     @contextlib.contextmanager
     def timing(self, part: str) -> Iterator[None]:
@@ -544,8 +545,6 @@ class _EpochClock:
             self._parts[part] += spent
             if part == "checkpoint" and self._in_training:
                 self._parts["train"] -= spent
-
-    _in_training = False
 
     def start_training(self) -> None:
         self._in_training, self._training_since = True, time.perf_counter()
