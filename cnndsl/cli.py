@@ -89,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
                               description="Load an artifact written by `cnndsl compile --emit export` and print "
                                           "the top classes of each image: a PNG or JPEG file (its 0..255 pixels "
                                           "converted to the units the run's dataset stores; another size is "
-                                          "resized and centre-cropped as evaluation does), or an .npy array "
+                                          "resized as the run's evaluation resizes: bilinear, or resized and "
+                                          "centre-cropped for runs trained on image files), or an .npy array "
                                           "HxWxC or BxHxWxC in the dataset's units.")
     run.add_argument("artifact", help="the export directory")
     run.add_argument("images", nargs="+", metavar="IMAGE", help="PNG/JPEG files or .npy arrays")
