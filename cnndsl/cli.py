@@ -347,17 +347,14 @@ def _image_file_input(path: str, network: Any) -> Any:
     import numpy as np
 
     from cnndsl.data import read_image
-    from cnndsl.data.images import transformed
+    from cnndsl.data.images import stored_units, transformed, with_channels
 
-    pixels = read_image(Path(path)).astype(np.float32)
     height, width, channels = network.input_shape
-    if pixels.shape[-1] != channels:  # as `predict` converts them
-        pixels = pixels.mean(axis=-1, keepdims=True) if channels == 1 else np.repeat(pixels[..., :1], channels, axis=-1)
+    pixels = with_channels(read_image(Path(path)).astype(np.float32), channels)
     crop = network.meta.get("image_transform") == "resize-crop"
     if crop and pixels.shape[:2] != (height, width):
         pixels = transformed(pixels.clip(0, 255).astype(np.uint8), path, (height, width), channels)
-    scale = (network.meta.get("preprocess") or {}).get("scale", 255.0)
-    pixels = pixels.astype(np.float32) * np.float32(scale / 255.0)  # as Preprocess.stored_units does
+    pixels = stored_units(pixels, (network.meta.get("preprocess") or {}).get("scale", 255.0))
     if pixels.shape[:2] != (height, width):  # as training's Preprocess resizes, on the stored units
         import jax
 

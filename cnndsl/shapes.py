@@ -202,9 +202,10 @@ def residual_fix(body: ir.Shape, shortcut: ir.Shape, stride: ir.Pair | None) -> 
         return None
     (bh, bw, channels), (sh, sw, _) = body, shortcut
     if stride is None:  # the body was not traced (an op that sets the size directly): infer a stride from sizes
-        stride = next(((s, t) for s in range(1, sh + 1) for t in range(1, sw + 1)
-                       if -(-sh // s) == bh and -(-sw // t) == bw), None)
-        if stride is None:
+        # ceil(n / s) falls as s grows, so the smallest s with ceil(n / s) <= b is ceil(n / b): the only
+        # candidate worth checking (constant time, whatever the sizes)
+        stride = (-(-sh // bh), -(-sw // bw)) if bh > 0 and bw > 0 else (0, 0)
+        if 0 in stride or (-(-sh // stride[0]), -(-sw // stride[1])) != (bh, bw):
             return None
     padded = (-(-sh // stride[0]), -(-sw // stride[1]))
     fixes = []

@@ -40,6 +40,7 @@ from cnndsl.compiler import compile as compile_spec
 from cnndsl.curves import CurvesPainter
 from cnndsl.data import BUILTIN_SHAPES, Dataset, DataError, absolute_source, load_dataset, missing_classes
 from cnndsl.data.feed import ArrayFeed, StreamFeed, TooManyBadImages
+from cnndsl.data.images import stored_units, with_channels
 from cnndsl.data.pipeline import STATE_BYTES, ImageData, PipelineError, channel_stats, open_images
 from cnndsl.distributed import Placement, agree, barrier
 from cnndsl.errors import CnnError, UsageError
@@ -188,7 +189,7 @@ class Preprocess:
     def stored_units(self, pixels: np.ndarray) -> np.ndarray:
         """An image file's pixels (0..255) in the units the run's dataset stores (255 becomes `scale`), so a
         PNG of a training image gives the network exactly the input the stored image gives."""
-        return pixels.astype(np.float32) * np.float32(self.scale / 255.0)
+        return stored_units(pixels, self.scale)
 
     def to_dict(self) -> dict[str, Any]:
         """The run's record of it (settings.json's `normalization`); augmentation is a setting of its own."""
@@ -1033,8 +1034,7 @@ class LoadedRun:
         c = self.net.input_shape[-1]
         rows = []
         for image in images:  # the run's own preprocessing (scale, normalization, resize), one image at a time
-            if image.shape[-1] != c:
-                image = image.mean(axis=-1, keepdims=True) if c == 1 else np.repeat(image[..., :1], c, axis=-1)
+            image = with_channels(image, c)
             if uses_pipeline(self.settings):  # resize + centre crop, as evaluation in training
                 from cnndsl.data.images import transformed
 

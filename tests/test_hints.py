@@ -149,3 +149,17 @@ def test_the_classes_hint_names_the_binding_that_sets_them(lets: str, head: str,
     assert message.endswith(f"pass {expected}"), message
     name, value = expected.split()[1].split("=")
     check_compatible(cnndsl.compile(spec, set={name: int(value)}), digits, resize=False)  # the hint, applied
+
+
+def test_a_body_that_sets_its_own_size_gets_a_hint_at_once_whatever_the_sizes() -> None:
+    """Adaptive pooling sizes the body directly (no stride to read from the graph): the stride comes from the
+    sizes in constant time, so a 100,000-pixel input answers at once, and the hint applied checks."""
+    from tests.test_limits import no_hang
+
+    for size, pooled in ((8, 4), (9, 3), (100_000, 7)):
+        body = f"adaptive_avgpool({pooled}x{pooled})"
+        with no_hang(), pytest.raises(CnnError) as caught:
+            cnndsl.check(residual_spec(size, 8, body))
+        _, shortcut = apply_residual_hint(caught.value.diagnostics[0].help, body)
+        assert shortcut is not None, caught.value.diagnostics[0].help
+        assert cnndsl.check(residual_spec(size, 8, body, shortcut)).output_shape == (10,)

@@ -34,6 +34,20 @@ class ImageError(Exception):
     """An image file that cannot be used; the message names it and says why."""
 
 
+def with_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """An (H, W, C) image with `channels` channels: the mean of its channels for one, its first repeated for
+    more (how `predict` and `cnndsl run` fit an image to a network's input)."""
+    if image.shape[-1] == channels:
+        return image
+    return image.mean(axis=-1, keepdims=True) if channels == 1 else np.repeat(image[..., :1], channels, axis=-1)
+
+
+def stored_units(pixels: np.ndarray, scale: float) -> np.ndarray:
+    """An image file's 0..255 pixels in the units of a dataset whose white level is `scale` (255 becomes
+    `scale`), as float32."""
+    return pixels.astype(np.float32) * np.float32(scale / 255.0)
+
+
 def open_image(source: Path | bytes, where: str) -> Any:
     """A Pillow image, its header read and its size checked, pixels not yet decoded."""
     from PIL import Image, UnidentifiedImageError
