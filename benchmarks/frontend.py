@@ -14,18 +14,18 @@ import statistics
 import time
 from pathlib import Path
 
-from cnndsl.api import load_source
-from cnndsl.expand import expand
-from cnndsl.parser import _lark, parse
-from cnndsl.report import Report
-from cnndsl.shapes import infer_shapes
+from cnndsl.lang.frontend import load_source
+from cnndsl.lang.expand import expand
+from cnndsl.lang.parser import _lark, parse
+from cnndsl.lang.report import Report
+from cnndsl.lang.shapes import infer_shapes
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def stages(text: str, path: str) -> tuple[float, float, float, int]:
     """Seconds to parse, expand, infer+report one spec, and its layer count."""
-    from cnndsl.source import Source
+    from cnndsl.lang.source import Source
 
     t0 = time.perf_counter()
     program = parse(Source(text, path))

@@ -86,11 +86,11 @@ def feeding_ratio(root: Path, steps: int, batch: int) -> tuple[float, float, flo
     import jax
 
     import cnndsl
-    from cnndsl.data.feed import StreamFeed
+    from cnndsl.training.feed import StreamFeed
     from cnndsl.data.pipeline import open_images
-    from cnndsl.distributed import Placement
-    from cnndsl.settings import Settings
-    from cnndsl.training import Preprocess, Trainer, make_optimizer
+    from cnndsl.training.distributed import Placement
+    from cnndsl.lang.settings import Settings
+    from cnndsl.training.loop import Preprocess, Trainer, make_optimizer
 
     data, _ = open_images(f"folder:{root}", shape=(224, 224, 3), mode="stream", val_fraction=0.0)
     net = cnndsl.compile(ROOT / "examples" / "resnet18.cnn")

@@ -24,9 +24,9 @@ WORKER = r'''
 import json, sys, time
 import jax, jax.numpy as jnp, numpy as np
 import cnndsl
-from cnndsl.distributed import Placement
-from cnndsl.settings import Settings
-from cnndsl.training import DTYPES, Preprocess, Trainer, make_optimizer
+from cnndsl.training.distributed import Placement
+from cnndsl.lang.settings import Settings
+from cnndsl.training.loop import DTYPES, Preprocess, Trainer, make_optimizer
 
 spec, count, per_device, steps, dtype = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 net = cnndsl.compile(spec, dtype=DTYPES[dtype])

@@ -99,7 +99,7 @@ def main() -> None:
               f"{args.repeat})")
 
         count = subprocess.run([sys.executable, "-c", (
-            "import json, sys, tempfile\nimport cnndsl\nfrom cnndsl.compilations import count_compilations\n"
+            "import json, sys, tempfile\nimport cnndsl\nfrom cnndsl.nn.compilations import count_compilations\n"
             "with count_compilations() as names:\n"
             f"    cnndsl.train({spec!r}, run_dir=tempfile.mkdtemp() + '/run', epochs=1, quiet=True)\n"
             "print(json.dumps(names))")], capture_output=True, text=True, env=env, check=True, cwd=tmp)
@@ -134,8 +134,8 @@ def deep() -> None:
     import numpy as np
 
     import cnndsl
-    from cnndsl.settings import Settings
-    from cnndsl.training import Preprocess, Trainer, make_optimizer
+    from cnndsl.lang.settings import Settings
+    from cnndsl.training.loop import Preprocess, Trainer, make_optimizer
 
     def trainer(text: str, scan: bool, size: int) -> Trainer:
         net = cnndsl.compile(text.replace("input 224x224x3", f"input {size}x{size}x3"), scan=scan)

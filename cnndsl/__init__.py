@@ -5,43 +5,43 @@
     print(report.params, report.macs)
 """
 
-from cnndsl.errors import CnnError, Diagnostic, UsageError
+from cnndsl.lang.errors import CnnError, Diagnostic, UsageError
 
-# check, parse, load_source and Report come from cnndsl.api on first use (see __getattr__): `import cnndsl`
+# check, parse, load_source and Report come from cnndsl.lang.frontend on first use (see __getattr__): `import cnndsl`
 # stays a few milliseconds, so the command line handles Ctrl-C from its very start.
+from cnndsl.lang.version import __version__
 
-__version__ = "0.1.0"
 __all__ = ["CnnError", "Diagnostic", "Report", "UsageError", "check", "compile", "evaluate", "load_exported",
            "load_source", "parse", "train", "__version__"]
 
 
 def compile(spec, set=None, dtype=None, scan=False):  # noqa: A001 - the name users expect, as in re.compile
-    """Check a spec and compile it to a Flax module; see `cnndsl.compiler.compile`.
+    """Check a spec and compile it to a Flax module; see `cnndsl.nn.compiler.compile`.
 
     Imported lazily so that `check` never loads JAX.
     """
-    from cnndsl.compiler import compile as _compile
+    from cnndsl.nn.compiler import compile as _compile
 
     return _compile(spec, set=set, dtype=dtype, scan=scan)
 
 
 def load_exported(directory):
-    """Load an inference artifact written by `cnndsl compile --emit export`; see `cnndsl.export.load_exported`."""
-    from cnndsl.export import load_exported as _load
+    """Load an inference artifact written by `cnndsl compile --emit export`; see `cnndsl.emit.artifact.load_exported`."""
+    from cnndsl.emit.artifact import load_exported as _load
 
     return _load(directory)
 
 
 def train(spec, settings=None, **options):
-    """Train a spec's network; returns the trained module and history. See `cnndsl.training.train`."""
-    from cnndsl.training import train as _train
+    """Train a spec's network; returns the trained module and history. See `cnndsl.training.loop.train`."""
+    from cnndsl.training.loop import train as _train
 
     return _train(spec, settings, **options)
 
 
 def evaluate(run_dir, spec=None, **options):
-    """Test and validation accuracy of a trained run's checkpoint. See `cnndsl.training.evaluate`."""
-    from cnndsl.training import evaluate as _evaluate
+    """Test and validation accuracy of a trained run's checkpoint. See `cnndsl.training.loop.evaluate`."""
+    from cnndsl.training.loop import evaluate as _evaluate
 
     return _evaluate(spec, run_dir, **options)
 
@@ -63,14 +63,14 @@ def sweep(spec, **options):
 
 
 def __getattr__(name):
-    """Submodules on first use (`cnndsl.export.export_run`, `cnndsl.data.load_dataset`) without importing
+    """Submodules on first use (`cnndsl.emit.artifact.export_run`, `cnndsl.data.load_dataset`) without importing
     them, or JAX, for `import cnndsl` alone."""
     import importlib
 
     if name in ("check", "load_source", "parse"):
-        return getattr(importlib.import_module("cnndsl.api"), name)
+        return getattr(importlib.import_module("cnndsl.lang.frontend"), name)
     if name == "Report":
-        return importlib.import_module("cnndsl.report").Report
+        return importlib.import_module("cnndsl.lang.report").Report
     if name in ("compiler", "data", "export", "training", "outputs", "rundir", "flax_backend", "compilations", "search"):
         return importlib.import_module(f"cnndsl.{name}")
     raise AttributeError(f"module 'cnndsl' has no attribute {name!r}")

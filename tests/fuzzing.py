@@ -22,8 +22,8 @@ from hypothesis.extra.lark import from_lark
 from lark import Lark
 
 import cnndsl
-from cnndsl.errors import CnnError
-from cnndsl.parser import grammar_text
+from cnndsl.lang.errors import CnnError
+from cnndsl.lang.parser import grammar_text
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = [p.read_text(encoding="utf-8") for p in sorted((ROOT / "examples").glob("*.cnn"))

@@ -23,7 +23,7 @@ import cnndsl
 from cnndsl.cli import main
 from cnndsl.data import DataError, read_image
 from cnndsl.data.images import MAX_IMAGE_PIXELS
-from cnndsl.export import ExportError, _checksum, export, load_exported
+from cnndsl.emit.artifact import ExportError, _checksum, export, load_exported
 from tests.conftest import ROOT
 
 

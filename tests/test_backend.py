@@ -30,7 +30,7 @@ def test_static_shapes_and_params_equal_jax(path: Path) -> None:
     # One naming scheme: the module's arrays, as checkpoints and exports name them, are the report's `arrays`.
     from flax import nnx
 
-    from cnndsl.flax_backend import flatten_state
+    from cnndsl.nn.flax_backend import flatten_state
 
     arrays = flatten_state(nnx.state(net.abstract(), (nnx.Param, nnx.BatchStat)))[2]
     assert {name: tuple(a.shape) for name, a in arrays.items()} == \
@@ -38,7 +38,7 @@ def test_static_shapes_and_params_equal_jax(path: Path) -> None:
     assert all(name.count("/") == 1 and not name.endswith(".value") for name in arrays)
 
 
-def assert_differentiable(net: cnndsl.compiler.CompiledNetwork) -> None:
+def assert_differentiable(net: cnndsl.nn.compiler.CompiledNetwork) -> None:
     """Every layer has a gradient in train mode (traced only: `jax.eval_shape` of the gradient)."""
     from flax import nnx
 
@@ -53,7 +53,7 @@ def assert_differentiable(net: cnndsl.compiler.CompiledNetwork) -> None:
     assert jax.tree.map(lambda g: g.shape, grads) == jax.tree.map(lambda p: p.shape, params)
 
 
-def small(body: str, input: str) -> tuple[cnndsl.compiler.CompiledNetwork, object]:
+def small(body: str, input: str) -> tuple[cnndsl.nn.compiler.CompiledNetwork, object]:
     net = cnndsl.compile(f"network T\ninput {input}\ninput -> {body}")
     return net, net.init(0)
 
@@ -218,7 +218,7 @@ def test_compile_reports_spec_errors() -> None:
 
 def test_jit_forward_traces_once_per_input_shape(monkeypatch: pytest.MonkeyPatch) -> None:
     """The module's Python body runs only while jax traces it: count those runs."""
-    from cnndsl.flax_backend import Network
+    from cnndsl.nn.flax_backend import Network
 
     traced = []
     original = Network.__call__
@@ -271,7 +271,7 @@ def test_random_specs_agree_with_jax(size: int, layers: list[str], head: bool) -
     # One naming scheme: the module's arrays, as checkpoints and exports name them, are the report's `arrays`.
     from flax import nnx
 
-    from cnndsl.flax_backend import flatten_state
+    from cnndsl.nn.flax_backend import flatten_state
 
     arrays = flatten_state(nnx.state(net.abstract(), (nnx.Param, nnx.BatchStat)))[2]
     assert {name: tuple(a.shape) for name, a in arrays.items()} == \

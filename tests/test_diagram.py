@@ -12,10 +12,10 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import cnndsl
-from cnndsl import ir
+from cnndsl.lang import ir
 from cnndsl.cli import main
 from cnndsl.emit.diagram import to_svg
-from cnndsl.shapes import fmt
+from cnndsl.lang.shapes import fmt
 from tests.conftest import EXAMPLES, FAMILIES, ROOT
 from tests.test_backend import random_layer
 

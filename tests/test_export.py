@@ -13,7 +13,7 @@ import pytest
 
 import cnndsl
 from cnndsl.cli import main
-from cnndsl.export import ExportError, export, load_exported
+from cnndsl.emit.artifact import ExportError, export, load_exported
 from tests.tolerances import NETWORK_CLOSE
 from tests.conftest import ROOT
 
@@ -58,7 +58,7 @@ def test_artifact_runs_without_the_spec_or_flax(tmp_path: Path) -> None:
     code = ("import sys, numpy as np, cnndsl\n"
             "y = cnndsl.load_exported('art')(np.load('x.npy'))\n"
             f"np.testing.assert_allclose(y, np.load('expected.npy'), **{NETWORK_CLOSE})\n"
-            "assert 'flax' not in sys.modules and 'cnndsl.compiler' not in sys.modules, 'loaded the compiler'\n")
+            "assert 'flax' not in sys.modules and 'cnndsl.nn.compiler' not in sys.modules, 'loaded the compiler'\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
                             env={"PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr

@@ -12,8 +12,8 @@ import pytest
 
 import cnndsl
 from cnndsl.cli import main
-from cnndsl.errors import CnnError
-from cnndsl.imports import MAX_IMPORTS, load_imports, standalone_text
+from cnndsl.lang.errors import CnnError
+from cnndsl.lang.imports import MAX_IMPORTS, load_imports, standalone_text
 from tests.conftest import ROOT
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 import cnndsl
-from cnndsl import nodes as n
-from cnndsl.errors import CnnError
+from cnndsl.lang import nodes as n
+from cnndsl.lang.errors import CnnError
 
 
 def net(body: str, input: str = "32x32x3", **bindings: object) -> cnndsl.Report:

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 import cnndsl
-from cnndsl.errors import CnnError
-from cnndsl.limits import INT64_MAX, MAX_EXPRESSION_DEPTH, MAX_LAYERS, MAX_SOURCE_BYTES
+from cnndsl.lang.errors import CnnError
+from cnndsl.lang.limits import INT64_MAX, MAX_EXPRESSION_DEPTH, MAX_LAYERS, MAX_SOURCE_BYTES
 from tests.conftest import ROOT
 
 HEAD = "network T\ninput 8x8x1\n"

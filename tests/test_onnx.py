@@ -15,17 +15,17 @@ pytest.importorskip("onnx", reason="ONNX export needs the `onnx` extra (installe
 ort = pytest.importorskip("onnxruntime")
 
 import cnndsl  # noqa: E402
-from cnndsl.errors import CnnError  # noqa: E402
+from cnndsl.lang.errors import CnnError  # noqa: E402
 from tests.conftest import EXAMPLES, FAMILIES, HEAVY_EXAMPLES  # noqa: E402
 from tests.tolerances import ELEMENTWISE, LAYER, NETWORK
 
 
-def randomized(net: cnndsl.compiler.CompiledNetwork, seed: int) -> tuple[object, dict[str, np.ndarray]]:
+def randomized(net: cnndsl.nn.compiler.CompiledNetwork, seed: int) -> tuple[object, dict[str, np.ndarray]]:
     """The network's module in eval mode with random parameters and batch statistics, and its arrays."""
     import jax
     from flax import nnx
 
-    from cnndsl.flax_backend import flatten_state, unflatten_state
+    from cnndsl.nn.flax_backend import flatten_state, unflatten_state
 
     model = net.init(seed)
     model.eval()
@@ -45,7 +45,7 @@ def randomized(net: cnndsl.compiler.CompiledNetwork, seed: int) -> tuple[object,
     return model, arrays
 
 
-def agree(net: cnndsl.compiler.CompiledNetwork, seed: int = 0, preprocess: dict | None = None) -> float:
+def agree(net: cnndsl.nn.compiler.CompiledNetwork, seed: int = 0, preprocess: dict | None = None) -> float:
     """Worst relative difference between ONNX Runtime and the JAX forward pass on a random batch of 2."""
     import jax
     from flax import nnx
@@ -170,7 +170,7 @@ def test_the_cli_writes_a_checked_model_of_a_run_with_its_normalization(tmp_path
     import onnx
 
     from cnndsl.cli import main
-    from cnndsl.training import load_run
+    from cnndsl.training.loop import load_run
 
     spec = Path(__file__).resolve().parent.parent / "examples" / "digits.cnn"
     run = tmp_path / "run"
@@ -291,7 +291,7 @@ input -> ln(eps=1e-6) -> linear(9) -> layer_scale(0.25) -> linear(3, bias=false)
 
     graphdef, state = nnx.split(model)
     grads = jax.grad(lambda s, v: (nnx.merge(graphdef, s)(v) ** 2).sum())(state, jax.numpy.asarray(x))
-    from cnndsl.flax_backend import flatten_state
+    from cnndsl.nn.flax_backend import flatten_state
 
     for name, grad in flatten_state(grads)[2].items():
         assert np.isfinite(np.asarray(grad)).all() and float(np.abs(grad).sum()) > 0, name

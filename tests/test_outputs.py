@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cnndsl.cli import main
-from cnndsl.outputs import artifact_kind
+from cnndsl.lang.outputs import artifact_kind
 from tests.conftest import ROOT
 
 LENET = ROOT / "examples" / "lenet5.cnn"

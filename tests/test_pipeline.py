@@ -19,7 +19,7 @@ pytest.importorskip("grain", reason="the pipeline needs the `stream` extra (inst
 
 import cnndsl  # noqa: E402
 from cnndsl.data.pipeline import epoch_order, open_images, train_batches  # noqa: E402
-from cnndsl.settings import TrainingError  # noqa: E402
+from cnndsl.lang.settings import TrainingError  # noqa: E402
 
 SPEC = """network Tiny
 input 24x24x3
@@ -54,10 +54,10 @@ def spec_file(tmp_path: Path) -> Path:
     return path
 
 
-def params_of(result: cnndsl.training.TrainResult) -> dict[str, np.ndarray]:
+def params_of(result: cnndsl.training.loop.TrainResult) -> dict[str, np.ndarray]:
     from flax import nnx
 
-    from cnndsl.flax_backend import flatten_state
+    from cnndsl.nn.flax_backend import flatten_state
 
     values = flatten_state(nnx.state(result.model, nnx.Param))[2]
     assert values  # something to compare
@@ -70,7 +70,7 @@ def assert_same_params(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> No
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
 
-def train(tmp_path: Path, out: str, data: str, **settings: object) -> cnndsl.training.TrainResult:
+def train(tmp_path: Path, out: str, data: str, **settings: object) -> cnndsl.training.loop.TrainResult:
     return cnndsl.train(spec_file(tmp_path), run_dir=tmp_path / out, quiet=True, data=data,
                         **{"workers": 0, **settings})
 
@@ -220,7 +220,7 @@ def test_stream_choices_and_errors_are_clear(tmp_path: Path, monkeypatch, capsys
 
 def test_eval_and_predict_of_a_streamed_run_transform_images_as_training_evaluated_them(tmp_path: Path) -> None:
     from cnndsl.data import folder_splits, read_image
-    from cnndsl.training import evaluate, predict
+    from cnndsl.training.loop import evaluate, predict
 
     mixed = jpeg_folder(tmp_path / "mixed", 12)
     result = train(tmp_path, "run", f"folder:{mixed}", augment=("resized-crop", "flip"), stream="stream", epochs=3)

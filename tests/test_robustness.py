@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import cnndsl
-from cnndsl.errors import CnnError
+from cnndsl.lang.errors import CnnError
 from tests.conftest import ROOT
 
 TOKENS = ["input", "->", "[", "]", "(", ")", "*", "?", "|", ",", "=", "conv", "relu", "fc", "maxpool", "concat",

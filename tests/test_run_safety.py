@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 
 import cnndsl
-from cnndsl.settings import TrainingError
-from cnndsl.training import _checkpoint_managers, _save, load_run, restore
+from cnndsl.lang.settings import TrainingError
+from cnndsl.training.loop import _checkpoint_managers, _save, load_run, restore
 from tests.conftest import ROOT
 
 DIGITS = ROOT / "examples" / "digits.cnn"

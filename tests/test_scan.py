@@ -11,8 +11,8 @@ import pytest
 from flax import nnx
 
 import cnndsl
-from cnndsl.flax_backend import Network, flatten_state
-from cnndsl.repeats import identical_runs
+from cnndsl.nn.flax_backend import Network, flatten_state
+from cnndsl.nn.repeats import identical_runs
 from tests.conftest import ROOT
 from tests.tolerances import BATCH_STATS, NETWORK, NETWORK_CLOSE
 
@@ -41,7 +41,7 @@ def test_which_repetitions_qualify(body: str, scanned: bool) -> None:
     assert bool(identical_runs(report.graph, report.node_shapes)) == scanned
 
 
-def modules(spec: str) -> tuple[cnndsl.compiler.CompiledNetwork, Network, Network]:
+def modules(spec: str) -> tuple[cnndsl.nn.compiler.CompiledNetwork, Network, Network]:
     net = cnndsl.compile(spec)
     scanned = Network(net.report.graph, net.report.node_shapes, rngs=nnx.Rngs(0), scan=True)
     unrolled = Network(net.report.graph, net.report.node_shapes, rngs=nnx.Rngs(0), scan=False)

@@ -11,10 +11,10 @@ import pytest
 
 import cnndsl
 from cnndsl.cli import main
-from cnndsl.errors import CnnError
+from cnndsl.lang.errors import CnnError
 from cnndsl.search.family import Budget, check_member, family, load_space, network_key
 from cnndsl.search.member import member_spec
-from cnndsl.settings import spec_settings
+from cnndsl.lang.settings import spec_settings
 from tests.conftest import ROOT
 
 COURSE = ROOT / "examples" / "course.cnn"

@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import cnndsl
-from cnndsl.errors import CnnError
-from cnndsl.shapes import window_output
+from cnndsl.lang.errors import CnnError
+from cnndsl.lang.shapes import window_output
 
 sizes, kernels, strides, dilations, pads = (st.integers(1, 64), st.integers(1, 7), st.integers(1, 4),
                                             st.integers(1, 3), st.integers(0, 3))

@@ -19,8 +19,8 @@ import pytest
 import cnndsl
 from cnndsl.cli import main
 from cnndsl.data import load_dataset
-from cnndsl.settings import Settings
-from cnndsl.training import Preprocess, load_run, make_optimizer
+from cnndsl.lang.settings import Settings
+from cnndsl.training.loop import Preprocess, load_run, make_optimizer
 from tests.conftest import ROOT
 from tests.tolerances import NETWORK, NETWORK_CLOSE
 
@@ -252,7 +252,7 @@ def test_bfloat16_compute_trains_with_float32_parameters(tmp_path: Path) -> None
 
 
 def test_export_of_a_trained_run_takes_raw_pixels(digits_run, tmp_path: Path) -> None:
-    from cnndsl.training import predict
+    from cnndsl.training.loop import predict
 
     run, _ = digits_run
     assert main(["compile", str(DIGITS), "--emit", "export", "-o", str(tmp_path / "art"), "--run", str(run),
@@ -307,7 +307,7 @@ def test_a_spec_of_another_shape_is_told_the_datas_own_shape(tmp_path: Path, cap
 
 def test_a_training_run_compiles_each_program_once(tmp_path: Path) -> None:
     """Eager jax operations outside the jitted functions would each be a compilation (there were 98)."""
-    from cnndsl.compilations import count_compilations
+    from cnndsl.nn.compilations import count_compilations
 
     with count_compilations() as compiled:
         cnndsl.train(DIGITS, run_dir=tmp_path / "run", epochs=2, quiet=True)

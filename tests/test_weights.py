@@ -38,7 +38,7 @@ def test_imported_weights_reproduce_pytorchs_logits(name: str) -> None:
 
 def test_the_cli_writes_a_run_that_eval_predict_and_the_exporters_use(tmp_path: Path, capsys) -> None:
     from cnndsl.cli import main
-    from cnndsl.training import load_run, predict
+    from cnndsl.training.loop import load_run, predict
 
     spec, weights = FIXTURES["narrow_resnet"], WEIGHTS / "narrow_resnet.safetensors"
     assert main(["weights", "import", str(spec), str(weights), "--dry-run"]) == 0
@@ -119,7 +119,7 @@ def test_keras_named_weights_import_as_they_are(tmp_path: Path) -> None:
                          "-> ln -> linear(5) -> fc(7) -> relu -> fc(3)\n")
     from flax import nnx
 
-    from cnndsl.flax_backend import flatten_state, unflatten_state
+    from cnndsl.nn.flax_backend import flatten_state, unflatten_state
 
     source = net.init(1)
     source.eval()

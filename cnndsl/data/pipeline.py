@@ -304,7 +304,7 @@ def open_images(source: str, *, shape: tuple[int, int, int], augment: tuple[str,
     `mode`: "stream" (read images at every use), "memory" (decode them once; an error when they would not
     fit `memory_budget()`), "auto" (memory when they fit). `normalize`: measure the channels' mean and
     deviation on a sample of training images (training needs them; evaluating a run has its own)."""
-    from cnndsl.data import Dataset, DataError, _held_out, _no_val, folder_splits
+    from cnndsl.data.datasets import DataError, Dataset, folder_splits, held_out, no_val
     from cnndsl.data.records import RecordsError, open_records
 
     kind, _, rest = source.partition(":")
@@ -317,7 +317,7 @@ def open_images(source: str, *, shape: tuple[int, int, int], augment: tuple[str,
     except RecordsError as err:
         raise DataError(str(err)) from None
     if val is None:
-        kept, _, held, _ = _held_out(np.arange(len(train)), train.labels, val_fraction, seed=1) if val_fraction \
+        kept, _, held, _ = held_out(np.arange(len(train)), train.labels, val_fraction, seed=1) if val_fraction \
             else (np.arange(len(train)), None, np.arange(0), None)
         train, val = train.subset(kept), train.subset(held)
     random_crop = "resized-crop" in augment
@@ -347,7 +347,7 @@ def open_images(source: str, *, shape: tuple[int, int, int], augment: tuple[str,
     if not random_crop and len(sizes) == 1 and (sizes == {tuple(shape[:2])} or resize):
         def arrays(split: DecodedExamples) -> tuple[np.ndarray, np.ndarray]:
             if not len(split):
-                return _no_val(np.zeros((1, *next(iter(sizes)), shape[2]), np.uint8))
+                return no_val(np.zeros((1, *next(iter(sizes)), shape[2]), np.uint8))
             return np.stack(split.pixels), split.labels
 
         (x, y), (x_val, y_val), (x_test, y_test) = arrays(train_d), arrays(val_d), arrays(test_d)

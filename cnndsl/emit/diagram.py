@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from html import escape
 
-from cnndsl import ir
-from cnndsl.report import Report
-from cnndsl.shapes import fmt
+from cnndsl.lang import ir
+from cnndsl.lang.report import Report
+from cnndsl.lang.shapes import fmt
 
 # Frames that the parallel layout already shows (the fork, the join and the branches side by side).
 _STRUCTURAL = ("concat", "add", "mul", "residual", "body", "shortcut")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from cnndsl.report import Report
+from cnndsl.lang.report import Report
 
 SCHEMA = "cnndsl.ir/1"
 

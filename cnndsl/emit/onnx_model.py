@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from cnndsl import ir
+from cnndsl.lang import ir
 
 OPSET = 18
 IR_VERSION = 9
@@ -62,7 +62,9 @@ def to_onnx(report: Any, arrays: dict[str, np.ndarray], preprocess: dict[str, An
         from onnx import TensorProto, helper
     except ImportError:
         raise OnnxError("writing ONNX needs the onnx package: pip install 'cnndsl[onnx]'") from None
-    from cnndsl.flax_backend import plan  # here: importing this module (for OnnxError) stays light
+    from cnndsl.nn.flax_backend import (
+        plan,  # here: importing this module (for OnnxError) stays light
+    )
 
     graph = report.graph
     shapes = report.node_shapes
@@ -116,7 +118,7 @@ def _lower(b: _Builder, step: Any, ins: list[str], arrays: dict[str, np.ndarray]
         pooled = b.add("GlobalAveragePool" if op.mode == "avg" else "GlobalMaxPool", [x], name)
         return b.add("Flatten", [pooled], name, axis=1)
     if isinstance(op, ir.AdaptivePool):  # NCHW: x @ columns^T, then over rows the same way
-        from cnndsl.flax_backend import adaptive_bins
+        from cnndsl.nn.flax_backend import adaptive_bins
 
         h, w, _ = step.in_shape
         cols = b.constant(f"{name}/columns", np.asarray(adaptive_bins(w, op.size[1]), np.float32).T)
@@ -239,9 +241,9 @@ def onnx_of_run(spec: Any, run_dir: Any, bindings: dict[str, Any] | None = None,
 
     from flax import nnx
 
-    from cnndsl import __version__
-    from cnndsl.flax_backend import flatten_state
-    from cnndsl.training import load_run
+    from cnndsl.lang.version import __version__
+    from cnndsl.nn.flax_backend import flatten_state
+    from cnndsl.training.loop import load_run
 
     loaded = load_run(spec, run_dir, checkpoint, bindings)
     model = loaded.trainer.module(loaded.params, loaded.stats, train=False)
@@ -258,9 +260,9 @@ def onnx_of_seed(report: Any, seed: int) -> Any:
 
     from flax import nnx
 
-    from cnndsl import __version__
-    from cnndsl.compiler import CompiledNetwork
-    from cnndsl.flax_backend import flatten_state
+    from cnndsl.lang.version import __version__
+    from cnndsl.nn.compiler import CompiledNetwork
+    from cnndsl.nn.flax_backend import flatten_state
 
     model = CompiledNetwork(report).init(seed)
     model.eval()

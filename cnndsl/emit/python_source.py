@@ -11,11 +11,23 @@ from __future__ import annotations
 import inspect
 import re
 
-from cnndsl import ir
-from cnndsl.flax_backend import (ACTIVATION_CODE, DTYPE_POLICY, BatchNorm, LayerScale, Step, adaptive_avgpool,
-                                 adaptive_bins, layer_constructor, lrn, mul, plan, pool)
-from cnndsl.report import Report
-from cnndsl.shapes import fmt
+from cnndsl.lang import ir
+from cnndsl.lang.report import Report
+from cnndsl.lang.shapes import fmt
+from cnndsl.nn.flax_backend import (
+    ACTIVATION_CODE,
+    DTYPE_POLICY,
+    BatchNorm,
+    LayerScale,
+    Step,
+    adaptive_avgpool,
+    adaptive_bins,
+    layer_constructor,
+    lrn,
+    mul,
+    plan,
+    pool,
+)
 
 
 def class_name(network: str) -> str:

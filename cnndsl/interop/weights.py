@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from cnndsl import ir
+from cnndsl.lang import ir
 
 MAPPINGS = ("auto", "torchvision", "timm", "torch", "keras")
 
@@ -181,7 +181,7 @@ FILE_KIND = {"linear": "fc"}
 
 def spec_layers(report: Any) -> list[SpecLayer]:
     """The spec's layers with parameters, in execution order."""
-    from cnndsl.costs import parameter_shapes
+    from cnndsl.lang.costs import parameter_shapes
 
     shapes = report.node_shapes
     layers = []
@@ -289,17 +289,3 @@ def pairing_table(pairs: list[Pair]) -> str:
                      ", ".join(f"{k} {'x'.join(map(str, v.shape))}" for k, v in p.arrays.items())))
     widths = [max(len(r[i]) for r in rows) for i in range(2)]
     return "\n".join(f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c}" for a, b, c in rows) + "\n"
-
-
-def load_weights(net: Any, model: Any, path: str | Path, mapping: str = "auto") -> Any:
-    """Put the weights of a file into `model` (a module of the compiled network `net`); returns the model."""
-    import jax.numpy as jnp
-    from flax import nnx
-
-    from cnndsl.flax_backend import flatten_state, unflatten_state
-
-    arrays = converted(pair_layers(net.report, read_tensors(path), mapping))
-    names, treedef, flat = flatten_state(nnx.state(model, (nnx.Param, nnx.BatchStat)))
-    merged = {name: jnp.asarray(arrays[name]) if name in arrays else value for name, value in flat.items()}
-    nnx.update(model, unflatten_state(names, treedef, merged))
-    return model

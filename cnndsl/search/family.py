@@ -12,12 +12,12 @@ import random
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from cnndsl import nodes as n
-from cnndsl.api import check_program, load_source, parse_overrides
-from cnndsl.errors import CnnError
-from cnndsl.parser import parse as parse_source
-from cnndsl.report import Report
-from cnndsl.search.space import Member, Space, space_of
+from cnndsl.lang import nodes as n
+from cnndsl.lang.errors import CnnError, Diagnostic
+from cnndsl.lang.frontend import check_program, load_source, parse_overrides
+from cnndsl.lang.parser import parse as parse_source
+from cnndsl.lang.report import Report
+from cnndsl.lang.space import Member, Space, space_of
 
 DEFAULT_LIMIT = 1000  # members listed before `family` samples instead
 
@@ -94,7 +94,7 @@ def load_space(spec: str | os.PathLike[str], set: Mapping[str, object] | None = 
     """The design space of a spec (a path or its text), with `set` fixing some of its free names."""
     program = parse_source(load_source(spec))
     if not any(isinstance(s, n.Search) for s in program.statements):
-        from cnndsl.errors import Diagnostic
+        from cnndsl.lang.errors import Diagnostic
 
         main = next((s for s in program.statements if isinstance(s, n.Main)), program)
         raise CnnError((Diagnostic("search", "the spec declares no design space", program.source, main.span,
@@ -117,3 +117,13 @@ def sample_indices(space: Space, limit: int | None, seed: int) -> list[int]:
     if limit is None or count <= limit:
         return list(range(count))
     return sorted(random.Random(seed).sample(range(count), limit))
+
+
+def no_valid_member(space: Space, members: list[FamilyMember]) -> CnnError:
+    """The error for a family none of whose (listed) members can be trained, with a few reasons."""
+    notes = tuple(f"{space.label(m.bindings)}: {m.reason}" for m in members[:3])
+    main = next((s for s in space.program.statements if type(s).__name__ == "Search"), space.program)
+    what = "member" if len(members) == 1 else f"{len(members):,} members"
+    return CnnError((Diagnostic("search", f"no member of the family can be trained (checked {what})",
+                                space.program.source, main.span, notes,
+                                help="widen the domains or the budget (--max-params, --max-macs)"),))

@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from cnndsl import nodes as n
-from cnndsl.imports import standalone_text
-from cnndsl.search.space import Member, Space
+from cnndsl.lang import nodes as n
+from cnndsl.lang.imports import standalone_text
+from cnndsl.lang.space import Member, Space
 
 
 def setting_text(key: str, value: Any) -> str:

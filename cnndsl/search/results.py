@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cnndsl.outputs import write_atomic
-from cnndsl.search.space import Space
+from cnndsl.lang.outputs import write_atomic
+from cnndsl.lang.space import Space
 from cnndsl.search.study import OBJECTIVES
 
 
@@ -121,3 +121,11 @@ def _write_csv(path: Path, results: list[TrialResult], space: Space) -> None:
                          r.params if r.params is not None else "", r.macs if r.macs is not None else "",
                          "" if r.seconds is None else f"{r.seconds:.2f}", r.run_dir or "", r.reason or ""])
     write_atomic(path, out.getvalue())
+
+
+def human(value: float, unit: str = "") -> str:
+    """1234567 -> `1.23M`: three significant digits."""
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if value >= scale:
+            return f"{value / scale:.3g}{suffix}{unit}"
+    return f"{value:.0f}{unit}"

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cnndsl.errors import UsageError
-from cnndsl.imports import standalone_text
-from cnndsl.search.space import Space
+from cnndsl.lang.errors import UsageError
+from cnndsl.lang.imports import standalone_text
+from cnndsl.lang.space import Space
 
 FORMAT = "cnndsl.sweep/1"
 SAMPLERS = ("tpe", "nsga2", "random", "grid")
@@ -129,7 +129,7 @@ def mark_dead_trials(study: Any, directory: Path) -> int:
     process (a live trainer holds its run's lock), so they are marked failed and their members re-sampled."""
     import optuna
 
-    from cnndsl.rundir import RunDir
+    from cnndsl.training.rundir import RunDir
 
     dead = 0
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):

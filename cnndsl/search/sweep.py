@@ -30,16 +30,32 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from cnndsl.errors import UsageError
-from cnndsl.outputs import artifact_kind, check_output_dir, write_atomic
-from cnndsl.search.commands import human
+from cnndsl.lang.errors import UsageError
+from cnndsl.lang.outputs import artifact_kind, check_output_dir, write_atomic
+from cnndsl.lang.settings import (
+    INTERRUPTS,
+    Diverged,
+    Interrupted,
+    Settings,
+    spec_settings,
+)
+from cnndsl.lang.space import Member, Space
 from cnndsl.search.family import Budget, check_member, family, load_space, network_key
 from cnndsl.search.member import member_spec
-from cnndsl.search.results import SweepResult, summarize
-from cnndsl.search.space import Member, Space
-from cnndsl.search.study import (FORMAT, OBJECTIVES, SAMPLERS, SweepError, host, make_sampler, mark_dead_trials,
-                                 open_storage, open_study, redact, trained_count)
-from cnndsl.settings import INTERRUPTS, Diverged, Interrupted, Settings, spec_settings
+from cnndsl.search.results import SweepResult, human, summarize
+from cnndsl.search.study import (
+    FORMAT,
+    OBJECTIVES,
+    SAMPLERS,
+    SweepError,
+    host,
+    make_sampler,
+    mark_dead_trials,
+    open_storage,
+    open_study,
+    redact,
+    trained_count,
+)
 
 __all__ = ["OBJECTIVES", "SweepError", "SweepResult", "sweep"]
 
@@ -136,7 +152,7 @@ class _Sweep:
         done = trained_count(trial.study)
         self.report(f"[{done + 1}/{self.trials}] trial {trial.number}: {self.space.label(member)} "
                     f"({human(checked.report.params)} params, {human(checked.report.macs)} MACs)")
-        from cnndsl.training import train
+        from cnndsl.training.loop import train
 
         started = time.perf_counter()
         try:
@@ -225,9 +241,9 @@ def sweep(spec: str | os.PathLike[str], *, data: str | None = None, data_dir: st
     trial and the Pareto front. `settings` (epochs=3, ...) apply to every member, under the member's own
     searched settings. Running the same call again (or on another machine with a shared `storage`) goes on
     with the same study."""
-    import optuna
-
     import warnings
+
+    import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # cnndsl says what happened to each trial itself
     # heartbeats, multivariate TPE and constant liar are "experimental" in Optuna 4-5: said once here, not per run
@@ -263,7 +279,7 @@ def sweep(spec: str | os.PathLike[str], *, data: str | None = None, data_dir: st
                     explicit=[k for k, v in settings.items() if v is not None])
     while trained_count(opened) < trials and worker.idle < MAX_IDLE_TRIALS:
         try:
-            if INTERRUPTS:  # a Ctrl-C that Python swallowed (see cnndsl.settings.INTERRUPTS)
+            if INTERRUPTS:  # a Ctrl-C that Python swallowed (see cnndsl.lang.settings.INTERRUPTS)
                 raise KeyboardInterrupt
             opened.optimize(worker.objective, n_trials=1, catch=())
             if INTERRUPTS:  # swallowed while the trial finished (its evaluation): the trial stands, the sweep stops
@@ -307,8 +323,7 @@ def _exhausted(space: Space, study: Any) -> bool:
 def _probe(space: Space, budget: Budget) -> Any:
     """The report of a member that can be trained (its input shape and classes are the family's); fail fast
     when none can (checked on up to STATIC_PROBE members)."""
-    from cnndsl.search.commands import no_valid_member
-    from cnndsl.search.family import FamilyMember
+    from cnndsl.search.family import FamilyMember, no_valid_member
 
     checked: list[FamilyMember] = []
     for m in family(space, budget=budget, limit=STATIC_PROBE):
@@ -319,8 +334,8 @@ def _probe(space: Space, budget: Budget) -> Any:
 
 
 def _base_settings(space: Space, data: str | None, data_dir: str | None, flags: Mapping[str, Any]) -> dict[str, Any]:
-    from cnndsl.errors import CnnError
-    from cnndsl.settings import spec_settings
+    from cnndsl.lang.errors import CnnError
+    from cnndsl.lang.settings import spec_settings
 
     found, problems = spec_settings(space.program)
     if problems:

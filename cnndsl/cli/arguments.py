@@ -1,0 +1,144 @@
+"""Argument types and argument groups that several commands share; the only place that parses
+arguments is this package."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cnndsl.lang.errors import UsageError
+
+
+def set_pair(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name.strip(), value.strip()
+
+
+def at_least(minimum: int, what: str) -> Any:
+    """An argparse type: an integer of at least `minimum`."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{what} must be at least {minimum}, got {value}")
+        return value
+    return parse
+
+
+depth = at_least(1, "depth")
+
+
+positive_int = at_least(1, "the value")
+
+
+MIN_TABLE_WIDTH = 50
+
+
+def amount(text: str) -> int:
+    """`250000`, `250k`, `1.5M`, `2G` as an integer."""
+    scale = {"k": 10**3, "m": 10**6, "g": 10**9}.get(text[-1:].lower(), 1)
+    try:
+        value = float(text[:-1] if scale > 1 else text) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a count like 250000, 250k or 1.5M, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+    return int(value)
+
+
+def add_budget_arguments(parser: argparse.ArgumentParser) -> None:
+    """--max-params / --max-macs, shared by family and sweep."""
+    parser.add_argument("--max-params", type=amount, metavar="P", help="skip members with more parameters (e.g. 100k)")
+    parser.add_argument("--max-macs", type=amount, metavar="M", help="skip members with more multiply-adds (e.g. 5M)")
+
+
+def default(name: str, prefix: str = "") -> str:
+    """`(default X)` for a training setting: the value a spec without a `train` line gets."""
+    from cnndsl.lang.settings import Settings
+
+    value = next(f.default for f in dataclasses.fields(Settings) if f.name == name)
+    return f"{prefix}(default {str(value).lower() if isinstance(value, bool) else value}, or the spec's `train` line)"
+
+
+def devices(text: str) -> str | int:
+    """`all` or a positive number of devices."""
+    if text == "all":
+        return text
+    return at_least(1, "--devices")(text)
+
+
+def size(text: str) -> tuple[int, int]:
+    """`32` or `32x32` as (height, width)."""
+    parts = text.lower().split("x")
+    if len(parts) not in (1, 2) or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected a size like 32 or 32x32, got {text!r}")
+    return (int(parts[0]), int(parts[-1]))
+
+
+def augment(text: str) -> tuple[str, ...]:
+    from cnndsl.lang.settings import AUGMENTATIONS
+
+    parts = () if text in ("", "none") else tuple(part.strip() for part in text.split(","))
+    unknown = [p for p in parts if p not in AUGMENTATIONS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown augmentation {unknown[0]!r}; choose from "
+                                         f"{', '.join(AUGMENTATIONS)} (comma-separated) or none")
+    return parts
+
+
+def data_arguments() -> argparse.ArgumentParser:
+    """--data and --data-dir, for every command that reads a dataset."""
+    from cnndsl.data import SOURCES
+
+    data = argparse.ArgumentParser(add_help=False)
+    data.add_argument("--data", metavar="SOURCE", default=None,
+                      help=f"dataset: {', '.join(SOURCES)} (default: digits, or the run's)")
+    data.add_argument("--data-dir", metavar="DIR", default=None,
+                      help="where the official dataset files are (else the cache, downloading when absent)")
+    return data
+
+
+def check_source(source: str | None) -> None:
+    """A UsageError unless `--data` names a source the registry knows (cnndsl.data.sources)."""
+    from cnndsl.data.sources import SourceError, parse_source
+
+    if source is None:
+        return
+    try:
+        parse_source(source)
+    except SourceError as err:
+        raise UsageError(f"--data {err.message}" if err.message.startswith(source) else err.message, err.hint) from None
+
+
+def load_npy(path: str | Path) -> Any:
+    """An .npy array, never unpickled; a DataError naming the file otherwise."""
+    import numpy as np
+
+    from cnndsl.data import DataError, regular_file
+
+    try:
+        return np.load(regular_file(Path(path)), allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: not a readable .npy array ({err})") from None
+
+
+def print_top(name: str, probabilities: Any, classes: Sequence[str], top: int, as_json: bool) -> None:
+    """One image's `top` most likely classes, as a line of text or one JSON object."""
+    import numpy as np
+
+    best = np.argsort(-probabilities, kind="stable")[:top]
+    labels = [classes[c] if c < len(classes) else str(int(c)) for c in best]
+    if as_json:
+        print(json.dumps({"image": name, "top": [{"class": int(c), "label": label,
+                                                  "probability": float(probabilities[c])}
+                                                 for c, label in zip(best, labels)]}))
+    else:
+        print(f"{name}:  " + "  ".join(f"{label} {probabilities[c]:.1%}" for c, label in zip(best, labels)))

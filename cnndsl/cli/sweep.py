@@ -1,0 +1,135 @@
+"""`cnndsl sweep FILE...`: train members of a family chosen by Optuna; the Pareto front and best.cnn."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from cnndsl.cli.arguments import add_budget_arguments, set_pair
+from cnndsl.cli.family import _cell
+from cnndsl.search.family import Budget, load_space
+from cnndsl.search.results import human
+
+
+def _objectives(text: str) -> tuple[str, ...]:
+    from cnndsl.search.study import OBJECTIVES
+
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [n for n in names if n not in OBJECTIVES]
+    if not names or unknown or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"objectives are a comma-separated list of distinct names from "
+                                         f"{', '.join(OBJECTIVES)}; got {text!r}")
+    return names
+
+
+def add(commands: Any, spec: argparse.ArgumentParser, data: argparse.ArgumentParser) -> None:
+    """`cnndsl sweep FILE [FILE ...]`."""
+    from cnndsl.search.study import SAMPLERS
+
+    sw = commands.add_parser(
+        "sweep", parents=[data], help="train members of a family chosen by Optuna; the Pareto front and best.cnn",
+        description="Search a family (a spec with `search` lines) on Optuna: each trial's member is checked first "
+                    "(invalid and over-budget members cost milliseconds), then trained in this process as an "
+                    "ordinary run directory and scored on its validation split. Writes trials.csv, pareto.png, "
+                    "edf.png and best.cnn. The same command again resumes the study; with a shared --storage, "
+                    "the same command on many machines shares it. Several specs: one sweep each, and their "
+                    "error EDFs on one plot (OUT/edf.png).")
+    sw.add_argument("files", nargs="+", metavar="FILE", help="the family spec(s)")
+    sw.add_argument("--set", dest="bindings", metavar="NAME=VALUE", type=set_pair, action="append", default=[],
+                    help="fix a free name instead of searching it (repeatable)")
+    sw.add_argument("--trials", type=int, default=20, metavar="T", help="members to train (default 20)")
+    sw.add_argument("--epochs", type=int, metavar="E", help="epochs per member (default: the spec's, else 10)")
+    sw.add_argument("--batch-size", type=int, help="batch size (default: the spec's, else 64)")
+    sw.add_argument("--lr", type=float, help="learning rate, unless the family searches it")
+    sw.add_argument("--val-fraction", type=float, metavar="F",
+                    help="share of the training data held out to score members (default 0.1)")
+    sw.add_argument("--objectives", type=_objectives, default=("accuracy", "macs"), metavar="LIST",
+                    help="what to optimize, comma-separated: accuracy (validation, up), loss (validation, down), "
+                         "macs, params, memory (down); default accuracy,macs")
+    add_budget_arguments(sw)
+    sw.add_argument("--sampler", choices=SAMPLERS, default=None,
+                    help="Optuna sampler (default tpe; random when comparing several families, for unbiased EDFs)")
+    sw.add_argument("--storage", metavar="URL", help="Optuna storage shared by workers: sqlite:///PATH, "
+                    "postgresql://USER:PASS@HOST/DB, or a journal file (default OUT/study.journal)")
+    sw.add_argument("--study", metavar="NAME", help="the study's name in the storage (default: the network's name)")
+    sw.add_argument("--out", metavar="DIR", help="the sweep folder (default sweeps/<network name>)")
+    sw.add_argument("--seed", type=int, default=0, help="the sampler's seed (default 0)")
+    sw.add_argument("--verbose", action="store_true", help="show each member's epochs")
+
+
+def run(args: argparse.Namespace) -> int:
+    """`cnndsl sweep`."""
+    try:
+        import optuna  # noqa: F401
+    except ImportError:
+        from cnndsl.lang.errors import UsageError
+
+        raise UsageError("cnndsl sweep needs Optuna, which is not installed",
+                         "pip install 'cnndsl[search]'") from None
+    from cnndsl.search.plots import plot_edf
+    from cnndsl.search.sweep import print_progress, sweep
+
+    if args.trials < 1:
+        from cnndsl.lang.errors import UsageError
+
+        raise UsageError(f"--trials must be at least 1, got {args.trials}")
+    several = len(args.files) > 1
+    sampler = args.sampler or ("random" if several else "tpe")
+    root = Path(args.out) if args.out else None
+    errors: dict[str, list[float]] = {}
+    for file in args.files:  # every spec checked before any trains
+        load_space(Path(file), dict(args.bindings))
+    for file in args.files:
+        name = Path(file).stem
+        out = (root / name if several else root) if root else None
+        study = f"{args.study}-{name}" if several and args.study else args.study
+        result = sweep(Path(file), data=args.data, data_dir=args.data_dir, trials=args.trials,
+                       objectives=args.objectives, budget=Budget(args.max_params, args.max_macs), sampler=sampler,
+                       storage=args.storage, study=study, out=out, seed=args.seed, set=dict(args.bindings),
+                       quiet=not args.verbose, report=print_progress, epochs=args.epochs,
+                       batch_size=args.batch_size, lr=args.lr, val_fraction=args.val_fraction)
+        sys.stdout.write(sweep_table(result))
+        errors[result.study.study_name] = [1 - t.accuracy for t in result.trials
+                                           if t.status == "trained" and t.accuracy is not None]
+    if several:
+        folder = root or Path("sweeps")
+        folder.mkdir(parents=True, exist_ok=True)
+        plot_edf(errors, folder / "edf.png")
+        print(f"the families' error EDFs: {folder / 'edf.png'}", file=sys.stderr)
+    return 0
+
+
+def sweep_table(result: Any) -> str:
+    """The trials (trained ones in full, the others counted), the front and where the outputs are."""
+    lines = [f"{result.study.study_name}: {len(result.trials)} trials"]
+    counts: dict[str, int] = {}
+    for t in result.trials:
+        counts[t.status] = counts.get(t.status, 0) + 1
+    lines[0] += " (" + ", ".join(f"{v} {k}" for k, v in counts.items()) + ")"
+    trained = [t for t in result.trials if t.status == "trained"]
+    names = list(trained[0].bindings) if trained else []
+    header = ["trial"] + names + ["val acc", "test acc", "params", "MACs", "seconds", ""]
+    front = {t.number for t in result.front}
+    rows = [[str(t.number)] + [_cell(_short(t.bindings.get(n))) for n in names] +
+            [f"{t.accuracy:.2%}", f"{t.test_accuracy:.2%}" if t.test_accuracy is not None else "-",
+             human(t.params or 0), human(t.macs or 0), f"{t.seconds or 0:.1f}",
+             "front" + (" (best.cnn)" if result.best is not None and t.number == result.best.number else "")
+             if t.number in front else ""] for t in trained]
+    if rows:
+        widths = [max(len(r[k]) for r in rows + [header]) for k in range(len(header))]
+        for row in [header] + rows:
+            lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    if result.best is not None:
+        lines.append(f"best.cnn: trial {result.best.number}, validation accuracy {result.best.accuracy:.2%}, "
+                     f"{human(result.best.macs or 0)} MACs; "
+                     f"`{shlex.join(['cnndsl', 'train', str(result.directory / 'best.cnn'), *result.train_flags])}` "
+                     "trains it")
+    lines.append(f"wrote {result.directory}/: trials.csv, pareto.png, edf.png, best.cnn, trials/")
+    return "\n".join(lines) + "\n"
+
+
+def _short(value: Any) -> Any:
+    return f"{value:.3g}" if isinstance(value, float) else value

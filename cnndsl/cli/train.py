@@ -1,0 +1,174 @@
+"""`cnndsl train FILE`: a training run (settings: defaults < the spec's `train` lines < these flags)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from cnndsl.cli.arguments import (
+    at_least,
+    augment,
+    check_source,
+    default,
+    devices,
+    positive_int,
+    set_pair,
+    size,
+)
+from cnndsl.lang.errors import UsageError
+from cnndsl.lang.frontend import check
+from cnndsl.lang.outputs import check_output_dir
+
+
+def add(commands: Any, spec: argparse.ArgumentParser, data: argparse.ArgumentParser) -> None:
+    """`cnndsl train`."""
+    from cnndsl.lang.settings import DTYPE_NAMES, OPTIMIZERS, SCHEDULES
+
+    train = commands.add_parser(
+        "train", parents=[data], help="train a network on a dataset, with checkpoints and metrics",
+        description="Train the network of a .cnn spec. Settings: defaults < the spec's `train` lines < "
+                    "these flags. Writes a run directory with the spec, settings, metrics.jsonl, curves.png and "
+                    "checkpoints; --resume RUN_DIR continues an interrupted run.")
+    train.add_argument("file", nargs="?", help="the .cnn spec (optional with --resume: the run's copy)")
+    train.add_argument("--set", dest="bindings", metavar="NAME=VALUE", type=set_pair, action="append",
+                       default=[], help="bind or override a `let` name (repeatable)")
+    train.add_argument("--epochs", type=positive_int, help=default("epochs"))
+    train.add_argument("--batch-size", type=positive_int, help=default("batch_size"))
+    train.add_argument("--optimizer", choices=OPTIMIZERS, help=default("optimizer"))
+    train.add_argument("--lr", type=float, help="peak learning rate" + default("lr", " "))
+    train.add_argument("--momentum", type=float, help="sgd momentum" + default("momentum", " "))
+    train.add_argument("--nesterov", action="store_const", const=True, help="sgd with Nesterov momentum")
+    train.add_argument("--schedule", choices=SCHEDULES,
+                       help="learning-rate schedule; step is x0.1 at 50%% and 75%%" + default("schedule", " "))
+    train.add_argument("--warmup-epochs", type=float,
+                       help="warmup-cosine: epochs of linear warmup" + default("warmup_epochs", " "))
+    train.add_argument("--weight-decay", type=float, help=default("weight_decay"))
+    train.add_argument("--label-smoothing", type=float, help=default("label_smoothing"))
+    train.add_argument("--clip", type=float, help="clip gradients to this global norm (0: off)" + default("clip", " "))
+    train.add_argument("--augment", type=augment, metavar="crop,flip,resized-crop|none",
+                       help="on the device: crop (random crop after padding by 1/8) and flip (horizontal); in the "
+                            "input pipeline (folder:/records: data): resized-crop (torchvision's RandomResizedCrop). "
+                            "The ImageNet recipe is resized-crop,flip (default none)")
+    reading = train.add_mutually_exclusive_group()
+    reading.add_argument("--stream", dest="stream", action="store_const", const="stream",
+                         help="folder:/records: data: read and decode the images at every use, in worker processes "
+                              "(default: when their decoded size exceeds the memory budget)")
+    reading.add_argument("--in-memory", dest="stream", action="store_const", const="memory",
+                         help="folder:/records: data: decode the images once into memory (an error if they would "
+                              "not fit the budget, $CNNDSL_MEMORY_BUDGET, default a quarter of the memory)")
+    train.add_argument("--workers", type=at_least(0, "workers"), metavar="N",
+                       help="input pipeline worker processes (0: decode in threads of this process; default one per "
+                            "core but one)")
+    train.add_argument("--max-bad-images", type=at_least(0, "max-bad-images"), metavar="N",
+                       help="skip at most N unreadable images (named, counted in the metrics) before stopping"
+                            + default("max_bad_images", " "))
+    train.add_argument("--dtype", choices=DTYPE_NAMES,
+                       help="compute dtype; parameters stay float32" + default("dtype", " "))
+    train.add_argument("--scan", action="store_const", const=True,
+                       help="apply runs of identical repeated blocks with one jax.lax.scan: deep networks compile "
+                            "much faster, but on CPU the training step is far slower (for GPU and TPU)")
+    train.add_argument("--seed", type=int, help=default("seed"))
+    train.add_argument("--devices", type=devices, default=None, metavar="all|N",
+                       help="data parallelism: split each global batch (--batch-size) over all devices of every "
+                            "process, or over N of this process's (default all). The same computation, with sums in "
+                            "another order: parameters differ from one device's at rounding level, which Adam can "
+                            "amplify to ~1e-4 in some over epochs; one layout gives the same result every time")
+    train.add_argument("--shard-params", action="store_true",
+                       help="split parameters and optimizer state over the devices too (FSDP-style), for networks "
+                            "whose state does not fit one device; the same computation as --devices alone (its "
+                            "sums may run in another order)")
+    train.add_argument("--coordinator", metavar="HOST:PORT",
+                       help="multi-process: the address of process 0's coordinator (jax.distributed); see "
+                            "docs/distributed.md")
+    train.add_argument("--num-processes", type=positive_int, metavar="P", help="multi-process: how many processes")
+    train.add_argument("--process-id", type=at_least(0, "process-id"), metavar="I",
+                       help="multi-process: this process's number, 0 to P-1")
+    train.add_argument("--val-fraction", type=float, metavar="F",
+                       help="share of the training data held out to choose the best checkpoint when the dataset has "
+                            "no validation split (0: none, the last epoch is the best)" + default("val_fraction", " "))
+    train.add_argument("--resize", nargs="?", const=True, type=size, metavar="HxW",
+                       help="resize the dataset's images to the spec's input, on the device (HxW, if given, must be "
+                            "that input's size)")
+    train.add_argument("--checkpoint-every", type=at_least(0, "checkpoint-every"), metavar="STEPS",
+                       help="also checkpoint every STEPS steps within an epoch (default: at epoch ends)")
+    train.add_argument("--keep", type=positive_int, help="how many of the newest checkpoints to keep (default 3)")
+    train.add_argument("--init", metavar="RUN_OR_WEIGHTS",
+                       help="fine-tune: start from a run directory's best checkpoint or a weights file (safetensors; "
+                            ".pth with torch); layers whose shapes differ (a new head) start fresh and are listed")
+    train.add_argument("--freeze", metavar="PATH", action="append",
+                       help="fine-tune: keep the parameters of a group fixed, named by its path as `cnndsl check` "
+                            "shows it (e.g. '[...]*4 i=0', 'stage(64, 2, stride=1)', 'conv1'; * and ? match); "
+                            "repeatable")
+    train.add_argument("--out", metavar="RUN_DIR", help="the run directory (default runs/<spec name>[-N])")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue the interrupted run in RUN_DIR")
+    train.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+
+
+def run(args: argparse.Namespace) -> int:
+    """`cnndsl train`."""
+    import dataclasses
+
+    from cnndsl.lang.settings import Settings
+    from cnndsl.training.loop import train
+    from cnndsl.training.rundir import RunDir
+
+    check_source(args.data)
+    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(Settings)
+             if getattr(args, f.name, None) is not None}
+    if isinstance(args.resize, tuple):  # --resize HxW: the size must be the spec's input (that is what it resizes to)
+        flags["resize"] = True
+    if args.resume:
+        run_dir = Path(args.resume)
+        if not RunDir(run_dir).holds_run():
+            raise UsageError(f"{run_dir} is not a training run (no settings.json)", "give the run directory to resume")
+        if args.out:
+            raise UsageError("--resume and --out both name a run directory", "give only --resume RUN_DIR")
+        spec: Any = Path(args.file) if args.file else None  # None: the run's own spec and --set bindings
+    else:
+        if not args.file:
+            raise UsageError("no spec to train", "give a .cnn file, or --resume RUN_DIR")
+        spec = Path(args.file)
+        run_dir = Path(args.out) if args.out else None
+        if run_dir is not None:  # fail fast, before the spec is compiled and the data loaded
+            check_output_dir(run_dir, "run", inputs=[spec], make_parents=True)
+    if isinstance(args.resize, tuple):
+        wanted = check(spec if spec is not None else RunDir(run_dir).spec_path(), set=dict(args.bindings)).input_shape[:2]
+        if args.resize != wanted:
+            raise UsageError(f"--resize {args.resize[0]}x{args.resize[1]}: the spec's input is {wanted[0]}x{wanted[1]}, "
+                             "and --resize resizes the images to it", f"write --resize alone, or change the spec's "
+                             f"`input` to {args.resize[0]}x{args.resize[1]}xC")
+    result = train(spec, run_dir=run_dir, resume=bool(args.resume), bindings=dict(args.bindings),
+                   quiet=args.quiet, devices=args.devices, shard_params=args.shard_params, **flags)
+    import jax
+
+    if jax.process_index() == 0:  # with several processes, process 0 speaks for the run
+        sys.stdout.write(_history_table(result))
+    return 0
+
+
+def _history_table(result: Any) -> str:
+    from io import StringIO
+
+    from rich.console import Console
+    from rich.table import Table
+
+    epochs = result.history.epochs
+    validated = epochs[-1].get("val_accuracy") is not None
+    table = Table(title=f"{result.net.report.name}: {result.run_dir}", title_justify="left", show_edge=False)
+    columns = ["epoch", "train loss", "train acc"] + (["val loss", "val acc"] if validated else []) + [
+        "test acc", "img/s", "seconds"]
+    for name in columns:
+        table.add_column(name, justify="right")
+    for e in epochs:
+        validation = [f"{e['val_loss']:.4f}", f"{e['val_accuracy']:.2%}"] if validated else []
+        table.add_row(str(e["epoch"]), f"{e['train_loss']:.4f}", f"{e['train_accuracy']:.2%}", *validation,
+                      f"{e['test_accuracy']:.2%}", f"{e['images_per_s']:,.0f}", f"{e['seconds']:.1f}")
+    out = StringIO()
+    Console(file=out, width=110, highlight=False).print(table)
+    best = result.history.best
+    chosen = (f"best validation accuracy {best['val_accuracy']:.2%} (epoch {best['epoch']})" if validated else
+              f"no validation split: the last epoch ({best['epoch']}) is the best checkpoint")
+    out.write(f"{chosen}; its test accuracy {best['test_accuracy']:.2%}; run: {result.run_dir}\n")
+    return out.getvalue()

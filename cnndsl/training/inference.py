@@ -1,0 +1,170 @@
+"""Using a trained run: load its best or last checkpoint, evaluate it on its data, predict images."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cnndsl.data import DataError, load_dataset
+from cnndsl.data.images import with_channels
+from cnndsl.data.pipeline import PipelineError, open_images
+from cnndsl.lang.settings import Settings, TrainingError
+from cnndsl.lang.shapes import fmt
+from cnndsl.nn.compiler import CompiledNetwork
+from cnndsl.nn.compiler import compile as compile_spec
+from cnndsl.training.checkpoints import checkpoint_managers, restore
+from cnndsl.training.compat import check_compatible, classes_of
+from cnndsl.training.optim import run_optimizer
+from cnndsl.training.preprocess import Preprocess
+from cnndsl.training.rundir import SPEC, RunDir
+from cnndsl.training.steps import DTYPES, EVAL_BATCH, Trainer
+
+
+def trained_through_pipeline(saved: dict[str, Any]) -> bool:
+    """Whether a run (its settings.json) trained on batches of the input pipeline (its checkpoints hold the
+    pipeline's position)."""
+    return saved.get("pipeline", "").startswith(("streamed", "decoded"))
+
+
+def uses_pipeline(saved: dict[str, Any]) -> bool:
+    """Whether a run (its settings.json) evaluates images as the input pipeline does (resize, centre crop):
+    runs trained on folder:/records: data through it, and imported pretrained weights."""
+    return trained_through_pipeline(saved) or saved.get("eval_transform") == "resize-crop"
+
+
+@dataclass
+class LoadedRun:
+    """A trained run ready to evaluate or predict: network, trainer, arrays, settings."""
+
+    net: CompiledNetwork
+    trainer: Trainer
+    params: Any
+    stats: Any
+    settings: dict[str, Any]
+    step: int
+
+    def probabilities(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Class probabilities (N, K) for raw images (H, W, C) in the units the run's dataset stores;
+        images of another size or channel count are converted to the network's input first."""
+        c = self.net.input_shape[-1]
+        rows = []
+        for image in images:  # the run's own preprocessing (scale, normalization, resize), one image at a time
+            image = with_channels(image, c)
+            if uses_pipeline(self.settings):  # resize + centre crop, as evaluation in training
+                from cnndsl.data.images import transformed
+
+                image = transformed(np.asarray(image).clip(0, 255).astype(np.uint8), "image",
+                                    tuple(self.net.input_shape[:2]), c)
+            rows.append(np.asarray(self._probabilities(self.params, self.stats, image[None].astype(np.float32))))
+        return np.concatenate(rows)
+
+    @functools.cached_property
+    def _probabilities(self) -> Callable[..., jax.Array]:
+        """Stored pixels (1, H, W, C) to class probabilities, one compiled program per image size."""
+        def probabilities(params: Any, stats: Any, x: jax.Array) -> jax.Array:
+            logits = self.trainer.module(params, stats, train=False)(self.trainer.preprocess(x))
+            return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+
+        return jax.jit(probabilities)
+
+
+def load_run(spec: str | os.PathLike[str] | None, run_dir: str | Path, checkpoint: str = "best",
+             bindings: dict[str, Any] | None = None) -> LoadedRun:
+    """The network of a run with its `best` or `last` checkpoint restored (spec defaults to the run's copy)."""
+    run = RunDir(run_dir)
+    saved = run.read_settings()
+    settings = Settings.from_run(saved)
+    trained_spec = run.file(SPEC)
+    if spec is None:  # the run's own spec, with the --set bindings it was trained with
+        spec, bindings = run.spec_path(), bindings or run.bindings()
+    net = compile_spec(spec, set=bindings, dtype=DTYPES[settings.dtype], scan=settings.scan)
+    preprocess = Preprocess.from_run(saved, net.input_shape[:2])
+    model = net.init(settings.seed)
+    trainer = Trainer(net, model, run_optimizer(net, model, settings, saved["steps_per_epoch"])[0], preprocess,
+                      settings, saved["num_classes"])
+    if net.report.output_shape != (saved["num_classes"],):
+        raise TrainingError(f"the spec outputs {fmt(net.report.output_shape)}, the run was trained for "
+                            f"{saved['num_classes']} classes; use the spec the run was trained with ({trained_spec})")
+    last, best = checkpoint_managers(run.path, settings.keep)
+    manager = best if checkpoint == "best" else last
+    try:
+        restored = restore(manager, trainer.initial_state(trained_through_pipeline(saved)))
+    except (ValueError, KeyError) as err:
+        raise TrainingError(f"{run.path}: the checkpoint does not fit this spec ({str(err).splitlines()[0][:200]}); "
+                            f"use the spec the run was trained with ({trained_spec})") from None
+    except Exception as err:  # noqa: BLE001 - orbax's many errors for a damaged checkpoint
+        raise TrainingError(f"{run.checkpoints / checkpoint}: the checkpoint cannot be read "
+                            f"({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}); it is "
+                            "damaged") from None
+    if restored is None:
+        raise TrainingError(f"{run.path} has no {checkpoint} checkpoint yet")
+    for kind in ("params", "stats"):
+        for name, array in restored[kind].items():
+            if not bool(jnp.isfinite(array).all()):
+                raise TrainingError(f"{run.checkpoints / checkpoint} (step {int(restored['step'])}): {name} holds NaN "
+                                    "or infinite values; the checkpoint is damaged")
+    return LoadedRun(net, trainer, restored["params"], restored["stats"], saved, int(restored["step"]))
+
+
+def evaluate(spec: str | os.PathLike[str] | None, run_dir: str | Path, data: str | None = None,
+             data_dir: str | None = None, checkpoint: str = "best") -> dict[str, Any]:
+    """Accuracy and loss of a trained run's checkpoint on its dataset's test split ("accuracy", "loss", "n")
+    and validation split ("val_accuracy", "val_loss", "val_n"; None without one), the run's own split."""
+    loaded = load_run(spec, run_dir, checkpoint)
+    source = data or loaded.settings["data"]
+    if source == "none":
+        raise TrainingError(f"{run_dir} holds imported weights and no dataset of its own: give --data")
+    if source.startswith("records:") or (source.startswith("folder:") and uses_pipeline(loaded.settings)):
+        return _evaluate_images(loaded, source, checkpoint)
+    try:
+        dataset = load_dataset(source, data_dir or loaded.settings.get("data_dir"),
+                               val_fraction=loaded.settings.get("val_fraction", 0.0),
+                               shape=loaded.net.input_shape, num_classes=classes_of(loaded.net))
+    except DataError as err:
+        raise TrainingError(str(err)) from None
+    check_compatible(loaded.net, dataset, bool(loaded.settings.get("resize")))
+    result: dict[str, Any] = {"data": source, "checkpoint": checkpoint, "step": loaded.step}
+    splits = {"": (dataset.x_test, dataset.y_test), "val_": (dataset.x_val, dataset.y_val)}
+    for prefix, (_, y), outcome in zip(splits, splits.values(),
+                                      loaded.trainer.evaluate(loaded.params, loaded.stats, *splits.values())):
+        loss, accuracy = outcome or (None, None)
+        result.update({f"{prefix}accuracy": accuracy, f"{prefix}loss": loss, f"{prefix}n": int(len(y))})
+    return result
+
+
+def _evaluate_images(loaded: LoadedRun, source: str, checkpoint: str) -> dict[str, Any]:
+    """`evaluate` for folder:/records: data: the splits streamed through the input pipeline, each image
+    resized and centre-cropped to the network's input as in training."""
+    from cnndsl.data.pipeline import default_workers, eval_batches
+    from cnndsl.training.feed import close_iterator
+
+    try:
+        data, _ = open_images(source, shape=loaded.net.input_shape, mode="stream", normalize=False,
+                              val_fraction=loaded.settings.get("val_fraction", 0.0))
+    except (DataError, PipelineError) as err:
+        raise TrainingError(str(err)) from None
+    check_compatible(loaded.net, data, True)
+    result: dict[str, Any] = {"data": source, "checkpoint": checkpoint, "step": loaded.step}
+    for prefix, split in (("", "test"), ("val_", "val")):
+        batches = eval_batches(data, split, EVAL_BATCH, default_workers())
+        try:
+            outcome = loaded.trainer.evaluate_stream(loaded.params, loaded.stats, batches, jax.device_put)
+        finally:
+            close_iterator(batches)
+        loss, accuracy, n, _ = outcome or (None, None, 0, [])
+        result.update({f"{prefix}accuracy": accuracy, f"{prefix}loss": loss, f"{prefix}n": n})
+    return result
+
+
+def predict(spec: str | os.PathLike[str] | None, run_dir: str | Path, images: Sequence[np.ndarray],
+            checkpoint: str = "best") -> np.ndarray:
+    """Class probabilities (N, K) for raw images (H, W, C) as stored by the run's dataset (same scale)."""
+    return load_run(spec, run_dir, checkpoint).probabilities(images)

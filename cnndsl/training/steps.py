@@ -1,0 +1,179 @@
+"""The jitted steps of a run: `Trainer` holds one network's train step and evaluation programs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from cnndsl.data.pipeline import STATE_BYTES
+from cnndsl.lang.settings import Settings
+from cnndsl.nn.compiler import CompiledNetwork, compiler_options
+from cnndsl.nn.flax_backend import flatten_state, unflatten_state
+from cnndsl.training.distributed import Placement
+from cnndsl.training.preprocess import Preprocess
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+EVAL_BATCH = 500
+
+
+class Trainer:
+    """The jitted train and eval steps of one network, optimizer and preprocessing."""
+
+    def __init__(self, net: CompiledNetwork, model: Any, optimizer: optax.GradientTransformation,
+                 preprocess: Preprocess, settings: Settings, num_classes: int,
+                 placement: Placement | None = None) -> None:
+        model.train()
+        self.train_graph, params, stats, self.rest = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
+        model.eval()
+        self.eval_graph = nnx.split(model, nnx.Param, nnx.BatchStat, ...)[0]
+        # one device, or the `data` axis of a mesh: the state replicated, each batch split (cnndsl/distributed.py)
+        self.placement = placement or Placement(None)
+        self.param_names, self.param_tree, self.params = flatten_state(params)
+        self.stat_names, self.stat_tree, self.stats = flatten_state(stats)
+        if self.placement.mesh is not None:
+            self.params = self.placement.place_state(self.params)
+            self.stats = self.placement.replicate(self.stats)
+        self.optimizer, self.preprocess, self.settings = optimizer, preprocess, settings
+        self.num_classes = num_classes
+        # Donating the state saves a copy per step where the backend supports it (not XLA:CPU, which warns).
+        # The meters (argument 3) are not donated: the progress display reads them after the next step.
+        self.donated = donate = (0, 1, 2) if jax.default_backend() != "cpu" else ()
+        # A run compiles a handful of programs, each once: these, the initialization (`CompiledNetwork.init`)
+        # and the optimizer's. Everything else stays on the host (numpy) rather than in eager jax operations,
+        # each of which would be a compilation of its own.
+        shardings = None
+        if self.placement.mesh is not None:  # the state keeps its layout from step to step
+            replicated = self.placement.replicated
+            opt_shapes = jax.eval_shape(optimizer.init, self.params)
+            shardings = (self.placement.state_shardings(self.params), replicated,
+                         self.placement.state_shardings(opt_shapes), replicated, replicated)
+        self.opt_shardings = shardings[2] if shardings else None
+        options = compiler_options()
+        self.train_step = jax.jit(self._train_step, donate_argnums=donate, compiler_options=options,
+                                  **({"out_shardings": shardings} if shardings else {}))
+        self.evaluate_splits = jax.jit(self._evaluate_splits, compiler_options=options)
+        self.evaluate_stream_batch = jax.jit(self._evaluate_stream_batch, compiler_options=options)
+
+    def initial_state(self, pipeline: bool = False) -> dict[str, Any]:
+        """Step 0 of a run as checkpoints hold it (also the template a checkpoint is restored into); with
+        `pipeline`, the input pipeline's position too (runs on folder:/records: data through it)."""
+        opt_init = jax.jit(self.optimizer.init, compiler_options=compiler_options(),  # on the mesh, counts too
+                           **({"out_shardings": self.opt_shardings} if self.opt_shardings else {}))
+        return {"params": self.params, "stats": self.stats, "opt_state": opt_init(self.params),
+                "meters": np.zeros(3, np.float32), "step": np.array(0, np.int64),
+                **({"iterator": np.zeros(STATE_BYTES, np.uint8)} if pipeline else {})}
+
+    def module(self, params: dict[str, jax.Array], stats: dict[str, jax.Array], train: bool) -> Any:
+        """The NNX module with these arrays (fresh variables, safe to use under any transformation)."""
+        graph = self.train_graph if train else self.eval_graph
+        return nnx.merge(graph, unflatten_state(self.param_names, self.param_tree, params),
+                         unflatten_state(self.stat_names, self.stat_tree, stats), self.rest, copy=True)
+
+    def _loss(self, logits: jax.Array, labels: jax.Array) -> jax.Array:
+        targets = jax.nn.one_hot(labels, self.num_classes)
+        if self.settings.label_smoothing:
+            targets = optax.smooth_labels(targets, self.settings.label_smoothing)
+        return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+
+    def _train_step(self, params: Any, stats: Any, opt_state: Any, meters: jax.Array, x_all: jax.Array,
+                    y_all: jax.Array, order: jax.Array | None, index: jax.Array | None, weights: jax.Array | None,
+                    seed: jax.Array, step: jax.Array) -> tuple[Any, ...]:
+        """One step: the batch at `index` of the epoch's `order` of the arrays on the device, or, with `order`
+        None, the batch `x_all`, `y_all` itself (the input pipeline's); its randomness from the seed and the
+        step. `weights` (pipeline batches) are 0 for images that could not be read: they count for nothing."""
+        batch = self.settings.batch_size
+        if order is not None:
+            picked = jax.lax.dynamic_slice_in_dim(order, index * batch, batch)
+            x_all, y_all = x_all[picked], y_all[picked]
+        step_key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), 1), step)
+        augment_key, dropout_key = jax.random.split(step_key)
+        x = self.preprocess(self.placement.split_batch(x_all), augment_key)
+        y = self.placement.split_batch(y_all)
+
+        def loss_fn(params: Any) -> tuple[jax.Array, tuple[jax.Array, Any]]:
+            module = self.module(params, stats, train=True)
+            logits = module(x, rngs=nnx.Rngs(dropout=dropout_key))
+            new_stats = flatten_state(nnx.state(module, nnx.BatchStat))[2]
+            losses = self._loss(logits, y)
+            if weights is None:
+                return losses.mean(), (logits, new_stats)
+            return jnp.sum(losses * weights) / jnp.maximum(jnp.sum(weights), 1.0), (logits, new_stats)
+
+        (loss, (logits, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        updates, opt_state = self.optimizer.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        hits = jnp.argmax(logits, -1) == y
+        if weights is None:
+            meters = meters + jnp.stack([loss * batch, jnp.sum(hits).astype(jnp.float32), jnp.float32(batch)])
+        else:
+            seen = jnp.sum(weights)
+            meters = meters + jnp.stack([loss * seen, jnp.sum(hits * weights), seen])
+        return params, new_stats, opt_state, meters, loss
+
+    def _evaluate_split(self, params: Any, stats: Any, x: jax.Array, y: jax.Array) -> jax.Array:
+        """(summed loss, correct count) over a whole split: padded to whole batches of at most EVAL_BATCH,
+        mapped batch by batch (so memory stays one batch's), the padding masked out."""
+        n = x.shape[0]
+        count = self.placement.count
+        size = -(-min(EVAL_BATCH, n) // count) * count  # whole batches that split evenly over the devices
+        batches = -(-n // size)
+        pad = batches * size - n
+        x = jnp.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1)).reshape(batches, size, *x.shape[1:])
+        y = jnp.pad(y, (0, pad)).reshape(batches, size)
+        valid = (jnp.arange(batches * size) < n).reshape(batches, size)
+        module = self.module(params, stats, train=False)
+        return jax.lax.map(lambda b: self._evaluate_batch(module, *b), (x, y, valid)).sum(axis=0)
+
+    def _evaluate_batch(self, module: Any, x: jax.Array, y: jax.Array, valid: jax.Array) -> jax.Array:
+        """(summed loss, correct count) of the valid examples of one batch."""
+        xb, yb, vb = (self.placement.split_batch(part) for part in (x, y, valid))
+        logits = module(self.preprocess(xb))
+        correct = (jnp.argmax(logits, -1) == yb) & vb
+        return jnp.stack([jnp.sum(jnp.where(vb, self._loss(logits, yb), 0.0)), jnp.sum(correct).astype(jnp.float32)])
+
+    def _evaluate_stream_batch(self, params: Any, stats: Any, x: jax.Array, y: jax.Array,
+                               valid: jax.Array) -> jax.Array:
+        totals = self._evaluate_batch(self.module(params, stats, train=False), x, y, valid)
+        return jnp.concatenate([totals, jnp.sum(valid, dtype=jnp.float32)[None]])  # every process's images
+
+    def evaluate_stream(self, params: Any, stats: Any, batches: Any, place: Callable[[np.ndarray], Any]
+                        ) -> tuple[float, float, int, list[int]] | None:
+        """(mean loss, accuracy, images, unreadable indices) of a split given as pipeline batches (dicts of
+        numpy arrays, `place` puts one on the devices); None for an empty split."""
+        totals, bad = np.zeros(3), []
+        for batch in batches:
+            result = self.evaluate_stream_batch(params, stats, place(batch["image"]), place(batch["label"]),
+                                                place(batch["weight"] > 0))
+            totals += np.asarray(result, np.float64)
+            bad += [int(b) for b in batch["bad"] if b >= 0]
+        loss, correct, count = totals
+        return (loss / count, correct / count, int(count), bad) if count else None
+
+    def _evaluate_splits(self, params: Any, stats: Any, splits: tuple[tuple[jax.Array, jax.Array], ...]
+                         ) -> tuple[jax.Array, ...]:
+        return tuple(self._evaluate_split(params, stats, x, y) for x, y in splits)
+
+    def evaluate(self, params: Any, stats: Any, *splits: tuple[Any, Any]) -> list[tuple[float, float] | None]:
+        """(mean loss, accuracy) of each split (x, y), all in one compiled program; None for an empty split."""
+        present = [i for i, (_, y) in enumerate(splits) if len(y)]
+        totals = self.evaluate_splits(params, stats, tuple(splits[i] for i in present)) if present else ()
+        results: list[tuple[float, float] | None] = [None] * len(splits)
+        for i, (loss, correct) in zip(present, (np.asarray(t) for t in totals)):
+            results[i] = (float(loss) / len(splits[i][1]), float(correct) / len(splits[i][1]))
+        return results
+
+    def prepare_evaluation(self, params: Any, stats: Any, *splits: tuple[Any, Any]) -> None:
+        """Trace and compile the program `evaluate` will run for these arguments (jit keeps it): a run does
+        this on a thread of its own while its first epoch trains, so the evaluation at the epoch's end starts
+        at once. The arguments must be arrays like the later ones: shape structures would key another program."""
+        present = tuple(split for split in splits if len(split[1]))
+        if present:
+            self.evaluate_splits.lower(params, stats, present).compile()
