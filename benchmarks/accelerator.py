@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 
 import cnndsl  # noqa: E402
 from cnndsl.lang.settings import Settings  # noqa: E402
-from cnndsl.training.loop import Preprocess, Trainer, make_optimizer  # noqa: E402
+from cnndsl.training import Preprocess, Trainer, make_optimizer  # noqa: E402
 
 #: dense bfloat16 peak TFLOP/s by device kind (vendor data sheets; SXM parts)
 PEAKS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "TPU v5e": 197.0, "TPU v4": 275.0}

@@ -90,7 +90,7 @@ def feeding_ratio(root: Path, steps: int, batch: int) -> tuple[float, float, flo
     from cnndsl.data.pipeline import open_images
     from cnndsl.training.distributed import Placement
     from cnndsl.lang.settings import Settings
-    from cnndsl.training.loop import Preprocess, Trainer, make_optimizer
+    from cnndsl.training import Preprocess, Trainer, make_optimizer
 
     data, _ = open_images(f"folder:{root}", shape=(224, 224, 3), mode="stream", val_fraction=0.0)
     net = cnndsl.compile(ROOT / "examples" / "resnet18.cnn")

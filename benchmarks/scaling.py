@@ -26,7 +26,7 @@ import jax, jax.numpy as jnp, numpy as np
 import cnndsl
 from cnndsl.training.distributed import Placement
 from cnndsl.lang.settings import Settings
-from cnndsl.training.loop import DTYPES, Preprocess, Trainer, make_optimizer
+from cnndsl.training import DTYPES, Preprocess, Trainer, make_optimizer
 
 spec, count, per_device, steps, dtype = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 net = cnndsl.compile(spec, dtype=DTYPES[dtype])

@@ -135,7 +135,7 @@ def deep() -> None:
 
     import cnndsl
     from cnndsl.lang.settings import Settings
-    from cnndsl.training.loop import Preprocess, Trainer, make_optimizer
+    from cnndsl.training import Preprocess, Trainer, make_optimizer
 
     def trainer(text: str, scan: bool, size: int) -> Trainer:
         net = cnndsl.compile(text.replace("input 224x224x3", f"input {size}x{size}x3"), scan=scan)

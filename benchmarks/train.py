@@ -33,7 +33,7 @@ import cnndsl  # noqa: E402
 from cnndsl.data import load_dataset  # noqa: E402
 from cnndsl.data.pipeline import epoch_order  # noqa: E402
 from cnndsl.lang.settings import Settings  # noqa: E402
-from cnndsl.training.loop import Preprocess, Trainer, make_optimizer, normalization  # noqa: E402
+from cnndsl.training import Preprocess, Trainer, make_optimizer, normalization  # noqa: E402
 
 EXAMPLES = ["digits", "lenet5", "vgg_cifar", "alexnet", "zfnet", "googlenet", "resnet18", "vgg16", "resnet50"]
 

@@ -40,8 +40,8 @@ def train(spec, settings=None, **options):
 
 
 def evaluate(run_dir, spec=None, **options):
-    """Test and validation accuracy of a trained run's checkpoint. See `cnndsl.training.loop.evaluate`."""
-    from cnndsl.training.loop import evaluate as _evaluate
+    """Test and validation accuracy of a trained run's checkpoint. See `cnndsl.training.inference.evaluate`."""
+    from cnndsl.training.inference import evaluate as _evaluate
 
     return _evaluate(spec, run_dir, **options)
 
@@ -62,8 +62,15 @@ def sweep(spec, **options):
     return _sweep(spec, **options)
 
 
+#: Module paths of earlier versions (`cnndsl.export.export_run`), still reachable from the package.
+_MOVED = {"compiler": "cnndsl.nn.compiler", "export": "cnndsl.emit.artifact", "outputs": "cnndsl.lang.outputs",
+          "rundir": "cnndsl.training.rundir", "flax_backend": "cnndsl.nn.flax_backend",
+          "compilations": "cnndsl.nn.compilations", "data": "cnndsl.data", "training": "cnndsl.training",
+          "search": "cnndsl.search"}
+
+
 def __getattr__(name):
-    """Submodules on first use (`cnndsl.emit.artifact.export_run`, `cnndsl.data.load_dataset`) without importing
+    """The front end's names and submodules on first use (`cnndsl.data.load_dataset`) without importing
     them, or JAX, for `import cnndsl` alone."""
     import importlib
 
@@ -71,6 +78,6 @@ def __getattr__(name):
         return getattr(importlib.import_module("cnndsl.lang.frontend"), name)
     if name == "Report":
         return importlib.import_module("cnndsl.lang.report").Report
-    if name in ("compiler", "data", "export", "training", "outputs", "rundir", "flax_backend", "compilations", "search"):
-        return importlib.import_module(f"cnndsl.{name}")
+    if name in _MOVED:
+        return importlib.import_module(_MOVED[name])
     raise AttributeError(f"module 'cnndsl' has no attribute {name!r}")

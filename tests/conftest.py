@@ -8,8 +8,19 @@ from pathlib import Path
 
 import pytest
 
-# Downloads and XLA's compilation cache go to one temporary folder per test session, never the home folder.
-os.environ.setdefault("CNNDSL_CACHE", tempfile.mkdtemp(prefix="cnndsl-test-cache-"))
+# Downloads and XLA's compilation cache go to one temporary folder per test session (shared by the session's
+# xdist workers: a network one worker compiled is read back by the other), never the home folder.
+_SESSION = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+if _SESSION:
+    _CACHE = Path(tempfile.gettempdir()) / f"cnndsl-test-cache-{_SESSION}"
+    _CACHE.mkdir(exist_ok=True)
+    os.environ.setdefault("CNNDSL_CACHE", str(_CACHE))
+else:
+    os.environ.setdefault("CNNDSL_CACHE", tempfile.mkdtemp(prefix="cnndsl-test-cache-"))
+# JAX's persistent compilation cache for the tests in this process and the commands they start: every
+# program that took XLA more than a tenth of a second is compiled once per session.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(os.environ["CNNDSL_CACHE"]) / "xla"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.cnn"))

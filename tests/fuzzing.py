@@ -1,4 +1,4 @@
-"""Program generators for fuzzing the front end: shared by tests/test_fuzz.py and benchmarks/fuzz.py.
+"""Program generators for fuzzing the front end: shared by tests/lang/test_fuzz.py and benchmarks/fuzz.py.
 
 - `grammar_programs()`: hypothesis's `from_lark` over grammar/cnn.lark, with every terminal drawn from a
   mix of the language's own words (so programs get past name lookup into expansion and shape inference)

@@ -23,7 +23,7 @@ def add(commands: Any, spec: argparse.ArgumentParser, data: argparse.ArgumentPar
 
 def run(args: argparse.Namespace) -> int:
     """`cnndsl eval`."""
-    from cnndsl.training.loop import evaluate
+    from cnndsl.training import evaluate
 
     check_source(args.data)
     result = evaluate(Path(args.file) if args.file else None, args.run, args.data, args.data_dir, args.checkpoint)

@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from cnndsl.data import DataError, check_finite, read_image
-    from cnndsl.training.loop import load_run
+    from cnndsl.training import load_run
 
     given = [args.first, *args.images]
     spec, names = (Path(given[0]), given[1:]) if given[0].endswith(".cnn") else (None, given)

@@ -58,7 +58,7 @@ def export(net: Any, model: Any, directory: str | Path, platforms: Sequence[str]
 
     from cnndsl.lang.version import __version__
     from cnndsl.nn.flax_backend import flatten_state, unflatten_state
-    from cnndsl.training.loop import Preprocess
+    from cnndsl.training import Preprocess
 
     out = check_output_dir(directory, "export", force, [net.report.graph.source.path])
     model.eval()
@@ -128,7 +128,7 @@ def export_run(spec: Any, run_dir: str | Path, directory: str | Path, checkpoint
     """Export a training run's `best` (or `last`) checkpoint with the run's input normalization built into
     the program, so the artifact takes raw pixels as the run's dataset stores them. `spec` may be None
     (the run's own copy). Returns the metadata, with the checkpoint's step added."""
-    from cnndsl.training.loop import load_run, uses_pipeline
+    from cnndsl.training.inference import load_run, uses_pipeline
 
     loaded = load_run(spec, run_dir, checkpoint, bindings)
     model = loaded.trainer.module(loaded.params, loaded.stats, train=False)

@@ -243,7 +243,7 @@ def onnx_of_run(spec: Any, run_dir: Any, bindings: dict[str, Any] | None = None,
 
     from cnndsl.lang.version import __version__
     from cnndsl.nn.flax_backend import flatten_state
-    from cnndsl.training.loop import load_run
+    from cnndsl.training import load_run
 
     loaded = load_run(spec, run_dir, checkpoint, bindings)
     model = loaded.trainer.module(loaded.params, loaded.stats, train=False)

@@ -63,7 +63,7 @@ class CompiledNetwork:
         Built inside one jitted program: every initializer of every layer in one XLA program, rather than one
         small compilation per initializer and shape (49 of them for the digits network), compiled with
         `compiler_options()`: on CPU 0.6 s instead of 2.2 s for the digits network, the same bits
-        (tests/test_emit.py compares them with NNX's own eager initialization)."""
+        (tests/emit/test_emit.py compares them with NNX's own eager initialization)."""
         graphdefs = []
 
         def build(seed: Any) -> Any:  # a new function each call, so jit traces it (and records the graphdef)

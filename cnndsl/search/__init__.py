@@ -1,2 +1,9 @@
-"""Families as design spaces: their domains (`space`), their members checked statically (`family`), and the
-Optuna search over them (`sweep`, imported lazily: Optuna is an optional engine)."""
+"""The search layer: families (every member of a spec with `search` lines, checked without JAX) and
+sweeps (members trained and scored on Optuna's samplers and storages)."""
+
+from cnndsl.lang.lazy import lazy_exports
+
+_EXPORTS = {"family": "family", "load_space": "family", "Budget": "family", "FamilyMember": "family",
+            "sweep": "sweep", "SweepResult": "results"}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -37,7 +37,7 @@ SCRIPT = """
 import json, sys
 import numpy as np
 import cnndsl
-from cnndsl.training.loop import load_run
+from cnndsl.training import load_run
 spec, out = sys.argv[1], sys.argv[2]
 results = {}
 shard = len(sys.argv) > 3
@@ -127,7 +127,7 @@ def finish(processes: list[subprocess.Popen[str]]) -> list[tuple[int, str, str]]
 
 
 def final_arrays(run: Path) -> dict:
-    script = ("import sys, json, numpy as np\nfrom cnndsl.training.loop import load_run\n"
+    script = ("import sys, json, numpy as np\nfrom cnndsl.training import load_run\n"
               "r = load_run(None, sys.argv[1], 'last')\n"
               "np.savez(sys.argv[2], **{k.replace('/', '|'): np.asarray(v) for k, v in {**r.params, **r.stats}.items()})")
     target = run.parent / f"{run.name}.npz"
@@ -207,7 +207,7 @@ def test_shard_params_splits_parameters_and_optimizer_state_and_keeps_them_split
 import json, numpy as np, jax, cnndsl
 from cnndsl.training.distributed import Placement
 from cnndsl.lang.settings import Settings
-from cnndsl.training.loop import Preprocess, Trainer, make_optimizer
+from cnndsl.training import Preprocess, Trainer, make_optimizer
 net = cnndsl.compile(%r)
 p = Placement.create(4, shard_params=True)
 t = Trainer(net, net.init(0), make_optimizer(Settings(), 10), Preprocess(1.0, (0.0,), (1.0,), (8, 8)),

@@ -1,5 +1,5 @@
 """Design spaces: `search` lines, their checks, static enumeration (`cnndsl family`) and members written out
-as standalone specs. No JAX and no training here (tests/test_sweep.py trains)."""
+as standalone specs. No JAX and no training here (tests/search/test_sweep.py trains)."""
 
 from __future__ import annotations
 

@@ -170,9 +170,9 @@ def test_the_cli_writes_a_checked_model_of_a_run_with_its_normalization(tmp_path
     import onnx
 
     from cnndsl.cli import main
-    from cnndsl.training.loop import load_run
+    from cnndsl.training import load_run
 
-    spec = Path(__file__).resolve().parent.parent / "examples" / "digits.cnn"
+    spec = Path(__file__).resolve().parents[2] / "examples" / "digits.cnn"
     run = tmp_path / "run"
     assert main(["train", str(spec), "--epochs", "1", "--quiet", "--out", str(run)]) == 0
     out = tmp_path / "digits.onnx"

@@ -92,7 +92,7 @@ def test_a_spec_for_another_builtin_dataset_is_told_to_pass_it(tmp_path, monkeyp
     import numpy as np
 
     from cnndsl.data import BUILTIN_SHAPES, load_dataset
-    from cnndsl.training.loop import TrainingError, check_compatible
+    from cnndsl.training import TrainingError, check_compatible
     from tests.test_data import _register, fake_mnist, serve
 
     digits = load_dataset("digits")
@@ -113,7 +113,7 @@ def test_a_spec_for_another_builtin_dataset_is_told_to_pass_it(tmp_path, monkeyp
 @pytest.mark.parametrize("shape", ["20x20x1", "28x28x1", "32x32x3"])
 def test_the_resize_hint_applied_lets_the_data_in(shape: str) -> None:
     from cnndsl.data import load_dataset
-    from cnndsl.training.loop import TrainingError, check_compatible
+    from cnndsl.training import TrainingError, check_compatible
 
     digits, net = load_dataset("digits"), cnndsl.compile(_classifier(shape))
     with pytest.raises(TrainingError) as caught:
@@ -137,7 +137,7 @@ def test_the_resize_hint_applied_lets_the_data_in(shape: str) -> None:
 ])
 def test_the_classes_hint_names_the_binding_that_sets_them(lets: str, head: str, expected: str | None) -> None:
     from cnndsl.data import load_dataset
-    from cnndsl.training.loop import TrainingError, check_compatible
+    from cnndsl.training import TrainingError, check_compatible
 
     digits, spec = load_dataset("digits"), _classifier("8x8x1", head, lets)
     with pytest.raises(TrainingError) as caught:

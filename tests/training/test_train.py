@@ -20,7 +20,7 @@ import cnndsl
 from cnndsl.cli import main
 from cnndsl.data import load_dataset
 from cnndsl.lang.settings import Settings
-from cnndsl.training.loop import Preprocess, load_run, make_optimizer
+from cnndsl.training import Preprocess, load_run, make_optimizer
 from tests.conftest import ROOT
 from tests.tolerances import NETWORK, NETWORK_CLOSE
 
@@ -252,7 +252,7 @@ def test_bfloat16_compute_trains_with_float32_parameters(tmp_path: Path) -> None
 
 
 def test_export_of_a_trained_run_takes_raw_pixels(digits_run, tmp_path: Path) -> None:
-    from cnndsl.training.loop import predict
+    from cnndsl.training import predict
 
     run, _ = digits_run
     assert main(["compile", str(DIGITS), "--emit", "export", "-o", str(tmp_path / "art"), "--run", str(run),

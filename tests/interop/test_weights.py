@@ -38,7 +38,7 @@ def test_imported_weights_reproduce_pytorchs_logits(name: str) -> None:
 
 def test_the_cli_writes_a_run_that_eval_predict_and_the_exporters_use(tmp_path: Path, capsys) -> None:
     from cnndsl.cli import main
-    from cnndsl.training.loop import load_run, predict
+    from cnndsl.training import load_run, predict
 
     spec, weights = FIXTURES["narrow_resnet"], WEIGHTS / "narrow_resnet.safetensors"
     assert main(["weights", "import", str(spec), str(weights), "--dry-run"]) == 0

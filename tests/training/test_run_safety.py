@@ -21,7 +21,7 @@ import pytest
 
 import cnndsl
 from cnndsl.lang.settings import TrainingError
-from cnndsl.training.loop import _checkpoint_managers, _save, load_run, restore
+from cnndsl.training import checkpoint_managers, load_run, restore, save_checkpoint
 from tests.conftest import ROOT
 
 DIGITS = ROOT / "examples" / "digits.cnn"
@@ -224,14 +224,14 @@ def test_a_checkpoint_holding_nan_is_refused(reference: Path, tmp_path: Path) ->
     run = tmp_path / "run"
     shutil.copytree(reference, run)
     loaded = load_run(None, run)
-    last, best = _checkpoint_managers(run, 3)
+    last, best = checkpoint_managers(run, 3)
     state = restore(best, loaded.trainer.initial_state())
     name = sorted(state["params"])[0]
     state["params"][name] = state["params"][name].at[0].set(jnp.nan)
     step = int(state["step"])
     shutil.rmtree(run / "checkpoints" / "best" / str(step))
-    manager = _checkpoint_managers(run, 3)[1]
-    _save(manager, step, state)
+    manager = checkpoint_managers(run, 3)[1]
+    save_checkpoint(manager, step, state)
     manager.wait_until_finished()
     np.save(tmp_path / "x.npy", np.zeros((8, 8), np.float32))
     for args in (["eval", str(DIGITS), "--run", str(run)], ["predict", str(DIGITS), "--run", str(run),

@@ -327,7 +327,7 @@ def test_a_sweep_on_synthetic_data_gives_it_the_familys_shape_and_classes(tmp_pa
     assert json.loads((Path(trained[0].run_dir) / "settings.json").read_text())["data"] == "synthetic:300"
     # the command the sweep prints for best.cnn trains it on the sweep's data, as printed
     from cnndsl.cli import main
-    from cnndsl.search.commands import sweep_table
+    from cnndsl.cli.sweep import sweep_table
 
     (line,) = [line for line in sweep_table(result).splitlines() if line.startswith("best.cnn:")]
     command = shlex.split(line.split("`")[1])

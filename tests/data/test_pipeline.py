@@ -54,7 +54,7 @@ def spec_file(tmp_path: Path) -> Path:
     return path
 
 
-def params_of(result: cnndsl.training.loop.TrainResult) -> dict[str, np.ndarray]:
+def params_of(result: cnndsl.training.TrainResult) -> dict[str, np.ndarray]:
     from flax import nnx
 
     from cnndsl.nn.flax_backend import flatten_state
@@ -70,7 +70,7 @@ def assert_same_params(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> No
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
 
-def train(tmp_path: Path, out: str, data: str, **settings: object) -> cnndsl.training.loop.TrainResult:
+def train(tmp_path: Path, out: str, data: str, **settings: object) -> cnndsl.training.TrainResult:
     return cnndsl.train(spec_file(tmp_path), run_dir=tmp_path / out, quiet=True, data=data,
                         **{"workers": 0, **settings})
 
@@ -220,7 +220,7 @@ def test_stream_choices_and_errors_are_clear(tmp_path: Path, monkeypatch, capsys
 
 def test_eval_and_predict_of_a_streamed_run_transform_images_as_training_evaluated_them(tmp_path: Path) -> None:
     from cnndsl.data import folder_splits, read_image
-    from cnndsl.training.loop import evaluate, predict
+    from cnndsl.training import evaluate, predict
 
     mixed = jpeg_folder(tmp_path / "mixed", 12)
     result = train(tmp_path, "run", f"folder:{mixed}", augment=("resized-crop", "flip"), stream="stream", epochs=3)

@@ -1,6 +1,6 @@
 """The corpus of bad specs: each `tests/invalid/X.cnn` renders exactly `tests/invalid/X.txt`.
 
-Wording is reviewed like code. To accept new wording: CNNDSL_UPDATE_GOLDEN=1 pytest tests/test_invalid.py,
+Wording is reviewed like code. To accept new wording: CNNDSL_UPDATE_GOLDEN=1 pytest tests/lang/test_invalid.py,
 then read the diff.
 """
 

@@ -15,7 +15,7 @@ import cnndsl
 from cnndsl.cli import main
 from cnndsl.data import load_dataset
 from cnndsl.emit.artifact import export_run
-from cnndsl.training.loop import evaluate, load_run
+from cnndsl.training import evaluate, load_run
 from tests.conftest import ROOT
 
 DIGITS = ROOT / "examples" / "digits.cnn"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from cnndsl.cli import main
-from cnndsl.training.loop import load_run
+from cnndsl.training import load_run
 from tests.conftest import ROOT
 
 DIGITS = ROOT / "examples" / "digits.cnn"
