@@ -32,17 +32,12 @@ from typing import Any
 
 from cnndsl.lang.errors import UsageError
 from cnndsl.lang.outputs import artifact_kind, check_output_dir, write_atomic
-from cnndsl.lang.settings import (
-    INTERRUPTS,
-    Diverged,
-    Interrupted,
-    Settings,
-    spec_settings,
-)
+from cnndsl.lang.settings import Settings, spec_settings
 from cnndsl.lang.space import Member, Space
 from cnndsl.search.family import Budget, check_member, family, load_space, network_key
 from cnndsl.search.member import member_spec
 from cnndsl.search.results import SweepResult, human, summarize
+from cnndsl.training.interrupts import INTERRUPTS, Diverged, Interrupted
 from cnndsl.search.study import (
     FORMAT,
     OBJECTIVES,

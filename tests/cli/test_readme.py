@@ -1,4 +1,6 @@
-"""Every code block of the README runs (issue 9), so the README cannot drift from the program.
+"""Every code block of the README and of the docs pages it links runs (issue 9), so the documentation
+cannot drift from the program. The pages are read in order (the README, then `PAGES`) as one document:
+a page's commands may use what an earlier page's made (the main job's run directory).
 
 - ```bash blocks: each command runs, in order, in one temporary directory holding copies of `examples/`
   `tests/invalid/`, `tests/photos/` and `tests/weights/`, and the input files the commands name (a.png, b.npy, image.npy), and must exit 0.
@@ -28,9 +30,18 @@ import pytest
 
 from tests.conftest import ROOT
 
-README = (ROOT / "README.md").read_text(encoding="utf-8")
-BLOCKS = [(m.group(1), m.group(2), README[: m.start()].count("\n") + 1)
-          for m in re.finditer(r"^```(\w*)\n(.*?)^```$", README, flags=re.M | re.S)]
+#: The documentation whose code blocks run, in order: the front page, then the reference pages.
+PAGES = ["README.md", "docs/commands.md", "docs/performance.md", "docs/reliability.md", "docs/design.md",
+         "docs/architecture.md"]
+
+
+def _blocks_of(page: str) -> list[tuple[str, str, str]]:
+    text = (ROOT / page).read_text(encoding="utf-8")
+    return [(m.group(1), m.group(2), f"{page}:{text[: m.start()].count(chr(10)) + 1}")
+            for m in re.finditer(r"^```(\w*)\n(.*?)^```$", text, flags=re.M | re.S)]
+
+
+BLOCKS = [block for page in PAGES for block in _blocks_of(page)]
 
 
 def blocks(language: str) -> list[tuple[str, int]]:
@@ -113,7 +124,7 @@ def test_shell_blocks(workdir: Path) -> None:
             for part in runnable(command):
                 started = time.perf_counter()
                 result = run(as_argv(part), workdir)
-                assert result.returncode == 0, f"README line {line}: {part}\n{result.stderr[-2000:]}"
+                assert result.returncode == 0, f"{line}: {part}\n{result.stderr[-2000:]}"
                 if part == "cnndsl train examples/digits.cnn" and not (workdir / "main-job.txt").exists():
                     (workdir / "main-job.txt").write_text(f"{time.perf_counter() - started:.1f}\n{result.stdout}")
     seconds, *output = (workdir / "main-job.txt").read_text().splitlines()
@@ -126,7 +137,7 @@ def test_shell_blocks(workdir: Path) -> None:
 def test_python_blocks(workdir: Path, index: int) -> None:
     block, line = blocks("python")[index]
     result = run([sys.executable, "-c", block], workdir)
-    assert result.returncode == 0, f"README line {line}:\n{result.stderr[-2000:]}"
+    assert result.returncode == 0, f"{line}:\n{result.stderr[-2000:]}"
 
 
 @pytest.mark.parametrize("index", range(len(blocks("console"))))
@@ -138,7 +149,7 @@ def test_console_blocks_show_what_the_command_prints(workdir: Path, index: int) 
     output = (result.stdout + result.stderr).splitlines()
     for expected in shown:
         if expected.strip() not in ("...", "…"):
-            assert expected.rstrip() in [o.rstrip() for o in output], f"README line {line}: {expected!r} not printed"
+            assert expected.rstrip() in [o.rstrip() for o in output], f"{line}: {expected!r} not printed"
 
 
 def test_cnn_blocks_are_the_examples() -> None:
@@ -148,4 +159,4 @@ def test_cnn_blocks_are_the_examples() -> None:
         example = (ROOT / name).read_text(encoding="utf-8").splitlines()
         while example and example[0].startswith("#"):
             example.pop(0)
-        assert block.splitlines()[1:] == example, f"README line {line} shows {name} otherwise"
+        assert block.splitlines()[1:] == example, f"{line} shows {name} otherwise"
