@@ -69,6 +69,10 @@ _MOVED = {"compiler": "cnndsl.nn.compiler", "export": "cnndsl.emit.artifact", "o
           "search": "cnndsl.search"}
 
 
+#: The layers (docs/architecture.md), reachable as `cnndsl.emit.artifact` once imported or on first use.
+_LAYERS = {"lang", "nn", "interop", "emit", "cli"}
+
+
 def __getattr__(name):
     """The front end's names and submodules on first use (`cnndsl.data.load_dataset`) without importing
     them, or JAX, for `import cnndsl` alone."""
@@ -80,4 +84,6 @@ def __getattr__(name):
         return importlib.import_module("cnndsl.lang.report").Report
     if name in _MOVED:
         return importlib.import_module(_MOVED[name])
+    if name in _LAYERS:
+        return importlib.import_module(f"cnndsl.{name}")
     raise AttributeError(f"module 'cnndsl' has no attribute {name!r}")

@@ -96,7 +96,7 @@ def augment(text: str) -> tuple[str, ...]:
 
 def data_arguments() -> argparse.ArgumentParser:
     """--data and --data-dir, for every command that reads a dataset."""
-    from cnndsl.data import SOURCES
+    from cnndsl.data.sources import SOURCES
 
     data = argparse.ArgumentParser(add_help=False)
     data.add_argument("--data", metavar="SOURCE", default=None,

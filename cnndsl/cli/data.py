@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cnndsl.data import DataError, folder_splits
+from cnndsl.data.errors import DataError
+from cnndsl.lang.errors import UsageError
 
 
 def add(commands: Any, spec: argparse.ArgumentParser, data: argparse.ArgumentParser) -> None:
@@ -30,8 +31,8 @@ def add(commands: Any, spec: argparse.ArgumentParser, data: argparse.ArgumentPar
 
 def run(args: argparse.Namespace) -> int:
     """`cnndsl data pack`: exit 0 when the records are complete."""
+    from cnndsl.data.datasets import folder_splits
     from cnndsl.data.records import SHARD_SIZE, pack
-    from cnndsl.lang.errors import UsageError
 
     kind, _, rest = args.source.partition(":")
     if kind != "folder" or not rest:

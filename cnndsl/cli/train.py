@@ -24,8 +24,6 @@ from cnndsl.lang.outputs import check_output_dir
 
 def add(commands: Any, spec: argparse.ArgumentParser, data: argparse.ArgumentParser) -> None:
     """`cnndsl train`."""
-    from cnndsl.lang.settings import DTYPE_NAMES, OPTIMIZERS, SCHEDULES
-
     train = commands.add_parser(
         "train", parents=[data], help="train a network on a dataset, with checkpoints and metrics",
         description="Train the network of a .cnn spec. Settings: defaults < the spec's `train` lines < "
@@ -34,76 +32,98 @@ def add(commands: Any, spec: argparse.ArgumentParser, data: argparse.ArgumentPar
     train.add_argument("file", nargs="?", help="the .cnn spec (optional with --resume: the run's copy)")
     train.add_argument("--set", dest="bindings", metavar="NAME=VALUE", type=set_pair, action="append",
                        default=[], help="bind or override a `let` name (repeatable)")
-    train.add_argument("--epochs", type=positive_int, help=default("epochs"))
-    train.add_argument("--batch-size", type=positive_int, help=default("batch_size"))
-    train.add_argument("--optimizer", choices=OPTIMIZERS, help=default("optimizer"))
-    train.add_argument("--lr", type=float, help="peak learning rate" + default("lr", " "))
-    train.add_argument("--momentum", type=float, help="sgd momentum" + default("momentum", " "))
-    train.add_argument("--nesterov", action="store_const", const=True, help="sgd with Nesterov momentum")
-    train.add_argument("--schedule", choices=SCHEDULES,
+    _optimization_arguments(train.add_argument_group("optimization"))
+    _data_arguments(train.add_argument_group("data"))
+    _placement_arguments(train.add_argument_group("devices and processes"))
+    _run_arguments(train.add_argument_group("the run directory and fine-tuning"))
+
+
+def _optimization_arguments(group: Any) -> None:
+    """Epochs, batch, optimizer, schedule, regularization; compute dtype and seed."""
+    from cnndsl.lang.settings import DTYPE_NAMES, OPTIMIZERS, SCHEDULES
+
+    group.add_argument("--epochs", type=positive_int, help=default("epochs"))
+    group.add_argument("--batch-size", type=positive_int, help=default("batch_size"))
+    group.add_argument("--optimizer", choices=OPTIMIZERS, help=default("optimizer"))
+    group.add_argument("--lr", type=float, help="peak learning rate" + default("lr", " "))
+    group.add_argument("--momentum", type=float, help="sgd momentum" + default("momentum", " "))
+    group.add_argument("--nesterov", action="store_const", const=True, help="sgd with Nesterov momentum")
+    group.add_argument("--schedule", choices=SCHEDULES,
                        help="learning-rate schedule; step is x0.1 at 50%% and 75%%" + default("schedule", " "))
-    train.add_argument("--warmup-epochs", type=float,
+    group.add_argument("--warmup-epochs", type=float,
                        help="warmup-cosine: epochs of linear warmup" + default("warmup_epochs", " "))
-    train.add_argument("--weight-decay", type=float, help=default("weight_decay"))
-    train.add_argument("--label-smoothing", type=float, help=default("label_smoothing"))
-    train.add_argument("--clip", type=float, help="clip gradients to this global norm (0: off)" + default("clip", " "))
-    train.add_argument("--augment", type=augment, metavar="crop,flip,resized-crop|none",
+    group.add_argument("--weight-decay", type=float, help=default("weight_decay"))
+    group.add_argument("--label-smoothing", type=float, help=default("label_smoothing"))
+    group.add_argument("--clip", type=float, help="clip gradients to this global norm (0: off)" + default("clip", " "))
+    group.add_argument("--dtype", choices=DTYPE_NAMES,
+                       help="compute dtype; parameters stay float32" + default("dtype", " "))
+    group.add_argument("--scan", action="store_const", const=True,
+                       help="apply runs of identical repeated blocks with one jax.lax.scan: deep networks compile "
+                            "much faster, but on CPU the training step is far slower (for GPU and TPU)")
+    group.add_argument("--seed", type=int, help=default("seed"))
+
+
+def _data_arguments(group: Any) -> None:
+    """Augmentation, how image files are read, the validation split, resizing."""
+    group.add_argument("--augment", type=augment, metavar="crop,flip,resized-crop|none",
                        help="on the device: crop (random crop after padding by 1/8) and flip (horizontal); in the "
                             "input pipeline (folder:/records: data): resized-crop (torchvision's RandomResizedCrop). "
                             "The ImageNet recipe is resized-crop,flip (default none)")
-    reading = train.add_mutually_exclusive_group()
+    reading = group.add_mutually_exclusive_group()
     reading.add_argument("--stream", dest="stream", action="store_const", const="stream",
                          help="folder:/records: data: read and decode the images at every use, in worker processes "
                               "(default: when their decoded size exceeds the memory budget)")
     reading.add_argument("--in-memory", dest="stream", action="store_const", const="memory",
                          help="folder:/records: data: decode the images once into memory (an error if they would "
                               "not fit the budget, $CNNDSL_MEMORY_BUDGET, default a quarter of the memory)")
-    train.add_argument("--workers", type=at_least(0, "workers"), metavar="N",
+    group.add_argument("--workers", type=at_least(0, "workers"), metavar="N",
                        help="input pipeline worker processes (0: decode in threads of this process; default one per "
                             "core but one)")
-    train.add_argument("--max-bad-images", type=at_least(0, "max-bad-images"), metavar="N",
+    group.add_argument("--max-bad-images", type=at_least(0, "max-bad-images"), metavar="N",
                        help="skip at most N unreadable images (named, counted in the metrics) before stopping"
                             + default("max_bad_images", " "))
-    train.add_argument("--dtype", choices=DTYPE_NAMES,
-                       help="compute dtype; parameters stay float32" + default("dtype", " "))
-    train.add_argument("--scan", action="store_const", const=True,
-                       help="apply runs of identical repeated blocks with one jax.lax.scan: deep networks compile "
-                            "much faster, but on CPU the training step is far slower (for GPU and TPU)")
-    train.add_argument("--seed", type=int, help=default("seed"))
-    train.add_argument("--devices", type=devices, default=None, metavar="all|N",
+    group.add_argument("--val-fraction", type=float, metavar="F",
+                       help="share of the training data held out to choose the best checkpoint when the dataset has "
+                            "no validation split (0: none, the last epoch is the best)" + default("val_fraction", " "))
+    group.add_argument("--resize", nargs="?", const=True, type=size, metavar="HxW",
+                       help="resize the dataset's images to the spec's input, on the device (HxW, if given, must be "
+                            "that input's size)")
+
+
+def _placement_arguments(group: Any) -> None:
+    """Data parallelism over devices, and the processes of a multi-process run."""
+    group.add_argument("--devices", type=devices, default=None, metavar="all|N",
                        help="data parallelism: split each global batch (--batch-size) over all devices of every "
                             "process, or over N of this process's (default all). The same computation, with sums in "
                             "another order: parameters differ from one device's at rounding level, which Adam can "
                             "amplify to ~1e-4 in some over epochs; one layout gives the same result every time")
-    train.add_argument("--shard-params", action="store_true",
+    group.add_argument("--shard-params", action="store_true",
                        help="split parameters and optimizer state over the devices too (FSDP-style), for networks "
                             "whose state does not fit one device; the same computation as --devices alone (its "
                             "sums may run in another order)")
-    train.add_argument("--coordinator", metavar="HOST:PORT",
+    group.add_argument("--coordinator", metavar="HOST:PORT",
                        help="multi-process: the address of process 0's coordinator (jax.distributed); see "
                             "docs/distributed.md")
-    train.add_argument("--num-processes", type=positive_int, metavar="P", help="multi-process: how many processes")
-    train.add_argument("--process-id", type=at_least(0, "process-id"), metavar="I",
+    group.add_argument("--num-processes", type=positive_int, metavar="P", help="multi-process: how many processes")
+    group.add_argument("--process-id", type=at_least(0, "process-id"), metavar="I",
                        help="multi-process: this process's number, 0 to P-1")
-    train.add_argument("--val-fraction", type=float, metavar="F",
-                       help="share of the training data held out to choose the best checkpoint when the dataset has "
-                            "no validation split (0: none, the last epoch is the best)" + default("val_fraction", " "))
-    train.add_argument("--resize", nargs="?", const=True, type=size, metavar="HxW",
-                       help="resize the dataset's images to the spec's input, on the device (HxW, if given, must be "
-                            "that input's size)")
-    train.add_argument("--checkpoint-every", type=at_least(0, "checkpoint-every"), metavar="STEPS",
+
+
+def _run_arguments(group: Any) -> None:
+    """Checkpoints, fine-tuning's start and frozen groups, the run directory, output."""
+    group.add_argument("--checkpoint-every", type=at_least(0, "checkpoint-every"), metavar="STEPS",
                        help="also checkpoint every STEPS steps within an epoch (default: at epoch ends)")
-    train.add_argument("--keep", type=positive_int, help="how many of the newest checkpoints to keep (default 3)")
-    train.add_argument("--init", metavar="RUN_OR_WEIGHTS",
+    group.add_argument("--keep", type=positive_int, help="how many of the newest checkpoints to keep (default 3)")
+    group.add_argument("--init", metavar="RUN_OR_WEIGHTS",
                        help="fine-tune: start from a run directory's best checkpoint or a weights file (safetensors; "
                             ".pth with torch); layers whose shapes differ (a new head) start fresh and are listed")
-    train.add_argument("--freeze", metavar="PATH", action="append",
+    group.add_argument("--freeze", metavar="PATH", action="append",
                        help="fine-tune: keep the parameters of a group fixed, named by its path as `cnndsl check` "
                             "shows it (e.g. '[...]*4 i=0', 'stage(64, 2, stride=1)', 'conv1'; * and ? match); "
                             "repeatable")
-    train.add_argument("--out", metavar="RUN_DIR", help="the run directory (default runs/<spec name>[-N])")
-    train.add_argument("--resume", metavar="RUN_DIR", help="continue the interrupted run in RUN_DIR")
-    train.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    group.add_argument("--out", metavar="RUN_DIR", help="the run directory (default runs/<spec name>[-N])")
+    group.add_argument("--resume", metavar="RUN_DIR", help="continue the interrupted run in RUN_DIR")
+    group.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,25 +1,15 @@
-"""Datasets for training: the source registry (`cnndsl.data.sources`), the array loaders
-(`cnndsl.data.datasets`), the input pipeline for image files (`cnndsl.data.pipeline`) and records
-(`cnndsl.data.records`). The names most code needs are re-exported here."""
+"""The data layer: the source registry (`cnndsl.data.sources`), the array loaders (`cnndsl.data.datasets`),
+the input pipeline for image files (`cnndsl.data.pipeline`) and records (`cnndsl.data.records`). The names
+most code needs are re-exported here, imported on first use (so checking `--data` loads no numpy)."""
 
-from cnndsl.data.datasets import (
-                                  BUILTIN_SHAPES,
-                                  REMOTES,
-                                  DataError,
-                                  Dataset,
-                                  Remote,
-                                  cache_dir,
-                                  check_finite,
-                                  folder_splits,
-                                  load_dataset,
-                                  missing_classes,
-                                  read_idx,
-                                  read_image,
-                                  regular_file,
-                                  white_level,
-)
-from cnndsl.data.sources import SOURCES, absolute_source, open_source, parse_source
+from cnndsl.lang.lazy import lazy_exports
 
-__all__ = ["BUILTIN_SHAPES", "REMOTES", "SOURCES", "DataError", "Dataset", "Remote", "absolute_source", "cache_dir",
-           "check_finite", "folder_splits", "load_dataset", "missing_classes", "open_source", "parse_source",
-           "read_idx", "read_image", "regular_file", "white_level"]
+_EXPORTS = {
+    **dict.fromkeys(["BUILTIN_SHAPES", "REMOTES", "Dataset", "Remote", "cache_dir", "check_finite", "folder_splits",
+                     "load_dataset", "missing_classes", "read_idx", "read_image", "regular_file", "white_level"],
+                    "datasets"),
+    "DataError": "errors",
+    **dict.fromkeys(["SOURCES", "SourceError", "absolute_source", "open_source", "parse_source"], "sources"),
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -39,16 +39,13 @@ from pathlib import Path
 
 import numpy as np
 
+from cnndsl.data.errors import DataError
 from cnndsl.data.examples import FileExamples
 from cnndsl.data.images import ImageError, decode
 
 TEST_FRACTION = 0.2  # held out when a source has no test split of its own
 VAL_FRACTION = 0.1  # of the training data, held out for validation when a source has no validation split
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
-
-
-class DataError(Exception):
-    """A dataset that cannot be read or fetched; the message names the file and what is wrong."""
 
 
 @dataclass(frozen=True)

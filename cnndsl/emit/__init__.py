@@ -18,8 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cnndsl.lang.lazy import lazy_exports
 from cnndsl.lang.outputs import write_atomic
 from cnndsl.lang.report import Report
+
+# the artifact's writers and loader (`cnndsl.emit.export_run`), and each writer module, imported on first use
+__getattr__ = lazy_exports(__name__, {"export": "artifact", "export_run": "artifact", "load_exported": "artifact"})
 
 
 @dataclass(frozen=True)

@@ -131,9 +131,8 @@ def export_run(spec: Any, run_dir: str | Path, directory: str | Path, checkpoint
     from cnndsl.training.inference import load_run, uses_pipeline
 
     loaded = load_run(spec, run_dir, checkpoint, bindings)
-    model = loaded.trainer.module(loaded.params, loaded.stats, train=False)
-    meta = export(loaded.net, model, directory, preprocess=loaded.trainer.preprocess.to_dict(),
-                  classes=loaded.settings.get("classes") or (), force=force,
+    meta = export(loaded.net, loaded.module(), directory, preprocess=loaded.preprocess, classes=loaded.classes,
+                  force=force,
                   image_transform="resize-crop" if uses_pipeline(loaded.settings) else "resize")
     return {**meta, "step": loaded.step}
 

@@ -239,34 +239,25 @@ def onnx_of_run(spec: Any, run_dir: Any, bindings: dict[str, Any] | None = None,
     """The ONNX model of a training run's checkpoint, its input normalization built in (raw pixels in)."""
     import json
 
-    from flax import nnx
-
     from cnndsl.lang.version import __version__
-    from cnndsl.nn.flax_backend import flatten_state
     from cnndsl.training import load_run
 
     loaded = load_run(spec, run_dir, checkpoint, bindings)
-    model = loaded.trainer.module(loaded.params, loaded.stats, train=False)
-    arrays = {k: np.asarray(v) for k, v in flatten_state(nnx.state(model, (nnx.Param, nnx.BatchStat)))[2].items()}
     meta = {"producer": f"cnndsl {__version__}", "network": loaded.net.report.name, "step": loaded.step,
             "input": "NHWC float32, raw pixels as the run's dataset stores them", "output": "the network's output",
-            "classes": list(loaded.settings.get("classes") or [])}
-    return to_onnx(loaded.net.report, arrays, loaded.trainer.preprocess.to_dict(), doc=json.dumps(meta))
+            "classes": loaded.classes}
+    return to_onnx(loaded.net.report, loaded.net.arrays(loaded.module()), loaded.preprocess, doc=json.dumps(meta))
 
 
 def onnx_of_seed(report: Any, seed: int) -> Any:
     """The ONNX model of a network with the parameters `cnndsl.compile(...).init(seed)` gives it."""
     import json
 
-    from flax import nnx
-
     from cnndsl.lang.version import __version__
     from cnndsl.nn.compiler import CompiledNetwork
-    from cnndsl.nn.flax_backend import flatten_state
 
-    model = CompiledNetwork(report).init(seed)
-    model.eval()
-    arrays = {k: np.asarray(v) for k, v in flatten_state(nnx.state(model, (nnx.Param, nnx.BatchStat)))[2].items()}
+    net = CompiledNetwork(report)
+    arrays = net.arrays(net.init(seed))
     meta = {"producer": f"cnndsl {__version__}", "network": report.name, "seed": seed,
             "input": "NHWC float32, the network's inputs (no normalization)", "output": "the network's output"}
     return to_onnx(report, arrays, None, doc=json.dumps(meta))

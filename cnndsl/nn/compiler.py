@@ -88,6 +88,12 @@ class CompiledNetwork:
         nnx.update(model, unflatten_state(names, treedef, merged))
         return model
 
+    def arrays(self, model: Network) -> dict[str, np.ndarray]:
+        """Every parameter and batch-norm statistic of `model` as a numpy array, by cnndsl's names
+        (`conv1/kernel`, `bn1/mean`): what checkpoints, exports, ONNX models and weights files pair by."""
+        return {name: np.asarray(leaf) for name, leaf in
+                flatten_state(nnx.state(model, (nnx.Param, nnx.BatchStat)))[2].items()}
+
     def abstract(self) -> Network:
         """The module with shapes and dtypes but no parameter values (cheap, for big networks)."""
         return nnx.eval_shape(lambda: self._build(np.uint32(0)))

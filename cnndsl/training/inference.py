@@ -51,6 +51,20 @@ class LoadedRun:
     settings: dict[str, Any]
     step: int
 
+    def module(self) -> Any:
+        """The network with the checkpoint's arrays, in eval mode: what export and ONNX write."""
+        return self.trainer.module(self.params, self.stats, train=False)
+
+    @property
+    def preprocess(self) -> dict[str, Any]:
+        """The run's input normalization as its record holds it ({"scale", "mean", "std"})."""
+        return self.trainer.preprocess.to_dict()
+
+    @property
+    def classes(self) -> list[str]:
+        """The names of the run's classes (empty when its dataset has none)."""
+        return list(self.settings.get("classes") or [])
+
     def probabilities(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Class probabilities (N, K) for raw images (H, W, C) in the units the run's dataset stores;
         images of another size or channel count are converted to the network's input first."""

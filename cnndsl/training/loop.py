@@ -241,9 +241,10 @@ def _starting_state(trainer: Trainer, net: CompiledNetwork, settings: Settings, 
         return state, History(run.read_metrics(0) if main else [])
     state = restore_newest(run, settings, state, progress)
     step = int(state["step"])
+    history = History(run.read_metrics(step // steps_per_epoch) if main else [])  # checked before anything is said
     progress.line(f"resuming {run.path} at step {step} (epoch {step // steps_per_epoch + 1})" if step else
                   f"{run.path} has no checkpoint yet: starting again from step 0 with its settings")
-    return state, History(run.read_metrics(step // steps_per_epoch) if main else [])
+    return state, history
 
 
 class _Loop:

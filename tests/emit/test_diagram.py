@@ -17,7 +17,7 @@ from cnndsl.cli import main
 from cnndsl.emit.diagram import to_svg
 from cnndsl.lang.shapes import fmt
 from tests.conftest import EXAMPLES, FAMILIES, ROOT
-from tests.test_backend import random_layer
+from tests.nn.test_backend import random_layer
 
 CONCRETE = [p for p in EXAMPLES if p.name not in FAMILIES]
 NS = {"svg": "http://www.w3.org/2000/svg"}

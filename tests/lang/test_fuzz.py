@@ -9,7 +9,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 
 from tests.fuzzing import grammar_programs, layer_programs, mutated_programs, outcome
-from tests.test_limits import no_hang
+from tests.lang.test_limits import no_hang
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                           HealthCheck.data_too_large])

@@ -93,7 +93,7 @@ def test_a_spec_for_another_builtin_dataset_is_told_to_pass_it(tmp_path, monkeyp
 
     from cnndsl.data import BUILTIN_SHAPES, load_dataset
     from cnndsl.training import TrainingError, check_compatible
-    from tests.test_data import _register, fake_mnist, serve
+    from tests.data.test_data import _register, fake_mnist, serve
 
     digits = load_dataset("digits")
     assert BUILTIN_SHAPES["digits"] == (digits.image_shape, digits.num_classes)  # the table tells the truth
@@ -154,7 +154,7 @@ def test_the_classes_hint_names_the_binding_that_sets_them(lets: str, head: str,
 def test_a_body_that_sets_its_own_size_gets_a_hint_at_once_whatever_the_sizes() -> None:
     """Adaptive pooling sizes the body directly (no stride to read from the graph): the stride comes from the
     sizes in constant time, so a 100,000-pixel input answers at once, and the hint applied checks."""
-    from tests.test_limits import no_hang
+    from tests.lang.test_limits import no_hang
 
     for size, pooled in ((8, 4), (9, 3), (100_000, 7)):
         body = f"adaptive_avgpool({pooled}x{pooled})"

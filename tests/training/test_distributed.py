@@ -233,8 +233,8 @@ def test_two_processes_stream_their_own_shares_and_train_like_one(tmp_path: Path
     """The input pipeline with two processes: each decodes its half of every global batch (and of every
     evaluation batch), the halves are assembled on the devices, and the run equals one process's."""
     pytest.importorskip("grain")
-    from tests.test_pipeline import SPEC as PHOTO_SPEC
-    from tests.test_pipeline import jpeg_folder
+    from tests.data.test_pipeline import SPEC as PHOTO_SPEC
+    from tests.data.test_pipeline import jpeg_folder
 
     folder = jpeg_folder(tmp_path / "photos", 12)
     spec = tmp_path / "photos.cnn"
