@@ -59,3 +59,16 @@ def test_the_contracts_fail_on_a_violation(package_copy: Path, module: str, line
     assert result.returncode == 1, result.stdout
     broken_lines = [text for text in result.stdout.splitlines() if text.endswith("BROKEN")]
     assert any(broken in text for text in broken_lines), result.stdout  # (an upward import may break more)
+
+
+def test_no_function_of_the_loop_or_the_command_line_passes_sixty_lines() -> None:
+    """A function past ~60 lines is a concept asking for its own name (the loop reads as named steps)."""
+    import ast
+
+    long = []
+    for folder in ("training", "cli"):
+        for path in sorted((ROOT / "cnndsl" / folder).glob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
+                    long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}")
+    assert not long, long

@@ -34,7 +34,7 @@ class Trainer:
         self.train_graph, params, stats, self.rest = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
         model.eval()
         self.eval_graph = nnx.split(model, nnx.Param, nnx.BatchStat, ...)[0]
-        # one device, or the `data` axis of a mesh: the state replicated, each batch split (cnndsl/distributed.py)
+        # one device, or the `data` axis of a mesh: the state replicated, each batch split (cnndsl/training/distributed.py)
         self.placement = placement or Placement(None)
         self.param_names, self.param_tree, self.params = flatten_state(params)
         self.stat_names, self.stat_tree, self.stats = flatten_state(stats)
