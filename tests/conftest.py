@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -36,3 +37,15 @@ HEAVY_EXAMPLES = {"vgg16", "resnet50", "googlenet", "zfnet", "alexnet"} | DEEP_E
 @pytest.fixture(autouse=True)
 def _run_from_root(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)
+
+
+def in_process(capsys: pytest.CaptureFixture[str], *args: str) -> subprocess.CompletedProcess[str]:
+    """A `cnndsl` command run by `cnndsl.cli.main` in this process: its exit status and what it printed, as a
+    subprocess would give them, without a second of interpreter and JAX start-up. For checks that need no
+    process of their own; a lock held by another trainer, a kill or a signal do, and use a real one."""
+    from cnndsl.cli import main
+
+    capsys.readouterr()
+    status = main(list(args))
+    printed = capsys.readouterr()
+    return subprocess.CompletedProcess(list(args), status, printed.out, printed.err)

@@ -22,7 +22,7 @@ import pytest
 import cnndsl
 from cnndsl.lang.settings import TrainingError
 from cnndsl.training import checkpoint_managers, load_run, restore, save_checkpoint
-from tests.conftest import ROOT
+from tests.conftest import ROOT, in_process
 
 DIGITS = ROOT / "examples" / "digits.cnn"
 TRAIN = ["--epochs", "2", "--seed", "3", "--quiet"]
@@ -190,7 +190,8 @@ def edited(settings: dict, key: str, value: object) -> str:
 
 @pytest.mark.parametrize("case", [*SETTINGS_DAMAGE, "steps_per_epoch=0", "epochs='ten'", "lr=-1", "seed=1.5",
                                   "normalization.std=[0.0]", "classes=3", "optimizer='rmsprop'", "augment=5"])
-def test_a_damaged_settings_file_is_named_by_every_command(reference: Path, tmp_path: Path, case: str) -> None:
+def test_a_damaged_settings_file_is_named_by_every_command(reference: Path, tmp_path: Path, case: str,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "run"
     shutil.copytree(reference, run)
     if case in SETTINGS_DAMAGE:
@@ -203,24 +204,25 @@ def test_a_damaged_settings_file_is_named_by_every_command(reference: Path, tmp_
     for args in (["train", "--resume", str(run)], ["eval", str(DIGITS), "--run", str(run)],
                  ["predict", str(DIGITS), "--run", str(run), str(tmp_path / "x.npy")],
                  ["compile", str(DIGITS), "--emit", "export", "--run", str(run), "-o", str(tmp_path / "art")]):
-        result = cli(*args)
+        result = in_process(capsys, *args)
         assert result.returncode == 1, (args, result.stderr)
         (line,) = result.stderr.splitlines()
         assert line.startswith(f"cnndsl: {run / 'settings.json'}: ") and "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("line", ["not json at all", '{"epoch": "one"}', '{"epoch": 2, "step": 40}', "[]"])
-def test_a_damaged_metrics_line_is_named_with_its_number(reference: Path, tmp_path: Path, line: str) -> None:
+def test_a_damaged_metrics_line_is_named_with_its_number(reference: Path, tmp_path: Path, line: str,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "run"
     shutil.copytree(reference, run)
     first = (reference / "metrics.jsonl").read_text().splitlines()[0]
     (run / "metrics.jsonl").write_text(first + "\n" + line + "\n")
-    result = cli("train", "--resume", str(run), "--epochs", "3")
+    result = in_process(capsys, "train", "--resume", str(run), "--epochs", "3")
     assert result.returncode == 1
     assert result.stderr.strip().startswith(f"cnndsl: {run / 'metrics.jsonl'}:2: not a metrics record")
 
 
-def test_a_checkpoint_holding_nan_is_refused(reference: Path, tmp_path: Path) -> None:
+def test_a_checkpoint_holding_nan_is_refused(reference: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "run"
     shutil.copytree(reference, run)
     loaded = load_run(None, run)
@@ -236,6 +238,6 @@ def test_a_checkpoint_holding_nan_is_refused(reference: Path, tmp_path: Path) ->
     np.save(tmp_path / "x.npy", np.zeros((8, 8), np.float32))
     for args in (["eval", str(DIGITS), "--run", str(run)], ["predict", str(DIGITS), "--run", str(run),
                                                              str(tmp_path / "x.npy")]):
-        result = cli(*args)
+        result = in_process(capsys, *args)
         assert result.returncode == 1
         assert f"{name} holds NaN or infinite values" in result.stderr and "Traceback" not in result.stderr

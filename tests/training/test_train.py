@@ -21,7 +21,7 @@ from cnndsl.cli import main
 from cnndsl.data import load_dataset
 from cnndsl.lang.settings import Settings
 from cnndsl.training import Preprocess, load_run, make_optimizer
-from tests.conftest import ROOT
+from tests.conftest import ROOT, in_process
 from tests.tolerances import NETWORK, NETWORK_CLOSE
 
 DIGITS = ROOT / "examples" / "digits.cnn"
@@ -158,16 +158,16 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path: Path) -> None:
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 3, (err, resumed.stderr, (run / "metrics.jsonl").read_text())
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "run"
-    assert cli("train", str(DIGITS), "--out", str(run), "--epochs", "1", "--quiet").returncode == 0
-    result = cli("train", "--resume", str(run), "--epochs", "3", "--lr", "1e38", "--quiet")
+    assert in_process(capsys, "train", str(DIGITS), "--out", str(run), "--epochs", "1", "--quiet").returncode == 0
+    result = in_process(capsys, "train", "--resume", str(run), "--epochs", "3", "--lr", "1e38", "--quiet")
     assert result.returncode == 1
     assert "the loss became nan" in result.stderr and "last good checkpoint is step 20" in result.stderr
     assert "Traceback" not in result.stderr
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
-    assert cli("eval", str(DIGITS), "--run", str(run), "--checkpoint", "last").returncode == 0
-    changed = cli("train", "--resume", str(run), "--epochs", "3", "--optimizer", "sgd", "--quiet")
+    assert in_process(capsys, "eval", str(DIGITS), "--run", str(run), "--checkpoint", "last").returncode == 0
+    changed = in_process(capsys, "train", "--resume", str(run), "--epochs", "3", "--optimizer", "sgd", "--quiet")
     assert changed.returncode == 1 and "resume with the spec and --optimizer" in changed.stderr
 
 
@@ -285,11 +285,11 @@ def test_export_of_a_trained_run_takes_raw_pixels(digits_run, tmp_path: Path) ->
         np.testing.assert_allclose([p for _, p in top_a], [p for _, p in top_b], **NETWORK_CLOSE)
 
 
-def test_resume_skips_a_damaged_newest_checkpoint(tmp_path: Path) -> None:
+def test_resume_skips_a_damaged_newest_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "run"
-    assert cli("train", str(DIGITS), "--out", str(run), "--epochs", "1", "--quiet").returncode == 0
+    assert in_process(capsys, "train", str(DIGITS), "--out", str(run), "--epochs", "1", "--quiet").returncode == 0
     (run / "checkpoints" / "last" / "30" / "default").mkdir(parents=True)  # a step whose files are gone
-    resumed = cli("train", "--resume", str(run), "--epochs", "2")
+    resumed = in_process(capsys, "train", "--resume", str(run), "--epochs", "2")
     assert resumed.returncode == 0, resumed.stderr
     assert "checkpoint step 30 cannot be restored; trying an older one" in resumed.stderr
     assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
