@@ -72,3 +72,16 @@ def test_no_function_of_the_loop_or_the_command_line_passes_sixty_lines() -> Non
                 if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
                     long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}")
     assert not long, long
+
+
+def test_no_private_name_crosses_a_module() -> None:
+    """What another module needs has a public name (`_held_out` imported by the pipeline hid a dependency)."""
+    import ast
+
+    crossing = []
+    for path in sorted((ROOT / "cnndsl").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("cnndsl"):
+                crossing += [f"{path.relative_to(ROOT)}:{node.lineno} {node.module}.{alias.name}"
+                             for alias in node.names if alias.name.startswith("_") and alias.name != "__version__"]
+    assert not crossing, crossing

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -128,17 +126,3 @@ def load_npy(path: str | Path) -> Any:
         return np.load(regular_file(Path(path)), allow_pickle=False)
     except (OSError, ValueError) as err:
         raise DataError(f"{path}: not a readable .npy array ({err})") from None
-
-
-def print_top(name: str, probabilities: Any, classes: Sequence[str], top: int, as_json: bool) -> None:
-    """One image's `top` most likely classes, as a line of text or one JSON object."""
-    import numpy as np
-
-    best = np.argsort(-probabilities, kind="stable")[:top]
-    labels = [classes[c] if c < len(classes) else str(int(c)) for c in best]
-    if as_json:
-        print(json.dumps({"image": name, "top": [{"class": int(c), "label": label,
-                                                  "probability": float(probabilities[c])}
-                                                 for c, label in zip(best, labels)]}))
-    else:
-        print(f"{name}:  " + "  ".join(f"{label} {probabilities[c]:.1%}" for c, label in zip(best, labels)))

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from cnndsl.cli.arguments import add_budget_arguments
+from cnndsl.cli.printing import cell
 from cnndsl.lang.space import Space
 from cnndsl.search.family import (
     Budget,
@@ -88,7 +89,7 @@ def family_table(space: Space, members: list[FamilyMember], count: int | None, s
             if key in seen and m.valid:
                 status = f"same network as #{seen[key]}"
             seen.setdefault(key, m.index)
-        cells = [str(m.index)] + [_cell(m.bindings.get(d.name)) for d in arch]
+        cells = [str(m.index)] + [cell(m.bindings.get(d.name)) for d in arch]
         cells += ([human(m.report.params), human(m.report.macs), human(m.report.activation_bytes, "B")]
                   if m.report else ["-", "-", "-"])
         rows.append(cells + [status])
@@ -103,9 +104,3 @@ def family_table(space: Space, members: list[FamilyMember], count: int | None, s
     lines.append(f"{len(members):,} checked in {seconds:.2f} s ({len(members) / max(seconds, 1e-9):,.0f}/s): "
                  f"{valid:,} valid ({distinct:,} different networks), {invalid:,} invalid, {over:,} over budget")
     return "\n".join(lines) + "\n"
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return "-" if value is None else str(value)

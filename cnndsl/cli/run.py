@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from cnndsl.cli.arguments import load_npy, positive_int, print_top
+from cnndsl.cli.arguments import load_npy, positive_int
+from cnndsl.cli.printing import print_top
 
 
 def add(commands: Any, spec: argparse.ArgumentParser, data: argparse.ArgumentParser) -> None:

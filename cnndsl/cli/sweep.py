@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from cnndsl.cli.arguments import add_budget_arguments, set_pair
-from cnndsl.cli.family import _cell
+from cnndsl.cli.printing import cell
 from cnndsl.search.family import Budget, load_space
 from cnndsl.search.results import human
 
@@ -113,7 +113,7 @@ def sweep_table(result: Any) -> str:
     names = list(trained[0].bindings) if trained else []
     header = ["trial"] + names + ["val acc", "test acc", "params", "MACs", "seconds", ""]
     front = {t.number for t in result.front}
-    rows = [[str(t.number)] + [_cell(_short(t.bindings.get(n))) for n in names] +
+    rows = [[str(t.number)] + [cell(_short(t.bindings.get(n))) for n in names] +
             [f"{t.accuracy:.2%}", f"{t.test_accuracy:.2%}" if t.test_accuracy is not None else "-",
              human(t.params or 0), human(t.macs or 0), f"{t.seconds or 0:.1f}",
              "front" + (" (best.cnn)" if result.best is not None and t.number == result.best.number else "")
