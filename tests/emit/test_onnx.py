@@ -16,7 +16,7 @@ ort = pytest.importorskip("onnxruntime")
 
 import cnndsl  # noqa: E402
 from cnndsl.lang.errors import CnnError  # noqa: E402
-from tests.conftest import EXAMPLES, FAMILIES, HEAVY_EXAMPLES  # noqa: E402
+from tests.conftest import EXAMPLES, FAMILIES, SLOW_IN_ONNX  # noqa: E402
 from tests.tolerances import ELEMENTWISE, LAYER, NETWORK
 
 
@@ -77,7 +77,7 @@ def assert_input_gradient(model: object, x: np.ndarray) -> None:
     assert np.isfinite(grad).all() and float(np.abs(grad).sum()) > 0
 
 
-@pytest.mark.parametrize("path", [pytest.param(p, id=p.stem, marks=[pytest.mark.slow] if p.stem in HEAVY_EXAMPLES else [])
+@pytest.mark.parametrize("path", [pytest.param(p, id=p.stem, marks=[pytest.mark.slow] if p.stem in SLOW_IN_ONNX else [])
                                   for p in CONCRETE])
 def test_every_example_runs_in_onnx_runtime_as_in_jax(path: Path) -> None:
     assert agree(cnndsl.compile(path, set={"classes": 5} if path.stem == "photos" else None)) <= NETWORK
