@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cnndsl.cli.arguments import add_budget_arguments, set_pair
+from cnndsl.cli.arguments import add_budget_arguments, check_source, set_pair
 from cnndsl.cli.printing import cell
 from cnndsl.search.family import Budget, load_space
 from cnndsl.search.results import human
@@ -76,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         from cnndsl.lang.errors import UsageError
 
         raise UsageError(f"--trials must be at least 1, got {args.trials}")
+    check_source(args.data)  # before any member is checked or trained
     several = len(args.files) > 1
     sampler = args.sampler or ("random" if several else "tpe")
     root = Path(args.out) if args.out else None

@@ -167,3 +167,16 @@ def test_subcommand_errors_show_the_subcommands_usage(capsys: pytest.CaptureFixt
     main_help = subprocess.run([sys.executable, "-m", "cnndsl", "train", "--help"], capture_output=True, text=True,
                                cwd=ROOT, timeout=60).stdout
     assert "(default 10, or the spec's `train` line)" in main_help and "(default 0.001" in main_help
+
+
+@pytest.mark.parametrize("command", [["train", "examples/digits.cnn"], ["eval", "--run", "runs/none"],
+                                     ["sweep", "examples/course.cnn"]])
+@pytest.mark.parametrize(("source", "hint"), [("mnst", "did you mean 'mnist'?"), ("records:", "records:DIR"),
+                                              ("synthetic:ten", "e.g. synthetic:10000")])
+def test_every_command_that_reads_data_checks_the_source_first(command: list[str], source: str, hint: str,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """One registry answers for --data in every command, before anything is compiled, loaded or trained."""
+    from tests.conftest import in_process
+
+    result = in_process(capsys, *command, "--data", source)
+    assert result.returncode == 2 and hint in result.stderr and "Traceback" not in result.stderr, result.stderr
