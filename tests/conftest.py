@@ -26,10 +26,10 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.cnn"))
 FAMILIES = {"course.cnn", "course_cifar.cnn"}  # examples that are families on purpose: nothing is bound
-#: Examples whose static shapes take JAX 30-70 s to trace here (2 workers on 2 cores): their shape check against
-#: jax.eval_shape is in the slow set. MobileNet-V2, EfficientNet-B0 and ConvNeXt-T (4-10 s) are back in the
-#: fast set since the suite runs on two workers.
-DEEP_EXAMPLES = {"densenet121", "resnet101", "resnet152"}
+#: Examples whose static shapes take JAX 9-70 s to trace here (2 workers on 2 cores): their shape check against
+#: jax.eval_shape is in the slow set. ConvNeXt-T (4 s) is back in the fast set since the suite runs on two
+#: workers; the others would push it past 10 minutes.
+DEEP_EXAMPLES = {"densenet121", "mobilenet_v2", "efficientnet_b0", "resnet101", "resnet152"}
 #: Every 224x224 example but ResNet-18 (the fast set's one): their ejected-source checks (7-75 s each, tracing
 #: twice) are in the slow set.
 HEAVY_EXAMPLES = {"vgg16", "resnet50", "googlenet", "zfnet", "alexnet", "densenet121", "mobilenet_v2",

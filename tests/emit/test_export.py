@@ -17,13 +17,29 @@ from cnndsl.emit.artifact import ExportError, export, load_exported
 from tests.tolerances import NETWORK_CLOSE
 from tests.conftest import ROOT
 
-# LeNet-5 (plain), AlexNet (LRN, dropout, grouped conv), GoogLeNet (concat), ResNet-18 (batch norm, residuals).
-EXPORTED = ["lenet5", "alexnet", "googlenet", "resnet18"]
+#: GoogLeNet's Inception module (its blocks as examples/googlenet.cnn writes them: four branches concatenated,
+#: a ceil-mode pool) on a 32x32 input: the concat path at a twentieth of GoogLeNet's tracing time.
+MINI_INCEPTION = """network MiniInception
+input 32x32x3
+block cbr(filters, kernel, stride=1) =
+    conv(filters, kernel, stride=stride, pad=same, bias=false) -> bn(eps=0.001) -> relu
+block inception(a, b1, b2, c1, c2, d) = concat(
+      cbr(a, 1x1)
+    | cbr(b1, 1x1) -> cbr(b2, 3x3)
+    | cbr(c1, 1x1) -> cbr(c2, 3x3)
+    | maxpool(3x3, stride=1, pad=1, ceil=true) -> cbr(d, 1x1))
+input -> cbr(16, 3x3) -> inception(8, 8, 16, 4, 8, 8) -> maxpool(3x3, stride=2, ceil=true)
+      -> inception(16, 8, 16, 4, 8, 8) -> global_avgpool -> dropout(0.4) -> fc(10)
+"""
+# LeNet-5 (plain), AlexNet (LRN, dropout, grouped conv), Inception modules (concat), ResNet-18 (batch norm,
+# residuals).
+EXPORTED = ["lenet5", "alexnet", "mini_inception", "resnet18"]
 
 
 @pytest.fixture(scope="module", params=EXPORTED)
 def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
-    net = cnndsl.compile(ROOT / "examples" / f"{request.param}.cnn")
+    spec = MINI_INCEPTION if request.param == "mini_inception" else ROOT / "examples" / f"{request.param}.cnn"
+    net = cnndsl.compile(spec)
     model = net.init(seed=3)
     directory = tmp_path_factory.mktemp(request.param) / "artifact"
     meta = export(net, model, directory)
