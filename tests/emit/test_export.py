@@ -32,8 +32,8 @@ input -> cbr(16, 3x3) -> inception(8, 8, 16, 4, 8, 8) -> maxpool(3x3, stride=2, 
       -> inception(16, 8, 16, 4, 8, 8) -> global_avgpool -> dropout(0.4) -> fc(10)
 """
 # LeNet-5 (plain), AlexNet (LRN, dropout, grouped conv), Inception modules (concat), ResNet-18 (batch norm,
-# residuals).
-EXPORTED = ["lenet5", "alexnet", "mini_inception", "resnet18"]
+# residuals); GoogLeNet itself in the slow set (27 s here).
+EXPORTED = ["lenet5", "alexnet", "mini_inception", "resnet18", pytest.param("googlenet", marks=pytest.mark.slow)]
 
 
 @pytest.fixture(scope="module", params=EXPORTED)
