@@ -39,6 +39,25 @@ HEAVY_EXAMPLES = {"vgg16", "resnet50", "googlenet", "zfnet", "alexnet", "densene
 SLOW_IN_ONNX = HEAVY_EXAMPLES - {"alexnet", "zfnet"}
 
 
+#: The test files that take longest (40-150 s each on this machine), longest first. xdist (`--dist loadfile`)
+#: deals whole files to the workers in collection order, so these go first: a long file dealt last leaves one
+#: worker running alone for minutes while the other has finished. Only the order changes, never a result.
+LONGEST_FILES = ["training/test_train.py", "cli/test_readme.py", "training/test_distributed.py",
+                 "data/test_pipeline.py", "search/test_sweep.py", "training/test_run_safety.py",
+                 "training/test_preprocessing.py", "emit/test_emit.py", "emit/test_onnx.py", "nn/test_backend.py"]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Longest files first (a stable sort: each file's tests keep their order)."""
+    rank = {name: index for index, name in enumerate(LONGEST_FILES)}
+
+    def key(item: pytest.Item) -> int:
+        relative = Path(str(item.fspath)).relative_to(ROOT / "tests").as_posix()
+        return rank.get(relative, len(rank))
+
+    items.sort(key=key)
+
+
 @pytest.fixture(autouse=True)
 def _run_from_root(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)
