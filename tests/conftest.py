@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
 
-# Downloads and XLA's compilation cache go to one temporary folder per test session (shared by the session's
-# xdist workers: a network one worker compiled is read back by the other), never the home folder.
-_SESSION = os.environ.get("PYTEST_XDIST_TESTRUNUID")
-if _SESSION:
-    _CACHE = Path(tempfile.gettempdir()) / f"cnndsl-test-cache-{_SESSION}"
-    _CACHE.mkdir(exist_ok=True)
-    os.environ.setdefault("CNNDSL_CACHE", str(_CACHE))
-else:
-    os.environ.setdefault("CNNDSL_CACHE", tempfile.mkdtemp(prefix="cnndsl-test-cache-"))
+# Downloads and XLA's compilation cache go to one temporary folder per test session, never the home folder. The
+# first process to import this file makes it (pytest, or xdist's controller); xdist's workers and the commands
+# the tests start inherit the variables, so they all share it.
+_SESSION_CACHE = None if "CNNDSL_CACHE" in os.environ else tempfile.mkdtemp(prefix="cnndsl-test-cache-")
+if _SESSION_CACHE is not None:
+    os.environ["CNNDSL_CACHE"] = _SESSION_CACHE
 # JAX's persistent compilation cache for the tests in this process and the commands they start: every
 # program that took XLA more than a tenth of a second is compiled once per session.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(os.environ["CNNDSL_CACHE"]) / "xla"))
@@ -45,6 +43,12 @@ SLOW_IN_ONNX = HEAVY_EXAMPLES - {"alexnet", "zfnet"}
 LONGEST_FILES = ["training/test_train.py", "cli/test_readme.py", "training/test_distributed.py",
                  "data/test_pipeline.py", "search/test_sweep.py", "training/test_run_safety.py",
                  "training/test_preprocessing.py", "emit/test_emit.py", "emit/test_onnx.py", "nn/test_backend.py"]
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The session's cache folder goes with the session (removed by the process that made it: the last to end)."""
+    if _SESSION_CACHE is not None:
+        shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
