@@ -10,6 +10,7 @@ from typing import Any
 
 from cnndsl.data.errors import DataError
 from cnndsl.lang.errors import UsageError
+from cnndsl.lang.outputs import check_output_dir
 
 
 def add(commands: Any, spec: argparse.ArgumentParser, data: argparse.ArgumentParser) -> None:
@@ -25,6 +26,8 @@ def add(commands: Any, spec: argparse.ArgumentParser, data: argparse.ArgumentPar
                                         "and each split's labels. Interrupted, the same command resumes.")
     pack.add_argument("source", metavar="folder:PATH", help="the folder dataset to pack")
     pack.add_argument("-o", "--out", required=True, metavar="DIR", help="where the records go")
+    pack.add_argument("--force", action="store_true",
+                      help="replace records of another source at DIR (a folder cnndsl did not write is never used)")
     pack.add_argument("--shard-size", type=int, default=None, metavar="N",
                       help="examples per shard (default 10000)")
 
@@ -40,13 +43,18 @@ def run(args: argparse.Namespace) -> int:
     if args.shard_size is not None and args.shard_size < 1:
         raise UsageError(f"--shard-size {args.shard_size}: must be at least 1", "e.g. --shard-size 10000")
     root = Path(rest)
+    source = f"folder:{root.absolute()}"
+    # The one destination check every writing command uses (cnndsl.lang.outputs): a new or empty folder, or
+    # records of this same source (an interrupted or finished pack: continued), or with --force records of another.
+    check_output_dir(args.out, "records", args.force, inputs=[root], make_parents=True,
+                     resumes=lambda folder: _records_source(folder) == source)
     train, val, test, classes = folder_splits(root)
     splits = {"train": train, "test": test, **({"val": val} if val is not None else {})}
     total = sum(len(s) for s in splits.values())
     started = time.perf_counter()
     show = _progress_printer(total)
     try:
-        manifest = pack(splits, classes, Path(args.out), f"folder:{root.absolute()}",
+        manifest = pack(splits, classes, Path(args.out), source,
                         args.shard_size or SHARD_SIZE, show)
     except OSError as err:
         raise DataError(f"{args.out}: cannot write the records ({err})") from None
@@ -57,6 +65,22 @@ def run(args: argparse.Namespace) -> int:
     print(f"packed {counts} images of {len(classes)} classes into {shards} shards in {args.out} "
           f"({time.perf_counter() - started:.1f} s); train with --data records:{args.out}")
     return 0
+
+
+def _records_source(folder: Path) -> str | None:
+    """The source a records folder was (or is being) packed from, from its manifest or its partial one."""
+    import json
+
+    for name, keys in (("manifest.json", ("source",)), ("manifest.partial.json", ("plan", "source"))):
+        try:
+            value = json.loads((folder / name).read_text(encoding="utf-8"))
+            for key in keys:
+                value = value.get(key) if isinstance(value, dict) else None
+        except (OSError, ValueError):
+            continue
+        if isinstance(value, str):
+            return value
+    return None
 
 
 class _progress_printer:

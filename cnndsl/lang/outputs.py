@@ -58,11 +58,20 @@ DIR_KINDS: dict[str, Callable[[Path], bool]] = {
     "sweep": lambda folder: str(_json_field(folder / "sweep.json", "format") or "").startswith("cnndsl.sweep/"),
     "run": lambda folder: (str(_json_field(folder / "settings.json", "format") or "").startswith("cnndsl.run/")
                            or _json_field(folder / "settings.json", "steps_per_epoch") is not None),
+    # `cnndsl data pack`: a finished pack's manifest, or an interrupted one's plan
+    "records": lambda folder: (str(_json_field(folder / "manifest.json", "format") or "").startswith("cnndsl-records/")
+                               or _records_plan(folder)),
 }
 
 
+def _records_plan(folder: Path) -> bool:
+    """Whether `folder` holds an interrupted `data pack`: a partial manifest whose plan names the records format."""
+    plan = _json_field(folder / "manifest.partial.json", "plan")
+    return isinstance(plan, dict) and str(plan.get("format", "")).startswith("cnndsl-records/")
+
+
 def artifact_kind(path: Path) -> str | None:
-    """Which kind of cnndsl artifact `path` is (`json`, `python`, `svg`, `export`, `run`), or None."""
+    """Which kind of cnndsl artifact `path` is (`json`, `python`, `svg`, `export`, `run`, `records`, ...), or None."""
     if path.is_dir():
         return next((kind for kind, test in DIR_KINDS.items() if test(path)), None)
     try:
@@ -136,10 +145,13 @@ def check_output_file(path: str | os.PathLike[str], kind: str, force: bool = Fal
 
 
 def check_output_dir(path: str | os.PathLike[str], kind: str, force: bool = False,
-                     inputs: Iterable[str | os.PathLike[str]] = (), make_parents: bool = False) -> Path:
+                     inputs: Iterable[str | os.PathLike[str]] = (), make_parents: bool = False,
+                     resumes: Callable[[Path], bool] | None = None) -> Path:
     """`path` if a folder artifact of `kind` may be written there: missing, empty, or (with `force`)
     holding an earlier one. A non-empty folder of other files is refused, naming them. With
-    `make_parents` the missing folders above it may be created too (a run's default `runs/NAME`)."""
+    `make_parents` the missing folders above it may be created too (a run's default `runs/NAME`).
+    `resumes(path)` says whether an artifact of `kind` already there is this command's own, to continue
+    (an interrupted `data pack` of the same source) rather than to replace."""
     path = Path(path)
     _never_an_input(path, inputs)
     info = _stat(path)
@@ -156,6 +168,8 @@ def check_output_dir(path: str | os.PathLike[str], kind: str, force: bool = Fals
     if not names:
         return path
     found = artifact_kind(path)
+    if found == kind and resumes is not None and resumes(path):
+        return path
     if found == kind and kind != "run":
         if not force:
             raise OutputError(f"{path} already holds a cnndsl {kind}", "pass --force to replace it")

@@ -134,3 +134,48 @@ def test_width_and_other_numbers_are_checked_as_usage(capsys: pytest.CaptureFixt
 def test_json_artifact_is_what_it_says(tmp_path: Path) -> None:
     assert compile_to(tmp_path / "net.json", "json") == 0
     assert json.loads((tmp_path / "net.json").read_text())["schema"] == "cnndsl.ir/1"
+
+
+def _image_folder(root: Path) -> Path:
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for label in ("a", "b"):
+            folder = root / split / label
+            folder.mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (6, 6), (40 * i, 200 * (label == "b"), 0)).save(folder / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("foreign", [{"manifest.json": b'{"mine": true}\n', "labels-train.npy": b"my own bytes"},
+                                     {"notes.txt": b"keep me"},
+                                     {"manifest.partial.json": b'{"plan": "not cnndsl"}'}])
+def test_data_pack_never_writes_into_a_folder_of_other_files(tmp_path: Path, foreign: dict[str, bytes],
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.conftest import in_process
+
+    images = _image_folder(tmp_path / "imgs")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for name, data in foreign.items():
+        (mine / name).write_bytes(data)
+    result = in_process(capsys, "data", "pack", f"folder:{images}", "-o", str(mine))
+    assert result.returncode == 2 and "cnndsl never overwrites files it did not create" in result.stderr
+    assert {p.name: p.read_bytes() for p in mine.iterdir()} == foreign  # byte for byte, nothing added
+
+
+def test_data_pack_continues_its_own_records_and_replaces_another_sources_only_with_force(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.conftest import in_process
+
+    first, second = _image_folder(tmp_path / "first"), _image_folder(tmp_path / "second")
+    out = tmp_path / "records"
+    assert in_process(capsys, "data", "pack", f"folder:{first}", "-o", str(out)).returncode == 0
+    manifest = (out / "manifest.json").read_bytes()
+    assert in_process(capsys, "data", "pack", f"folder:{first}", "-o", str(out)).returncode == 0  # the same pack
+    other = in_process(capsys, "data", "pack", f"folder:{second}", "-o", str(out))
+    assert other.returncode == 2 and "already holds a cnndsl records" in other.stderr and "--force" in other.stderr
+    assert (out / "manifest.json").read_bytes() == manifest
+    assert in_process(capsys, "data", "pack", f"folder:{second}", "-o", str(out), "--force").returncode == 0
+    assert str(second) in (out / "manifest.json").read_text()
