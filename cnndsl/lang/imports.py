@@ -127,6 +127,11 @@ def _visit(program: n.Program, stack: list[Path], loaded: dict[Path, n.Program],
             problems.append(Diagnostic("import", f"cannot import `{stmt.path}`: there is no {_shown(path)}", program.source,
                                        stmt.span, help="a path is relative to the folder of the file that imports it"))
             continue
+        if not path.name.lower().endswith(".cnn"):  # the name a link resolves to counts (folders, pipes: below)
+            problems.append(Diagnostic("import", f"cannot import `{stmt.path}`: it resolves to {_shown(path)}, not a "
+                                                 ".cnn file", program.source, stmt.span,
+                                       help="import a .cnn file itself, not a link to another kind of file"))
+            continue
         try:
             imported = _parsed(path)
         except UsageError as err:

@@ -215,3 +215,23 @@ def test_a_family_can_import_its_blocks_and_its_members_stand_alone(tmp_path: Pa
     report = cnndsl.check(text)
     assert (report.params, report.macs) == (expected.params, expected.macs)
     assert not check_member(space, member).valid  # the family itself needs its library
+
+
+@pytest.mark.parametrize(("target", "message"), [("secret.txt", "it resolves to"), ("secret-link.cnn", "it resolves to"),
+                                                 ("folder.cnn", "is a directory"), ("fifo.cnn", "not a regular file")])
+def test_an_import_is_read_only_if_it_resolves_to_a_cnn_file(target: str, message: str, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """A link named .cnn that leads to another kind of file (a password file), a folder or a pipe is refused
+    by what it resolves to, and no byte of it is ever shown."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:SECRET-LINE:0:0 -> not a spec\n")
+    (tmp_path / "folder.cnn").mkdir()
+    os.mkfifo(tmp_path / "fifo.cnn")
+    (tmp_path / "secret-link.cnn").symlink_to(secret)  # a chain: pw.cnn -> secret-link.cnn -> secret.txt
+    (tmp_path / "pw.cnn").symlink_to(tmp_path / target)
+    spec = tmp_path / "main.cnn"
+    spec.write_text('import "pw.cnn"\nnetwork T\ninput 8x8x1\ninput -> fc(2)\n')
+    assert main(["check", str(spec)]) == 1
+    err = capsys.readouterr().err
+    assert "cannot import `pw.cnn`: " in err and message in err
+    assert "SECRET" not in err
