@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,6 +49,34 @@ def make_sampler(name: str, seed: int, space: Space, directions: int) -> Any:
     return optuna.samplers.GridSampler(grid, seed=seed)
 
 
+def check_journal_file(path: Path) -> None:
+    """A UsageError unless `path` may hold a sweep's Optuna journal: missing (it is created), empty, or a journal
+    already (its first line an Optuna journal record). A user's other file is never appended to, and none of its
+    bytes is shown; a folder or a device is refused by name."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        raise UsageError(f"--storage {path}: {err.strerror}", "give a journal file's path") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise UsageError(f"--storage {path} is a folder", "give a journal file's path, e.g. sweeps/shared.journal")
+    if not stat.S_ISREG(info.st_mode):
+        raise UsageError(f"--storage {path} is not a regular file", "give a journal file's path")
+    if info.st_size == 0:
+        return
+    try:
+        with path.open("rb") as stream:
+            first = stream.readline(1 << 16)
+        record = json.loads(first)
+    except (OSError, ValueError):
+        record = None
+    if not (isinstance(record, dict) and "op_code" in record):
+        raise UsageError(f"--storage {path} is not an Optuna journal (its first line is not a journal record)",
+                         "give a new file's path or a sweep's journal; cnndsl never writes into files it did not "
+                         "create")
+
+
 def open_storage(url: str | None, directory: Path) -> Any:
     """Optuna storage: the sweep's own journal file, or an RDB URL (heartbeats mark dead workers' trials)."""
     import optuna
@@ -75,7 +104,9 @@ def open_storage(url: str | None, directory: Path) -> Any:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise SweepError(f"cannot open the study storage {redact(url)}: {first[:300]}") from None
     if url.endswith((".journal", ".log")) or "://" not in url:
-        return optuna.storages.JournalStorage(JournalFileBackend(str(Path(url).expanduser())))
+        path = Path(url).expanduser()
+        check_journal_file(path)
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
     raise UsageError(f"--storage {redact(url)}: not a storage cnndsl knows",
                      "give sqlite:///PATH, postgresql://USER@HOST/DB, mysql://... or a journal file path")
 

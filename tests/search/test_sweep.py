@@ -333,3 +333,22 @@ def test_a_sweep_on_synthetic_data_gives_it_the_familys_shape_and_classes(tmp_pa
     command = shlex.split(line.split("`")[1])
     assert command[:2] == ["cnndsl", "train"] and command[3:] == ["--data", "synthetic:300"]
     assert main([*command[1:], "--epochs", "1", "--quiet", "--out", str(tmp_path / "best")]) == 0
+
+
+@pytest.mark.parametrize("storage", ["notes.txt", "notes.log", "folder", "binary.journal"])
+def test_a_storage_path_that_is_not_a_journal_is_refused_untouched(storage: str, tmp_path: Path) -> None:
+    """`--storage` naming a user's file (whatever its suffix), a folder or a damaged journal: exit 2, one line,
+    the file byte for byte as it was and none of its bytes shown."""
+    spec = write(tmp_path)
+    (tmp_path / "folder").mkdir()
+    contents = {"notes.txt": b"my notes SECRET\n", "notes.log": b"2026-12-07 a log line SECRET\n",
+                "binary.journal": bytes(range(256)) * 4}
+    for name, data in contents.items():
+        (tmp_path / name).write_bytes(data)
+    result = cli("sweep", str(spec), "--trials", "1", "--out", str(tmp_path / "s"), "--storage", str(tmp_path / storage))
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 2 and "SECRET" not in result.stderr  # the message and its help
+    assert "--storage" in result.stderr and "Traceback" not in result.stderr
+    for name, data in contents.items():
+        assert (tmp_path / name).read_bytes() == data
+    assert list((tmp_path / "folder").iterdir()) == []
