@@ -65,12 +65,11 @@ def sweep(spec, **options):
 #: Module paths of earlier versions (`cnndsl.export.export_run`), still reachable from the package.
 _MOVED = {"compiler": "cnndsl.nn.compiler", "export": "cnndsl.emit.artifact", "outputs": "cnndsl.lang.outputs",
           "rundir": "cnndsl.training.rundir", "flax_backend": "cnndsl.nn.flax_backend",
-          "compilations": "cnndsl.nn.compilations", "data": "cnndsl.data", "training": "cnndsl.training",
-          "search": "cnndsl.search"}
+          "compilations": "cnndsl.nn.compilations"}
 
 
 #: The layers (docs/architecture.md), reachable as `cnndsl.emit.artifact` once imported or on first use.
-_LAYERS = {"lang", "nn", "interop", "emit", "cli"}
+_LAYERS = {"lang", "nn", "interop", "data", "training", "search", "emit", "cli"}
 
 
 def __getattr__(name):

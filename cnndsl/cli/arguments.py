@@ -12,6 +12,7 @@ from cnndsl.lang.errors import UsageError
 
 
 def set_pair(text: str) -> tuple[str, str]:
+    """An argparse type: `NAME=VALUE` (a `--set` binding) as (name, value)."""
     name, sep, value = text.partition("=")
     if not sep or not name:
         raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
@@ -32,11 +33,8 @@ def at_least(minimum: int, what: str) -> Any:
 
 
 depth = at_least(1, "depth")
-
-
 positive_int = at_least(1, "the value")
-
-
+#: The narrowest summary table: the numbers need about 40 columns, the layer names a few more.
 MIN_TABLE_WIDTH = 50
 
 

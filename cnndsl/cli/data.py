@@ -10,7 +10,7 @@ from typing import Any
 
 from cnndsl.data.errors import DataError
 from cnndsl.lang.errors import UsageError
-from cnndsl.lang.outputs import check_output_dir
+from cnndsl.lang.outputs import check_output_dir, json_field
 
 
 def add(commands: Any, spec: argparse.ArgumentParser, data: argparse.ArgumentParser) -> None:
@@ -69,18 +69,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _records_source(folder: Path) -> str | None:
     """The source a records folder was (or is being) packed from, from its manifest or its partial one."""
-    import json
-
-    for name, keys in (("manifest.json", ("source",)), ("manifest.partial.json", ("plan", "source"))):
-        try:
-            value = json.loads((folder / name).read_text(encoding="utf-8"))
-            for key in keys:
-                value = value.get(key) if isinstance(value, dict) else None
-        except (OSError, ValueError):
-            continue
-        if isinstance(value, str):
-            return value
-    return None
+    plan = json_field(folder / "manifest.partial.json", "plan")
+    source = json_field(folder / "manifest.json", "source") or (plan.get("source") if isinstance(plan, dict) else None)
+    return source if isinstance(source, str) else None
 
 
 class _progress_printer:

@@ -34,19 +34,21 @@ class SourceError(DataError):
 @dataclass(frozen=True)
 class SourceKind:
     """One kind of data source: its name (`npz`), how it is written (`npz:PATH`), whether it names a file or
-    folder (made absolute when a run records it) and whether its images go through the input pipeline."""
+    folder (made absolute when a run records it), whether its images go through the input pipeline, and
+    whether `load_dataset` can also hold them as arrays (records only stream)."""
 
     name: str
     form: str
     path: bool = False
     pipeline: bool = False
+    arrays: bool = True
 
 
 KINDS: tuple[SourceKind, ...] = (
     *(SourceKind(name, name) for name in DATA_NAMES if name != "synthetic"),
     SourceKind("npz", "npz:PATH", path=True),
     SourceKind("folder", "folder:PATH", path=True, pipeline=True),
-    SourceKind("records", "records:DIR", path=True, pipeline=True),
+    SourceKind("records", "records:DIR", path=True, pipeline=True, arrays=False),
     SourceKind("synthetic", "synthetic[:N]"),
 )
 _BY_NAME = {kind.name: kind for kind in KINDS}

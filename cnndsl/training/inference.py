@@ -16,6 +16,7 @@ import numpy as np
 from cnndsl.data import DataError, load_dataset
 from cnndsl.data.images import with_channels
 from cnndsl.data.pipeline import PipelineError, open_images
+from cnndsl.data.sources import parse_source
 from cnndsl.lang.settings import Settings, TrainingError
 from cnndsl.lang.shapes import fmt
 from cnndsl.nn.compiler import CompiledNetwork
@@ -136,7 +137,11 @@ def evaluate(spec: str | os.PathLike[str] | None, run_dir: str | Path, data: str
     source = data or loaded.settings["data"]
     if source == "none":
         raise TrainingError(f"{run_dir} holds imported weights and no dataset of its own: give --data")
-    if source.startswith("records:") or (source.startswith("folder:") and uses_pipeline(loaded.settings)):
+    try:
+        kind, _ = parse_source(source)
+    except DataError as err:
+        raise TrainingError(str(err)) from None
+    if kind.pipeline and (not kind.arrays or uses_pipeline(loaded.settings)):  # as training read them
         return _evaluate_images(loaded, source, checkpoint)
     try:
         dataset = load_dataset(source, data_dir or loaded.settings.get("data_dir"),
