@@ -19,8 +19,8 @@ def set_pair(text: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
-def at_least(minimum: int, what: str) -> Any:
-    """An argparse type: an integer of at least `minimum`."""
+def at_least(minimum: int, what: str, maximum: int | None = None) -> Any:
+    """An argparse type: an integer of at least `minimum` (and at most `maximum`)."""
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -28,14 +28,20 @@ def at_least(minimum: int, what: str) -> Any:
             raise argparse.ArgumentTypeError(f"{what} must be a whole number, got {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"{what} must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"{what} must be at most {maximum:,}, got {value:,}")
         return value
     return parse
 
 
 depth = at_least(1, "depth")
 positive_int = at_least(1, "the value")
+seed = at_least(0, "the seed", 2**32 - 1)  # numpy's and JAX's seed range
 #: The narrowest summary table: the numbers need about 40 columns, the layer names a few more.
 MIN_TABLE_WIDTH = 50
+
+
+MAX_AMOUNT = 10**18  # a budget of parameters or multiply-adds: far above any network, far below int64
 
 
 def amount(text: str) -> int:
@@ -45,9 +51,23 @@ def amount(text: str) -> int:
         value = float(text[:-1] if scale > 1 else text) * scale
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a count like 250000, 250k or 1.5M, got {text!r}") from None
-    if value <= 0:
+    if not value > 0:  # NaN too
         raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+    if value > MAX_AMOUNT:  # 1e999 is infinite: no budget is meant, and int() of it would raise
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_AMOUNT:.0e} (leave the option out for no limit), "
+                                         f"got {text!r}")
     return int(value)
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text!r}")
+    return value
 
 
 def add_budget_arguments(parser: argparse.ArgumentParser) -> None:
@@ -115,12 +135,28 @@ def check_source(source: str | None) -> None:
 
 
 def load_npy(path: str | Path) -> Any:
-    """An .npy array, never unpickled; a DataError naming the file otherwise."""
+    """An .npy array of numbers, never unpickled, its size checked from its header
+    (`cnndsl.data.read_npy`); a DataError naming the file otherwise."""
+    from cnndsl.data import read_npy
+
+    return read_npy(Path(path))
+
+
+def npy_image(path: str | Path, scale: float, white: float | None) -> Any:
+    """An .npy image array (`load_npy`) in the units of a run whose white level is `scale`, as float32: read
+    with white level `white` (`cnndsl.data.images.array_white`: by default the run's own, or 0..1 for a float
+    array within 0..1), said on stderr when that default is not the run's own."""
+    import sys
+
     import numpy as np
 
-    from cnndsl.data import DataError, regular_file
+    from cnndsl.data import check_finite
+    from cnndsl.data.images import array_white
 
-    try:
-        return np.load(regular_file(Path(path)), allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise DataError(f"{path}: not a readable .npy array ({err})") from None
+    array = load_npy(path)
+    check_finite(array, str(path))
+    level = array_white(array, scale, white)
+    if level != scale and white is None:
+        print(f"note: {path}: float values within 0..1, read as 0..1 (the run's white level is {scale:g}); "
+              f"give --white {scale:g} to read them in the run's units", file=sys.stderr)
+    return (array.astype(np.float32) * np.float32(scale / level)).astype(np.float32)

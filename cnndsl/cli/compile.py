@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cnndsl.cli.arguments import depth
+from cnndsl.cli.arguments import depth, seed
 from cnndsl.emit import DIRECTORY_TARGETS, EMITTERS, EmitOptions, emit
 from cnndsl.lang.frontend import check
 from cnndsl.lang.outputs import check_output_dir, check_output_file
@@ -26,7 +26,7 @@ def add(commands: Any, spec: argparse.ArgumentParser, data: argparse.ArgumentPar
                            "the `onnx` extra); svg: an architecture diagram")
     comp.add_argument("-o", "--output", required=True, metavar="PATH",
                       help="where to write the artifact (a directory for export)")
-    comp.add_argument("--seed", type=int, default=0, help="export, onnx: initialise the parameters from this seed")
+    comp.add_argument("--seed", type=seed, default=0, help="export, onnx: initialise the parameters from this seed")
     comp.add_argument("--run", metavar="RUN_DIR", help="export, onnx: the trained parameters of this run (its best "
                                                        "checkpoint) and its input normalization")
     comp.add_argument("--depth", type=depth, default=None,

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cnndsl.cli.arguments import add_budget_arguments
+from cnndsl.cli.arguments import add_budget_arguments, at_least, seed
 from cnndsl.cli.printing import cell
 from cnndsl.lang.space import Space
 from cnndsl.search.family import (
@@ -23,6 +23,9 @@ from cnndsl.search.family import (
 from cnndsl.search.results import human
 
 
+MAX_LISTED = 1_000_000  # members one `family` lists: checking each takes about a millisecond
+
+
 def add(commands: Any, spec: argparse.ArgumentParser, data: argparse.ArgumentParser) -> None:
     """`cnndsl family FILE`."""
     fam = commands.add_parser(
@@ -32,9 +35,10 @@ def add(commands: Any, spec: argparse.ArgumentParser, data: argparse.ArgumentPar
                     "invalid. A large family is sampled (--limit).")
     fam.add_argument("--json", action="store_true", help="print one JSON object")
     add_budget_arguments(fam)
-    fam.add_argument("--limit", type=int, default=1000, metavar="N",
-                     help="list all members when there are at most N, else a random sample of N (default 1000)")
-    fam.add_argument("--seed", type=int, default=0, help="the sample's seed (default 0)")
+    fam.add_argument("--limit", type=at_least(1, "--limit", MAX_LISTED), default=1000, metavar="N",
+                     help="list all members when there are at most N, else a random sample of N (default 1000, "
+                          f"at most {MAX_LISTED:,}: each member is checked and printed)")
+    fam.add_argument("--seed", type=seed, default=0, help="the sample's seed (default 0)")
 
 
 def run(args: argparse.Namespace) -> int:

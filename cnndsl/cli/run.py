@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from cnndsl.cli.arguments import load_npy, positive_int
+from cnndsl.cli.arguments import npy_image, positive_float, positive_int
 from cnndsl.cli.printing import print_top
 
 
@@ -18,11 +18,15 @@ def add(commands: Any, spec: argparse.ArgumentParser, data: argparse.ArgumentPar
                                           "converted to the units the run's dataset stores; another size is "
                                           "resized as the run's evaluation resizes: bilinear, or resized and "
                                           "centre-cropped for runs trained on image files), or an .npy array "
-                                          "HxWxC or BxHxWxC in the dataset's units.")
+                                          "HxWxC or BxHxWxC in the dataset's units (a float array within 0..1 as 0..1 "
+                                          "when the run's white level is above 1; --white says otherwise).")
     run.add_argument("artifact", help="the export directory")
     run.add_argument("images", nargs="+", metavar="IMAGE", help="PNG/JPEG files or .npy arrays")
     run.add_argument("--top", type=positive_int, default=5, help="how many classes to show per image (default 5)")
     run.add_argument("--json", action="store_true", help="print one JSON object per image")
+    run.add_argument("--white", type=positive_float, metavar="LEVEL",
+                     help="the value of white in the .npy arrays (e.g. 1 or 255; default: the run's own, "
+                          "or 1 for float arrays within 0..1)")
 
 
 def _image_file_input(path: str, network: Any) -> Any:
@@ -50,16 +54,15 @@ def _image_file_input(path: str, network: Any) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """`cnndsl run`: an exported network on image files and .npy arrays."""
-    import numpy as np
-
     from cnndsl.emit.artifact import ExportError, load_exported
 
     network = load_exported(args.artifact)
     classes = network.meta.get("classes") or []
     for image in args.images:
-        x = load_npy(image) if Path(image).suffix.lower() == ".npy" else _image_file_input(image, network)
-        if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
-            raise ExportError(f"{image}: the images must be numbers, got an array of {x.dtype}")
+        preprocess = network.meta.get("preprocess")  # None: the export takes its inputs as they are
+        scale = (preprocess or {}).get("scale", 255.0)
+        white = args.white if preprocess else (args.white or scale)
+        x = npy_image(image, scale, white) if Path(image).suffix.lower() == ".npy" else _image_file_input(image, network)
         batch = x[None] if x.ndim == len(network.input_shape) else x
         try:
             probs = network.probabilities(batch)

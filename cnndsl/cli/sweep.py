@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cnndsl.cli.arguments import add_budget_arguments, check_source, set_pair
+from cnndsl.cli.arguments import add_budget_arguments, check_source, seed, set_pair
 from cnndsl.cli.printing import cell
 from cnndsl.search.family import Budget, load_space
 from cnndsl.search.results import human
@@ -56,7 +56,7 @@ def add(commands: Any, spec: argparse.ArgumentParser, data: argparse.ArgumentPar
                     "postgresql://USER:PASS@HOST/DB, or a journal file (default OUT/study.journal)")
     sw.add_argument("--study", metavar="NAME", help="the study's name in the storage (default: the network's name)")
     sw.add_argument("--out", metavar="DIR", help="the sweep folder (default sweeps/<network name>)")
-    sw.add_argument("--seed", type=int, default=0, help="the sampler's seed (default 0)")
+    sw.add_argument("--seed", type=seed, default=0, help="the sampler's seed (default 0)")
     sw.add_argument("--verbose", action="store_true", help="show each member's epochs")
 
 

@@ -14,6 +14,7 @@ from cnndsl.cli.arguments import (
     default,
     devices,
     positive_int,
+    seed,
     set_pair,
     size,
 )
@@ -60,7 +61,7 @@ def _optimization_arguments(group: Any) -> None:
     group.add_argument("--scan", action="store_const", const=True,
                        help="apply runs of identical repeated blocks with one jax.lax.scan: deep networks compile "
                             "much faster, but on CPU the training step is far slower (for GPU and TPU)")
-    group.add_argument("--seed", type=int, help=default("seed"))
+    group.add_argument("--seed", type=seed, help=default("seed"))
 
 
 def _data_arguments(group: Any) -> None:

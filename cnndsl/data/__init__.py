@@ -6,7 +6,7 @@ from cnndsl.lang.lazy import lazy_exports
 
 _EXPORTS = {
     **dict.fromkeys(["BUILTIN_SHAPES", "REMOTES", "Dataset", "Remote", "cache_dir", "check_finite", "folder_splits",
-                     "load_dataset", "missing_classes", "read_idx", "read_image", "regular_file", "white_level"],
+                     "load_dataset", "missing_classes", "read_idx", "read_image", "read_npy", "regular_file", "white_level"],
                     "datasets"),
     "DataError": "errors",
     **dict.fromkeys(["SOURCES", "SourceError", "absolute_source", "open_source", "parse_source"], "sources"),

@@ -305,6 +305,48 @@ def regular_file(path: Path) -> Path:
     return path
 
 
+#: The most data one .npy image array given to `predict` or `cnndsl run` may hold (checked from its header,
+#: before anything is allocated): a 7,000 x 7,000 RGB photo in uint8 is 147 MB, a batch of 400 224x224x3
+#: float32 images 241 MB.
+MAX_NPY_BYTES = 256 << 20
+
+
+def read_npy(path: Path) -> np.ndarray:
+    """An .npy array of numbers (never unpickled) of at most MAX_NPY_BYTES, whose images have at most
+    MAX_IMAGE_PIXELS pixels, both checked from its header; a DataError naming the file otherwise."""
+    from cnndsl.data.images import MAX_IMAGE_PIXELS
+
+    regular_file(path)
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read_header(f, max_header_size=10_000)
+            start = f.tell()
+            size = os.fstat(f.fileno()).st_size
+            if dtype.hasobject or not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
+                raise DataError(f"{path}: the images must be numbers, got an array of {dtype}")
+            count = int(np.prod(shape, dtype=object))
+            if count * dtype.itemsize > MAX_NPY_BYTES:
+                raise DataError(f"{path}: its header declares {'x'.join(map(str, shape))} of {dtype} "
+                                f"({count * dtype.itemsize:,} bytes), more than cnndsl reads from one .npy "
+                                f"({MAX_NPY_BYTES:,}); resize the images or split the batch")
+            height, width = (shape[-3:-1] if len(shape) >= 3 else shape) if len(shape) >= 2 else (1, 1)
+            if height * width > MAX_IMAGE_PIXELS:
+                raise DataError(f"{path}: images of {'x'.join(map(str, shape))} have more pixels than cnndsl reads "
+                                f"({MAX_IMAGE_PIXELS:,}); resize them first")
+            if size - start < count * dtype.itemsize:
+                raise DataError(f"{path}: the file is truncated ({size - start:,} bytes of data, its header "
+                                f"declares {count * dtype.itemsize:,})")
+            array = np.fromfile(f, dtype=dtype, count=count)
+    except DataError:
+        raise
+    except (OSError, ValueError, SyntaxError, TypeError) as err:
+        raise DataError(f"{path}: not a readable .npy array ({type(err).__name__}: {err})") from None
+    return array.reshape(shape, order="F" if fortran else "C")
+
+
 def check_finite(images: np.ndarray, where: str) -> None:
     """A DataError naming `where` if float images hold NaN or infinity (they would train to NaN)."""
     if np.issubdtype(images.dtype, np.floating) and not np.isfinite(images).all():

@@ -37,6 +37,8 @@ class ImageError(Exception):
 def with_channels(image: np.ndarray, channels: int) -> np.ndarray:
     """An (H, W, C) image with `channels` channels: the mean of its channels for one, its first repeated for
     more (how `predict` and `cnndsl run` fit an image to a network's input)."""
+    if image.shape[-1] == 4:  # RGBA: the alpha channel is not part of the picture
+        image = image[..., :3]
     if image.shape[-1] == channels:
         return image
     return image.mean(axis=-1, keepdims=True) if channels == 1 else np.repeat(image[..., :1], channels, axis=-1)
@@ -46,6 +48,39 @@ def stored_units(pixels: np.ndarray, scale: float) -> np.ndarray:
     """An image file's 0..255 pixels in the units of a dataset whose white level is `scale` (255 becomes
     `scale`), as float32."""
     return pixels.astype(np.float32) * np.float32(scale / 255.0)
+
+
+def array_white(array: np.ndarray, scale: float, white: float | None = None) -> float:
+    """The white level an image array given to `predict` or `cnndsl run` is read with: `white` when the
+    user gives one; else the run's own (`scale`: arrays are taken in the units its dataset stores), except
+    that a float array whose values all lie within 0..1 is read as 0..1 when the run's white level is
+    above 1 (ToTensor's convention: a float image in 0..1 is what most Python code holds)."""
+    if white is not None:
+        return white
+    if scale > 1 and np.issubdtype(array.dtype, np.floating) and array.size and 0 <= array.min() and array.max() <= 1:
+        return 1.0
+    return scale
+
+
+def evaluation_view(image: np.ndarray, size: tuple[int, int], scale: float) -> np.ndarray:
+    """An (H, W, C) image in a dataset's units (white level `scale`), resized and centre-cropped to `size`
+    as evaluation does (`transformed`), still in those units, as float32. Whole 0..255 pixels take the
+    8-bit path (bit for bit what a PNG of them gets, also after a division by 255); any other values are resized in floating point, one
+    channel at a time, so that nothing is clipped or rounded (negative inputs of a network taking its
+    inputs as they are included)."""
+    from PIL import Image
+
+    pixels = image.astype(np.float64) * (255.0 / scale)
+    whole = np.round(pixels)  # within 1e-3: a uint8 image divided by 255 in float32 (ToTensor's output) is whole
+    if np.abs(pixels - whole).max() <= 1e-3 and whole.min() >= 0 and whole.max() <= 255:
+        out = transformed(whole.astype(np.uint8), "image", size, image.shape[-1]).astype(np.float32)
+    else:
+        height, width = image.shape[:2]
+        box = eval_box(width, height, size)
+        planes = [np.asarray(Image.fromarray(pixels[..., c].astype(np.float32), mode="F").resize(
+            (size[1], size[0]), Image.Resampling.BILINEAR, box=box)) for c in range(image.shape[-1])]
+        out = np.stack(planes, axis=-1)
+    return (out * np.float32(scale / 255.0)).astype(np.float32)
 
 
 def open_image(source: Path | bytes, where: str) -> Any:

@@ -69,6 +69,7 @@ class Settings:
              f"unknown augmentation in {','.join(self.augment)}; choose from {', '.join(AUGMENTATIONS)}"),
             (self.dtype in DTYPE_NAMES, f"unknown dtype {self.dtype!r}; choose {', '.join(DTYPE_NAMES)}"),
             (self.keep >= 1, f"keep must be at least 1, got {self.keep}"),
+            (0 <= self.seed < 2**32, f"the seed must be from 0 to 2**32 - 1 (numpy's and JAX's range), got {self.seed}"),
             (0 <= self.val_fraction <= 0.5, f"the validation fraction must be from 0 to 0.5, got {self.val_fraction}"),
             (self.checkpoint_every >= 0, "checkpoint-every must be >= 0"),
             (self.stream in STREAM_MODES, f"unknown stream mode {self.stream!r}; choose {', '.join(STREAM_MODES)}"),
@@ -124,7 +125,7 @@ def _typed(name: str, value: Any, default: Any) -> Any:
 # ---- the spec's `train` section -----------------------------------------------------------------------------
 
 DATA_NAMES = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "synthetic")
-_INT_FIELDS = {"epochs": 1, "batch_size": 1, "seed": None, "checkpoint_every": 0, "keep": 1, "max_bad_images": 0}
+_INT_FIELDS = {"epochs": 1, "batch_size": 1, "seed": 0, "checkpoint_every": 0, "keep": 1, "max_bad_images": 0}
 _FLOAT_FIELDS = {"lr", "momentum", "warmup_epochs", "weight_decay", "label_smoothing", "clip", "val_fraction"}
 _BOOL_FIELDS = {"nesterov", "resize", "scan"}
 _CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "dtype": DTYPE_NAMES, "data": DATA_NAMES}

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnndsl.data import DataError, load_dataset
-from cnndsl.data.images import with_channels
+from cnndsl.data.images import array_white, evaluation_view, with_channels
 from cnndsl.data.pipeline import PipelineError, open_images
 from cnndsl.data.sources import parse_source
 from cnndsl.lang.settings import Settings, TrainingError
@@ -66,19 +66,24 @@ class LoadedRun:
         """The names of the run's classes (empty when its dataset has none)."""
         return list(self.settings.get("classes") or [])
 
-    def probabilities(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """Class probabilities (N, K) for raw images (H, W, C) in the units the run's dataset stores;
-        images of another size or channel count are converted to the network's input first."""
+    def stored(self, image: np.ndarray, white: float | None = None) -> np.ndarray:
+        """An image array in the units the run's dataset stores, as float32: read with white level `white`
+        (default: the run's own, or 0..1 for a float array within 0..1 when the run's is above 1;
+        `data.images.array_white`); 255 for an image file's pixels."""
+        scale = self.trainer.preprocess.scale
+        return (np.asarray(image, np.float32) * np.float32(scale / array_white(image, scale, white))).astype(np.float32)
+
+    def probabilities(self, images: Sequence[np.ndarray], white: float | None = None) -> np.ndarray:
+        """Class probabilities (N, K) for image arrays (H, W, C) read with white level `white` (`stored`):
+        converted to the network's channels, then another size resized as the run evaluates (bilinear inside
+        the run's preprocessing, or resized and centre-cropped for runs that read image files), nothing clipped."""
         c = self.net.input_shape[-1]
         rows = []
         for image in images:  # the run's own preprocessing (scale, normalization, resize), one image at a time
-            image = with_channels(image, c)
-            if uses_pipeline(self.settings):  # resize + centre crop, as evaluation in training
-                from cnndsl.data.images import transformed
-
-                image = transformed(np.asarray(image).clip(0, 255).astype(np.uint8), "image",
-                                    tuple(self.net.input_shape[:2]), c)
-            rows.append(np.asarray(self._probabilities(self.params, self.stats, image[None].astype(np.float32))))
+            image = with_channels(self.stored(image, white), c)
+            if uses_pipeline(self.settings) and image.shape[:2] != tuple(self.net.input_shape[:2]):
+                image = evaluation_view(image, tuple(self.net.input_shape[:2]), self.trainer.preprocess.scale)
+            rows.append(np.asarray(self._probabilities(self.params, self.stats, image[None])))
         return np.concatenate(rows)
 
     @functools.cached_property
@@ -184,6 +189,7 @@ def _evaluate_images(loaded: LoadedRun, source: str, checkpoint: str) -> dict[st
 
 
 def predict(spec: str | os.PathLike[str] | None, run_dir: str | Path, images: Sequence[np.ndarray],
-            checkpoint: str = "best") -> np.ndarray:
-    """Class probabilities (N, K) for raw images (H, W, C) as stored by the run's dataset (same scale)."""
-    return load_run(spec, run_dir, checkpoint).probabilities(images)
+            checkpoint: str = "best", white: float | None = None) -> np.ndarray:
+    """Class probabilities (N, K) for image arrays (H, W, C) in the units the run's dataset stores, or with
+    white level `white` (a float array within 0..1 is read as 0..1 when the run's white level is above 1)."""
+    return load_run(spec, run_dir, checkpoint).probabilities(images, white)

@@ -71,6 +71,27 @@ def test_usage_errors_exit_2(args: tuple[str, ...]) -> None:
     assert "Traceback" not in result.stderr and result.stderr.strip()
 
 
+@pytest.mark.parametrize("args, says", [
+    (("family", "examples/course.cnn", "--max-params", "1e999"), "must be at most 1e+18"),
+    (("family", "examples/course.cnn", "--max-macs", "nan"), "must be positive"),
+    (("family", "examples/course.cnn", "--max-params=-3k"), "must be positive"),
+    (("family", "examples/course.cnn", "--limit=-5"), "--limit must be at least 1"),
+    (("family", "examples/course.cnn", "--limit", "1000000000000"), "--limit must be at most 1,000,000"),
+    (("family", "examples/course.cnn", "--seed=-1"), "the seed must be at least 0"),
+    (("compile", "examples/lenet5.cnn", "--emit", "export", "--seed", str(2**70)), "the seed must be at most"),
+    (("sweep", "examples/course.cnn", "--seed", "4294967296"), "the seed must be at most 4,294,967,295"),
+    (("predict", "x.npy", "--run", "r", "--white", "inf"), "must be a finite number above 0"),
+    (("run", "art", "x.npy", "--white", "0"), "must be a finite number above 0"),
+])
+def test_numbers_out_of_range_are_usage_errors(args: tuple[str, ...], says: str, capsys) -> None:
+    """Issue 20: a number no command can use (negative, infinite, beyond int64 or a seed's range) is a
+    usage error naming the option, before anything runs (it was a traceback or MemoryError)."""
+    with pytest.raises(SystemExit) as caught:
+        main(list(args))
+    err = capsys.readouterr().err
+    assert caught.value.code == 2 and says in err and "Traceback" not in err, err
+
+
 def test_family_exits_1_and_lists_what_to_bind() -> None:
     result = run("check", "examples/course.cnn")
     assert result.returncode == 1

@@ -193,6 +193,15 @@ def test_image_bombs_and_empty_images_are_refused_from_their_header(tmp_path: Pa
         read_image(path)
 
 
+def npy_header_only(path: Path, descr: str, shape: tuple[int, ...]) -> None:
+    """An .npy file whose header declares `shape` of `descr` and whose data is missing."""
+    import io
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": descr, "fortran_order": False, "shape": shape})
+    path.write_bytes(header.getvalue())
+
+
 def test_predict_refuses_bad_images_with_their_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "run"
     cnndsl.train(ROOT / "examples" / "digits.cnn", run_dir=run, epochs=1, quiet=True)
@@ -202,8 +211,13 @@ def test_predict_refuses_bad_images_with_their_name(tmp_path: Path, capsys: pyte
     np.save(tmp_path / "zero.npy", np.zeros((0, 0, 1)))
     os.mkfifo(tmp_path / "pipe.png")  # would block a reader forever
     os.mkfifo(tmp_path / "pipe.npy")
+    headers = {"huge.npy": ("|u1", (100_000, 100_000, 3)), "pixels.npy": ("<f2", (9000, 9000, 1)),
+               "short.npy": ("<f4", (8, 8, 1)), "text.npy": ("<U3", (8, 8)), "batch.npy": ("<f8", (3000, 8, 8, 1))}
+    for name, (descr, shape) in headers.items():  # headers alone: nothing is allocated from them
+        npy_header_only(tmp_path / name, descr, shape)
+    np.save(tmp_path / "objects.npy", np.array([[None]], dtype=object))
     capsys.readouterr()
-    for name in ("bomb.png", "empty.png", "nan.npy", "zero.npy", "pipe.png", "pipe.npy"):
+    for name in ("bomb.png", "empty.png", "nan.npy", "zero.npy", "pipe.png", "pipe.npy", *headers, "objects.npy"):
         assert main(["predict", str(ROOT / "examples" / "digits.cnn"), "--run", str(run), str(tmp_path / name)]) == 1
         out, err = capsys.readouterr()
         (line,) = err.splitlines()

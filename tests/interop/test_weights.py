@@ -63,6 +63,100 @@ def test_the_cli_writes_a_run_that_eval_predict_and_the_exporters_use(tmp_path: 
         assert relative(session.run(None, {"input": reference["x"]})[0], reference["logits"]) <= IMPORTED_LOGITS
 
 
+def _forms(folder: Path, name: str, pixels: np.ndarray) -> list[Path]:
+    """One picture as a PNG, a uint8 .npy, a float 0..1 .npy (ToTensor's units) and a float 0..255 .npy."""
+    from PIL import Image
+
+    folder.mkdir(exist_ok=True)
+    Image.fromarray(pixels).save(folder / f"{name}.png")
+    forms = {"uint8": pixels, "unit": pixels.astype(np.float32) / 255, "float255": pixels.astype(np.float64)}
+    for form, array in forms.items():
+        np.save(folder / f"{name}-{form}.npy", array)
+    return [folder / f"{name}.png", *(folder / f"{name}-{form}.npy" for form in forms)]
+
+
+def _predicted(capsys, run: Path, files: list[Path], *extra: str) -> dict[str, np.ndarray]:
+    from cnndsl.cli import main
+
+    assert main(["predict", *map(str, files), "--run", str(run), "--json", "--top", "5", *extra]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    return {Path(row["image"]).name: np.array([t["probability"] for t in sorted(row["top"], key=lambda t: t["class"])])
+            for row in rows}
+
+
+def test_an_imported_run_reads_an_image_in_every_form_alike(tmp_path: Path, capsys) -> None:
+    """Issue 20: a PNG, a uint8 array, a float array in 0..1 and one in 0..255 of one picture get the same
+    answer from an imported run, at the input's size and resized, and at the input's size that answer is
+    the network on torchvision's units ((x / 255 - mean) / std); nothing is clipped to 8 bits on the way."""
+    from cnndsl.cli import main
+    from cnndsl.training import load_run
+
+    run = tmp_path / "run"
+    spec, weights = FIXTURES["narrow_resnet"], WEIGHTS / "narrow_resnet.safetensors"
+    assert main(["weights", "import", str(spec), str(weights), "-o", str(run)]) == 0
+    rng = np.random.default_rng(3)
+    same, larger = rng.integers(0, 256, (24, 24, 3), np.uint8), rng.integers(0, 256, (37, 30, 3), np.uint8)
+    files = _forms(tmp_path / "in", "same", same) + _forms(tmp_path / "in", "larger", larger)
+    got = _predicted(capsys, run, files)
+    # One set of 8-bit pixels reaches the network each time; a float 0..1 array differs from it by the
+    # rounding of x / 255 * 255 (1 ulp, 6e-8 relative), which the probabilities carry: 1e-5 is far above
+    # that and far below a misread image (an image read as black, or clipped, moves them by >1e-2).
+    for name in ("same", "larger"):
+        for form in ("uint8", "unit", "float255"):
+            np.testing.assert_allclose(got[f"{name}-{form}.npy"], got[f"{name}.png"], atol=1e-5)
+    loaded = load_run(None, run)
+    mean, std = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
+    logits = np.asarray(loaded.trainer.module(loaded.params, loaded.stats, train=False)(
+        ((same.astype(np.float32) / 255 - mean) / std)[None]))[0]
+    expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    np.testing.assert_allclose(got["same.png"], expected, atol=1e-5)  # the same float32 program, twice
+    assert not np.allclose(got["same.png"], got["larger.png"], atol=1e-3)  # two pictures: the check can fail
+    # --white states the units: the 0..1 array read as 0..255 is a black picture, a different answer
+    dark = _predicted(capsys, run, [tmp_path / "in" / "same-unit.npy"], "--white", "255")
+    assert not np.allclose(dark["same-unit.npy"], got["same.png"], atol=1e-3)
+
+
+def test_an_imported_runs_answers_equal_pytorchs_on_its_weights(tmp_path: Path, capsys) -> None:
+    """The same, against PyTorch itself (the bench extra): the fixture's module on ToTensor + Normalize."""
+    torch = pytest.importorskip("torch", reason="the bench extra")
+    from safetensors.torch import load_file
+
+    from cnndsl.cli import main
+    from tests.weights.make_fixtures import NarrowResNet
+
+    run = tmp_path / "run"
+    assert main(["weights", "import", str(FIXTURES["narrow_resnet"]), str(WEIGHTS / "narrow_resnet.safetensors"),
+                 "-o", str(run)]) == 0
+    pixels = np.random.default_rng(6).integers(0, 256, (24, 24, 3), np.uint8)
+    got = _predicted(capsys, run, _forms(tmp_path / "in", "x", pixels))
+    module = NarrowResNet().eval()
+    module.load_state_dict(load_file(str(WEIGHTS / "narrow_resnet.safetensors")))
+    mean, std = torch.tensor([0.485, 0.456, 0.406])[:, None, None], torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+    with torch.no_grad():
+        x = (torch.from_numpy(pixels).permute(2, 0, 1).float() / 255 - mean) / std
+        expected = torch.softmax(module(x[None]), dim=1)[0].numpy()
+    for form in ("x.png", "x-uint8.npy", "x-unit.npy", "x-float255.npy"):  # IMPORTED_LOGITS, on probabilities <= 1
+        np.testing.assert_allclose(got[form], expected, atol=IMPORTED_LOGITS)
+
+
+def test_a_run_taking_its_inputs_as_they_are_gets_them_unclipped(tmp_path: Path, capsys) -> None:
+    """`--normalize none`: the network takes its inputs as they are; negative and fractional values reach it
+    (resized in floating point when the array has another size), never rounded or clipped to 0..255."""
+    from cnndsl.cli import main
+    from cnndsl.training import load_run, predict
+
+    run = tmp_path / "run"
+    spec, weights = FIXTURES["narrow_resnet"], WEIGHTS / "narrow_resnet.safetensors"
+    assert main(["weights", "import", str(spec), str(weights), "-o", str(run), "--normalize", "none"]) == 0
+    loaded = load_run(None, run)
+    x = np.random.default_rng(4).standard_normal((24, 24, 3)).astype(np.float32)
+    logits = np.asarray(loaded.trainer.module(loaded.params, loaded.stats, train=False)(x[None]))[0]
+    np.testing.assert_allclose(np.log(predict(None, run, [x])[0]), logits - np.log(np.exp(logits).sum()),
+                               atol=1e-5)  # the same float32 program twice; log-softmax of order-1 logits
+    big = np.random.default_rng(5).standard_normal((40, 48, 3)).astype(np.float32)
+    assert not np.allclose(predict(None, run, [big]), predict(None, run, [big.clip(0, 255)]), atol=1e-4)
+
+
 def test_a_file_that_does_not_fit_stops_with_both_sides_named(tmp_path: Path) -> None:
     lenet = cnndsl.check(FIXTURES["lenet5"])
     with pytest.raises(WeightsError, match=r"conv1 conv\(6, 5x5\) at line \d+, needs kernel 5x5x1x6, bias 6; no "
