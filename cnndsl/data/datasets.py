@@ -431,6 +431,15 @@ def folder_splits(root: Path) -> tuple[FileExamples, FileExamples | None, FileEx
     ImageNet's layout, whose `val/` is the evaluation set: it is the test split."""
     if not root.is_dir():
         raise DataError(f"{root}: no such folder")
+    try:
+        return _folder_splits(root)
+    except OSError as err:  # a folder it may not list (/proc), a link to nowhere, a file gone while listing
+        where = err.filename or root
+        raise DataError(f"{where}: cannot be read while listing the dataset ({err.strerror or err}); give a "
+                        "folder of class folders of images you may read") from None
+
+
+def _folder_splits(root: Path) -> tuple[FileExamples, FileExamples | None, FileExamples, tuple[str, ...]]:
     splits = {name: root / name for name in ("train", "val", "test") if (root / name).is_dir()}
     if "train" in splits and ("test" in splits or "val" in splits):
         train = _folder_files(splits["train"])

@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 
 from cnndsl.data.examples import Examples, FileExamples
+from cnndsl.data.images import ImageError
+from cnndsl.lang.outputs import write_atomic
 
 FORMAT = "cnndsl-records/1"
 SHARD_SIZE = 10_000  # examples per shard (about 1 GB of ImageNet JPEGs)
@@ -39,7 +41,7 @@ class RecordsError(Exception):
 
 def encode(label: int, name: str, image: bytes) -> bytes:
     """One example as a record."""
-    encoded = name.encode()[:65535]
+    encoded = name.encode("utf-8", "surrogateescape")[:65535]  # a file name that is not UTF-8 keeps its bytes
     return struct.pack("<IH", label, len(encoded)) + encoded + image
 
 
@@ -56,17 +58,32 @@ class RecordExamples(Examples):
 
     shards: list[str]
     labels: np.ndarray
+    counts: list[int] = field(default_factory=list)  # examples per shard, as the manifest says
     _source: Any = field(default=None, repr=False)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"shards": self.shards, "labels": self.labels, "_source": None}  # the reader stays behind
+        return {"shards": self.shards, "labels": self.labels, "counts": self.counts, "_source": None}  # no reader
 
     def _record(self, index: int) -> tuple[int, str, bytes]:
-        if self._source is None:
-            from grain.sources import ArrayRecordDataSource
+        try:
+            if self._source is None:
+                from grain.sources import ArrayRecordDataSource
 
-            self._source = ArrayRecordDataSource(self.shards)
-        return decode_record(self._source[index])
+                self._source = ArrayRecordDataSource(self.shards)
+            return decode_record(self._source[index])
+        except (RuntimeError, OSError, ValueError, struct.error) as err:  # ArrayRecord's checksums, a short record
+            # an ImageError, so that the pipeline skips and counts it as it does a damaged image file
+            raise ImageError(f"{self._where(index)} cannot be read ({str(err).splitlines()[0][:160]}); the shard is "
+                             "damaged: pack the folder again (manifest.json holds each shard's SHA-256)") from None
+
+    def _where(self, index: int) -> str:
+        """`SHARD: record K` for example `index`, from the manifest's counts."""
+        first = 0
+        for shard, count in zip(self.shards, self.counts):
+            if index < first + count:
+                return f"{shard}: record {index - first}"
+            first += count
+        return f"{self.shards[0] if len(self.shards) == 1 else 'records'}: record {index}"
 
     def image(self, index: int) -> bytes:
         """The image file's bytes of example `index`."""
@@ -79,33 +96,87 @@ class RecordExamples(Examples):
 
 def open_records(directory: Path) -> tuple[dict[str, RecordExamples], tuple[str, ...]]:
     """The splits of a packed folder (train, test, and val when packed) and the class names; a RecordsError
-    when the manifest is missing or a shard is missing or of the wrong size."""
+    naming the file when the manifest is missing or not of the shape `pack` writes, names a file outside the
+    folder, a shard is missing or of the wrong size, or a split's labels are not its classes' numbers."""
     manifest_path = directory / "manifest.json"
     if not manifest_path.is_file():
         partial = " (packing was interrupted: run the same `cnndsl data pack` again)" if (
             directory / "manifest.partial.json").is_file() else ""
         raise RecordsError(f"{directory}: no manifest.json; not a folder written by `cnndsl data pack`{partial}")
+    manifest = _read_manifest(manifest_path)
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else None
+        raise RecordsError(f"{manifest_path}: format {found!r}, this cnndsl reads {FORMAT}; pack the folder again")
     try:
-        manifest = json.loads(manifest_path.read_text())
-        if manifest.get("format") != FORMAT:
-            raise RecordsError(f"{manifest_path}: format {manifest.get('format')!r}, this cnndsl reads {FORMAT}")
-        splits = {}
-        for split, info in manifest["splits"].items():
-            shards = []
-            for shard in info["shards"]:
-                path = directory / shard["file"]
-                if not path.is_file() or path.stat().st_size != shard["bytes"]:
-                    raise RecordsError(f"{path}: missing or not {shard['bytes']:,} bytes as the manifest says; pack "
-                                       "again")
-                shards.append(str(path))
-            labels = np.load(directory / f"labels-{split}.npy", allow_pickle=False).astype(np.int32)
-            if len(labels) != info["count"]:
-                raise RecordsError(f"{directory}: labels-{split}.npy has {len(labels)} labels, the manifest "
-                                   f"{info['count']} examples")
-            splits[split] = RecordExamples(shards, labels)
-        return splits, tuple(manifest["classes"])
-    except (KeyError, TypeError, ValueError, OSError) as err:
-        raise RecordsError(f"{manifest_path}: not a readable records manifest ({type(err).__name__}: {err})") from None
+        classes = tuple(manifest["classes"])
+        if not classes or not all(isinstance(c, str) for c in classes) or not isinstance(manifest["splits"], dict):
+            raise TypeError("classes must be names, splits an object")
+        splits = {split: _split(directory, split, info, len(classes)) for split, info in manifest["splits"].items()}
+        if "train" not in splits or "test" not in splits:
+            raise KeyError("train and test splits")
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise RecordsError(f"{manifest_path}: not a records manifest as `cnndsl data pack` writes ({type(err).__name__}: "
+                           f"{str(err)[:160]}); pack the folder again") from None
+    return splits, classes
+
+
+MAX_MANIFEST_BYTES = 64 << 20  # a manifest lists ~150 bytes per shard: 400,000 shards
+
+
+def _read_manifest(path: Path) -> Any:
+    """The JSON of a manifest (at most MAX_MANIFEST_BYTES), or None when it is not JSON."""
+    try:
+        with path.open("rb") as stream:
+            text = stream.read(MAX_MANIFEST_BYTES + 1)
+        return json.loads(text) if len(text) <= MAX_MANIFEST_BYTES else None
+    except (OSError, ValueError):
+        return None
+
+
+def _split(directory: Path, split: str, info: dict[str, Any], num_classes: int) -> RecordExamples:
+    """One split of a records folder, its shards and labels checked against its manifest entry."""
+    shards, counts = [], []
+    for shard in info["shards"]:
+        name = shard["file"]
+        if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+            raise RecordsError(f"{directory / 'manifest.json'}: shard {name!r} is not a file name inside the folder; "
+                               "a manifest names only its own shards")
+        path = directory / name
+        if not path.is_file() or path.is_symlink() or path.stat().st_size != shard["bytes"]:
+            raise RecordsError(f"{path}: missing or not {shard['bytes']:,} bytes as the manifest says; pack again")
+        shards.append(str(path))
+        counts.append(int(shard["count"]))
+    count = int(info["count"])
+    if count != sum(counts):
+        raise RecordsError(f"{directory / 'manifest.json'}: split {split} counts {count} examples, its shards "
+                           f"{sum(counts)}; pack the folder again")
+    labels_path = directory / f"labels-{split}.npy"
+    labels = _labels(labels_path, count)
+    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if bad.size:
+        raise RecordsError(f"{labels_path}: label {int(labels[bad[0]])} of example {int(bad[0])} is not one of the "
+                           f"{num_classes} classes (0..{num_classes - 1}); pack the folder again")
+    return RecordExamples(shards, labels.astype(np.int32), counts)
+
+
+def _labels(path: Path, count: int) -> np.ndarray:
+    """A split's labels file: `count` integers (its size checked from the header before reading)."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = reader(f, max_header_size=10_000)
+            if shape != (count,) or not np.issubdtype(dtype, np.integer) or dtype.hasobject:
+                raise RecordsError(f"{path}: {'x'.join(map(str, shape)) or 'a scalar'} of {dtype}, expected {count} "
+                                   "integer labels as the manifest says; pack the folder again")
+            labels = np.fromfile(f, dtype=dtype, count=count)
+    except OSError as err:
+        raise RecordsError(f"{path}: cannot be read ({err.strerror or err}); pack the folder again") from None
+    except ValueError as err:
+        raise RecordsError(f"{path}: not a labels array ({err}); pack the folder again") from None
+    if len(labels) != count:
+        raise RecordsError(f"{path}: truncated ({len(labels)} of {count} labels); pack the folder again")
+    return labels
 
 
 def _sha256(path: Path) -> str:
@@ -125,20 +196,21 @@ def pack(splits: dict[str, FileExamples], classes: tuple[str, ...], out: Path, s
     except ImportError:
         raise RecordsError("packing records needs ArrayRecord: pip install 'cnndsl[stream]'") from None
 
+    try:
+        str(out.absolute()).encode("utf-8")
+    except UnicodeEncodeError:
+        raise RecordsError(f"{out}: ArrayRecord takes only UTF-8 paths and this one is not; choose another "
+                           "folder name") from None
     out.mkdir(parents=True, exist_ok=True)
     partial_path = out / "manifest.partial.json"
     plan = {"format": FORMAT, "source": source, "classes": list(classes), "shard_size": shard_size,
             "counts": {split: len(examples) for split, examples in splits.items()}}
     done: dict[str, dict[str, Any]] = {}
     if partial_path.is_file():
-        try:
-            partial = json.loads(partial_path.read_text())
-        except ValueError:
-            partial = {}
-        if partial.get("plan") == plan:  # the same packing: keep its finished shards that check out
-            for shard in partial.get("shards", []):
-                path = out / shard["file"]
-                if path.is_file() and path.stat().st_size == shard["bytes"] and _sha256(path) == shard["sha256"]:
+        partial = _read_manifest(partial_path)
+        if isinstance(partial, dict) and partial.get("plan") == plan and isinstance(partial.get("shards"), list):
+            for shard in partial["shards"]:  # the same packing: keep its finished shards that check out
+                if _finished(out, shard):
                     done[shard["file"]] = shard
     manifest: dict[str, Any] = {"format": FORMAT, "source": source, "classes": list(classes), "splits": {}}
     for split, examples in splits.items():
@@ -171,7 +243,17 @@ def pack(splits: dict[str, FileExamples], classes: tuple[str, ...], out: Path, s
     return manifest
 
 
+def _finished(out: Path, shard: Any) -> bool:
+    """Whether a shard an interrupted pack recorded is a shard of `out` whose bytes still check out."""
+    try:
+        name = shard["file"]
+        if not isinstance(name, str) or Path(name).name != name or not name.endswith(".array_record"):
+            return False
+        path = out / name
+        return path.is_file() and path.stat().st_size == shard["bytes"] and _sha256(path) == shard["sha256"]
+    except (TypeError, KeyError, OSError):
+        return False
+
+
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(data, indent=1))
-    os.replace(temporary, path)
+    write_atomic(path, json.dumps(data, indent=1))

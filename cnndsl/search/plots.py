@@ -7,9 +7,12 @@ left and above another's has more good members; compare families sampled alike (
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from cnndsl.lang.outputs import write_atomic
 
 
 def _pyplot() -> Any:
@@ -24,10 +27,10 @@ def _pyplot() -> Any:
 def _save(fig: Any, path: Path) -> None:
     plt = _pyplot()
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp)
+    image = io.BytesIO()
+    fig.savefig(image, format="png")
     plt.close(fig)
-    tmp.replace(path)
+    write_atomic(path, image.getvalue())  # a unique temporary beside it: two sweeps on one folder never clash
 
 
 def plot_pareto(trained: Sequence[Any], front: Sequence[Any], path: Path, title: str,

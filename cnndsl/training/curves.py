@@ -12,12 +12,15 @@ This module imports neither JAX nor matplotlib at import time.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+from cnndsl.lang.outputs import write_atomic
 
 #: Seconds `paint` waits for the worker before drawing in this process instead (a guard against a stuck
 #: worker, far above the ~1 s it needs; not a timing anything depends on).
@@ -47,9 +50,9 @@ def plot_curves(epochs: list[dict[str, Any]], best_epoch: int | None, path: Path
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp)
-    tmp.replace(path)
+    image = io.BytesIO()
+    fig.savefig(image, format="png")
+    write_atomic(path, image.getvalue())  # a unique temporary beside it, renamed over the old picture
 
 
 class CurvesPainter:

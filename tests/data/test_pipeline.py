@@ -234,3 +234,118 @@ def test_eval_and_predict_of_a_streamed_run_transform_images_as_training_evaluat
     assert len({image.shape for image in images}) > 1
     labels = predict(None, tmp_path / "run", images).argmax(axis=1)
     assert np.mean(labels == test.labels) == pytest.approx(scored["accuracy"])
+
+
+def _tampered(manifest: dict, case: str, records: Path) -> None:
+    """One way a records folder is damaged by hand or by a tool (issue 20)."""
+    shard = manifest["splits"]["train"]["shards"][0]
+    if case == "a list":
+        (records / "manifest.json").write_text("[]")
+        return
+    if case == "splits a list":
+        manifest["splits"] = []
+    elif case == "classes a number":
+        manifest["classes"] = 3
+    elif case == "shard a string":
+        manifest["splits"]["train"]["shards"][0] = "train-00000.array_record"
+    elif case in ("outside", "absolute"):
+        secret = records.parent / "secret.txt"
+        secret.write_text("password\n")
+        shard["file"] = "../secret.txt" if case == "outside" else str(secret)
+        shard["bytes"] = secret.stat().st_size
+    elif case == "count":
+        manifest["splits"]["train"]["count"] += 1
+    elif case == "no test split":
+        del manifest["splits"]["test"]
+    elif case.startswith("label "):
+        labels = np.load(records / "labels-train.npy")
+        labels[2] = int(case.split()[1])
+        np.save(records / "labels-train.npy", labels)
+        return
+    elif case == "labels of floats":
+        np.save(records / "labels-train.npy", np.load(records / "labels-train.npy").astype(np.float32))
+        return
+    elif case == "labels header claims 10**12":
+        header = records / "labels-train.npy"
+        import io
+
+        out = io.BytesIO()
+        np.lib.format.write_array_header_1_0(out, {"descr": "<i4", "fortran_order": False, "shape": (10**12,)})
+        header.write_bytes(out.getvalue())
+        return
+    (records / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("case, says", [
+    ("a list", "format None"), ("splits a list", "not a records manifest"),
+    ("classes a number", "not a records manifest"), ("shard a string", "not a records manifest"),
+    ("outside", "is not a file name inside the folder"), ("absolute", "is not a file name inside the folder"),
+    ("count", "counts 19 examples, its shards 18"), ("no test split", "not a records manifest"),
+    ("label 7", "label 7 of example 2 is not one of the 3 classes"),
+    ("label -1", "label -1 of example 2 is not one of the 3 classes"),
+    ("labels of floats", "expected 18 integer labels"), ("labels header claims 10**12", "expected 18 integer labels"),
+])
+def test_a_damaged_records_folder_is_refused_with_the_file_named(tmp_path: Path, capsys, case: str, says: str) -> None:
+    """A records manifest or labels file of another shape, a shard outside the folder, a label that is no
+    class: one line naming the file (exit 1), never an internal error, a byte of another file, or a run
+    that trains on a class the network does not have."""
+    from cnndsl.cli import main
+
+    records = tmp_path / "records"
+    assert main(["data", "pack", f"folder:{jpeg_folder(tmp_path / 'imgs', 6)}", "-o", str(records)]) == 0
+    _tampered(json.loads((records / "manifest.json").read_text()), case, records)
+    capsys.readouterr()
+    spec = tmp_path / "tiny.cnn"
+    spec.write_text(SPEC)
+    assert main(["train", str(spec), "--data", f"records:{records}", "--out", str(tmp_path / "run")]) == 1
+    out, err = capsys.readouterr()
+    (line,) = err.strip().splitlines()
+    assert line.startswith("cnndsl: ") and says in line and "password" not in out + err, line
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_damaged_shard_is_skipped_and_counted_with_the_shard_named(tmp_path: Path) -> None:
+    """One flipped byte in a shard fails ArrayRecord's checksum: its examples read as damaged images do
+    (weight 0, counted by the loop), the message naming the shard and what to do."""
+    from cnndsl.cli import main
+    from cnndsl.data.pipeline import _element, why_bad  # noqa: PLC2701 - the pipeline's per-example step
+    from cnndsl.data.records import open_records
+
+    records = tmp_path / "records"
+    assert main(["data", "pack", f"folder:{jpeg_folder(tmp_path / 'imgs', 6)}", "-o", str(records)]) == 0
+    shard = records / "train-00000.array_record"
+    damaged = bytearray(shard.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF
+    shard.write_bytes(bytes(damaged))
+    splits, _ = open_records(records)
+    element = _element(splits["train"], 3, (24, 24), 3, None)
+    assert element["weight"] == 0 and element["bad"] == 3
+    message = why_bad(splits["train"], 3)
+    assert message.startswith(f"{shard}: record 3 cannot be read") and "pack the folder again" in message
+    assert _element(splits["test"], 0, (24, 24), 3, None)["weight"] == 1  # another shard reads on
+
+
+def test_packing_odd_folders_answers_in_one_line(tmp_path: Path, capsys) -> None:
+    """Issue 20: a file name that is not UTF-8 is packed (its bytes kept in the record's name); an output
+    folder name ArrayRecord cannot take, a folder that may not be listed: one line, exit 1, nothing written."""
+    import os
+
+    from cnndsl.cli import main
+    from cnndsl.data.records import open_records
+
+    imgs = jpeg_folder(tmp_path / "imgs", 4)
+    first = sorted((imgs / "train" / "ant").iterdir())[0]
+    odd = os.fsencode(imgs / "train" / "ant") + b"/\xff\xfe.jpg"
+    os.link(first, odd)
+    assert main(["data", "pack", f"folder:{imgs}", "-o", str(tmp_path / "ok")]) == 0
+    splits, _ = open_records(tmp_path / "ok")
+    names = [splits["train"].name(i) for i in range(len(splits["train"]))]
+    assert any("\ufffd\ufffd.jpg" in name for name in names)  # the undecodable bytes, shown as replacements
+    capsys.readouterr()
+    not_utf8 = os.fsdecode(os.fsencode(tmp_path) + b"/rec\xfe")
+    for args in (["data", "pack", f"folder:{imgs}", "-o", not_utf8], ["data", "pack", "folder:/proc", "-o",
+                                                                        str(tmp_path / "proc")]):
+        assert main(args) == 1
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith("cnndsl: ") and ("UTF-8" in line or "cannot be read" in line), line
+    assert not os.path.exists(not_utf8) and not (tmp_path / "proc").exists()
