@@ -11,7 +11,7 @@ import json
 import os
 import stat
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,13 +77,57 @@ def check_journal_file(path: Path) -> None:
                          "create")
 
 
-def open_storage(url: str | None, directory: Path) -> Any:
-    """Optuna storage: the sweep's own journal file, or an RDB URL (heartbeats mark dead workers' trials)."""
+def repair_journal(path: Path) -> str | None:
+    """Check a journal file before Optuna reads or appends to it, under Optuna's own lock (other workers of
+    the study wait): a last record cut off mid-line (a writer killed, a disk full) is removed, so that new
+    records are not appended to half of one, and a note saying so is returned; a damaged record with
+    records after it is a SweepError naming the line and how to keep the study up to it. Every record is
+    read once (a journal is small: about 1 KB per trial)."""
+    from optuna.storages.journal import JournalFileSymlinkLock
+
+    if not path.is_file() or path.stat().st_size == 0:
+        return None
+    lock = JournalFileSymlinkLock(str(path))
+    lock.acquire()
+    try:
+        with path.open("rb+") as journal:
+            good, number = 0, 0
+            for number, line in enumerate(journal, start=1):  # noqa: B007 - `number` is used after the loop
+                if not line.endswith(b"\n"):
+                    break  # the last line, cut off
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    record = None
+                if not isinstance(record, dict) or "op_code" not in record:
+                    raise SweepError(f"{path}: line {number} is not a journal record (the file is damaged); keep "
+                                     f"the study's first {number - 1} records with `head -n {number - 1} {path} > "
+                                     "NEW.journal` and give --storage NEW.journal")
+                good += len(line)
+            else:
+                return None
+            lost = journal.seek(0, os.SEEK_END) - good
+            journal.truncate(good)
+        return (f"{path}: its last record was cut off mid-line ({lost} bytes, a write that never finished); "
+                f"removed it, the study goes on from its {number - 1} complete records")
+    finally:
+        lock.release()
+
+
+def open_storage(url: str | None, directory: Path, note: Callable[[str], None] = print) -> Any:
+    """Optuna storage: the sweep's own journal file, or an RDB URL (heartbeats mark dead workers' trials).
+    A journal file is checked first (`repair_journal`); `note` hears of a repair."""
     import optuna
     from optuna.storages.journal import JournalFileBackend
 
+    def journal(path: Path) -> Any:
+        repaired = repair_journal(path)
+        if repaired:
+            note(repaired)
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+
     if url is None:
-        return optuna.storages.JournalStorage(JournalFileBackend(str(directory / "study.journal")))
+        return journal(directory / "study.journal")
     if url.startswith(("sqlite:", "postgresql", "mysql", "oracle", "mssql")):
         try:
             for attempt in range(5):
@@ -106,7 +150,7 @@ def open_storage(url: str | None, directory: Path) -> Any:
     if url.endswith((".journal", ".log")) or "://" not in url:
         path = Path(url).expanduser()
         check_journal_file(path)
-        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        return journal(path)
     raise UsageError(f"--storage {redact(url)}: not a storage cnndsl knows",
                      "give sqlite:///PATH, postgresql://USER@HOST/DB, mysql://... or a journal file path")
 

@@ -264,7 +264,7 @@ def sweep(spec: str | os.PathLike[str], *, data: str | None = None, data_dir: st
     dataset = load_dataset(base["data"], base.get("data_dir"), val_fraction=base.get("val_fraction", 0.1),
                            shape=example.input_shape, num_classes=example.output_shape[0])
     shown_storage = redact(storage) if storage else str(directory / "study.journal")
-    opened = open_study(space, open_storage(storage, directory), name, [OBJECTIVES[o] for o in objectives],
+    opened = open_study(space, open_storage(storage, directory, print_progress), name, [OBJECTIVES[o] for o in objectives],
                         make_sampler(sampler, seed, space, len(objectives)), objectives, shown_storage)
     _write_sweep_json(directory, space, spec, objectives, name, shown_storage, sampler, seed, base, budget, trials)
     dead = mark_dead_trials(opened, directory)

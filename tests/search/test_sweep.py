@@ -352,3 +352,31 @@ def test_a_storage_path_that_is_not_a_journal_is_refused_untouched(storage: str,
     for name, data in contents.items():
         assert (tmp_path / name).read_bytes() == data
     assert list((tmp_path / "folder").iterdir()) == []
+
+
+def test_a_journal_cut_off_mid_record_is_repaired_and_resumed(tmp_path: Path, capsys) -> None:
+    """Issue 20: a journal whose last record was cut off (a killed writer, a full disk) is cut back to its
+    last complete record, said so, and the study goes on; a damaged record with records after it stops the
+    sweep with the line named and how to keep the study up to it, appending nothing."""
+    from cnndsl.search.study import SweepError
+
+    import shutil
+
+    spec = write(tmp_path)
+    sweep(spec, trials=1, sampler="random", out=tmp_path / "s")
+    lines = (tmp_path / "s" / "study.journal").read_bytes().splitlines(keepends=True)
+    for case, cut in enumerate((1, len(lines[-1]) // 2, len(lines[-1]) - 1)):  # a byte, half, all but the newline
+        folder = tmp_path / f"cut{case}"
+        shutil.copytree(tmp_path / "s", folder)
+        (folder / "study.journal").write_bytes(b"".join(lines[:-1]) + lines[-1][:cut])
+        capsys.readouterr()
+        again = sweep(spec, trials=2, sampler="random", out=folder, report=print)
+        assert f"its last record was cut off mid-line ({cut} bytes" in capsys.readouterr().err
+        assert len([t for t in again.trials if t.status == "trained"]) == 2
+        assert (folder / "study.journal").read_bytes().startswith(b"".join(lines[:-1]))  # complete records kept
+    journal = tmp_path / "s" / "study.journal"
+    damaged = b"".join(lines[:2]) + b'{"op_code": 5, "worker\n' + b"".join(lines[3:])
+    journal.write_bytes(damaged)
+    with pytest.raises(SweepError, match=r"line 3 is not a journal record .* `head -n 2 .*study.journal > NEW"):
+        sweep(spec, trials=3, sampler="random", out=tmp_path / "s")
+    assert journal.read_bytes() == damaged
