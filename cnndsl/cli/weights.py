@@ -51,7 +51,12 @@ def run(args: argparse.Namespace) -> int:
     from cnndsl.training.imported import import_run
 
     report = check(Path(args.file), set=dict(args.bindings))
-    pairs = pair_layers(report, read_tensors(args.weights), args.mapping)
+    tensors = read_tensors(args.weights)
+    pairs = pair_layers(report, tensors, args.mapping)
+    if tensors.converted:
+        held = ", ".join(f"{count} {dtype}" for dtype, count in sorted(tensors.converted.items()))
+        print(f"note: {args.weights} holds {held} tensors: converted to float32, the network's parameter dtype",
+              file=sys.stderr)
     if args.dry_run:
         sys.stdout.write(pairing_table(pairs))
         print(f"{len(pairs)} layers paired; nothing written (--dry-run)", file=sys.stderr)

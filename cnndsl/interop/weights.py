@@ -48,19 +48,51 @@ class WeightsError(Exception):
 
 class Tensors(dict):
     """A file's tensors by name; `ordered` when their order is the order they were written in (a PyTorch
-    state dict's), not natural name order (safetensors keeps none)."""
+    state dict's), not natural name order (safetensors keeps none); `converted` names the floating-point
+    types the file held that were widened to float32 ({"bfloat16": 62})."""
 
     ordered: bool = False
+    converted: dict[str, int]
 
 
-def read_tensors(path: str | Path) -> dict[str, np.ndarray]:
-    """The tensors of a safetensors file (or, with torch installed, a .pth/.pt state dict), in file order."""
+#: The largest magnitude a weight may have. Trained weights and batch-norm statistics stay many orders of
+#: magnitude below it; a larger one overflows float32 activations within a layer or two (and anything
+#: beyond float32's 3.4e38 is infinite once converted), so such a file is damaged or not weights.
+MAX_WEIGHT = 1e8
+#: How much a .pth's zip members may inflate: torch.save stores tensors uncompressed (ratio 1), so a member
+#: that inflates more was not written by it, and a zip bomb must not be unpacked to be refused.
+MAX_INFLATION = 4
+
+
+def read_tensors(path: str | Path) -> Tensors:
+    """The tensors of a safetensors file (or, with torch installed, a .pth/.pt state dict), in file order,
+    floating-point ones as float32 (bfloat16 and float16 widened exactly, float64 rounded), each checked
+    to be finite and at most MAX_WEIGHT in magnitude (a WeightsError naming the tensor otherwise)."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: no such file")
-    if path.suffix in (".pth", ".pt", ".bin"):
-        return _read_torch(path)
+    tensors = _read_torch(path) if path.suffix in (".pth", ".pt", ".bin") else _read_safetensors(path)
+    tensors.converted = {}
+    for name, array in tensors.items():
+        if not np.issubdtype(array.dtype, np.floating) and "float" not in array.dtype.name:
+            continue
+        if array.dtype != np.float32:
+            tensors.converted[array.dtype.name] = tensors.converted.get(array.dtype.name, 0) + 1
+        with np.errstate(over="ignore"):
+            wide = np.asarray(array, np.float64)
+        bad = ~np.isfinite(wide) | (np.abs(wide) > MAX_WEIGHT)
+        if bad.any():
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise WeightsError(f"{path}: tensor {name} holds {float(wide[where])!r} at index {where}: weights must be "
+                               f"finite and at most {MAX_WEIGHT:.0e} in magnitude; the file is damaged or not "
+                               "trained weights")
+        tensors[name] = wide.astype(np.float32)
+    return tensors
+
+
+def _read_safetensors(path: Path) -> Tensors:
     try:
+        import ml_dtypes  # noqa: F401 - registers bfloat16 and float8 with numpy, which safetensors' numpy API needs
         from safetensors import safe_open
     except ImportError:
         raise WeightsError("reading safetensors needs the safetensors package: pip install 'cnndsl[weights]'") from None
@@ -93,7 +125,8 @@ def natural_key(name: str) -> tuple[tuple[int, int, str], ...]:
     return tuple(key)
 
 
-def _read_torch(path: Path) -> dict[str, np.ndarray]:
+def _read_torch(path: Path) -> Tensors:
+    _check_inflation(path)  # before torch: a zip bomb is refused whether or not torch is installed
     try:
         import torch
     except ImportError:
@@ -108,9 +141,28 @@ def _read_torch(path: Path) -> dict[str, np.ndarray]:
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise WeightsError(f"{path}: holds a {type(state).__name__}, not a state dict of tensors")
-    tensors = Tensors({k: v.detach().cpu().numpy() for k, v in state.items() if hasattr(v, "detach")})
+    tensors = Tensors({k: (v.float() if v.dtype == torch.bfloat16 else v).detach().cpu().numpy()  # numpy has no bf16
+                       for k, v in state.items() if hasattr(v, "detach")})
     tensors.ordered = True
     return tensors
+
+
+def _check_inflation(path: Path) -> None:
+    """A WeightsError when a .pth (a zip, since PyTorch 1.6) has members that inflate more than
+    MAX_INFLATION times, read from its directory before anything is unpacked."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return  # the legacy format: tensors stored as they are, no larger than the file
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.infolist():
+                if member.file_size > MAX_INFLATION * max(member.compress_size, 1 << 16):
+                    raise WeightsError(f"{path}: {member.filename} inflates {member.compress_size:,} bytes to "
+                                       f"{member.file_size:,}; torch.save stores tensors uncompressed, so this file "
+                                       "was not written by it (refused unread)")
+    except zipfile.BadZipFile as err:
+        raise WeightsError(f"{path}: not a readable PyTorch file ({err})") from None
 
 
 @dataclass(frozen=True)

@@ -296,3 +296,62 @@ def test_examples_equal_torchvisions_networks_with_its_random_weights(example: s
     # up to 150 layers (ResNet-152) of sums of up to 4,608 terms in each framework: NETWORK's bound grows to
     # 2 * 150*sqrt(4608)*u = 1.2e-3; all ten networks stayed under 1e-4 (the slow set, torch installed)
     assert relative(got, expected) <= 1e-4, json.dumps({"example": example})
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_files_import_widened_to_float32_and_said(dtype: str, tmp_path: Path, capsys) -> None:
+    """Issue 20: bf16/fp16 safetensors (how most checkpoints ship) import, widened exactly to float32 and
+    said so; the network then computes what it computes with those values stored as float32."""
+    import ml_dtypes
+    from safetensors.numpy import save_file
+
+    from cnndsl.cli import main
+
+    half = ml_dtypes.bfloat16 if dtype == "bfloat16" else np.float16
+    tensors = read_tensors(WEIGHTS / "narrow_resnet.safetensors")
+    save_file({k: v.astype(half) for k, v in tensors.items()}, str(tmp_path / "half.safetensors"))
+    save_file({k: v.astype(half).astype(np.float32) for k, v in tensors.items()}, str(tmp_path / "wide.safetensors"))
+    run = tmp_path / "run"
+    assert main(["weights", "import", str(FIXTURES["narrow_resnet"]), str(tmp_path / "half.safetensors"),
+                 "-o", str(run)]) == 0
+    assert f"holds {len(tensors)} {dtype} tensors: converted to float32" in capsys.readouterr().err
+    net = cnndsl.compile(FIXTURES["narrow_resnet"])
+    x = np.load(WEIGHTS / "narrow_resnet.logits.npz")["x"]
+    outputs = []
+    for name in ("half", "wide"):
+        model = net.load_weights(net.init(0), tmp_path / f"{name}.safetensors")
+        model.eval()
+        outputs.append(np.asarray(model(x)))
+    np.testing.assert_array_equal(outputs[0], outputs[1])  # the same float32 values: the same program's output
+
+
+@pytest.mark.parametrize("value, dtype", [(np.nan, np.float32), (np.inf, np.float32), (-np.inf, np.float16),
+                                          (1e300, np.float64), (-3e9, np.float32)])
+def test_weights_that_are_not_finite_or_absurd_are_refused_with_the_tensor_named(value: float, dtype, tmp_path: Path,
+                                                                                 capsys) -> None:
+    from safetensors.numpy import save_file
+
+    from cnndsl.cli import main
+
+    tensors = {k: v.astype(dtype) for k, v in read_tensors(WEIGHTS / "narrow_resnet.safetensors").items()}
+    tensors["layer1.conv2.weight"].flat[5] = value
+    save_file(tensors, str(tmp_path / "bad.safetensors"))
+    assert main(["weights", "import", str(FIXTURES["narrow_resnet"]), str(tmp_path / "bad.safetensors"),
+                 "-o", str(tmp_path / "run")]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "tensor layer1.conv2.weight holds" in line and "index (0, 0, 1, 2)" in line, line
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_pth_that_inflates_is_refused_before_it_is_unpacked(tmp_path: Path) -> None:
+    """A 1 MB .pth whose zip member inflates to 1 GB: refused from the zip's directory (no torch needed)."""
+    import zipfile
+
+    bomb = tmp_path / "bomb.pth"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive, archive.open("archive/data/0", "w",
+                                                                                     force_zip64=True) as member:
+        for _ in range(64):
+            member.write(bytes(1 << 24))
+    assert bomb.stat().st_size < 2 << 20
+    with pytest.raises(WeightsError, match=r"archive/data/0 inflates [\d,]+ bytes to 1,073,741,824; torch.save"):
+        read_tensors(bomb)
