@@ -27,12 +27,9 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from cnndsl.lang.settings import TrainingError
+from cnndsl.training.rendezvous import DistributedError, meet
 
 AXIS = "data"
-
-
-class DistributedError(TrainingError):
-    """A multi-process start that failed: the coordinator, the processes' agreement."""
 
 
 def initialize(coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None,
@@ -43,16 +40,14 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     import os
 
     if timeout is None:  # how long to wait for every process to join (the environment may say otherwise)
-        timeout = int(os.environ.get("CNNDSL_DISTRIBUTED_TIMEOUT", "120"))
+        text = os.environ.get("CNNDSL_DISTRIBUTED_TIMEOUT", "120")
+        if not text.strip().isdigit() or int(text) < 1:
+            raise DistributedError(f"CNNDSL_DISTRIBUTED_TIMEOUT={text!r}: give a whole number of seconds, e.g. 120")
+        timeout = int(text)
+    if coordinator is not None and num_processes is not None and process_id is not None:
+        # XLA aborts the process (no exception) when a process never comes: meet first (training.rendezvous)
+        meet(coordinator, num_processes, process_id, timeout)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU devices only; GPUs/TPUs use their own
-    if coordinator is not None and process_id == 0:
-        import sys
-
-        print(f"process 0 of {num_processes}: coordinating at {coordinator}; waiting up to {timeout} s for the others",
-              file=sys.stderr, flush=True)
-    if coordinator is not None and process_id:
-        # XLA aborts the process (no exception) when the coordinator never answers: look for it first.
-        _wait_for_coordinator(coordinator, timeout, process_id, num_processes)
     try:
         jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
                                    process_id=process_id, initialization_timeout=timeout)
@@ -61,27 +56,6 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
         where = f"the coordinator {coordinator}" if coordinator else "the cluster's coordinator"
         raise DistributedError(f"could not join {where} within {timeout} s as process {process_id} of "
                                f"{num_processes}: {first[:300]}") from None
-
-
-def _wait_for_coordinator(address: str, timeout: int, process_id: int | None, num_processes: int | None) -> None:
-    """Return once something listens at `address` (HOST:PORT); a DistributedError after `timeout` seconds."""
-    import socket
-    import time
-
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise DistributedError(f"--coordinator {address}: expected HOST:PORT, e.g. 10.0.0.1:1234")
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection((host.strip("[]"), int(port)), timeout=1.0):
-                return
-        except OSError as err:
-            if time.monotonic() >= deadline:
-                raise DistributedError(f"the coordinator {address} did not answer within {timeout} s (process "
-                                       f"{process_id} of {num_processes}): {err.strerror or err}; start process 0 "
-                                       "first, or check the address and port") from None
-            time.sleep(0.2)
 
 
 def cluster_detected() -> str | None:
