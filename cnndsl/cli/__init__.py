@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 from types import ModuleType
+from typing import Any
 
 from cnndsl.cli.arguments import set_pair
 from cnndsl.cli.process import note_interrupts, runtime_errors, use_compilation_cache
@@ -54,11 +55,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _without_closed_loops(hook: Any) -> Any:
+    """`hook`, except for "Event loop is closed": after a failed checkpoint restore, tensorstore's threads
+    still complete futures of orbax's finished event loop, and Python printed each as a traceback after the
+    command's own one-line message."""
+    if getattr(hook, "cnndsl_filter", False):
+        return hook
+
+    def filtered(unraisable: Any) -> None:
+        value = unraisable.exc_value
+        if not (isinstance(value, RuntimeError) and str(value) == "Event loop is closed"):
+            hook(unraisable)
+
+    filtered.cnndsl_filter = True  # type: ignore[attr-defined]
+    return filtered
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 prints as escapes, never raises
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
+    sys.unraisablehook = _without_closed_loops(sys.unraisablehook)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if args.command == "predict":  # argparse leaves images after an option (`FILE --run R a.png`) unmatched

@@ -405,6 +405,14 @@ def read_image(path: Path) -> np.ndarray:
         raise DataError(str(err)) from None
 
 
+def _regular(entry: os.DirEntry[str]) -> bool:
+    """Whether a folder entry is a regular file (links followed); a link to nowhere or a link loop is not."""
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
+
+
 def _folder_files(root: Path, classes: list[str] | None = None) -> FileExamples:
     """The image files of a folder of class folders (regular files with an image suffix, sorted), labelled by
     the class folders' sorted names (or `classes`, the training split's)."""
@@ -416,8 +424,8 @@ def _folder_files(root: Path, classes: list[str] | None = None) -> FileExamples:
     for label, name in enumerate(names):
         folder = root / name
         with os.scandir(folder) if folder.is_dir() else contextlib.nullcontext([]) as entries:
-            # is_file() is true for regular files only: a pipe named x.jpg would block its reader forever
-            files = sorted(e.path for e in entries if e.is_file() and Path(e.name).suffix.lower() in IMAGE_SUFFIXES)
+            # regular files only: a pipe named x.jpg would block its reader forever
+            files = sorted(e.path for e in entries if Path(e.name).suffix.lower() in IMAGE_SUFFIXES and _regular(e))
         if not files:
             raise DataError(f"{folder}: class {name!r} has no PNG or JPEG images")
         paths += files

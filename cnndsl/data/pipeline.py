@@ -280,17 +280,19 @@ def _normalization(examples: Examples, shape: tuple[int, int, int]) -> tuple[tup
     """channel_stats of an even sample of the training images, fully decoded and transformed as evaluation
     does (the same numbers whether the images stream or sit in memory)."""
     picks = np.linspace(0, len(examples) - 1, min(NORMALIZATION_SAMPLE, len(examples))).astype(int)
-    images = []
+    images, first_problem = [], ""
     for index in picks:
         try:
             pixels = examples.image(index)
             if not isinstance(pixels, np.ndarray):
                 pixels = decode(pixels, examples.name(index), shape[2])
             images.append(transformed(pixels, examples.name(index), shape[:2], shape[2]))
-        except (ImageError, OSError):
+        except (ImageError, OSError) as err:
+            first_problem = first_problem or str(err)
             continue
     if not images:
-        raise PipelineError("none of the training images sampled for normalization can be read")
+        raise PipelineError(f"none of the {len(picks)} training images sampled for normalization can be read; the "
+                            f"first: {first_problem}")
     return channel_stats(np.stack(images), 255.0)
 
 

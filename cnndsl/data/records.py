@@ -196,6 +196,7 @@ def pack(splits: dict[str, FileExamples], classes: tuple[str, ...], out: Path, s
     except ImportError:
         raise RecordsError("packing records needs ArrayRecord: pip install 'cnndsl[stream]'") from None
 
+    _check_sizes(splits)
     try:
         str(out.absolute()).encode("utf-8")
     except UnicodeEncodeError:
@@ -241,6 +242,25 @@ def pack(splits: dict[str, FileExamples], classes: tuple[str, ...], out: Path, s
     _write_json(out / "manifest.json", manifest)
     partial_path.unlink(missing_ok=True)
     return manifest
+
+
+#: The largest image file `pack` takes: a record holds the file's bytes, and packing reads each whole. A
+#: 7,000 x 7,000 photo (MAX_IMAGE_PIXELS) is ~25 MB as a JPEG, up to ~150 MB as an 8-bit RGB PNG.
+MAX_IMAGE_FILE_BYTES = 256 << 20
+
+
+def _check_sizes(splits: dict[str, FileExamples]) -> None:
+    """A RecordsError naming the first image file larger than MAX_IMAGE_FILE_BYTES, before anything is written."""
+    for examples in splits.values():
+        for index in range(len(examples)):
+            path = examples.image(index)
+            try:
+                size = path.stat().st_size
+            except OSError as err:
+                raise RecordsError(f"{path}: cannot be read ({err.strerror or err})") from None
+            if size > MAX_IMAGE_FILE_BYTES:
+                raise RecordsError(f"{path}: {size:,} bytes, more than one image file may have in a record "
+                                   f"({MAX_IMAGE_FILE_BYTES:,}); shrink or remove it, then pack again")
 
 
 def _finished(out: Path, shard: Any) -> bool:

@@ -107,9 +107,9 @@ def _visit(program: n.Program, stack: list[Path], loaded: dict[Path, n.Program],
             folder = _folder(program) if folder is None else folder
             path = (folder / stmt.path).resolve()
             exists = path.exists()
-        except (OSError, ValueError) as err:  # a name too long for the file system, a NUL byte
-            problems.append(Diagnostic("import", f"cannot import `{stmt.path}`: "
-                                                 f"{getattr(err, 'strerror', None) or err}", program.source, stmt.span,
+        except (OSError, ValueError, RuntimeError) as err:  # too long a name, a NUL byte, a loop of links
+            why = "its links form a loop" if isinstance(err, RuntimeError) else getattr(err, "strerror", None) or err
+            problems.append(Diagnostic("import", f"cannot import `{stmt.path}`: {why}", program.source, stmt.span,
                                        help="give the path of a .cnn file"))
             continue
         if path in stack:

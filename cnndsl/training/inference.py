@@ -113,17 +113,8 @@ def load_run(spec: str | os.PathLike[str] | None, run_dir: str | Path, checkpoin
     if net.report.output_shape != (saved["num_classes"],):
         raise TrainingError(f"the spec outputs {fmt(net.report.output_shape)}, the run was trained for "
                             f"{saved['num_classes']} classes; use the spec the run was trained with ({trained_spec})")
-    last, best = checkpoint_managers(run.path, settings.keep)
-    manager = best if checkpoint == "best" else last
-    try:
-        restored = restore(manager, trainer.initial_state(trained_through_pipeline(saved)))
-    except (ValueError, KeyError) as err:
-        raise TrainingError(f"{run.path}: the checkpoint does not fit this spec ({str(err).splitlines()[0][:200]}); "
-                            f"use the spec the run was trained with ({trained_spec})") from None
-    except Exception as err:  # noqa: BLE001 - orbax's many errors for a damaged checkpoint
-        raise TrainingError(f"{run.checkpoints / checkpoint}: the checkpoint cannot be read "
-                            f"({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}); it is "
-                            "damaged") from None
+    restored = _restored(run, checkpoint, settings.keep, trainer.initial_state(trained_through_pipeline(saved)),
+                         trained_spec)
     if restored is None:
         raise TrainingError(f"{run.path} has no {checkpoint} checkpoint yet")
     for kind in ("params", "stats"):
@@ -132,6 +123,33 @@ def load_run(spec: str | os.PathLike[str] | None, run_dir: str | Path, checkpoin
                 raise TrainingError(f"{run.checkpoints / checkpoint} (step {int(restored['step'])}): {name} holds NaN "
                                     "or infinite values; the checkpoint is damaged")
     return LoadedRun(net, trainer, restored["params"], restored["stats"], saved, int(restored["step"]))
+
+
+#: What tensorstore and orbax say of a file whose bytes are damaged (rather than of a tree of another shape).
+DAMAGE_WORDS = ("DATA_LOSS", "Error reading", "Error decoding", "Error opening", "corrupt", "checksum", "OCDBT")
+
+
+def _restored(run: RunDir, checkpoint: str, keep: int, template: dict[str, Any], trained_spec: Path) -> Any:
+    """The run's `best` or `last` checkpoint shaped like `template` (None if it has none); a TrainingError
+    that says whether the checkpoint is damaged or was written for another spec. The managers are closed
+    before returning, so that no orbax thread outlives a failed restore (they printed tracebacks at exit)."""
+    last, best = checkpoint_managers(run.path, keep)
+    try:
+        return restore(best if checkpoint == "best" else last, template)
+    except Exception as err:  # noqa: BLE001 - orbax's many errors for a damaged or foreign checkpoint
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if isinstance(err, (ValueError, KeyError)) and not any(word in first for word in DAMAGE_WORDS):
+            raise TrainingError(f"{run.path}: the checkpoint does not fit this spec ({first[:200]}); use the spec "
+                                f"the run was trained with ({trained_spec})") from None
+        raise TrainingError(f"{run.checkpoints / checkpoint}: the checkpoint cannot be read ({type(err).__name__}: "
+                            f"{first[:160]}); it is damaged: train again, or use the other checkpoint "
+                            f"(--checkpoint {'last' if checkpoint == 'best' else 'best'})") from None
+    finally:
+        for manager in (last, best):
+            try:
+                manager.close()
+            except Exception:  # noqa: BLE001, S110 - closing after a failure: the failure is what is reported
+                pass
 
 
 def evaluate(spec: str | os.PathLike[str] | None, run_dir: str | Path, data: str | None = None,

@@ -236,6 +236,16 @@ def test_eval_and_predict_of_a_streamed_run_transform_images_as_training_evaluat
     assert np.mean(labels == test.labels) == pytest.approx(scored["accuracy"])
 
 
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A records folder of 3 classes x 6 images (18 train, 6 test), packed once for the cases that damage a copy."""
+    from cnndsl.cli import main
+
+    root = tmp_path_factory.mktemp("packed")
+    assert main(["data", "pack", f"folder:{jpeg_folder(root / 'imgs', 6)}", "-o", str(root / "records")]) == 0
+    return root / "records"
+
+
 def _tampered(manifest: dict, case: str, records: Path) -> None:
     """One way a records folder is damaged by hand or by a tool (issue 20)."""
     shard = manifest["splits"]["train"]["shards"][0]
@@ -285,14 +295,15 @@ def _tampered(manifest: dict, case: str, records: Path) -> None:
     ("label -1", "label -1 of example 2 is not one of the 3 classes"),
     ("labels of floats", "expected 18 integer labels"), ("labels header claims 10**12", "expected 18 integer labels"),
 ])
-def test_a_damaged_records_folder_is_refused_with_the_file_named(tmp_path: Path, capsys, case: str, says: str) -> None:
+def test_a_damaged_records_folder_is_refused_with_the_file_named(tmp_path: Path, capsys, case: str, says: str,
+                                                                 packed: Path) -> None:
     """A records manifest or labels file of another shape, a shard outside the folder, a label that is no
     class: one line naming the file (exit 1), never an internal error, a byte of another file, or a run
     that trains on a class the network does not have."""
     from cnndsl.cli import main
 
     records = tmp_path / "records"
-    assert main(["data", "pack", f"folder:{jpeg_folder(tmp_path / 'imgs', 6)}", "-o", str(records)]) == 0
+    shutil.copytree(packed, records)
     _tampered(json.loads((records / "manifest.json").read_text()), case, records)
     capsys.readouterr()
     spec = tmp_path / "tiny.cnn"
@@ -304,15 +315,14 @@ def test_a_damaged_records_folder_is_refused_with_the_file_named(tmp_path: Path,
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-def test_a_damaged_shard_is_skipped_and_counted_with_the_shard_named(tmp_path: Path) -> None:
+def test_a_damaged_shard_is_skipped_and_counted_with_the_shard_named(tmp_path: Path, packed: Path) -> None:
     """One flipped byte in a shard fails ArrayRecord's checksum: its examples read as damaged images do
     (weight 0, counted by the loop), the message naming the shard and what to do."""
-    from cnndsl.cli import main
     from cnndsl.data.pipeline import _element, why_bad  # noqa: PLC2701 - the pipeline's per-example step
     from cnndsl.data.records import open_records
 
     records = tmp_path / "records"
-    assert main(["data", "pack", f"folder:{jpeg_folder(tmp_path / 'imgs', 6)}", "-o", str(records)]) == 0
+    shutil.copytree(packed, records)
     shard = records / "train-00000.array_record"
     damaged = bytearray(shard.read_bytes())
     damaged[len(damaged) // 2] ^= 0xFF
@@ -337,15 +347,22 @@ def test_packing_odd_folders_answers_in_one_line(tmp_path: Path, capsys) -> None
     first = sorted((imgs / "train" / "ant").iterdir())[0]
     odd = os.fsencode(imgs / "train" / "ant") + b"/\xff\xfe.jpg"
     os.link(first, odd)
+    os.symlink("loop.png", imgs / "train" / "bee" / "loop.png")  # a link to itself: not an image, skipped
     assert main(["data", "pack", f"folder:{imgs}", "-o", str(tmp_path / "ok")]) == 0
     splits, _ = open_records(tmp_path / "ok")
     names = [splits["train"].name(i) for i in range(len(splits["train"]))]
     assert any("\ufffd\ufffd.jpg" in name for name in names)  # the undecodable bytes, shown as replacements
     capsys.readouterr()
     not_utf8 = os.fsdecode(os.fsencode(tmp_path) + b"/rec\xfe")
-    for args in (["data", "pack", f"folder:{imgs}", "-o", not_utf8], ["data", "pack", "folder:/proc", "-o",
-                                                                        str(tmp_path / "proc")]):
+    huge = jpeg_folder(tmp_path / "huge", 4)
+    with open(huge / "train" / "ant" / "huge.png", "wb") as sparse:  # 300 MB that take no disk (a sparse file)
+        sparse.truncate(300 << 20)
+    cases = {"UTF-8": ["data", "pack", f"folder:{imgs}", "-o", not_utf8],
+             "cnndsl: /proc": ["data", "pack", "folder:/proc", "-o", str(tmp_path / "proc")],  # what it cannot use
+             "314,572,800 bytes, more than one image file may have": ["data", "pack", f"folder:{huge}", "-o",
+                                                                      str(tmp_path / "big")]}
+    for says, args in cases.items():
         assert main(args) == 1
         (line,) = capsys.readouterr().err.strip().splitlines()
-        assert line.startswith("cnndsl: ") and ("UTF-8" in line or "cannot be read" in line), line
-    assert not os.path.exists(not_utf8) and not (tmp_path / "proc").exists()
+        assert line.startswith("cnndsl: ") and says in line, line
+    assert not os.path.exists(not_utf8) and not (tmp_path / "proc").exists() and not (tmp_path / "big").exists()

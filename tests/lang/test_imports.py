@@ -218,7 +218,8 @@ def test_a_family_can_import_its_blocks_and_its_members_stand_alone(tmp_path: Pa
 
 
 @pytest.mark.parametrize(("target", "message"), [("secret.txt", "it resolves to"), ("secret-link.cnn", "it resolves to"),
-                                                 ("folder.cnn", "is a directory"), ("fifo.cnn", "not a regular file")])
+                                                 ("folder.cnn", "is a directory"), ("fifo.cnn", "not a regular file"),
+                                                 ("loop.cnn", "its links form a loop")])
 def test_an_import_is_read_only_if_it_resolves_to_a_cnn_file(target: str, message: str, tmp_path: Path,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     """A link named .cnn that leads to another kind of file (a password file), a folder or a pipe is refused
@@ -228,6 +229,7 @@ def test_an_import_is_read_only_if_it_resolves_to_a_cnn_file(target: str, messag
     (tmp_path / "folder.cnn").mkdir()
     os.mkfifo(tmp_path / "fifo.cnn")
     (tmp_path / "secret-link.cnn").symlink_to(secret)  # a chain: pw.cnn -> secret-link.cnn -> secret.txt
+    (tmp_path / "loop.cnn").symlink_to(tmp_path / "pw.cnn")  # pw.cnn -> loop.cnn -> pw.cnn (an internal error before)
     (tmp_path / "pw.cnn").symlink_to(tmp_path / target)
     spec = tmp_path / "main.cnn"
     spec.write_text('import "pw.cnn"\nnetwork T\ninput 8x8x1\ninput -> fc(2)\n')
