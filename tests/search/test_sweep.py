@@ -380,3 +380,17 @@ def test_a_journal_cut_off_mid_record_is_repaired_and_resumed(tmp_path: Path, ca
     with pytest.raises(SweepError, match=r"line 3 is not a journal record .* `head -n 2 .*study.journal > NEW"):
         sweep(spec, trials=3, sampler="random", out=tmp_path / "s")
     assert journal.read_bytes() == damaged
+
+
+def test_two_processes_drawing_one_picture_never_clash(tmp_path: Path) -> None:
+    """Issue 20: two sweeps on one --out drew edf.png through one fixed temporary name, and one of them
+    failed when the other renamed it away. Each write now goes through its own temporary file."""
+    script = ("import sys\nfrom pathlib import Path\nfrom cnndsl.search.plots import plot_edf\n"
+              "for k in range(8):\n    plot_edf({'a': [0.1 * k, 0.5], 'b': [0.3]}, Path(sys.argv[1]))\n")
+    target = tmp_path / "edf.png"
+    workers = [subprocess.Popen([sys.executable, "-c", script, str(target)], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                                stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for worker in workers:
+        _, err = worker.communicate(timeout=120)
+        assert worker.returncode == 0, err
+    assert target.read_bytes().startswith(b"\x89PNG") and [p.name for p in tmp_path.iterdir()] == ["edf.png"]
