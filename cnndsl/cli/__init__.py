@@ -71,6 +71,15 @@ def _without_closed_loops(hook: Any) -> Any:
     return filtered
 
 
+def _default_interrupts() -> None:
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread() and \
+            signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 prints as escapes, never raises
@@ -86,6 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.subcommands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command in ("train", "eval", "predict", "sweep"):
         note_interrupts()
+    else:
+        _default_interrupts()  # from here KeyboardInterrupt is handled below (nothing half-written is left)
     try:
         if args.command in ("train", "eval", "predict", "sweep"):
             use_compilation_cache()  # imports jax: inside the try, where a Ctrl-C reads as an interruption
@@ -126,6 +137,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 70
 
 
+def _interrupted_while_starting(signum: int, frame: Any) -> None:
+    print("\ncnndsl: interrupted", file=sys.stderr, flush=True)
+    os._exit(130)
+
+
 def run() -> None:
     """The `cnndsl` executable: `main`, then exit with its status, without the interpreter's teardown.
 
@@ -135,6 +151,11 @@ def run() -> None:
     handlers still run (jax's, logging's, temporary files'), after non-daemon threads finish. After an
     interruption they are skipped too: a Ctrl-C that landed while XLA was compiling leaves XLA's threads in a
     state its teardown crashes on (a segmentation fault after cnndsl's message)."""
+    import signal
+
+    # Until `main` has parsed the command, a Ctrl-C ends the process at once: raised as KeyboardInterrupt,
+    # it could land inside numpy's import, which turns it into an ImportError and a traceback.
+    signal.signal(signal.SIGINT, _interrupted_while_starting)
     try:
         status = main()
     except KeyboardInterrupt:  # before main's own handling began (building the parser)

@@ -15,7 +15,7 @@ IMAGENET = {"scale": 255.0, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224,
 
 def add(commands: Any, spec: argparse.ArgumentParser, data: argparse.ArgumentParser) -> None:
     """`cnndsl weights import`."""
-    from cnndsl.interop.weights import MAPPINGS
+    from cnndsl.interop import MAPPINGS
 
     weights = commands.add_parser("weights", help="import pretrained weights (safetensors, PyTorch) into a run",
                                   description="Pretrained weights for a spec: `import` pairs the spec's layers with "

@@ -39,7 +39,6 @@ import numpy as np
 
 from cnndsl.lang import ir
 
-MAPPINGS = ("auto", "torchvision", "timm", "torch", "keras")
 
 
 class WeightsError(Exception):

@@ -357,6 +357,19 @@ def _character_help(char: str) -> str | None:
     return None
 
 
+def _resolved(path: str | os.PathLike[str]) -> str:
+    try:
+        return str(Path(path).resolve())
+    except (OSError, RuntimeError):
+        return "a loop of links"
+
+
+def _is_cnn_file(path: str | os.PathLike[str]) -> bool:
+    """Whether the file a path names, links followed, is called *.cnn: diagnostics quote a spec's lines,
+    so only such files are read as specs (as `import` does)."""
+    return _resolved(path).lower().endswith(".cnn")
+
+
 def load_source(spec: str | os.PathLike[str]) -> Source:
     """A `Source` from a path or from spec text (see `looks_like_path`).
 
@@ -370,6 +383,10 @@ def load_source(spec: str | os.PathLike[str]) -> Source:
         data, truncated = read_source_file(spec)
     except SourceFileError as err:
         raise UsageError(str(err)) from None
+    if not _is_cnn_file(spec):  # its diagnostics would quote another kind of file (a password file, by a link)
+        raise UsageError(f"{shown} is not a .cnn file" + (f" (it resolves to {_resolved(spec)})"
+                                                          if Path(shown).is_symlink() else ""),
+                         "cnndsl reads specs from files named *.cnn: rename it, or link a .cnn name to a .cnn file")
     if truncated:
         source = Source(data[:4096].decode("utf-8", "replace"), shown)
         raise CnnError((too_large(source),))

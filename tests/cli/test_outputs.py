@@ -179,3 +179,21 @@ def test_data_pack_continues_its_own_records_and_replaces_another_sources_only_w
     assert (out / "manifest.json").read_bytes() == manifest
     assert in_process(capsys, "data", "pack", f"folder:{second}", "-o", str(out), "--force").returncode == 0
     assert str(second) in (out / "manifest.json").read_text()
+
+
+@pytest.mark.parametrize("foreign", [{"settings.json": b'{"mine": true}\n'}, {"notes.txt": b"keep me"}])
+def test_weights_import_never_writes_into_a_folder_of_other_files(tmp_path: Path, foreign: dict[str, bytes],
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 20: `weights import -o` is checked as every writing command's destination is."""
+    pytest.importorskip("safetensors", reason="weight import needs the `weights` extra (installed by the test extra)")
+    from tests.conftest import in_process
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for name, data in foreign.items():
+        (mine / name).write_bytes(data)
+    weights = ROOT / "tests" / "weights"
+    result = in_process(capsys, "weights", "import", str(weights / "narrow_resnet.cnn"),
+                        str(weights / "narrow_resnet.safetensors"), "-o", str(mine))
+    assert result.returncode == 2 and "cnndsl did not write" in result.stderr
+    assert {p.name: p.read_bytes() for p in mine.iterdir()} == foreign  # byte for byte, nothing added

@@ -237,3 +237,19 @@ def test_an_import_is_read_only_if_it_resolves_to_a_cnn_file(target: str, messag
     err = capsys.readouterr().err
     assert "cannot import `pw.cnn`: " in err and message in err
     assert "SECRET" not in err
+
+
+@pytest.mark.parametrize("name", ["secret.txt", "link.cnn", "loop.cnn"])
+def test_a_spec_is_read_only_from_a_cnn_file(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 20: diagnostics quote a spec's lines and tokens, so a file that is not a .cnn, links followed
+    (a password file given by mistake or through a link named .cnn, a loop of links), is a usage error
+    that shows none of its bytes."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:SECRET-LINE:0:0\n")
+    (tmp_path / "link.cnn").symlink_to(secret)
+    (tmp_path / "loop.cnn").symlink_to(tmp_path / "loop2.cnn")
+    (tmp_path / "loop2.cnn").symlink_to(tmp_path / "loop.cnn")
+    assert main(["check", str(tmp_path / name)]) == 2
+    err = capsys.readouterr().err
+    assert "is not a .cnn file" in err or "levels of symbolic links" in err, err
+    assert "SECRET" not in err and "Traceback" not in err
