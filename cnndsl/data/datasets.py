@@ -36,6 +36,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -311,6 +312,14 @@ def regular_file(path: Path) -> Path:
 MAX_NPY_BYTES = 256 << 20
 
 
+def npy_header(stream: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, Fortran order, dtype) from an open .npy file's header, leaving the stream at its data; a
+    ValueError for a file that is not one (the header itself is read up to 10,000 bytes)."""
+    version = np.lib.format.read_magic(stream)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    return read(stream, max_header_size=10_000)
+
+
 def read_npy(path: Path) -> np.ndarray:
     """An .npy array of numbers (never unpickled) of at most MAX_NPY_BYTES, whose images have at most
     MAX_IMAGE_PIXELS pixels, both checked from its header; a DataError naming the file otherwise."""
@@ -319,10 +328,7 @@ def read_npy(path: Path) -> np.ndarray:
     regular_file(path)
     try:
         with open(path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
-                np.lib.format.read_array_header_2_0
-            shape, fortran, dtype = read_header(f, max_header_size=10_000)
+            shape, fortran, dtype = npy_header(f)
             start = f.tell()
             size = os.fstat(f.fileno()).st_size
             if dtype.hasobject or not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):

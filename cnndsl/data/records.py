@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from cnndsl.data.datasets import npy_header
 from cnndsl.data.examples import Examples, FileExamples
 from cnndsl.data.images import ImageError
 from cnndsl.lang.outputs import write_atomic
@@ -163,9 +164,7 @@ def _labels(path: Path, count: int) -> np.ndarray:
     """A split's labels file: `count` integers (its size checked from the header before reading)."""
     try:
         with open(path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, fortran, dtype = reader(f, max_header_size=10_000)
+            shape, _, dtype = npy_header(f)
             if shape != (count,) or not np.issubdtype(dtype, np.integer) or dtype.hasobject:
                 raise RecordsError(f"{path}: {'x'.join(map(str, shape)) or 'a scalar'} of {dtype}, expected {count} "
                                    "integer labels as the manifest says; pack the folder again")

@@ -76,7 +76,8 @@ def _host(host: str, port: int, coordinator: str, num_processes: int, timeout: f
                 break
             problem, pid = _introduction(peer, num_processes, joined, deadline)
             if problem:
-                refused.append(problem)
+                if pid >= 0:  # a cnndsl process refused (a port scanner's connection is not worth a word)
+                    refused.append(problem)
                 _send(peer, {"error": problem})
                 peer.close()
             else:
