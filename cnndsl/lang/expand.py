@@ -47,6 +47,7 @@ from cnndsl.lang.values import (
     Env,
     GraphBuilder,
     Layer,
+    NumericFunc,
     PrimLayer,
     RepeatLayer,
     SeqLayer,
@@ -71,6 +72,15 @@ _ARITH: dict[str, Callable[[Any, Any], Any]] = {
 }
 _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
     "==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
+}
+
+
+#: The numeric functions of expressions, by name: (fewest arguments, most or None, the function). `round`
+#: rounds half to even, as Python and numpy do (round(2.5) = 2, round(3.5) = 4); `int` truncates toward
+#: zero; `floor`, `ceil`, `round` and `int` give whole numbers, `min` and `max` whichever they pick.
+FUNCTIONS: dict[str, tuple[int, int | None, Callable[..., Any]]] = {
+    "min": (2, None, min), "max": (2, None, max), "round": (1, 1, round), "floor": (1, 1, math.floor),
+    "ceil": (1, 1, math.ceil), "int": (1, 1, int),
 }
 
 
@@ -129,13 +139,15 @@ class _Evaluator:
             return BuiltinFunc(BUILTINS[lowered], name)
         if lowered in COMBINATORS:
             return IDENTITY if lowered == "identity" else CombinatorFunc(lowered)
+        if lowered in FUNCTIONS:
+            return NumericFunc(lowered)
         if name in INPUT_NAMES:
             what = {"in_height": "height", "in_width": "width", "in_channels": "channel count"}[name]
             where = "inside a block's body" if name == "in_channels" else \
                 "inside the body of a block applied to a feature map (HxWxC)"
             return self.error("name", f"`{name}` is the {what} of a block's input, known only {where}", env, span,
                               f"put the layers in a block: `block b() = conv({name}, 1x1)`")
-        known = env.names() | set(BUILTINS) | set(COMBINATORS) | set(CONSTANTS)
+        known = env.names() | set(BUILTINS) | set(COMBINATORS) | set(CONSTANTS) | set(FUNCTIONS)
         guess = closest(name, known)
         if guess is not None:
             return self.error("name", f"`{name}` is not defined", env, span, f"did you mean `{guess}`?")
@@ -403,8 +415,36 @@ class _Evaluator:
             return self.call_builtin(func, args, kwargs, e.span, env)
         if isinstance(func, CombinatorFunc):
             return self.call_combinator(func.name, args, kwargs, e, env)
+        if isinstance(func, NumericFunc):
+            return self.call_function(func.name, args, kwargs, e, env)
         return self.error("type", f"`{e.func.id}` is {describe(func)}, not a layer or block that takes arguments",
                           env, e.func.span, f"write `{e.func.id}` without arguments")
+
+    def call_function(self, name: str, args: list, kwargs: dict, e: n.Call, env: Env) -> Any:
+        """`min`, `max`, `round`, `floor`, `ceil`, `int` of numbers (FUNCTIONS), each misuse located."""
+        fewest, most, function = FUNCTIONS[name]
+        if kwargs:
+            first = next(iter(kwargs.values()))[1]
+            return self.error("arguments", f"`{name}` takes no named arguments", env, first.span,
+                              f"write `{name}({', '.join(['x'] * fewest)})`")
+        if len(args) < fewest or (most is not None and len(args) > most):
+            wanted = f"{fewest} number{'s' * (fewest > 1)}" if most == fewest else f"at least {fewest} numbers"
+            return self.error("arguments", f"`{name}` takes {wanted}, got {len(args)}", env, e.span,
+                              f"e.g. `{name}({', '.join(['8', 'c'][:fewest] if fewest > 1 else ['c * 0.75'])})`")
+        values = [v for v, _ in args]
+        if POISON in values:
+            return POISON
+        for value, expr in args:
+            if not _is_number(value):
+                return self.error("type", f"`{name}` needs numbers, got {describe(value)}", env, expr.span)
+        try:
+            result = function(*values)
+        except (OverflowError, ValueError):  # an infinity or NaN, should one ever get this far
+            return self.error("limit", "the number does not fit in 64 bits", env, e.span)
+        if isinstance(result, int) and abs(result) > INT64_MAX:
+            return self.error("limit", "the number does not fit in 64 bits", env, e.span,
+                              f"numbers are limited to {INT64_MAX:,}")
+        return result
 
     def bind(self, name: str, params: list[str], required: set[str], args: list, kwargs: dict,
              span: Span, env: Env) -> dict[str, tuple[Any, n.Node]] | None:

@@ -79,6 +79,12 @@ class Layer:
 
     what = "a layer"
 
+    @property
+    def text(self) -> str:
+        """How the language writes this layer, in block-call labels (the table, `--json` paths that
+        `--freeze` matches, the diagram's captions): each kind of layer says it its own way."""
+        raise NotImplementedError
+
     def apply(self, g: GraphBuilder, x: int) -> int:
         """Add this layer's nodes after node `x`; return the id of its output node."""
         raise NotImplementedError
@@ -105,6 +111,8 @@ class PrimLayer(Layer):
 class IdentityLayer(Layer):
     """No layer at all: what `X if false` and an absent `X?` become."""
 
+    text = "identity"
+
     def apply(self, g: GraphBuilder, x: int) -> int:
         return x
 
@@ -117,6 +125,11 @@ class SeqLayer(Layer):
     """`a -> b -> c`."""
 
     parts: tuple[Layer, ...]
+
+    @property
+    def text(self) -> str:
+        """`a -> b`."""
+        return " -> ".join(part.text for part in self.parts) or "identity"
 
     def apply(self, g: GraphBuilder, x: int) -> int:
         for part in self.parts:
@@ -134,6 +147,12 @@ class RepeatLayer(Layer):
     count_text: str
     source: Source
     index: str | None = None
+
+    @property
+    def text(self) -> str:
+        """`[…]*N`: the body is not evaluated to name it (it may differ per iteration)."""
+        count = self.count_text if self.count_text.replace("_", "").isalnum() else f"({self.count_text})"
+        return f"[…]*{count}"
 
     def apply(self, g: GraphBuilder, x: int) -> int:
         count = self.count_text if self.count_text.replace("_", "").isalnum() else f"({self.count_text})"
@@ -160,6 +179,11 @@ class BranchLayer(Layer):
     labels: tuple[str, ...]
     span: Span
     source: Source
+
+    @property
+    def text(self) -> str:
+        """`add(a | b)`."""
+        return f"{self.mode}({' | '.join(branch.text for branch in self.branches)})"
 
     def apply(self, g: GraphBuilder, x: int) -> int:
         g.enter(self.mode, self.span)
@@ -190,6 +214,11 @@ class BlockLayer(Layer):
     source: Source
     body: Callable[[ir.Shape | None], Layer]  # given the shape of the input the call is applied to
     on_recursion: Callable[[list[str]], None]
+
+    @property
+    def text(self) -> str:
+        """The call as written: `se(16)`."""
+        return self.label
 
     def apply(self, g: GraphBuilder, x: int) -> int:
         if self.block.name in g.block_stack:
@@ -237,11 +266,29 @@ class BlockFunc:
 
 
 @dataclass(frozen=True, eq=False)
+class NumericFunc:
+    """A numeric function of expressions: `max(8, c)`, `round(c * 0.75)` (see expand.FUNCTIONS)."""
+
+    name: str
+    what = "a numeric function"
+
+    @property
+    def text(self) -> str:
+        """`max`."""
+        return self.name
+
+
+@dataclass(frozen=True, eq=False)
 class CombinatorFunc:
     """`concat`, `add` or `residual` named but not yet called."""
 
     name: str
     what = "a layer combinator"
+
+    @property
+    def text(self) -> str:
+        """`concat`."""
+        return self.name
 
 
 @dataclass(frozen=True, eq=False)
@@ -250,6 +297,11 @@ class BranchesValue:
 
     items: tuple[Layer, ...]
     what = "branches `a | b`"
+
+    @property
+    def text(self) -> str:
+        """`a | b`."""
+        return " | ".join(item.text for item in self.items)
 
 
 @dataclass(eq=False)

@@ -105,6 +105,53 @@ def test_block_arguments_defaults_and_keywords() -> None:
     assert [r.path[0].label for r in report.rows][:3] == ["unit(4)", "unit(4)", "unit(8, k=5, act=tanh)"]
 
 
+@pytest.mark.parametrize("argument, label", [
+    ("identity", "b(identity, 4)"), ("relu -> bn", "b(relu -> bn, 4)"), ("[relu]*2", "b([…]*2, 4)"),
+    ("add(identity | conv(4, 1x1))", "b(add(identity | conv(4, 1x1)), 4)"), ("relu if false", "b(identity, 4)"),
+    ("concat", None), ("inner(2)", "b(inner(2), 4)"),
+])
+def test_a_layer_passed_to_a_block_is_shown_as_the_language_writes_it(argument: str, label: str | None) -> None:
+    """Issue 21: every kind of layer value has its own text in block-call labels, which the table, the
+    `--json` paths (what `--freeze` matches) and the diagram's captions show; `identity` showed as
+    Python's `IdentityLayer()`."""
+    text = ("block b(x, c) = conv(c, 3x3, pad=same) -> x\nblock inner(c) = conv(c, 1x1) -> conv(4, 1x1)\n"
+            f"input -> b({argument}, 4)")
+    if label is None:  # a combinator not applied is not a layer: a located error, never a Python repr
+        with pytest.raises(CnnError) as caught:
+            net(text)
+        assert "object at 0x" not in caught.value.render() and "Layer(" not in caught.value.render()
+        return
+    report = net(text)
+    assert report.rows[0].path[0].label == label
+    assert all("Layer(" not in f.label and "object at" not in f.label for r in report.rows for f in r.path)
+
+
+@pytest.mark.parametrize("expression, value", [
+    ("max(8, 3)", 8), ("min(3, 9, 5)", 3), ("round(2.5)", 2), ("round(3.5)", 4), ("round(2.6)", 3),
+    ("floor(7.9)", 7), ("ceil(7.1)", 8), ("int(7.9)", 7), ("int(-7.9) + 16", 9), ("floor(-0.5) + 10", 9),
+    ("max(8, int(32 * 0.75 + 4) // 8 * 8)", 24),  # torchvision's _make_divisible, inline
+])
+def test_numeric_functions_in_expressions(expression: str, value: int) -> None:
+    """Issue 21: `min`, `max`, `round` (half to even, as Python and numpy), `floor`, `ceil`, `int` (toward 0)."""
+    assert ops(net(f"let c = {expression}\ninput -> conv(c, 1x1)")) == [f"conv({value}, 1x1)"]
+
+
+@pytest.mark.parametrize("expression, says", [
+    ("max(8)", "`max` takes at least 2 numbers, got 1"), ("round(1, 2)", "`round` takes 1 number, got 2"),
+    ("max(8, relu)", "`max` needs numbers, got a builtin layer"), ("floor(x=2)", "`floor` takes no named"),
+    ("int(1e300)", "does not fit in 64 bits"), ("mx(3, 4)", "did you mean `max`?"),
+])
+def test_numeric_functions_misused_are_located_errors(expression: str, says: str) -> None:
+    with pytest.raises(CnnError) as caught:
+        net(f"let c = {expression}\ninput -> conv(c, 1x1)")
+    rendered = caught.value.render()
+    assert says in rendered and ":3:" in rendered, rendered
+
+
+def test_a_binding_named_like_a_function_shadows_it() -> None:
+    assert ops(net("let max = 6\ninput -> conv(max, 1x1)")) == ["conv(6, 1x1)"]
+
+
 def test_blocks_can_be_used_before_they_are_defined() -> None:
     report = net("input -> outer(4)\nblock outer(c) = inner(c) -> inner(c)\nblock inner(c) = conv(c, 1x1)")
     assert [f.label for f in report.rows[1].path] == ["outer(4)", "inner(4)"]
