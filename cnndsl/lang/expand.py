@@ -125,8 +125,9 @@ class _Evaluator:
         return POISON
 
     # -- names
-    def lookup(self, name: str, env: Env, span: Span) -> Any:
-        """What `name` means here: a local or global binding, a constant, a builtin layer."""
+    def lookup(self, name: str, env: Env, span: Span, calling: bool = False) -> Any:
+        """What `name` means here: a local or global binding, a constant, a builtin layer, a function.
+        `calling`: the name is called (`mx(3, 4)`), so a function's name is a likely guess for a typo."""
         found = env.find(name)
         if isinstance(found, Thunk):
             return self.force(found)
@@ -147,7 +148,7 @@ class _Evaluator:
                 "inside the body of a block applied to a feature map (HxWxC)"
             return self.error("name", f"`{name}` is the {what} of a block's input, known only {where}", env, span,
                               f"put the layers in a block: `block b() = conv({name}, 1x1)`")
-        known = env.names() | set(BUILTINS) | set(COMBINATORS) | set(CONSTANTS) | set(FUNCTIONS)
+        known = env.names() | set(BUILTINS) | set(COMBINATORS) | set(CONSTANTS) | (set(FUNCTIONS) if calling else set())
         guess = closest(name, known)
         if guess is not None:
             return self.error("name", f"`{name}` is not defined", env, span, f"did you mean `{guess}`?")
@@ -398,7 +399,7 @@ class _Evaluator:
 
     # -- calls
     def _Call(self, e: n.Call, env: Env) -> Any:
-        func = self.lookup(e.func.id, env, e.func.span)
+        func = self.lookup(e.func.id, env, e.func.span, calling=True)
         args = [(self.value(a, env), a) for a in e.args]
         kwargs = {k.name: (self.value(k.value, env), k) for k in e.kwargs}
         seen: set[str] = set()
@@ -704,6 +705,9 @@ def _define(ev: _Evaluator, defined: dict[str, tuple[n.Node, Source]], stmt: n.L
                      "rename one of them" if where is source else
                      "rename one of them: an imported file's names and this file's share one namespace",
                      (f"first defined at {where.path}:{first.span.line}:{first.span.col}",))
+            # Neither definition is the one meant until the user says which: the name's uses report
+            # nothing more (checked against the first, they gave errors that misled).
+            ev.globals.vars[key] = POISON
             continue
         defined[key] = (node, source)
         ev.globals.vars[key] = value

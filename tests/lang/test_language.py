@@ -298,3 +298,16 @@ input -> half -> depthwise -> half -> tall -> global_avgpool -> head
                            "known only inside the body of a block applied to a feature map")):
         with pytest.raises(CnnError, match=message):
             cnndsl.check(f"network E\ninput 4x4x8\n{text}\n")
+
+
+@pytest.mark.parametrize("definitions, use", [
+    ("block b(c) = conv(c, 3x3)\nblock b(c, k) = conv(c, k)", "b(4, 3x3)"),
+    ("let n = 3\nlet n = (1, 2)", "conv(n[1], 1x1)"),
+    ("let act = relu\nblock act(c) = conv(c, 1x1)", "act(4)"),
+])
+def test_a_name_defined_twice_is_one_error_not_a_cascade(definitions: str, use: str) -> None:
+    """Issue 21: the uses of a name defined twice were checked against its first definition, and a use
+    written for the second got a second, misleading error; now the duplicate is the only one."""
+    with pytest.raises(CnnError) as caught:
+        net(f"{definitions}\ninput -> {use}")
+    assert caught.value.kinds == ("duplicate",), caught.value.render()
