@@ -513,7 +513,7 @@ class _Evaluator:
         """Bind a block's arguments; the body is evaluated when the call is applied."""
         self.budget.spend(2)  # binding arguments and making the call's label cost two expressions' worth
         params = [p.name for p in block.params]
-        required = {p.name for p in block.params if p.default is None}
+        required = {p.name for p in block.params if p.default is None and not p.optional}
         if bare and required:
             return self.error("arguments", f"block `{block.name}` needs arguments", env, span,
                               f"call it: `{block.name}({', '.join(params)})`")
@@ -523,7 +523,14 @@ class _Evaluator:
         home = Env({}, self.globals, source or self.globals.source)  # where the block is written
         scope: dict[str, Any] = {}
         for p in block.params:
-            if p.name in bound:
+            if p.optional:  # `se?`: the layer given, or none; in the body `se?` and `se` both apply it
+                scope[p.name] = bound[p.name][0] if p.name in bound else IDENTITY
+                scope[p.name + "?"] = p.name in bound
+                if p.default is not None:
+                    self.error("syntax", f"the optional parameter `{p.name}?` has a default", env, p.span,
+                               f"an optional layer is absent unless given: write `{p.name}?`, or "
+                               f"`{p.name}=LAYER` for a default")
+            elif p.name in bound:
                 scope[p.name] = bound[p.name][0]
             else:
                 scope[p.name] = self.value(p.default, home)

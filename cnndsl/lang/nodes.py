@@ -219,10 +219,11 @@ class Let(Statement):
 
 @dataclass(frozen=True)
 class Param(Node):
-    """A block parameter, with its default if any."""
+    """A block parameter, with its default if any; `optional` (`se?`): a layer that is absent unless given."""
 
     name: str
     default: Expr | None
+    optional: bool = False
 
 
 @dataclass(frozen=True)

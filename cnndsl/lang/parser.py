@@ -167,7 +167,7 @@ class _ToAst(Transformer_NonRecursive):
         return _present(c)
 
     def param(self, meta: Any, c: list) -> n.Param:
-        return n.Param(_span(meta), str(c[0]), c[1])
+        return n.Param(_span(meta), str(c[0]), c[2], c[1] is not None)
 
     def main(self, meta: Any, c: list) -> n.Main:
         return n.Main(_span(meta), c[0])

@@ -311,3 +311,17 @@ def test_a_name_defined_twice_is_one_error_not_a_cascade(definitions: str, use: 
     with pytest.raises(CnnError) as caught:
         net(f"{definitions}\ninput -> {use}")
     assert caught.value.kinds == ("duplicate",), caught.value.render()
+
+
+def test_an_optional_block_parameter_is_a_layer_absent_unless_given() -> None:
+    """Issue 21: `block ir(c, se?)`: `se?` (or `se`) in the body applies the layer given, by position or by
+    name, and nothing when the call leaves it out; the label shows only what was given."""
+    text = ("block ir(c, se?, act=relu) = conv(c, 1x1) -> act -> se?\n"
+            "input -> ir(8) -> ir(8, bn) -> ir(8, act=tanh, se=dropout(0.5))")
+    assert ops(net(text)) == ["conv(8, 1x1)", "relu", "conv(8, 1x1)", "relu", "bn", "conv(8, 1x1)", "tanh",
+                              "dropout(0.5)"]
+    labels = [r.path[0].label for r in net(text).rows]
+    assert labels[0] == "ir(8)" and "ir(8, bn)" in labels and "ir(8, se=dropout(0.5), act=tanh)" in labels
+    with pytest.raises(CnnError) as caught:
+        net("block ir(c, se?=relu) = conv(c, 1x1) -> se?\ninput -> ir(8)")
+    assert "the optional parameter `se?` has a default" in caught.value.render()
