@@ -240,8 +240,8 @@ class _Builder:
         self.report, self.depth = report, depth
         self.rows = {row.name: row for row in report.rows}
 
-    def series(self, items: tuple[object, ...], level: int, shown: int) -> _Seq:
-        """Lay out a series; `level` indexes the frame paths, `shown` counts the frames drawn around it."""
+    def series(self, items: tuple[object, ...], level: int) -> _Seq:
+        """Lay out a series; `level` indexes the frame paths."""
         out: list[_Item] = []
         index = 0
         while index < len(items):
@@ -251,16 +251,17 @@ class _Builder:
                 end = index + 1
                 while end < len(items) and len(f := _common_frames(items[end])) > level and f[level].id == frame.id:
                     end += 1
-                out.append(self.group(items[index:end], level, shown))
+                out.append(self.group(items[index:end], level))
                 index = end
             else:
-                out.append(self.item(items[index], len(frames), shown))
+                out.append(self.item(items[index], len(frames)))
                 index += 1
         return _Seq(out)
 
-    def group(self, items: tuple[object, ...], level: int, shown: int) -> _Item:
+    def group(self, items: tuple[object, ...], level: int) -> _Item:
         """One frame around `items`; frames that hold exactly the same layers (a repetition of one block
-        call) are drawn as one, their labels joined."""
+        call) are drawn as one, their labels joined. With `depth`, the one folding rule of `check --depth`:
+        a frame at path level depth - 1 or deeper is one box (for joined frames, their deepest level)."""
         paths = [_common_frames(item) for item in items]
         labels = [paths[0][level].label]
         while all(len(p) > level + 1 for p in paths) and len({p[level + 1].id for p in paths}) == 1:
@@ -269,19 +270,28 @@ class _Builder:
         label = " › ".join(labels)
         nodes = [n for item in items for n in _nodes(item)]
         params = sum(self.rows[n.name].params for n in nodes)
-        if self.depth is not None and shown >= self.depth:
+        deepest = paths[0][level]  # its level in the full path (the table's), where structural frames count too
+        full_level = next(k for k, f in enumerate(nodes[0].path) if f.id == deepest.id)
+        if self.depth is not None and full_level >= self.depth - 1:  # report.Report.tree's rule
             last = items[-1].join if isinstance(items[-1], _Fork) else nodes[-1]
             shape = fmt(self.report.node_shapes[last.id])
             tip = f"{label}: {len(nodes)} layers, {params:,} params, " \
                   f"{sum(self.rows[n.name].macs for n in nodes):,} MACs (line {paths[0][level].span.line})"
             return _Box(label, f"{shape}  ·  {_count(params)} params" if params else shape, "group", tip)
-        return _Group(label, f"{_count(params)} params" if params else "", self.series(items, level + 1, shown + 1))
+        return _Group(label, f"{_count(params)} params" if params else "", self.series(items, level + 1))
 
-    def item(self, item: object, level: int, shown: int) -> _Item:
+    def item(self, item: object, level: int) -> _Item:
         if isinstance(item, _Leaf):
             return self.box(item.node)
         assert isinstance(item, _Fork)
-        branches = [self.series(branch, level, shown) for branch in item.branches]
+        frames = item.join.path  # the join closes its branches' frame (`concat`, `add`, `residual`)
+        if self.depth is not None and frames and len(frames) - 1 >= self.depth - 1:  # folded as the table folds it
+            nodes = _nodes(item)
+            params, macs = sum(self.rows[n.name].params for n in nodes), sum(self.rows[n.name].macs for n in nodes)
+            shape = fmt(self.report.node_shapes[item.join.id])
+            tip = f"{frames[-1].label}: {len(nodes)} layers, {params:,} params, {macs:,} MACs (line {frames[-1].span.line})"
+            return _Box(frames[-1].label, f"{shape}  ·  {_count(params)} params" if params else shape, "group", tip)
+        branches = [self.series(branch, level) for branch in item.branches]
         return _Parallel(branches, self.box(item.join), isinstance(item.join.op, ir.Add))
 
     def box(self, node: ir.Node) -> _Box:
@@ -305,7 +315,7 @@ def _count(n: int) -> str:
 
 def to_svg(report: Report, depth: int | None = None) -> str:
     """The network as a standalone SVG document (top to bottom, groups framed, `depth` levels unfolded)."""
-    body = _Builder(report, depth).series(_series(report.graph), 0, 0)
+    body = _Builder(report, depth).series(_series(report.graph), 0)
     title = f"{report.name}: {report.params:,} params, {report.macs:,} MACs"
     margin = 16.0
     width = max(body.width, _text_width(title, 13 * 1.12)) + 2 * margin  # bold glyphs are wider

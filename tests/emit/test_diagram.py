@@ -71,7 +71,7 @@ def test_residual_identity_shortcuts_are_dashed_skip_edges() -> None:
 def test_branches_sit_side_by_side() -> None:
     report = cnndsl.check(ROOT / "examples" / "googlenet.cnn")
     boxes: dict[str, tuple[float, ...]] = {}
-    for _, box, texts in _boxes(to_svg(report, depth=1)):
+    for _, box, texts in _boxes(to_svg(report, depth=3)):
         boxes.setdefault(texts[0], box)  # the first inception's
     first = [boxes[t] for t in ("cbr(64, (1, 1))", "cbr(96, (1, 1))", "cbr(16, (1, 1))")]
     assert len({round(b[1]) for b in first}) == 1  # one row
@@ -80,11 +80,26 @@ def test_branches_sit_side_by_side() -> None:
 
 def test_depth_folds_groups_into_boxes() -> None:
     report = cnndsl.check(ROOT / "examples" / "resnet18.cnn")
-    full, folded = _boxes(to_svg(report)), _boxes(to_svg(report, depth=1))
+    full, folded = _boxes(to_svg(report)), _boxes(to_svg(report, depth=3))
     assert len(folded) < len(full) / 4
     groups = [texts for kind, _, texts in folded if kind == "node group"]
     assert len(groups) == 8 and groups[0] == ["basic(64, 1)", "56x56x64  ·  74k params"]
-    assert "[…]*4 i=3 › stage(512, 2, stride=2)" in to_svg(report, depth=1)  # a repetition of one call: one frame
+    assert "[…]*4 i=3 › stage(512, 2, stride=2)" in to_svg(report, depth=3)  # a repetition of one call: one frame
+
+
+@pytest.mark.parametrize("example", ["resnet18", "efficientnet_b0", "googlenet", "mobilenet_v2"])
+def test_the_diagram_folds_at_the_levels_the_table_folds(example: str) -> None:
+    """Issue 21: one folding rule for `check --depth N` and `--emit svg --depth N`: every frame the table
+    folds into one row is one box in the diagram, whatever frames the diagram joins (a block called by a
+    repetition of one call was drawn open at one stage and folded at the next)."""
+    report = cnndsl.check(ROOT / "examples" / f"{example}.cnn")
+    for depth in (1, 2, 3):
+        # the branches of a fork are the diagram's columns, always side by side: their contents fold instead
+        table_folded = {r.label for r in report.tree(depth) if r.group and r.level == depth - 1
+                        and not r.label.startswith("branch ")}
+        boxes = [texts[0] for kind, _, texts in _boxes(to_svg(report, depth)) if kind == "node group"]
+        drawn = {part for label in boxes for part in label.split(" › ")}  # joined frames: one box, labels joined
+        assert table_folded <= drawn, (depth, sorted(table_folded - drawn)[:5])
 
 
 def test_cli_writes_svg(tmp_path: Path) -> None:
