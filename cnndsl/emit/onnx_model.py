@@ -125,6 +125,21 @@ def _lower(b: _Builder, step: Any, ins: list[str], arrays: dict[str, np.ndarray]
         rows = b.constant(f"{name}/rows", np.asarray(adaptive_bins(h, op.size[0]), np.float32).T)
         x = b.add("Transpose", [b.add("MatMul", [x, cols], name)], name, perm=[0, 1, 3, 2])
         return b.add("Transpose", [b.add("MatMul", [x, rows], name)], name, perm=[0, 1, 3, 2])
+    if isinstance(op, ir.ChannelShuffle):  # NCHW: (N, g, C/g, H, W), transposed, back; 0 keeps the batch size
+        h, w, c = step.in_shape
+        grouped = b.add("Reshape", [x, b.constant(f"{name}/grouped", np.asarray([0, op.groups, c // op.groups, h, w],
+                                                                                 np.int64))], name)
+        swapped = b.add("Transpose", [grouped], name, perm=[0, 2, 1, 3, 4])
+        return b.add("Reshape", [swapped, b.constant(f"{name}/shape", np.asarray([0, c, h, w], np.int64))], name)
+    if isinstance(op, ir.PixelShuffle):  # DepthToSpace's CRD mode is PyTorch's pixel_shuffle
+        return b.add("DepthToSpace", [x], name, blocksize=op.factor, mode="CRD")
+    if isinstance(op, ir.Upsample):
+        scales = b.constant(f"{name}/scales", np.asarray([1, 1, op.scale, op.scale], np.float32))
+        if op.mode == "nearest":  # PyTorch's nearest: source index floor(i / s)
+            return b.add("Resize", [x, "", scales], name, mode="nearest", coordinate_transformation_mode="asymmetric",
+                         nearest_mode="floor")
+        return b.add("Resize", [x, "", scales], name, mode="linear",
+                     coordinate_transformation_mode="pytorch_half_pixel")
     if isinstance(op, (ir.Dense, ir.Flatten)):
         if len(step.in_shape) == 3:  # cnndsl flattens in H, W, C order
             x = b.add("Flatten", [b.add("Transpose", [x], name, perm=[0, 2, 3, 1])], name, axis=1)

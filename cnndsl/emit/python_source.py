@@ -22,11 +22,14 @@ from cnndsl.nn.flax_backend import (
     Step,
     adaptive_avgpool,
     adaptive_bins,
+    channel_shuffle,
     layer_constructor,
     lrn,
     mul,
+    pixel_shuffle,
     plan,
     pool,
+    upsample,
 )
 
 
@@ -72,6 +75,12 @@ def _call(step: Step, names: dict[int, str]) -> str:
         return re.sub(r"\bx\b", x, ACTIVATION_CODE[op.fn]).replace("slope", repr(op.slope))
     if isinstance(op, ir.LocalResponseNorm):
         return f"lrn({x}, {op.size}, {op.alpha}, {op.beta}, {op.k})"
+    if isinstance(op, ir.ChannelShuffle):
+        return f"channel_shuffle({x}, {op.groups})"
+    if isinstance(op, ir.PixelShuffle):
+        return f"pixel_shuffle({x}, {op.factor})"
+    if isinstance(op, ir.Upsample):
+        return f"upsample({x}, {op.scale}, {op.mode!r})"
     inputs = [names[i] for i in step.inputs]
     if isinstance(op, ir.Concat):
         return f"jnp.concatenate([{', '.join(inputs)}], axis=-1)"
@@ -110,6 +119,10 @@ def to_python(report: Report, origin: str = "") -> str:
         helpers.append(inspect.getsource(lrn))
     if any(isinstance(s.op, ir.Mul) for s in steps):
         helpers.append(inspect.getsource(mul))
+    for op_type, function in ((ir.ChannelShuffle, channel_shuffle), (ir.PixelShuffle, pixel_shuffle),
+                              (ir.Upsample, upsample)):
+        if any(isinstance(s.op, op_type) for s in steps):
+            helpers.append(inspect.getsource(function))
     if any(isinstance(s.op, ir.AdaptivePool) for s in steps):
         helpers += [inspect.getsource(adaptive_bins), inspect.getsource(adaptive_avgpool)]
     constructed = {spec[0] for step in steps if (spec := layer_constructor(step)) is not None}

@@ -145,6 +145,38 @@ class Flatten(Op):
 
 
 @dataclass(frozen=True)
+class ChannelShuffle(Op):
+    """ShuffleNet's channel shuffle (PyTorch's `nn.ChannelShuffle`): the C channels seen as (groups, C/groups),
+    transposed to (C/groups, groups) and flattened: output channel k*groups + g is input channel g*(C/groups) + k."""
+
+    kind: ClassVar[str] = "channel_shuffle"
+    positional: ClassVar[int] = 1
+    groups: int = 2
+
+
+@dataclass(frozen=True)
+class PixelShuffle(Op):
+    """PyTorch's `nn.PixelShuffle(r)`: (H, W, C*r*r) -> (H*r, W*r, C); input channel c*r*r + i*r + j goes to
+    output position (h*r + i, w*r + j), channel c."""
+
+    kind: ClassVar[str] = "pixel_shuffle"
+    positional: ClassVar[int] = 1
+    factor: int = 2
+
+
+@dataclass(frozen=True)
+class Upsample(Op):
+    """(H, W, C) -> (H*s, W*s, C), PyTorch's `interpolate(scale_factor=s)`: `nearest` takes source pixel
+    floor(i / s); `bilinear` (align_corners=False) samples source coordinate (i + 0.5) / s - 0.5, clamped
+    to the image, between its two neighbours along each axis."""
+
+    kind: ClassVar[str] = "upsample"
+    positional: ClassVar[int] = 1
+    scale: int = 2
+    mode: str = "nearest"
+
+
+@dataclass(frozen=True)
 class Activation(Op):
     """An elementwise activation (softmax: over the last axis)."""
 

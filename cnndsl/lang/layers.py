@@ -26,7 +26,8 @@ class Symbol:
         return self.name
 
 
-CONSTANTS: dict[str, Any] = {"same": Symbol("same"), "valid": Symbol("valid"), "true": True, "false": False}
+CONSTANTS: dict[str, Any] = {"same": Symbol("same"), "valid": Symbol("valid"), "nearest": Symbol("nearest"),
+                             "bilinear": Symbol("bilinear"), "true": True, "false": False}
 
 
 class ArgError(Exception):
@@ -169,6 +170,13 @@ class Builtin:
         return tuple(p.name for p in self.params if p.default is REQUIRED)
 
 
+def interpolation(v: Any) -> str:
+    """`nearest` | `bilinear`."""
+    if isinstance(v, Symbol) and v.name in ("nearest", "bilinear"):
+        return v.name
+    raise ArgError(f"expected `nearest` or `bilinear`, got {describe(v)}", "e.g. `upsample(2, mode=bilinear)`")
+
+
 def _pool(mode: str) -> Callable[..., ir.Op]:
     def build(window: ir.Pair, stride: ir.Pair | None, pad: ir.Padding, ceil: bool,
               count_pad: bool = True) -> ir.Op:
@@ -198,6 +206,13 @@ _TABLE = [
     Builtin("fc", (Param("units", positive_int), Param("bias", boolean, True)), ir.Dense, "fc(128)",
             "fully connected; flattens a 3-D input first"),
     Builtin("flatten", (), ir.Flatten, doc="(H, W, C) -> (H*W*C,)"),
+    Builtin("channel_shuffle", (Param("groups", positive_int),), ir.ChannelShuffle, "channel_shuffle(2)",
+            "ShuffleNet's channel shuffle: channels as (groups, C/groups), transposed (PyTorch's ChannelShuffle)"),
+    Builtin("pixel_shuffle", (Param("factor", positive_int),), ir.PixelShuffle, "pixel_shuffle(2)",
+            "(H, W, C*r*r) -> (H*r, W*r, C), PyTorch's PixelShuffle"),
+    Builtin("upsample", (Param("scale", positive_int), Param("mode", interpolation, Symbol("nearest"))), ir.Upsample,
+            "upsample(2, mode=bilinear)", "(H, W, C) -> (H*s, W*s, C), nearest or bilinear as PyTorch's interpolate "
+            "(align_corners=False)"),
     Builtin("leaky_relu", (Param("slope", number, 0.01),), lambda slope: ir.Activation("leaky_relu", slope),
             doc="max(x, slope * x)"),
     Builtin("bn", (Param("eps", positive_number, 1e-5), Param("momentum", probability, 0.9)), ir.BatchNorm,

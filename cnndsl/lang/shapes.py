@@ -155,6 +155,31 @@ def _flatten(op: ir.Flatten, shapes: list[ir.Shape]) -> Inferred:
     return Inferred((math.prod(shape),))
 
 
+def _channel_shuffle(op: ir.ChannelShuffle, shapes: list[ir.Shape]) -> Inferred:
+    (shape,) = shapes
+    channels = _feature_map(op, shape)[2]
+    if channels % op.groups:
+        raise ShapeIssue(f"`{op.label()}` needs channels divisible by {op.groups}, got {channels}",
+                         f"shuffle the {channels} channels in a group count that divides them")
+    return Inferred(shape)
+
+
+def _pixel_shuffle(op: ir.PixelShuffle, shapes: list[ir.Shape]) -> Inferred:
+    (shape,) = shapes
+    h, w, c = _feature_map(op, shape)
+    r2 = op.factor * op.factor
+    if c % r2:
+        raise ShapeIssue(f"`{op.label()}` needs channels divisible by {op.factor}*{op.factor} = {r2}, got {c}",
+                         f"give the layer before it a multiple of {r2} channels")
+    return Inferred((h * op.factor, w * op.factor, c // r2))
+
+
+def _upsample(op: ir.Upsample, shapes: list[ir.Shape]) -> Inferred:
+    (shape,) = shapes
+    h, w, c = _feature_map(op, shape)
+    return Inferred((h * op.scale, w * op.scale, c))
+
+
 def _linear(op: ir.Linear, shapes: list[ir.Shape]) -> Inferred:
     (shape,) = shapes
     return Inferred(shape[:-1] + (op.units,))
@@ -258,7 +283,7 @@ def _mul(op: ir.Mul, shapes: list[ir.Shape]) -> Inferred:
 
 _RULES: dict[type, Callable[..., Inferred]] = {
     ir.Conv: _conv, ir.Pool: _pool, ir.GlobalPool: _global_pool, ir.AdaptivePool: _adaptive_pool, ir.Dense: _dense,
-    ir.Flatten: _flatten,
+    ir.Flatten: _flatten, ir.ChannelShuffle: _channel_shuffle, ir.PixelShuffle: _pixel_shuffle, ir.Upsample: _upsample,
     ir.Linear: _linear,
     ir.Activation: _same, ir.BatchNorm: _same, ir.LocalResponseNorm: _same, ir.Dropout: _same,
     ir.DropPath: _same, ir.LayerNorm: _same, ir.LayerScale: _same,

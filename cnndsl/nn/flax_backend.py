@@ -173,6 +173,12 @@ class Network(nnx.Module):
             return adaptive_avgpool(x, op.size)
         if isinstance(op, ir.Flatten):
             return x.reshape(x.shape[0], -1)
+        if isinstance(op, ir.ChannelShuffle):
+            return channel_shuffle(x, op.groups)
+        if isinstance(op, ir.PixelShuffle):
+            return pixel_shuffle(x, op.factor)
+        if isinstance(op, ir.Upsample):
+            return upsample(x, op.scale, op.mode)
         if isinstance(op, ir.Activation):
             return _ACTIVATIONS[op.fn](x, op.slope)
         if isinstance(op, ir.LocalResponseNorm):
@@ -338,6 +344,30 @@ def adaptive_avgpool(x: jax.Array, size: tuple[int, int]) -> jax.Array:
     rows = jnp.asarray(adaptive_bins(x.shape[1], size[0]), x.dtype)
     cols = jnp.asarray(adaptive_bins(x.shape[2], size[1]), x.dtype)
     return jnp.einsum("ih,bhwc,jw->bijc", rows, x, cols)
+
+
+def channel_shuffle(x: jax.Array, groups: int) -> jax.Array:
+    """ShuffleNet's channel shuffle on (B, H, W, C): channels as (groups, C/groups), transposed, flattened."""
+    b, h, w, c = x.shape
+    return x.reshape(b, h, w, groups, c // groups).swapaxes(3, 4).reshape(b, h, w, c)
+
+
+def pixel_shuffle(x: jax.Array, r: int) -> jax.Array:
+    """PyTorch's PixelShuffle(r) on (B, H, W, C*r*r): channel c*r*r + i*r + j moves to (h*r + i, w*r + j, c)."""
+    b, h, w, c = x.shape
+    out = c // (r * r)
+    x = x.reshape(b, h, w, out, r, r).transpose(0, 1, 4, 2, 5, 3)  # (B, H, i, W, j, C)
+    return x.reshape(b, h * r, w * r, out)
+
+
+def upsample(x: jax.Array, scale: int, mode: str) -> jax.Array:
+    """PyTorch's interpolate(scale_factor=scale) on (B, H, W, C): `nearest` repeats each pixel; `bilinear`
+    (align_corners=False) is jax.image.resize's triangle kernel at half-pixel centres, which for an integer
+    upscaling weighs the two neighbours as PyTorch does and clamps at the edges as PyTorch does."""
+    if mode == "nearest":
+        return jnp.repeat(jnp.repeat(x, scale, axis=1), scale, axis=2)
+    b, h, w, c = x.shape
+    return jax.image.resize(x, (b, h * scale, w * scale, c), "bilinear")
 
 
 def lrn(x: jax.Array, size: int, alpha: float, beta: float, k: float) -> jax.Array:

@@ -350,3 +350,81 @@ input -> mul(identity | adaptive_avgpool(1x1) -> conv(2, 1x1) -> relu -> conv(4,
     assert agree(net) <= LAYER["rtol"]  # a network of a few layers
     with pytest.raises(CnnError, match=r"\(or a 1x1x4 map\) to scale a 5x6x4 feature map; branch 2 gives 1x1x3"):
         cnndsl.check("network B\ninput 5x6x4\ninput -> mul(identity | adaptive_avgpool(1x1) -> conv(3, 1x1))\n")
+
+
+# ---- issue 21: channel_shuffle, pixel_shuffle, upsample, against PyTorch's conventions written in numpy ----
+
+def _shuffle_reference(x: np.ndarray, groups: int) -> np.ndarray:
+    """torch.nn.functional.channel_shuffle, on NHWC: channels as (groups, C/groups), transposed."""
+    n, h, w, c = x.shape
+    return x.reshape(n, h, w, groups, c // groups).transpose(0, 1, 2, 4, 3).reshape(n, h, w, c)
+
+
+def _pixel_shuffle_reference(x: np.ndarray, r: int) -> np.ndarray:
+    """torch.nn.functional.pixel_shuffle with loops, on NHWC: in channel c*r*r + i*r + j -> (h*r+i, w*r+j, c)."""
+    n, h, w, c = x.shape
+    y = np.zeros((n, h * r, w * r, c // (r * r)), x.dtype)
+    for ch in range(c):
+        out, rest = divmod(ch, r * r)
+        i, j = divmod(rest, r)
+        y[:, i::r, j::r, out] = x[:, :, :, ch]
+    return y
+
+
+def _upsample_reference(x: np.ndarray, s: int, mode: str) -> np.ndarray:
+    """torch.nn.functional.interpolate(scale_factor=s, align_corners=False) with loops, in float64, NHWC."""
+    n, h, w, c = x.shape
+    if mode == "nearest":
+        rows, cols = np.arange(h * s) // s, np.arange(w * s) // s
+        return x[:, rows][:, :, cols]
+
+    def weights(size: int) -> np.ndarray:
+        m = np.zeros((size * s, size))
+        for i in range(size * s):
+            src = max((i + 0.5) / s - 0.5, 0.0)  # PyTorch clamps a negative source coordinate to 0
+            low = min(int(src), size - 1)
+            high, t = min(low + 1, size - 1), src - low
+            m[i, low] += 1 - t
+            m[i, high] += t
+        return m
+
+    return np.einsum("ih,jw,nhwc->nijc", weights(h), weights(w), x.astype(np.float64))
+
+
+@pytest.mark.parametrize("layer, reference", [
+    ("channel_shuffle(3)", lambda x: _shuffle_reference(x, 3)),
+    ("channel_shuffle(4)", lambda x: _shuffle_reference(x, 4)),
+    ("pixel_shuffle(2)", lambda x: _pixel_shuffle_reference(x, 2)),
+    ("upsample(2)", lambda x: _upsample_reference(x, 2, "nearest")),
+    ("upsample(3, mode=bilinear)", lambda x: _upsample_reference(x, 3, "bilinear")),
+    ("upsample(1, mode=bilinear)", lambda x: _upsample_reference(x, 1, "bilinear")),
+])
+def test_reshaping_ops_match_pytorchs_conventions_with_gradients_and_in_onnx(layer: str, reference) -> None:
+    """Each op against its PyTorch definition written out in numpy; its gradient is the adjoint of the
+    forward map (the ops are linear: <f(x), w> = <x, f^T(w)> with f^T from jax.vjp); ONNX Runtime agrees."""
+    import jax
+
+    net = cnndsl.compile(f"network R\ninput 5x4x12\ninput -> {layer}\n")
+    model = net.init(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 5, 4, 12)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(model(x)), reference(x), **ELEMENTWISE)  # a copy or a 4-term sum
+    y, pullback = jax.vjp(lambda v: model(v), jax.numpy.asarray(x))
+    w = rng.normal(size=y.shape).astype(np.float32)
+    (back,) = pullback(jax.numpy.asarray(w))
+    # two float32 dot products of ~1,000-17,000 terms of order 1: sqrt(n)*u relative, 1e-5 is far above
+    np.testing.assert_allclose(float((np.asarray(y) * w).sum()), float((x * np.asarray(back)).sum()), rtol=1e-5)
+    assert agree(net) <= ELEMENTWISE["atol"]
+
+
+def test_reshaping_ops_check_their_channels_and_label_themselves() -> None:
+    report = cnndsl.check("network R\ninput 5x4x12\ninput -> pixel_shuffle(2) -> upsample(4, mode=bilinear)\n")
+    assert [r.op for r in report.rows] == ["pixel_shuffle(2)", "upsample(4, mode=bilinear)"]
+    assert report.output_shape == (40, 32, 3) and report.params == report.macs == 0
+    for spec, says in (("channel_shuffle(5)", "needs channels divisible by 5, got 12"),
+                       ("pixel_shuffle(3)", "needs channels divisible by 3*3 = 9, got 12"),
+                       ("upsample(2, mode=same)", "expected `nearest` or `bilinear`, got `same`"),
+                       ("global_avgpool -> upsample(2)", "needs a feature map")):
+        with pytest.raises(CnnError) as caught:
+            cnndsl.check(f"network R\ninput 5x4x12\ninput -> {spec}\n")
+        assert says in caught.value.render() and ":3:" in caught.value.render()
