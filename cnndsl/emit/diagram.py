@@ -274,10 +274,7 @@ class _Builder:
         full_level = next(k for k, f in enumerate(nodes[0].path) if f.id == deepest.id)
         if self.depth is not None and full_level >= self.depth - 1:  # report.Report.tree's rule
             last = items[-1].join if isinstance(items[-1], _Fork) else nodes[-1]
-            shape = fmt(self.report.node_shapes[last.id])
-            tip = f"{label}: {len(nodes)} layers, {params:,} params, " \
-                  f"{sum(self.rows[n.name].macs for n in nodes):,} MACs (line {paths[0][level].span.line})"
-            return _Box(label, f"{shape}  ·  {_count(params)} params" if params else shape, "group", tip)
+            return self.folded(label, nodes, last, paths[0][level].span.line)
         return _Group(label, f"{_count(params)} params" if params else "", self.series(items, level + 1))
 
     def item(self, item: object, level: int) -> _Item:
@@ -286,13 +283,16 @@ class _Builder:
         assert isinstance(item, _Fork)
         frames = item.join.path  # the join closes its branches' frame (`concat`, `add`, `residual`)
         if self.depth is not None and frames and len(frames) - 1 >= self.depth - 1:  # folded as the table folds it
-            nodes = _nodes(item)
-            params, macs = sum(self.rows[n.name].params for n in nodes), sum(self.rows[n.name].macs for n in nodes)
-            shape = fmt(self.report.node_shapes[item.join.id])
-            tip = f"{frames[-1].label}: {len(nodes)} layers, {params:,} params, {macs:,} MACs (line {frames[-1].span.line})"
-            return _Box(frames[-1].label, f"{shape}  ·  {_count(params)} params" if params else shape, "group", tip)
+            return self.folded(frames[-1].label, _nodes(item), item.join, frames[-1].span.line)
         branches = [self.series(branch, level) for branch in item.branches]
         return _Parallel(branches, self.box(item.join), isinstance(item.join.op, ir.Add))
+
+    def folded(self, label: str, nodes: list[ir.Node], last: ir.Node, line: int) -> _Box:
+        """A folded group: one box with the group's output shape and totals."""
+        params, macs = sum(self.rows[n.name].params for n in nodes), sum(self.rows[n.name].macs for n in nodes)
+        shape = fmt(self.report.node_shapes[last.id])
+        tip = f"{label}: {len(nodes)} layers, {params:,} params, {macs:,} MACs (line {line})"
+        return _Box(label, f"{shape}  ·  {_count(params)} params" if params else shape, "group", tip)
 
     def box(self, node: ir.Node) -> _Box:
         shape = fmt(self.report.node_shapes[node.id])
