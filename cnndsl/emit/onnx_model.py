@@ -125,6 +125,10 @@ def _lower(b: _Builder, step: Any, ins: list[str], arrays: dict[str, np.ndarray]
         rows = b.constant(f"{name}/rows", np.asarray(adaptive_bins(h, op.size[0]), np.float32).T)
         x = b.add("Transpose", [b.add("MatMul", [x, cols], name)], name, perm=[0, 1, 3, 2])
         return b.add("Transpose", [b.add("MatMul", [x, rows], name)], name, perm=[0, 1, 3, 2])
+    if isinstance(op, ir.ChannelSlice):  # channels are axis 1 of NCHW and of (N, C)
+        bounds = [b.constant(f"{name}/{part}", np.asarray([v], np.int64))
+                  for part, v in (("starts", op.start), ("ends", op.stop), ("axes", 1))]
+        return b.add("Slice", [x, *bounds], name)
     if isinstance(op, ir.ChannelShuffle):  # NCHW: (N, g, C/g, H, W), transposed, back; 0 keeps the batch size
         h, w, c = step.in_shape
         grouped = b.add("Reshape", [x, b.constant(f"{name}/grouped", np.asarray([0, op.groups, c // op.groups, h, w],

@@ -75,6 +75,8 @@ def _call(step: Step, names: dict[int, str]) -> str:
         return re.sub(r"\bx\b", x, ACTIVATION_CODE[op.fn]).replace("slope", repr(op.slope))
     if isinstance(op, ir.LocalResponseNorm):
         return f"lrn({x}, {op.size}, {op.alpha}, {op.beta}, {op.k})"
+    if isinstance(op, ir.ChannelSlice):
+        return f"{x}[..., {op.start}:{op.stop}]"
     if isinstance(op, ir.ChannelShuffle):
         return f"channel_shuffle({x}, {op.groups})"
     if isinstance(op, ir.PixelShuffle):

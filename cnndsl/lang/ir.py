@@ -145,6 +145,17 @@ class Flatten(Op):
 
 
 @dataclass(frozen=True)
+class ChannelSlice(Op):
+    """Channels `start` to `stop` - 1 of a feature map (or elements of a vector), PyTorch's `x[:, start:stop]`:
+    with `concat` branches, ShuffleNet v2's channel split (`concat(slice(0, c) | slice(c, 2*c) -> ...)`)."""
+
+    kind: ClassVar[str] = "slice"
+    positional: ClassVar[int] = 2
+    start: int = 0
+    stop: int = 1
+
+
+@dataclass(frozen=True)
 class ChannelShuffle(Op):
     """ShuffleNet's channel shuffle (PyTorch's `nn.ChannelShuffle`): the C channels seen as (groups, C/groups),
     transposed to (C/groups, groups) and flattened: output channel k*groups + g is input channel g*(C/groups) + k."""

@@ -68,6 +68,13 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def non_negative_int(v: Any) -> int:
+    """An integer >= 0."""
+    if not _is_int(v) or v < 0:
+        raise ArgError(f"expected a whole number >= 0, got {describe(v) if not _is_int(v) else v}")
+    return v
+
+
 def positive_int(v: Any) -> int:
     """An integer >= 1."""
     if not _is_int(v):
@@ -206,6 +213,8 @@ _TABLE = [
     Builtin("fc", (Param("units", positive_int), Param("bias", boolean, True)), ir.Dense, "fc(128)",
             "fully connected; flattens a 3-D input first"),
     Builtin("flatten", (), ir.Flatten, doc="(H, W, C) -> (H*W*C,)"),
+    Builtin("slice", (Param("start", non_negative_int), Param("stop", positive_int)), ir.ChannelSlice, "slice(0, 16)",
+            "channels start..stop-1 (PyTorch's x[:, start:stop]); with concat branches, a channel split"),
     Builtin("channel_shuffle", (Param("groups", positive_int),), ir.ChannelShuffle, "channel_shuffle(2)",
             "ShuffleNet's channel shuffle: channels as (groups, C/groups), transposed (PyTorch's ChannelShuffle)"),
     Builtin("pixel_shuffle", (Param("factor", positive_int),), ir.PixelShuffle, "pixel_shuffle(2)",

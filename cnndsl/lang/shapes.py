@@ -155,6 +155,15 @@ def _flatten(op: ir.Flatten, shapes: list[ir.Shape]) -> Inferred:
     return Inferred((math.prod(shape),))
 
 
+def _channel_slice(op: ir.ChannelSlice, shapes: list[ir.Shape]) -> Inferred:
+    (shape,) = shapes
+    channels = shape[-1]
+    if not op.start < op.stop <= channels:
+        raise ShapeIssue(f"`{op.label()}` takes channels {op.start} to {op.stop - 1}, but its input has {channels} "
+                         f"({fmt(shape)})", f"slice within 0..{channels}: start < stop <= {channels}")
+    return Inferred(shape[:-1] + (op.stop - op.start,))
+
+
 def _channel_shuffle(op: ir.ChannelShuffle, shapes: list[ir.Shape]) -> Inferred:
     (shape,) = shapes
     channels = _feature_map(op, shape)[2]
@@ -283,7 +292,7 @@ def _mul(op: ir.Mul, shapes: list[ir.Shape]) -> Inferred:
 
 _RULES: dict[type, Callable[..., Inferred]] = {
     ir.Conv: _conv, ir.Pool: _pool, ir.GlobalPool: _global_pool, ir.AdaptivePool: _adaptive_pool, ir.Dense: _dense,
-    ir.Flatten: _flatten, ir.ChannelShuffle: _channel_shuffle, ir.PixelShuffle: _pixel_shuffle, ir.Upsample: _upsample,
+    ir.Flatten: _flatten, ir.ChannelSlice: _channel_slice, ir.ChannelShuffle: _channel_shuffle, ir.PixelShuffle: _pixel_shuffle, ir.Upsample: _upsample,
     ir.Linear: _linear,
     ir.Activation: _same, ir.BatchNorm: _same, ir.LocalResponseNorm: _same, ir.Dropout: _same,
     ir.DropPath: _same, ir.LayerNorm: _same, ir.LayerScale: _same,

@@ -173,6 +173,8 @@ class Network(nnx.Module):
             return adaptive_avgpool(x, op.size)
         if isinstance(op, ir.Flatten):
             return x.reshape(x.shape[0], -1)
+        if isinstance(op, ir.ChannelSlice):
+            return x[..., op.start:op.stop]
         if isinstance(op, ir.ChannelShuffle):
             return channel_shuffle(x, op.groups)
         if isinstance(op, ir.PixelShuffle):

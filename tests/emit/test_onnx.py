@@ -392,6 +392,7 @@ def _upsample_reference(x: np.ndarray, s: int, mode: str) -> np.ndarray:
 
 
 @pytest.mark.parametrize("layer, reference", [
+    ("slice(3, 9)", lambda x: x[..., 3:9]),
     ("channel_shuffle(3)", lambda x: _shuffle_reference(x, 3)),
     ("channel_shuffle(4)", lambda x: _shuffle_reference(x, 4)),
     ("pixel_shuffle(2)", lambda x: _pixel_shuffle_reference(x, 2)),
@@ -424,7 +425,30 @@ def test_reshaping_ops_check_their_channels_and_label_themselves() -> None:
     for spec, says in (("channel_shuffle(5)", "needs channels divisible by 5, got 12"),
                        ("pixel_shuffle(3)", "needs channels divisible by 3*3 = 9, got 12"),
                        ("upsample(2, mode=same)", "expected `nearest` or `bilinear`, got `same`"),
-                       ("global_avgpool -> upsample(2)", "needs a feature map")):
+                       ("global_avgpool -> upsample(2)", "needs a feature map"),
+                       ("slice(4, 20)", "`slice(4, 20)` takes channels 4 to 19, but its input has 12"),
+                       ("slice(5, 5)", "takes channels 5 to 4")):
         with pytest.raises(CnnError) as caught:
             cnndsl.check(f"network R\ninput 5x4x12\ninput -> {spec}\n")
         assert says in caught.value.render() and ":3:" in caught.value.render()
+
+
+def test_a_shufflenet_v2_unit_is_written_exactly_with_slice_and_channel_shuffle() -> None:
+    """Issue 21: the channel split of ShuffleNet v2 (torchvision's InvertedResidual, stride 1): half the channels
+    pass, half go through 1x1 -> depthwise 3x3 -> 1x1, then concat and shuffle: the parameters of exactly those
+    layers (no selector convolutions), the output a shuffle of (the first half, the branch's output)."""
+    c = 16
+    spec = (f"network Unit\ninput 8x8x{c}\n"
+            "block unit(c) = concat(slice(0, c // 2) | slice(c // 2, c) -> conv(c // 2, 1x1, bias=false) -> bn -> relu "
+            "-> conv(c // 2, 3x3, pad=1, groups=c // 2, bias=false) -> bn -> conv(c // 2, 1x1, bias=false) -> bn -> relu) "
+            f"-> channel_shuffle(2)\ninput -> unit({c})\n")
+    net = cnndsl.compile(spec)
+    half = c // 2
+    assert net.report.params == half * half + 2 * half + 9 * half + 2 * half + half * half + 2 * half
+    assert net.report.output_shape == (8, 8, c)
+    model = net.init(0)
+    model.eval()
+    x = np.random.default_rng(0).normal(size=(2, 8, 8, c)).astype(np.float32)
+    y = np.asarray(model(x))
+    np.testing.assert_array_equal(y[..., 0::2], x[..., :half])  # the passed half lands on the even channels
+    assert agree(net) <= NETWORK
