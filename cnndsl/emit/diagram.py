@@ -30,7 +30,7 @@ STYLE = {  # op kind -> (fill, stroke)
     "norm": ("#eeeeee", "#8a8a8a"), "act": ("#f4e6f4", "#9c5a9c"), "join": ("#fff2b3", "#b8960c"),
     "io": ("#ffffff", "#333333"), "group": ("#f7f7f7", "#777777"),
 }
-_KIND = {ir.Conv: "conv", ir.Pool: "pool", ir.GlobalPool: "pool", ir.AdaptivePool: "pool", ir.Dense: "dense",
+_KIND = {ir.Conv: "conv", ir.ConvTranspose: "conv", ir.Pool: "pool", ir.GlobalPool: "pool", ir.AdaptivePool: "pool", ir.Dense: "dense",
          ir.Linear: "dense", ir.Flatten: "norm", ir.BatchNorm: "norm", ir.LayerNorm: "norm", ir.LayerScale: "norm",
          ir.LocalResponseNorm: "norm", ir.Dropout: "norm", ir.DropPath: "norm", ir.Activation: "act",
          ir.Concat: "join", ir.Add: "join", ir.Mul: "join", ir.Input: "io"}

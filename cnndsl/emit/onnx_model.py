@@ -112,6 +112,14 @@ def _lower(b: _Builder, step: Any, ins: list[str], arrays: dict[str, np.ndarray]
         (top, bottom), (left, right) = step.pads
         return b.add("Conv", inputs, name, kernel_shape=list(op.kernel), strides=list(op.stride),
                      dilations=list(op.dilation), group=op.groups, pads=[top, left, bottom, right])
+    if isinstance(op, ir.ConvTranspose):  # (kh, kw, in, out/groups) -> PyTorch's and ONNX's (in, out/groups, kh, kw)
+        kernel = _param(arrays, f"{name}/kernel").transpose(2, 3, 0, 1)
+        inputs = [x, b.constant(f"{name}/kernel", kernel)]
+        if op.bias:
+            inputs.append(b.constant(f"{name}/bias", _param(arrays, f"{name}/bias")))
+        return b.add("ConvTranspose", inputs, name, kernel_shape=list(op.kernel), strides=list(op.stride),
+                     dilations=list(op.dilation), group=op.groups, output_padding=list(op.output_padding),
+                     pads=[op.pad[0], op.pad[1], op.pad[0], op.pad[1]])
     if isinstance(op, ir.Pool):
         return _pool(b, step, x)
     if isinstance(op, ir.GlobalPool):

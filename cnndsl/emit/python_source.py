@@ -18,6 +18,7 @@ from cnndsl.nn.flax_backend import (
     ACTIVATION_CODE,
     DTYPE_POLICY,
     BatchNorm,
+    ConvTranspose,
     LayerScale,
     Step,
     adaptive_avgpool,
@@ -41,7 +42,7 @@ def class_name(network: str) -> str:
 
 
 #: Layer classes the ejected file defines itself (copied from the backend) rather than taking from nnx.
-LOCAL_CLASSES = {"BatchNorm": BatchNorm, "LayerScale": LayerScale}
+LOCAL_CLASSES = {"BatchNorm": BatchNorm, "LayerScale": LayerScale, "ConvTranspose": ConvTranspose}
 
 
 def _layer(step: Step) -> str | None:
@@ -59,7 +60,8 @@ def _layer(step: Step) -> str | None:
 
 def _call(step: Step, names: dict[int, str]) -> str:
     op, x = step.op, names[step.inputs[0]]
-    if isinstance(op, (ir.Conv, ir.BatchNorm, ir.Dropout, ir.DropPath, ir.LayerNorm, ir.Linear, ir.LayerScale)):
+    if isinstance(op, (ir.Conv, ir.ConvTranspose, ir.BatchNorm, ir.Dropout, ir.DropPath, ir.LayerNorm, ir.Linear,
+                       ir.LayerScale)):
         return f"self.{step.name}({x})"
     if isinstance(op, ir.Dense):
         return f"self.{step.name}({x}.reshape({x}.shape[0], -1))"

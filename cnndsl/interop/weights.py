@@ -225,9 +225,9 @@ def file_layers(tensors: dict[str, np.ndarray]) -> list[FileLayer]:
 
 
 #: The kind of each spec layer with arrays, and (`FILE_KIND`) the kind of file layer it takes them from.
-SPEC_KINDS = {ir.Conv: "conv", ir.BatchNorm: "bn", ir.Dense: "fc", ir.Linear: "linear", ir.LayerNorm: "ln",
-              ir.LayerScale: "scale"}
-FILE_KIND = {"linear": "fc"}
+SPEC_KINDS = {ir.Conv: "conv", ir.ConvTranspose: "conv_transpose", ir.BatchNorm: "bn", ir.Dense: "fc",
+              ir.Linear: "linear", ir.LayerNorm: "ln", ir.LayerScale: "scale"}
+FILE_KIND = {"linear": "fc", "conv_transpose": "conv"}  # a file's 4-D weights: which, its shapes decide
 
 
 def spec_layers(report: Any) -> list[SpecLayer]:
@@ -313,8 +313,11 @@ def _convert(spec: SpecLayer, file: FileLayer, layout: str) -> dict[str, np.ndar
     if weight is None:
         return out
     weight = weight.astype(np.float32)
-    if layout == "keras":
-        out["kernel"] = weight
+    if layout == "keras":  # Conv2DTranspose keeps (kh, kw, out, in)
+        out["kernel"] = weight.transpose(0, 1, 3, 2) if spec.kind == "conv_transpose" else weight
+        return out
+    if spec.kind == "conv_transpose":
+        out["kernel"] = weight.transpose(2, 3, 0, 1)  # PyTorch's (in, out/groups, kh, kw) -> (kh, kw, in, out/groups)
         return out
     if spec.kind == "conv":
         out["kernel"] = weight.transpose(2, 3, 1, 0)  # OIHW -> HWIO

@@ -28,6 +28,9 @@ def node_cost(op: ir.Op, in_shape: ir.Shape, out_shape: ir.Shape) -> Cost:
         per_output = op.kernel[0] * op.kernel[1] * (in_shape[2] // op.groups)
         weights = per_output * op.filters
         return Cost(weights + (op.filters if op.bias else 0), 0, per_output * math.prod(out_shape))
+    if isinstance(op, ir.ConvTranspose):  # every input value times its group's kernel taps (PyTorch's count)
+        taps = op.kernel[0] * op.kernel[1] * (op.filters // op.groups)
+        return Cost(taps * in_shape[2] + (op.filters if op.bias else 0), 0, taps * math.prod(in_shape))
     if isinstance(op, ir.Dense):
         fan_in = math.prod(in_shape)
         return Cost(fan_in * op.units + (op.units if op.bias else 0), 0, fan_in * op.units)
@@ -59,9 +62,13 @@ def parameter_shapes(op: ir.Op, in_shape: ir.Shape, name: str) -> dict[str, tupl
         ln    NAME/scale, NAME/bias  (channels,)
         layer_scale NAME/scale (channels,)
 
-    PyTorch stores conv weights OIHW and linear weights (out, in): transpose (2, 3, 1, 0) and (1, 0)."""
+    PyTorch stores conv weights OIHW and linear weights (out, in): transpose (2, 3, 1, 0) and (1, 0);
+    conv_transpose NAME/kernel is (kh, kw, in, out/groups), PyTorch's (in, out/groups, kh, kw) transposed."""
     if isinstance(op, ir.Conv):
         arrays = {"kernel": (*op.kernel, in_shape[2] // op.groups, op.filters)}
+        return {f"{name}/{k}": v for k, v in ({**arrays, "bias": (op.filters,)} if op.bias else arrays).items()}
+    if isinstance(op, ir.ConvTranspose):  # PyTorch's (in, out/groups, kh, kw) transposed (2, 3, 0, 1)
+        arrays = {"kernel": (*op.kernel, in_shape[2], op.filters // op.groups)}
         return {f"{name}/{k}": v for k, v in ({**arrays, "bias": (op.filters,)} if op.bias else arrays).items()}
     if isinstance(op, ir.Dense):
         arrays = {"kernel": (math.prod(in_shape), op.units)}

@@ -145,6 +145,23 @@ class Flatten(Op):
 
 
 @dataclass(frozen=True)
+class ConvTranspose(Op):
+    """PyTorch's ConvTranspose2d: each input pixel adds a kernel-sized patch, `stride` apart; per axis the
+    output has (n - 1) * stride - 2 * pad + dilation * (kernel - 1) + output_padding + 1 pixels."""
+
+    kind: ClassVar[str] = "conv_transpose"
+    positional: ClassVar[int] = 2
+    filters: int = 1
+    kernel: Pair = (1, 1)
+    stride: Pair = (1, 1)
+    pad: Pair = (0, 0)
+    output_padding: Pair = (0, 0)
+    dilation: Pair = (1, 1)
+    groups: int = 1
+    bias: bool = True
+
+
+@dataclass(frozen=True)
 class ChannelSlice(Op):
     """Channels `start` to `stop` - 1 of a feature map (or elements of a vector), PyTorch's `x[:, start:stop]`:
     with `concat` branches, ShuffleNet v2's channel split (`concat(slice(0, c) | slice(c, 2*c) -> ...)`)."""

@@ -96,6 +96,14 @@ def pair(v: Any) -> ir.Pair:
     return v
 
 
+def non_negative_pair(v: Any) -> ir.Pair:
+    """`1` or `(1, 2)` -> (1, 1) or (1, 2); both >= 0 (a transposed convolution's `pad`, `output_padding`)."""
+    pairs = (v, v) if _is_int(v) else v
+    if not (isinstance(pairs, tuple) and len(pairs) == 2 and all(_is_int(x) and x >= 0 for x in pairs)):
+        raise ArgError(f"expected a whole number >= 0 or a pair of them, got {describe(v)}", "e.g. `1` or `(1, 0)`")
+    return pairs
+
+
 def pair_or_none(v: Any) -> ir.Pair | None:
     """A `pair`, or None for "same as another parameter"."""
     return None if v is None else pair(v)
@@ -213,6 +221,12 @@ _TABLE = [
     Builtin("fc", (Param("units", positive_int), Param("bias", boolean, True)), ir.Dense, "fc(128)",
             "fully connected; flattens a 3-D input first"),
     Builtin("flatten", (), ir.Flatten, doc="(H, W, C) -> (H*W*C,)"),
+    Builtin("conv_transpose", (Param("filters", positive_int), Param("kernel", pair), Param("stride", pair, 1),
+                               Param("pad", non_negative_pair, 0), Param("output_padding", non_negative_pair, 0),
+                               Param("dilation", pair, 1), Param("groups", positive_int, 1),
+                               Param("bias", boolean, True)),
+            ir.ConvTranspose, "conv_transpose(64, 2x2, stride=2)",
+            "transposed 2-D convolution, PyTorch's ConvTranspose2d (its output size rule and padding)"),
     Builtin("slice", (Param("start", non_negative_int), Param("stop", positive_int)), ir.ChannelSlice, "slice(0, 16)",
             "channels start..stop-1 (PyTorch's x[:, start:stop]); with concat branches, a channel split"),
     Builtin("channel_shuffle", (Param("groups", positive_int),), ir.ChannelShuffle, "channel_shuffle(2)",

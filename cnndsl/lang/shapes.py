@@ -155,6 +155,24 @@ def _flatten(op: ir.Flatten, shapes: list[ir.Shape]) -> Inferred:
     return Inferred((math.prod(shape),))
 
 
+def _conv_transpose(op: ir.ConvTranspose, shapes: list[ir.Shape]) -> Inferred:
+    (shape,) = shapes
+    h, w, c = _feature_map(op, shape)
+    if c % op.groups or op.filters % op.groups:
+        raise ShapeIssue(f"`{op.label()}` needs input channels ({c}) and filters ({op.filters}) divisible by "
+                         f"groups={op.groups}", "choose groups that divide both")
+    for axis in range(2):
+        if op.output_padding[axis] >= max(op.stride[axis], op.dilation[axis]):
+            raise ShapeIssue(f"`{op.label()}`: output_padding must be smaller than the stride or the dilation "
+                             f"(PyTorch's rule), got {op.output_padding[axis]}", "use output_padding=0 or 1 with stride 2")
+    size = [(n - 1) * op.stride[a] - 2 * op.pad[a] + op.dilation[a] * (op.kernel[a] - 1) + op.output_padding[a] + 1
+            for a, n in enumerate((h, w))]
+    if min(size) < 1:
+        raise ShapeIssue(f"`{op.label()}` on {fmt(shape)} leaves no output ({size[0]}x{size[1]}): the padding "
+                         "removes more than the kernel adds", "use less padding")
+    return Inferred((size[0], size[1], op.filters))
+
+
 def _channel_slice(op: ir.ChannelSlice, shapes: list[ir.Shape]) -> Inferred:
     (shape,) = shapes
     channels = shape[-1]
@@ -292,7 +310,7 @@ def _mul(op: ir.Mul, shapes: list[ir.Shape]) -> Inferred:
 
 _RULES: dict[type, Callable[..., Inferred]] = {
     ir.Conv: _conv, ir.Pool: _pool, ir.GlobalPool: _global_pool, ir.AdaptivePool: _adaptive_pool, ir.Dense: _dense,
-    ir.Flatten: _flatten, ir.ChannelSlice: _channel_slice, ir.ChannelShuffle: _channel_shuffle, ir.PixelShuffle: _pixel_shuffle, ir.Upsample: _upsample,
+    ir.Flatten: _flatten, ir.ConvTranspose: _conv_transpose, ir.ChannelSlice: _channel_slice, ir.ChannelShuffle: _channel_shuffle, ir.PixelShuffle: _pixel_shuffle, ir.Upsample: _upsample,
     ir.Linear: _linear,
     ir.Activation: _same, ir.BatchNorm: _same, ir.LocalResponseNorm: _same, ir.Dropout: _same,
     ir.DropPath: _same, ir.LayerNorm: _same, ir.LayerScale: _same,

@@ -161,7 +161,7 @@ class Network(nnx.Module):
         op, x = step.op, inputs[0]
         if isinstance(op, (ir.Dropout, ir.DropPath)):
             return layer(x, rngs=rngs)
-        if isinstance(op, (ir.Conv, ir.BatchNorm, ir.LayerNorm, ir.Linear, ir.LayerScale)):
+        if isinstance(op, (ir.Conv, ir.ConvTranspose, ir.BatchNorm, ir.LayerNorm, ir.Linear, ir.LayerScale)):
             return layer(x)
         if isinstance(op, ir.Dense):
             return layer(x.reshape(x.shape[0], -1))
@@ -213,7 +213,7 @@ class _Copy(nnx.Module):
 
 #: How each NNX layer class takes dtypes: "compute" layers run in the network's `dtype`, batch and layer
 #: norm always normalize in float32, dropout has no dtype. All but dropout get `param_dtype`.
-DTYPE_POLICY = {"Conv": "compute", "Linear": "compute", "BatchNorm": "float32", "LayerNorm": "float32",
+DTYPE_POLICY = {"Conv": "compute", "ConvTranspose": "compute", "Linear": "compute", "BatchNorm": "float32", "LayerNorm": "float32",
                 "LayerScale": "compute", "Dropout": None}
 
 
@@ -232,6 +232,14 @@ def layer_constructor(step: Step) -> tuple[str, tuple[Any, ...], dict[str, Any]]
         if not op.bias:
             options["use_bias"] = False
         return "Conv", (step.in_shape[-1], op.filters, op.kernel, op.stride), options
+    if isinstance(op, ir.ConvTranspose):
+        options = {k: v for k, v, default in (("padding", op.pad, (0, 0)), ("output_padding", op.output_padding, (0, 0)),
+                                              ("kernel_dilation", op.dilation, (1, 1))) if v != default}
+        if op.groups != 1:
+            options["feature_group_count"] = op.groups
+        if not op.bias:
+            options["use_bias"] = False
+        return "ConvTranspose", (step.in_shape[-1], op.filters, op.kernel, op.stride), options
     if isinstance(op, ir.Dense):
         return "Linear", (math.prod(step.in_shape), op.units), ({} if op.bias else {"use_bias": False})
     if isinstance(op, ir.BatchNorm):
@@ -290,10 +298,43 @@ class LayerScale(nnx.Module):
         return x * self.scale[...].astype(self.dtype or x.dtype)
 
 
-#: The class each `layer_constructor` name builds: NNX's own, except batch norm (unbiased running variance)
-#: and the layer scale NNX does not have.
+class ConvTranspose(nnx.Module):
+    """PyTorch's ConvTranspose2d on (B, H, W, C), kernel (kh, kw, in, out/groups), written as the convolution it
+    equals: the input dilated by the stride and padded by dilation * (kernel - 1) - pad on each side (plus
+    output_padding after), convolved with the kernel flipped and regrouped to HWIO. PyTorch's default
+    initialization: uniform within 1 / sqrt(out/groups * kh * kw), for the kernel and the bias."""
+
+    def __init__(self, in_features: int, out_features: int, kernel_size: tuple[int, int], strides: tuple[int, int],
+                 *, padding: tuple[int, int] = (0, 0), output_padding: tuple[int, int] = (0, 0),
+                 kernel_dilation: tuple[int, int] = (1, 1), feature_group_count: int = 1, use_bias: bool = True,
+                 dtype: Any = None, param_dtype: Any = jnp.float32, rngs: nnx.Rngs) -> None:
+        per_group = out_features // feature_group_count
+        bound = 1.0 / (per_group * kernel_size[0] * kernel_size[1]) ** 0.5
+        shape = (*kernel_size, in_features, per_group)
+        self.kernel = nnx.Param(jax.random.uniform(rngs.params(), shape, param_dtype, -bound, bound))
+        self.bias = nnx.Param(jax.random.uniform(rngs.params(), (out_features,), param_dtype, -bound, bound)) \
+            if use_bias else None
+        self.strides, self.padding, self.output_padding = tuple(strides), tuple(padding), tuple(output_padding)
+        self.kernel_dilation, self.groups, self.dtype = tuple(kernel_dilation), feature_group_count, dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kh, kw, cin, per_group = self.kernel.shape
+        g, dtype = self.groups, self.dtype or x.dtype
+        kernel = self.kernel[...].reshape(kh, kw, g, cin // g, per_group).transpose(0, 1, 3, 2, 4)
+        kernel = kernel.reshape(kh, kw, cin // g, g * per_group)[::-1, ::-1]
+        pads = [(d * (k - 1) - p, d * (k - 1) - p + extra) for k, d, p, extra in
+                zip((kh, kw), self.kernel_dilation, self.padding, self.output_padding)]
+        y = jax.lax.conv_general_dilated(x.astype(dtype), kernel.astype(dtype), (1, 1), pads,
+                                         lhs_dilation=self.strides, rhs_dilation=self.kernel_dilation,
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=g)
+        return y if self.bias is None else y + self.bias[...].astype(dtype)
+
+
+#: The class each `layer_constructor` name builds: NNX's own, except batch norm (unbiased running variance),
+#: the layer scale NNX does not have and PyTorch's transposed convolution (grouped, with output_padding).
 LAYER_CLASSES: dict[str, Any] = {"Conv": nnx.Conv, "Linear": nnx.Linear, "BatchNorm": BatchNorm,
-                                 "LayerNorm": nnx.LayerNorm, "LayerScale": LayerScale, "Dropout": nnx.Dropout}
+                                 "LayerNorm": nnx.LayerNorm, "LayerScale": LayerScale, "Dropout": nnx.Dropout,
+                                 "ConvTranspose": ConvTranspose}
 
 
 # `pool` and `lrn` take plain values: `emit/python_source.py` copies their source into ejected files.

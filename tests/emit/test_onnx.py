@@ -452,3 +452,59 @@ def test_a_shufflenet_v2_unit_is_written_exactly_with_slice_and_channel_shuffle(
     y = np.asarray(model(x))
     np.testing.assert_array_equal(y[..., 0::2], x[..., :half])  # the passed half lands on the even channels
     assert agree(net) <= NETWORK
+
+
+CONV_TRANSPOSE_CASES = [  # (in, filters, kernel, stride, pad, output_padding, dilation, groups)
+    (4, 6, 3, 2, 1, 1, 1, 1), (4, 6, 2, 2, 0, 0, 1, 2), (6, 4, 3, 1, 2, 0, 2, 2), (3, 5, 4, 3, 2, 2, 1, 1),
+    (4, 4, 3, 2, 3, 1, 1, 1),  # pad 3 > dilation * (kernel - 1): the equivalent convolution crops
+]
+
+
+def _conv_transpose_reference(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray, case: tuple) -> np.ndarray:
+    """PyTorch's ConvTranspose2d as its definition (NHWC, float64): each input pixel adds its weighted kernel
+    patch at (h * stride + i * dilation - pad, w * stride + j * dilation - pad); output_padding adds rows
+    and columns after."""
+    _, filters, k, s, p, extra, d, g = case
+    n, h, w, cin = x.shape
+    oh, ow = [(size - 1) * s - 2 * p + d * (k - 1) + extra + 1 for size in (h, w)]
+    full = np.zeros((n, oh + 2 * p + k * d, ow + 2 * p + k * d, filters))
+    per_in, per_out = cin // g, filters // g
+    for c in range(cin):
+        group = c // per_in
+        for i in range(k):
+            for j in range(k):
+                patch = np.einsum("nhw,o->nhwo", x[..., c].astype(np.float64), kernel[i, j, c].astype(np.float64))
+                full[:, i * d:i * d + (h - 1) * s + 1:s, j * d:j * d + (w - 1) * s + 1:s,
+                     group * per_out:(group + 1) * per_out] += patch
+    return full[:, p:p + oh, p:p + ow] + bias
+
+
+@pytest.mark.parametrize("case", CONV_TRANSPOSE_CASES, ids=lambda c: "-".join(map(str, c)))
+def test_conv_transpose_is_pytorchs_with_its_output_size_counts_gradients_and_onnx(case: tuple) -> None:
+    """Issue 21: conv_transpose against its definition written out in numpy (PyTorch's output size rule,
+    padding, output_padding, dilation, groups); its parameters and multiply-adds as PyTorch counts them
+    (every input value times its group's kernel taps); a gradient; ONNX Runtime's ConvTranspose agrees."""
+    cin, filters, k, s, p, extra, d, g = case
+    spec = (f"network T\ninput 5x7x{cin}\ninput -> conv_transpose({filters}, {k}x{k}, stride={s}, pad={p}, "
+            f"output_padding={extra}, dilation={d}, groups={g})\n")
+    net = cnndsl.compile(spec)
+    model = net.init(0)
+    arrays = {name.split("/")[-1]: np.asarray(v) for name, v in net.arrays(model).items()}
+    x = np.random.default_rng(0).normal(size=(2, 5, 7, cin)).astype(np.float32)
+    expected = _conv_transpose_reference(x, arrays["kernel"], arrays["bias"], case)
+    assert net.report.output_shape == expected.shape[1:]
+    np.testing.assert_allclose(np.asarray(model(x)), expected, **LAYER)
+    assert net.report.params == k * k * cin * (filters // g) + filters
+    assert net.report.macs == k * k * (filters // g) * 5 * 7 * cin
+    assert_input_gradient(model, x)
+    assert agree(net) <= LAYER["rtol"]
+
+
+def test_conv_transpose_refuses_what_pytorch_refuses() -> None:
+    for layer, says in (("conv_transpose(4, 3x3, stride=2, output_padding=2)", "output_padding must be smaller"),
+                        ("conv_transpose(5, 3x3, groups=2)", "divisible by groups=2"),
+                        ("conv_transpose(4, 1x1, pad=3)", "leaves no output"),
+                        ("conv_transpose(4, 3x3, pad=-1)", "expected a whole number >= 0")):
+        with pytest.raises(CnnError) as caught:
+            cnndsl.check(f"network T\ninput 5x5x4\ninput -> {layer}\n")
+        assert says in caught.value.render() and ":3:" in caught.value.render(), caught.value.render()

@@ -355,3 +355,23 @@ def test_a_pth_that_inflates_is_refused_before_it_is_unpacked(tmp_path: Path) ->
     assert bomb.stat().st_size < 2 << 20
     with pytest.raises(WeightsError, match=r"archive/data/0 inflates [\d,]+ bytes to 1,073,741,824; torch.save"):
         read_tensors(bomb)
+
+
+def test_a_transposed_convolution_takes_pytorchs_weights(tmp_path: Path) -> None:
+    """Issue 21: ConvTranspose2d's (in, out/groups, kh, kw) weight pairs with `conv_transpose` (its shapes tell it
+    from a convolution's), transposed to (kh, kw, in, out/groups); the network then computes with exactly those."""
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(0)
+    tensors = {"conv.weight": rng.normal(size=(6, 4, 3, 3)).astype(np.float32),  # a conv: 4 in, 6 out
+               "conv.bias": rng.normal(size=6).astype(np.float32),
+               "up.weight": rng.normal(size=(6, 2, 2, 2)).astype(np.float32),  # 6 in, 4 out in 2 groups
+               "up.bias": rng.normal(size=4).astype(np.float32)}
+    save_file(tensors, str(tmp_path / "w.safetensors"))
+    net = cnndsl.compile("network U\ninput 6x6x4\ninput -> conv(6, 3x3, pad=1) -> conv_transpose(4, 2x2, stride=2, groups=2)\n")
+    model = net.load_weights(net.init(0), tmp_path / "w.safetensors")
+    arrays = {k: np.asarray(v) for k, v in net.arrays(model).items()}
+    up = next(k for k in arrays if k.endswith("/kernel") and arrays[k].shape == (2, 2, 6, 2))
+    np.testing.assert_array_equal(arrays[up], tensors["up.weight"].transpose(2, 3, 0, 1))
+    conv = next(k for k in arrays if k.endswith("/kernel") and arrays[k].shape == (3, 3, 4, 6))
+    np.testing.assert_array_equal(arrays[conv], tensors["conv.weight"].transpose(2, 3, 1, 0))
