@@ -207,7 +207,8 @@ def _pool(b: _Builder, step: Any, x: str) -> str:
     extra_h, extra_w = step.extra
     common = {"kernel_shape": list(op.window), "strides": list(op.stride), "ceil_mode": 0}
     if op.mode == "max":
-        return b.add("MaxPool", [x], name, pads=[top, left, bottom + extra_h, right + extra_w], **common)
+        return b.add("MaxPool", [x], name, pads=[top, left, bottom + extra_h, right + extra_w],
+                     dilations=list(op.dilation), **common)
     if op.count_pad and (top or bottom or left or right):
         # the explicit padding counts in the divisor, the ceil-mode extra does not: pad with zeros first
         pads = b.constant(f"{name}/pads", np.asarray([0, 0, top, left, 0, 0, bottom, right], np.int64))

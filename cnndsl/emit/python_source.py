@@ -68,7 +68,8 @@ def _call(step: Step, names: dict[int, str]) -> str:
     if isinstance(op, ir.Flatten):
         return f"{x}.reshape({x}.shape[0], -1)"
     if isinstance(op, ir.Pool):
-        return f"pool({x}, {op.mode!r}, {op.window}, {op.stride}, {step.pads}, {step.extra}, {op.count_pad})"
+        dilated = f", {op.dilation}" if op.dilation != (1, 1) else ""
+        return f"pool({x}, {op.mode!r}, {op.window}, {op.stride}, {step.pads}, {step.extra}, {op.count_pad}{dilated})"
     if isinstance(op, ir.GlobalPool):
         return f"jnp.{'mean' if op.mode == 'avg' else 'max'}({x}, axis=(1, 2))"
     if isinstance(op, ir.AdaptivePool):

@@ -88,6 +88,7 @@ class Pool(Op):
     ceil: bool = False
     mode: str = "max"
     count_pad: bool = True
+    dilation: Pair = (1, 1)  # max pooling only (PyTorch's MaxPool2d): window elements `dilation` apart
 
     def label(self) -> str:
         parts = [_show("window", self.window)]
@@ -99,6 +100,8 @@ class Pool(Op):
             parts.append("ceil=true")
         if self.mode == "avg" and not self.count_pad:
             parts.append("count_pad=false")
+        if self.dilation != (1, 1):
+            parts.append(f"dilation={_show('dilation', self.dilation)}")
         return f"{self.mode}pool({', '.join(parts)})"
 
 

@@ -193,9 +193,9 @@ def interpolation(v: Any) -> str:
 
 
 def _pool(mode: str) -> Callable[..., ir.Op]:
-    def build(window: ir.Pair, stride: ir.Pair | None, pad: ir.Padding, ceil: bool,
-              count_pad: bool = True) -> ir.Op:
-        return ir.Pool(window, stride or window, pad, ceil, mode, count_pad)
+    def build(window: ir.Pair, stride: ir.Pair | None, pad: ir.Padding, ceil: bool, count_pad: bool = True,
+              dilation: ir.Pair = (1, 1)) -> ir.Op:  # `count_pad`: avgpool's; `dilation`: maxpool's
+        return ir.Pool(window, stride or window, pad, ceil, mode, count_pad, dilation)
     return build
 
 
@@ -211,7 +211,8 @@ _TABLE = [
                      Param("pad", padding, Symbol("valid")), Param("dilation", pair, 1),
                      Param("groups", positive_int, 1), Param("bias", boolean, True)),
             ir.Conv, "conv(32, 3x3)", "2-D convolution"),
-    Builtin("maxpool", _POOL_PARAMS, _pool("max"), "maxpool(2x2)", "max pooling; stride defaults to the window"),
+    Builtin("maxpool", _POOL_PARAMS + (Param("dilation", pair, 1),), _pool("max"), "maxpool(2x2)",
+            "max pooling; stride defaults to the window; `dilation` spaces the window's elements (PyTorch's)"),
     Builtin("avgpool", _POOL_PARAMS + (Param("count_pad", boolean, True),), _pool("avg"), "avgpool(2x2)",
             "average pooling; `count_pad=false` leaves padding out of the average"),
     Builtin("global_avgpool", (), lambda: ir.GlobalPool("avg"), doc="average over all positions"),

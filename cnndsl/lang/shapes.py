@@ -126,7 +126,7 @@ def _conv(op: ir.Conv, shapes: list[ir.Shape]) -> Inferred:
 def _pool(op: ir.Pool, shapes: list[ir.Shape]) -> Inferred:
     (shape,) = shapes
     _pool_padding(op)
-    oh, ow = _windowed(op, shape, op.window, (1, 1), op.ceil)
+    oh, ow = _windowed(op, shape, op.window, op.dilation, op.ceil)
     return Inferred((oh, ow, shape[2]))
 
 

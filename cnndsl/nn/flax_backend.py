@@ -56,7 +56,7 @@ class Step:
 
 def _explicit_padding(op: ir.Conv | ir.Pool, shape: ir.Shape) -> tuple[tuple[tuple[int, int], ...], tuple[int, int]]:
     kernel = op.kernel if isinstance(op, ir.Conv) else op.window
-    dilation = op.dilation if isinstance(op, ir.Conv) else (1, 1)
+    dilation = op.dilation
     ceil = isinstance(op, ir.Pool) and op.ceil
     pads, extra = [], []
     for axis in (0, 1):
@@ -166,7 +166,7 @@ class Network(nnx.Module):
         if isinstance(op, ir.Dense):
             return layer(x.reshape(x.shape[0], -1))
         if isinstance(op, ir.Pool):
-            return pool(x, op.mode, op.window, op.stride, step.pads, step.extra, op.count_pad)
+            return pool(x, op.mode, op.window, op.stride, step.pads, step.extra, op.count_pad, op.dilation)
         if isinstance(op, ir.GlobalPool):
             return jnp.mean(x, axis=(1, 2)) if op.mode == "avg" else jnp.max(x, axis=(1, 2))
         if isinstance(op, ir.AdaptivePool):
@@ -339,8 +339,10 @@ LAYER_CLASSES: dict[str, Any] = {"Conv": nnx.Conv, "Linear": nnx.Linear, "BatchN
 
 # `pool` and `lrn` take plain values: `emit/python_source.py` copies their source into ejected files.
 def pool(x: jax.Array, mode: str, window: tuple[int, int], stride: tuple[int, int],
-         pads: tuple[tuple[int, int], ...], extra: tuple[int, int], count_pad: bool = True) -> jax.Array:
-    """Max or average pooling with explicit padding; `extra` after-padding realizes ceil mode.
+         pads: tuple[tuple[int, int], ...], extra: tuple[int, int], count_pad: bool = True,
+         dilation: tuple[int, int] = (1, 1)) -> jax.Array:
+    """Max or average pooling with explicit padding; `extra` after-padding realizes ceil mode; `dilation`
+    spaces a max pool's window elements (PyTorch's MaxPool2d).
 
     Max pools pad with -inf. Average pools divide by the number of window elements inside the input
     and, with `count_pad`, the explicit padding — never the ceil-mode extra (PyTorch's rule).
@@ -348,6 +350,15 @@ def pool(x: jax.Array, mode: str, window: tuple[int, int], stride: tuple[int, in
     window = (1, *window, 1)
     strides = (1, *stride, 1)
     full = ((0, 0), (pads[0][0], pads[0][1] + extra[0]), (pads[1][0], pads[1][1] + extra[1]), (0, 0))
+    if mode == "max" and dilation != (1, 1):
+        # the maximum of the window's k*k strided views: JAX has no gradient for a dilated reduce_window max
+        padded = jnp.pad(x, full, constant_values=-jnp.inf)
+        rows = (padded.shape[1] - (window[1] - 1) * dilation[0] - 1) // stride[0] + 1
+        cols = (padded.shape[2] - (window[2] - 1) * dilation[1] - 1) // stride[1] + 1
+        views = [padded[:, a * dilation[0]:a * dilation[0] + (rows - 1) * stride[0] + 1:stride[0],
+                        b * dilation[1]:b * dilation[1] + (cols - 1) * stride[1] + 1:stride[1]]
+                 for a in range(window[1]) for b in range(window[2])]
+        return jnp.max(jnp.stack(views), axis=0)
     if mode == "max":
         return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, window, strides, full)
     total = jax.lax.reduce_window(x, 0.0, jax.lax.add, window, strides, full)

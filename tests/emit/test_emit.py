@@ -91,7 +91,7 @@ def test_ejected_python_of_the_reshaping_ops(tmp_path: Path) -> None:
     spec.write_text("network Reshaping\ninput 6x5x8\ninput -> conv(8, 1x1) -> channel_shuffle(4) -> pixel_shuffle(2) "
                     "-> upsample(2) -> conv(4, 3x3, pad=same) -> upsample(3, mode=bilinear) -> conv(2, 1x1) "
                     "-> concat(slice(0, 1) | slice(1, 2) -> relu) -> conv_transpose(4, 3x3, stride=2, pad=1, "
-                    "output_padding=1, groups=2)\n")
+                    "output_padding=1, groups=2) -> maxpool(3x3, stride=1, pad=1, dilation=2)\n")
     _check_ejected(spec, tmp_path)
 
 

@@ -508,3 +508,37 @@ def test_conv_transpose_refuses_what_pytorch_refuses() -> None:
         with pytest.raises(CnnError) as caught:
             cnndsl.check(f"network T\ninput 5x5x4\ninput -> {layer}\n")
         assert says in caught.value.render() and ":3:" in caught.value.render(), caught.value.render()
+
+
+def _dilated_maxpool_reference(x: np.ndarray, k: int, s: int, p: int, d: int, out: tuple[int, int]) -> np.ndarray:
+    """PyTorch's max_pool2d with dilation, by its definition: output (i, j) is the max of the input at
+    (i*s + a*d - p, j*s + b*d - p), a, b < k, over the positions inside the input (NHWC)."""
+    n, h, w, c = x.shape
+    y = np.full((n, *out, c), -np.inf, np.float32)
+    for i in range(out[0]):
+        for j in range(out[1]):
+            for a in range(k):
+                for b in range(k):
+                    r, q = i * s + a * d - p, j * s + b * d - p
+                    if 0 <= r < h and 0 <= q < w:
+                        y[:, i, j] = np.maximum(y[:, i, j], x[:, r, q])
+    return y
+
+
+@pytest.mark.parametrize("k, s, p, d, ceil", [(3, 2, 1, 2, False), (2, 1, 0, 3, False), (3, 2, 1, 2, True),
+                                               (3, 3, 0, 2, True)])
+def test_max_pooling_with_dilation_is_pytorchs(k: int, s: int, p: int, d: int, ceil: bool) -> None:
+    """Issue 21: maxpool's `dilation` (PyTorch's MaxPool2d; average pooling has none there, nor here):
+    PyTorch's output size (ceil mode included), its definition in numpy, a gradient, ONNX's MaxPool."""
+    net = cnndsl.compile(f"network T\ninput 11x9x3\ninput -> maxpool({k}x{k}, stride={s}, pad={p}, dilation={d}, "
+                         f"ceil={'true' if ceil else 'false'})\n")
+    out = net.report.output_shape[:2]
+    floor_or_ceil = np.ceil if ceil else np.floor
+    assert out == tuple(int(floor_or_ceil((n + 2 * p - d * (k - 1) - 1) / s)) + 1 for n in (11, 9))
+    model = net.init(0)
+    x = np.random.default_rng(0).normal(size=(2, 11, 9, 3)).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(model(x)), _dilated_maxpool_reference(x, k, s, p, d, out))
+    assert_input_gradient(model, x)
+    assert agree(net) == 0.0  # a maximum picks an input value: exact in both
+    with pytest.raises(CnnError, match="has no parameter `dilation`"):
+        cnndsl.check("network T\ninput 8x8x3\ninput -> avgpool(2x2, dilation=2)\n")
