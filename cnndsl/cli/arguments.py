@@ -148,10 +148,8 @@ def npy_image(path: str | Path, scale: float, white: float | None) -> Any:
     array within 0..1), said on stderr when that default is not the run's own."""
     import sys
 
-    import numpy as np
-
     from cnndsl.data import check_finite
-    from cnndsl.data.images import array_white
+    from cnndsl.data.images import array_white, in_units
 
     array = load_npy(path)
     check_finite(array, str(path))
@@ -159,4 +157,4 @@ def npy_image(path: str | Path, scale: float, white: float | None) -> Any:
     if level != scale and white is None:
         print(f"note: {path}: float values within 0..1, read as 0..1 (the run's white level is {scale:g}); "
               f"give --white {scale:g} to read them in the run's units", file=sys.stderr)
-    return (array.astype(np.float32) * np.float32(scale / level)).astype(np.float32)
+    return in_units(array, scale, level)

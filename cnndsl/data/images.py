@@ -44,10 +44,15 @@ def with_channels(image: np.ndarray, channels: int) -> np.ndarray:
     return image.mean(axis=-1, keepdims=True) if channels == 1 else np.repeat(image[..., :1], channels, axis=-1)
 
 
+def in_units(array: np.ndarray, scale: float, white: float) -> np.ndarray:
+    """Image values whose white is `white` in the units of a dataset whose white level is `scale`, as float32."""
+    return (np.asarray(array, np.float32) * np.float32(scale / white)).astype(np.float32)
+
+
 def stored_units(pixels: np.ndarray, scale: float) -> np.ndarray:
     """An image file's 0..255 pixels in the units of a dataset whose white level is `scale` (255 becomes
     `scale`), as float32."""
-    return pixels.astype(np.float32) * np.float32(scale / 255.0)
+    return in_units(pixels, scale, 255.0)
 
 
 def array_white(array: np.ndarray, scale: float, white: float | None = None) -> float:

@@ -68,13 +68,21 @@ def check_journal_file(path: Path) -> None:
     try:
         with path.open("rb") as stream:
             first = stream.readline(1 << 16)
-        record = json.loads(first)
-    except (OSError, ValueError):
-        record = None
-    if not (isinstance(record, dict) and "op_code" in record):
+    except OSError:
+        first = b""
+    if not _is_journal_record(first):
         raise UsageError(f"--storage {path} is not an Optuna journal (its first line is not a journal record)",
                          "give a new file's path or a sweep's journal; cnndsl never writes into files it did not "
                          "create")
+
+
+def _is_journal_record(line: bytes) -> bool:
+    """Whether a line of a journal file is one of Optuna's records (a JSON object with an `op_code`)."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and "op_code" in record
 
 
 def repair_journal(path: Path) -> str | None:
@@ -95,11 +103,7 @@ def repair_journal(path: Path) -> str | None:
             for number, line in enumerate(journal, start=1):  # noqa: B007 - `number` is used after the loop
                 if not line.endswith(b"\n"):
                     break  # the last line, cut off
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    record = None
-                if not isinstance(record, dict) or "op_code" not in record:
+                if not _is_journal_record(line):
                     raise SweepError(f"{path}: line {number} is not a journal record (the file is damaged); keep "
                                      f"the study's first {number - 1} records with `head -n {number - 1} {path} > "
                                      "NEW.journal` and give --storage NEW.journal")

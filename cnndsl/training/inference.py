@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnndsl.data import DataError, load_dataset
-from cnndsl.data.images import array_white, evaluation_view, with_channels
+from cnndsl.data.images import array_white, evaluation_view, in_units, with_channels
 from cnndsl.data.pipeline import PipelineError, open_images
 from cnndsl.data.sources import parse_source
 from cnndsl.lang.settings import Settings, TrainingError
@@ -71,7 +71,7 @@ class LoadedRun:
         (default: the run's own, or 0..1 for a float array within 0..1 when the run's is above 1;
         `data.images.array_white`); 255 for an image file's pixels."""
         scale = self.trainer.preprocess.scale
-        return (np.asarray(image, np.float32) * np.float32(scale / array_white(image, scale, white))).astype(np.float32)
+        return in_units(image, scale, array_white(image, scale, white))
 
     def probabilities(self, images: Sequence[np.ndarray], white: float | None = None) -> np.ndarray:
         """Class probabilities (N, K) for image arrays (H, W, C) read with white level `white` (`stored`):
