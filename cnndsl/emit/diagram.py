@@ -25,6 +25,7 @@ TITLE_SIZE, SHAPE_SIZE, GROUP_SIZE = 12.0, 10.5, 10.5
 CHAR_WIDTH = 0.58  # average glyph width per font size unit (Helvetica), for box sizes
 BOX_H, JOIN_H, GAP, HGAP, PAD, CAPTION = 36.0, 24.0, 20.0, 18.0, 9.0, 20.0
 SKIP_W = 14.0  # the column an identity shortcut takes
+LANE = 12.0  # the spacing of long-skip lanes right of the picture
 STYLE = {  # op kind -> (fill, stroke)
     "conv": ("#dce8f7", "#4a78b5"), "pool": ("#fde8cf", "#d0842e"), "dense": ("#dcefdc", "#3d9140"),
     "norm": ("#eeeeee", "#8a8a8a"), "act": ("#f4e6f4", "#9c5a9c"), "join": ("#fff2b3", "#b8960c"),
@@ -51,6 +52,18 @@ class _Svg:
     edges: list[str] = field(default_factory=list)
     parts: list[str] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
+    boxes: dict[int, tuple[float, float, float]] = field(default_factory=dict)  # node -> its box's (left, right, middle y)
+    lanes: list[tuple[int, int]] = field(default_factory=list)  # (named map, join) drawn as a side lane
+
+    def long_skips(self, right: float, names: dict[int, str]) -> None:
+        """Each long skip as a dashed lane down the right of the picture: out of the named map's box, down,
+        into the join's box, with the map's name at the lane's start; one lane per skip, so none cross."""
+        for k, (source, join) in enumerate(self.lanes):
+            (_, x1, y1), (_, x2, y2) = self.boxes[source], self.boxes[join]
+            lane = right + LANE * (k + 1)
+            self.edges.append(f'<path class="edge skip" d="M{x1:.1f},{y1:.1f} L{lane:.1f},{y1:.1f} '
+                              f'L{lane:.1f},{y2:.1f} L{x2 + 2:.1f},{y2:.1f}" marker-end="url(#arrow)"/>')
+            self.labels.append(f'<text x="{x1 + 4:.1f}" y="{y1 - 4:.1f}" class="g">@{escape(names.get(source, ""))}</text>')
 
     def edge(self, start: Point, end: Point, dashed: bool = False, arrow: bool = True) -> None:
         (x1, y1), (x2, y2) = start, end
@@ -74,14 +87,19 @@ class _Item:
 
 
 class _Box(_Item):
-    def __init__(self, title: str, subtitle: str, kind: str, tooltip: str, height: float = BOX_H) -> None:
+    def __init__(self, title: str, subtitle: str, kind: str, tooltip: str, height: float = BOX_H,
+                 nodes: tuple[int, ...] = (), refs: tuple[int, ...] = ()) -> None:
         self.title, self.subtitle, self.kind, self.tooltip = title, subtitle, kind, tooltip
         self.width = max(_text_width(title, TITLE_SIZE), _text_width(subtitle, SHAPE_SIZE), 40.0) + 18
         self.height = height
+        self.nodes, self.refs = nodes, refs  # the layers it stands for; the long skips into it
 
     def draw(self, svg: _Svg, x: float, y: float) -> tuple[list[tuple[Point, bool]], Point]:
         fill, stroke = STYLE[self.kind]
         cx = x + self.width / 2
+        for node in self.nodes:
+            svg.boxes[node] = (x, x + self.width, y + self.height / 2)
+        svg.lanes += [(ref, self.nodes[-1]) for ref in self.refs]
         svg.parts.append(f'<g class="node {self.kind}"><title>{escape(self.tooltip)}</title>'
                          f'<rect x="{x:.1f}" y="{y:.1f}" width="{self.width:.1f}" height="{self.height:.1f}" '
                          f'rx="5" fill="{fill}" stroke="{stroke}"/>')
@@ -176,22 +194,34 @@ class _Group(_Item):
 @dataclass(frozen=True)
 class _Leaf:
     node: ir.Node
+    refs: tuple[int, ...] = ()  # a join's inputs drawn as long skips (side lanes), not as branches
 
 
 @dataclass(frozen=True)
 class _Fork:
     branches: tuple[tuple[object, ...], ...]  # each a series of _Leaf / _Fork
     join: ir.Node
+    refs: tuple[int, ...] = ()
 
 
 def _series(graph: ir.Graph) -> tuple[object, ...]:
-    """The graph from input to output as a series of leaves and forks (series-parallel decomposition)."""
+    """The graph from input to output as a series of leaves and forks (series-parallel decomposition).
+
+    A join's input that is a named map (`@e1`) already on the way to another of its inputs is a long
+    skip: it is drawn as a side lane from that map's box, not as a branch (a U-Net's decoder stays one
+    column; its encoder maps stay in their own groups). So is an input that does not descend from the
+    fork being drawn (graphs that are not series-parallel). If a layout would leave a node out, every
+    node is drawn in order with every join's other inputs as lanes."""
     ancestors: list[int] = []  # bit i set: node i is the node itself or one of its ancestors
     for node in graph.nodes:
         bits = 1 << node.id
         for i in node.inputs:
             bits |= ancestors[i]
         ancestors.append(bits)
+    tapped = {tap.node for tap in graph.taps}
+
+    def below(i: int, start: int) -> bool:
+        return start < 0 or bool(ancestors[i] >> start & 1)
 
     def chain(start: int, end: int) -> tuple[object, ...]:
         items: list[object] = []
@@ -199,18 +229,32 @@ def _series(graph: ir.Graph) -> tuple[object, ...]:
         while current != start:
             node = graph.nodes[current]
             if len(node.inputs) > 1:
-                common = ancestors[node.inputs[0]]
-                for i in node.inputs[1:]:
-                    common &= ancestors[i]
-                fork = common.bit_length() - 1  # the latest node every branch starts from
-                items.append(_Fork(tuple(chain(fork, i) for i in node.inputs), node))
-                current = fork
+                inside = [i for i in node.inputs if below(i, start)]
+                refs = [i for i in node.inputs if i not in inside]
+                kept = []
+                for i in inside:
+                    later = [o for o in inside if o != i and ancestors[o] >> i & 1]
+                    (refs if i in tapped and later else kept).append(i)
+                if len(kept) > 1:
+                    common = ancestors[kept[0]]
+                    for i in kept[1:]:
+                        common &= ancestors[i]
+                    fork = common.bit_length() - 1  # the latest node every branch starts from
+                    items.append(_Fork(tuple(chain(fork, i) for i in kept), node, tuple(refs)))
+                    current = fork
+                else:
+                    items.append(_Leaf(node, tuple(refs)))
+                    current = kept[0]
             else:
                 items.append(_Leaf(node))
                 current = node.inputs[0] if node.inputs else start
         return tuple(reversed(items))
 
-    return chain(-1, graph.output)
+    items = chain(-1, graph.output)
+    drawn = {n.id for item in items for n in _nodes(item)}
+    if drawn != {n.id for n in graph.nodes}:
+        return tuple(_Leaf(n, tuple(i for i in n.inputs if i != n.id - 1)) for n in graph.nodes)
+    return items
 
 
 def _frames(node: ir.Node) -> tuple[ir.Frame, ...]:
@@ -239,6 +283,18 @@ class _Builder:
     def __init__(self, report: Report, depth: int | None) -> None:
         self.report, self.depth = report, depth
         self.rows = {row.name: row for row in report.rows}
+        self.refs: dict[int, tuple[int, ...]] = {}  # join -> its long skips, filled by `collect`
+
+    def collect(self, items: tuple[object, ...]) -> tuple[object, ...]:
+        """Note every long skip of the layout (a folded box draws those into its layers)."""
+        for item in items:
+            if isinstance(item, _Fork):
+                for branch in item.branches:
+                    self.collect(branch)
+                self.refs[item.join.id] = item.refs
+            elif isinstance(item, _Leaf) and item.refs:
+                self.refs[item.node.id] = item.refs
+        return items
 
     def series(self, items: tuple[object, ...], level: int) -> _Seq:
         """Lay out a series; `level` indexes the frame paths."""
@@ -279,31 +335,38 @@ class _Builder:
 
     def item(self, item: object, level: int) -> _Item:
         if isinstance(item, _Leaf):
-            return self.box(item.node)
+            return self.box(item.node, item.refs)
         assert isinstance(item, _Fork)
         frames = item.join.path  # the join closes its branches' frame (`concat`, `add`, `residual`)
         if self.depth is not None and frames and len(frames) - 1 >= self.depth - 1:  # folded as the table folds it
             return self.folded(frames[-1].label, _nodes(item), item.join, frames[-1].span.line)
         branches = [self.series(branch, level) for branch in item.branches]
-        return _Parallel(branches, self.box(item.join), isinstance(item.join.op, ir.Add))
+        return _Parallel(branches, self.box(item.join, item.refs), isinstance(item.join.op, ir.Add))
 
     def folded(self, label: str, nodes: list[ir.Node], last: ir.Node, line: int) -> _Box:
         """A folded group: one box with the group's output shape and totals."""
         params, macs = sum(self.rows[n.name].params for n in nodes), sum(self.rows[n.name].macs for n in nodes)
         shape = fmt(self.report.node_shapes[last.id])
         tip = f"{label}: {len(nodes)} layers, {params:,} params, {macs:,} MACs (line {line})"
-        return _Box(label, f"{shape}  ·  {_count(params)} params" if params else shape, "group", tip)
+        inside = {n.id for n in nodes}
+        refs = tuple(ref for ref in self.refs_into(nodes) if ref not in inside)
+        return _Box(label, f"{shape}  ·  {_count(params)} params" if params else shape, "group", tip,
+                     nodes=tuple(sorted(inside - {last.id})) + (last.id,), refs=refs)
 
-    def box(self, node: ir.Node) -> _Box:
+    def refs_into(self, nodes: list[ir.Node]) -> list[int]:
+        """The long skips into any of `nodes` (a folded group's box takes its layers' skips)."""
+        return [ref for n in nodes for ref in self.refs.get(n.id, ())]
+
+    def box(self, node: ir.Node, refs: tuple[int, ...] = ()) -> _Box:
         shape = fmt(self.report.node_shapes[node.id])
         kind = _KIND.get(type(node.op), "norm")
         if isinstance(node.op, ir.Input):
-            return _Box("input", shape, "io", f"input {shape}")
+            return _Box("input", shape, "io", f"input {shape}", nodes=(node.id,))
         row = self.rows[node.name]
         tip = f"{node.name}: {row.op} -> {shape}; {row.params:,} params, {row.macs:,} MACs (line {row.line})"
         if isinstance(node.op, (ir.Add, ir.Concat, ir.Mul)):
-            return _Box(f"{node.op.kind}  {shape}", "", "join", tip, JOIN_H)
-        return _Box(row.op, shape, kind, tip)
+            return _Box(f"{node.op.kind}  {shape}", "", "join", tip, JOIN_H, (node.id,), refs)
+        return _Box(row.op, shape, kind, tip, nodes=(node.id,), refs=refs)
 
 
 def _count(n: int) -> str:
@@ -315,13 +378,20 @@ def _count(n: int) -> str:
 
 def to_svg(report: Report, depth: int | None = None) -> str:
     """The network as a standalone SVG document (top to bottom, groups framed, `depth` levels unfolded)."""
-    body = _Builder(report, depth).series(_series(report.graph), 0)
+    builder = _Builder(report, depth)
+    body = builder.series(builder.collect(_series(report.graph)), 0)
+    lanes = sum(len(refs) for refs in builder.refs.values())
     title = f"{report.name}: {report.params:,} params, {report.macs:,} MACs"
     margin = 16.0
-    width = max(body.width, _text_width(title, 13 * 1.12)) + 2 * margin  # bold glyphs are wider
+    width = max(body.width + LANE * (lanes + 1) * (lanes > 0), _text_width(title, 13 * 1.12)) + 2 * margin
     height = body.height + 2 * margin + 26
     svg = _Svg()
-    body.draw(svg, margin + (width - 2 * margin - body.width) / 2, margin + 26)
+    left = margin + (width - 2 * margin - body.width - LANE * (lanes + 1) * (lanes > 0)) / 2
+    body.draw(svg, left, margin + 26)
+    names: dict[int, str] = {0: "input"}
+    for tap in report.graph.taps:
+        names.setdefault(tap.node, tap.name)
+    svg.long_skips(left + body.width, names)
     style = (f"text{{font-family:{FONT};text-anchor:middle;fill:#222}}"
              f".t{{font-size:{TITLE_SIZE}px;font-weight:600}}.s{{font-size:{SHAPE_SIZE}px;fill:#555}}"
              f".g{{font-size:{GROUP_SIZE}px;font-style:italic;text-anchor:start;fill:#444}}.p{{text-anchor:end}}"

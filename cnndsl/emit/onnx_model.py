@@ -76,16 +76,21 @@ def to_onnx(report: Any, arrays: dict[str, np.ndarray], preprocess: dict[str, An
         x = b.add("Sub", [x, b.constant("preprocess/mean", np.asarray(preprocess["mean"], np.float32))], "preprocess")
         x = b.add("Div", [x, b.constant("preprocess/std", np.asarray(preprocess["std"], np.float32))], "preprocess")
     values = {0: b.add("Transpose", [x], "to_nchw", perm=[0, 3, 1, 2])}
+    dropped = graph.training_only_nodes  # training-only heads are not part of the model a user deploys
     for step in plan(graph, shapes):
+        if step.id in dropped:
+            continue
         ins = [values[i] for i in step.inputs]
         values[step.id] = _lower(b, step, ins, arrays, shapes[step.id], [shapes[i] for i in step.inputs])
-    out = values[graph.output]
-    out_shape = shapes[graph.output]
-    if len(out_shape) == 3:  # an image: back to channels last
-        out = b.add("Transpose", [out], "to_nhwc", perm=[0, 2, 3, 1])
-    b.nodes.append(helper.make_node("Identity", [out], ["output"], name="output"))
+    outputs = []
+    # the main output is `output`; every other head is an output named after it
+    for name, node in [("output", graph.output)] + [(head.name, head.node) for head in graph.inference_heads]:
+        out, out_shape = values[node], shapes[node]
+        if len(out_shape) == 3:  # an image: back to channels last
+            out = b.add("Transpose", [out], "to_nhwc" if name == "output" else f"{name}/to_nhwc", perm=[0, 2, 3, 1])
+        b.nodes.append(helper.make_node("Identity", [out], [name], name=name))
+        outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", *out_shape]))
     inputs = [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", h, w, c])]
-    outputs = [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", *out_shape])]
     onnx_graph = helper.make_graph(b.nodes, graph.name, inputs, outputs, b.initializers)
     model = helper.make_model(onnx_graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="cnndsl", doc_string=doc)

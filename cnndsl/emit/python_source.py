@@ -105,7 +105,12 @@ def to_python(report: Report, origin: str = "") -> str:
     init, call = [], [f"        x = x_BxHxWxC.astype(self.dtype) if self.dtype is not None else x_BxHxWxC"
                       f"  # {fmt(report.input_shape)}"]
     group = ""
+    dropped = report.graph.training_only_nodes  # their layers are made (the arrays match) but not run
     for step, row in zip(steps, report.rows):
+        if step.id in dropped:
+            if (layer := _layer(step)) is not None:
+                init.append(f"        self.{step.name} = {layer}  # a training-only head's")
+            continue
         where = nodes[step.id].where()
         if where != group:
             call.append(f"        # {where}" if where else "        # (top level)")

@@ -47,6 +47,8 @@ from cnndsl.lang.values import (
     Env,
     GraphBuilder,
     Layer,
+    MapName,
+    MapRead,
     NumericFunc,
     PrimLayer,
     RepeatLayer,
@@ -166,6 +168,8 @@ class _Evaluator:
             return thunk.value
         thunk.state = "busy"
         depth, self.depth = self.depth, 0  # a binding's depth is its own: the depth where it is used does not add
+        scopes = self.builder.map_scopes if self.builder is not None else []
+        scopes.append(scopes[0] if scopes else {})  # a `let` reads the top level's maps, wherever it is used
         try:
             value = self.value(thunk.expr, Env({}, self.globals, thunk.source))
         except (_TooDeep, RecursionError):
@@ -173,6 +177,7 @@ class _Evaluator:
                                "split it into several `let` bindings")
         finally:
             self.depth = depth
+            scopes.pop()
         thunk.state, thunk.value = "done", value
         return value
 
@@ -258,7 +263,38 @@ class _Evaluator:
         return self.layer(e.body, env)
 
     def _Chain(self, e: n.Chain, env: Env) -> Layer:
-        return SeqLayer(tuple(self.layer(item, env) for item in e.items))
+        return SeqLayer(tuple(self.step(item, env, position) for position, item in enumerate(e.items)))
+
+    def step(self, item: n.Expr, env: Env, position: int) -> Layer:
+        """A chain's item: after an arrow (`position` > 0) a bare `@name` names the map arriving there."""
+        if position == 0 or not isinstance(item, n.MapRef):
+            return self.layer(item, env)
+        if item.id == "input":
+            self.error("name", "`@input` is the network's input: it cannot name another map", env, item.span,
+                       "choose another name, e.g. `-> @x`")
+            return IDENTITY
+        return MapName(item.id, item.span, env.source)
+
+    def _MapRef(self, e: n.MapRef, env: Env) -> Layer:
+        scope = self.builder.map_scopes[-1] if self.builder is not None else {}
+        return MapRead(e.id, e.span, env.source, scope, lambda read: self.missing_map(read, env))
+
+    def missing_map(self, read: MapRead, env: Env) -> None:
+        """Report a read of a map that no `-> @name` before it names, in the scope it is written in."""
+        assert self.builder is not None
+        known = [name for name in read.scope] + ["input"]
+        guess = closest(read.name, known)
+        outer = len(self.builder.map_scopes) > 1 and read.scope is not self.builder.map_scopes[0] and \
+            read.name in self.builder.map_scopes[0]
+        if outer:
+            help = (f"a block's body sees only the maps it names itself: give the block a parameter and pass "
+                    f"`@{read.name}` to it, e.g. `block up(c, skip) = ... concat(skip | identity)` called as "
+                    f"`up(64, @{read.name})`")
+        elif guess is not None and guess != read.name:
+            help = f"did you mean `@{guess}`?"
+        else:
+            help = f"name a map earlier in the chain with `-> @{read.name}` (after an arrow)"
+        self.error("name", f"no feature map is named `@{read.name}` before this point", env, read.span, help)
 
     def _Branches(self, e: n.Branches, env: Env) -> BranchesValue:
         return BranchesValue(tuple(self.layer(item, env) for item in e.items))
@@ -636,15 +672,16 @@ def _expand(program: n.Program, overrides: dict[str, tuple[n.Expr, Source]] | No
 
     g = GraphBuilder(ev.budget, main_source=source)
     ev.builder = g
-    output = 0
+    output, heads = 0, ()
     try:
         if input_decl is not None and main is not None:
             g.add(ir.Input(input_decl.dims), (), input_decl.span, source)
             items = main.body.items if isinstance(main.body, n.Chain) else (main.body,)
-            if isinstance(items[0], n.InputRef):
-                items = items[1:]
-            for item in items:
-                output = ev.layer(item, ev.globals).apply(g, output)
+            for position, item in enumerate(items):
+                if position == 0 and isinstance(item, n.InputRef):
+                    continue
+                output = ev.step(item, ev.globals, position).apply(g, output)
+            heads = _apply_heads(ev, g, program, output)
         mentioned = set().union(_names_in(program), *(_names_in(other) for other in imported))
         for key, thunk, known in used_overrides:
             if not known and key not in mentioned:
@@ -670,6 +707,8 @@ def _expand(program: n.Program, overrides: dict[str, tuple[n.Expr, Source]] | No
     except (_TooDeep, RecursionError):
         ev.error("limit", "the spec nests blocks or expressions too deeply to expand", source,
                  main.span if main else source.start(), "use fewer levels of nesting")
+    if not ev.diagnostics:
+        _report_unused(ev, g, (output,) + tuple(h.node for h in heads))
     if ev.unbound and all(d.kind == "unbound" for d in ev.diagnostics):
         free = ", ".join(f"`{k}`" for k in ev.unbound)
         example = " ".join(f"--set '{k}=...'" if k.endswith("?") else f"--set {k}=..." for k in ev.unbound)
@@ -682,7 +721,52 @@ def _expand(program: n.Program, overrides: dict[str, tuple[n.Expr, Source]] | No
                   f"bind them with `let` in the file or `{example}`")))
     if ev.diagnostics:
         raise CnnError(tuple(ev.diagnostics), free_names=tuple(ev.unbound))
-    return ir.Graph(name, tuple(g.nodes), output, source, imported)
+    return ir.Graph(name, tuple(g.nodes), output, source, imported, tuple(g.taps), heads)
+
+
+def _apply_heads(ev: _Evaluator, g: GraphBuilder, program: n.Program, output: int) -> tuple[ir.Head, ...]:
+    """Build each `head NAME = ...` after the main chain, each in a group `head NAME`: its chain starts at the
+    main output (so `head probs = softmax` works) or reads a named map."""
+    heads: list[ir.Head] = []
+    seen: dict[str, n.Head] = {}
+    for stmt in program.statements:
+        if not isinstance(stmt, n.Head):
+            continue
+        if stmt.name in seen or stmt.name == "main":
+            first = seen.get(stmt.name)
+            ev.error("duplicate", f"the head `{stmt.name}` is declared twice" if first else
+                     "`main` is the main chain's output: a head needs another name", program.source, stmt.span,
+                     "rename one of them" if first else "e.g. `head aux = ...`",
+                     (f"first declared at line {first.span.line}",) if first else ())
+            continue
+        seen[stmt.name] = stmt
+        g.enter(f"head {stmt.name}", stmt.span)
+        try:
+            items = stmt.body.items if isinstance(stmt.body, n.Chain) else (stmt.body,)
+            x = output
+            for position, item in enumerate(items):
+                x = ev.step(item, ev.globals, position).apply(g, x)
+        finally:
+            g.leave()
+        if x == output or any(x == h.node for h in heads):
+            ev.error("value", f"the head `{stmt.name}` adds no layer: it is an output already", program.source,
+                     stmt.span, "give it its own layers, e.g. `head aux = @x -> global_avgpool -> fc(10)`")
+            continue
+        heads.append(ir.Head(stmt.name, x, stmt.training_only, stmt.span))
+    return tuple(heads)
+
+
+def _report_unused(ev: _Evaluator, g: GraphBuilder, outputs: tuple[int, ...]) -> None:
+    """A layer whose output nothing reads is a mistake: a step that reads a named map (`-> concat(@a | @b)`)
+    starts from that map, dropping the one that arrives. Reported at the last layer of each dropped part."""
+    read = set(outputs) | {i for node in g.nodes for i in node.inputs}
+    for node in g.nodes[1:]:
+        if node.id not in read:
+            ev.error("unused", f"the output of `{node.op.label()}` is never used", node.source or g.main_source or
+                     ev.globals.source, node.span,
+                     "the next step reads a named map (`@name`) instead of this one: name this map with `-> @x` "
+                     "and read it with `@x`, join it (`concat(@x | identity)`), or remove it",
+                     node.notes(ev.globals.source, outside_own_group=len(node.inputs) > 1))
 
 
 def _names_in(program: n.Program) -> set[str]:

@@ -375,6 +375,29 @@ class Node:
 
 
 @dataclass(frozen=True)
+class Tap:
+    """A name given to a feature map, `-> @name`: node `node`'s output, named at `span` inside `path`."""
+
+    name: str
+    node: int
+    span: Span
+    path: tuple[Frame, ...]
+    source: Source | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Head:
+    """Another output of the network, `head NAME = ...`: node `node`'s output; `training_only` heads (GoogLeNet's
+    auxiliary classifiers) add to the training loss with `weight`s set in `train` and are left out of
+    evaluation, exports, ONNX and the inference cost."""
+
+    name: str
+    node: int
+    training_only: bool
+    span: Span
+
+
+@dataclass(frozen=True)
 class Graph:
     """An expanded network: nodes in topological order, node 0 the input."""
 
@@ -383,6 +406,32 @@ class Graph:
     output: int
     source: Source
     imports: tuple[Any, ...] = field(default=(), compare=False)  # the programs the spec imports (nodes.Program)
+    taps: tuple[Tap, ...] = field(default=(), compare=False)  # the named feature maps (`-> @e1`), in order
+    heads: tuple[Head, ...] = ()  # the outputs besides the main chain's, in the order declared
+
+    @property
+    def inference_heads(self) -> tuple[Head, ...]:
+        """The heads evaluation, exports and ONNX give besides the main output."""
+        return tuple(h for h in self.heads if not h.training_only)
+
+    def needed(self, outputs: tuple[int, ...]) -> frozenset[int]:
+        """The nodes that computing `outputs` runs (the outputs and everything they read)."""
+        seen: set[int] = set()
+        stack = list(outputs)
+        while stack:
+            i = stack.pop()
+            if i not in seen:
+                seen.add(i)
+                stack.extend(self.nodes[i].inputs)
+        return frozenset(seen)
+
+    @property
+    def training_only_nodes(self) -> frozenset[int]:
+        """The layers only training-only heads need: left out of evaluation and of the inference cost."""
+        if not any(h.training_only for h in self.heads):
+            return frozenset()
+        inference = self.needed((self.output,) + tuple(h.node for h in self.inference_heads))
+        return frozenset(range(len(self.nodes))) - inference
 
     def __repr__(self) -> str:
         return f"Graph({self.name!r}, {len(self.nodes)} nodes)"

@@ -57,6 +57,14 @@ class InputRef(Expr):
 
 
 @dataclass(frozen=True)
+class MapRef(Expr):
+    """A named feature map, `@e1` (`id` without the `@`): a step `-> @e1` of a chain names the map arriving
+    there; anywhere else (a branch, an argument, the start of a chain) it reads that map."""
+
+    id: str
+
+
+@dataclass(frozen=True)
 class Kwarg(Node):
     """A keyword argument `name=value` in a call."""
 
@@ -236,10 +244,28 @@ class Block(Statement):
 
 
 @dataclass(frozen=True)
+class Setting(Binding):
+    """One `name = value` of a `train` line; a head's setting names the head first (`aux1 weight = 0.3`:
+    `head` is "aux1", `name` is "weight")."""
+
+    head: str | None = None
+
+
+@dataclass(frozen=True)
 class TrainSection(Statement):
     """`train epochs = 15, lr = 0.003`: training settings that travel with the spec."""
 
-    bindings: tuple[Binding, ...]
+    bindings: tuple[Setting, ...]
+
+
+@dataclass(frozen=True)
+class Head(Statement):
+    """`head NAME = chain` (`training head NAME = chain`: used only to train, as GoogLeNet's auxiliary
+    classifiers): another output; its chain starts where the main chain ends unless it reads a named map."""
+
+    name: str
+    training_only: bool
+    body: Expr
 
 
 @dataclass(frozen=True)

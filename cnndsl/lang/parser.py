@@ -139,6 +139,19 @@ class _ToAst(Transformer_NonRecursive):
     def train_section(self, meta: Any, c: list) -> n.TrainSection:
         return n.TrainSection(_span(meta), tuple(c))
 
+    def setting(self, meta: Any, c: list) -> n.Setting:
+        head, name = (str(c[0]), str(c[1])) if c[1] is not None else (None, str(c[0]))
+        return n.Setting(_span(meta), name, False, c[2], head)
+
+    def head(self, meta: Any, c: list) -> n.Head:
+        words, name, body = [w for w in c[:-2]], c[-2], c[-1]
+        if [w.lower() for w in words] not in (["head"], ["training", "head"]):
+            raise CnnError((Diagnostic("syntax", f"unexpected `{' '.join(words + [name])}`", self.source,
+                                       _token_span(words[0]),
+                                       help="another output is declared as `head NAME = ...` or "
+                                            "`training head NAME = ...`"),))
+        return n.Head(_span(meta), str(name), len(words) == 2, body)
+
     def search(self, meta: Any, c: list) -> n.Search:
         return n.Search(_span(meta), tuple(c))
 
@@ -225,6 +238,9 @@ class _ToAst(Transformer_NonRecursive):
 
     def input_ref(self, meta: Any, c: list) -> n.InputRef:
         return n.InputRef(_span(meta))
+
+    def map_ref(self, meta: Any, c: list) -> n.MapRef:
+        return n.MapRef(_span(meta), str(c[0])[1:])
 
     def call(self, meta: Any, c: list) -> n.Call:
         func = n.Name(_token_span(c[0]), str(c[0]))

@@ -59,12 +59,14 @@ class Report:
     def build(cls, graph: ir.Graph, inferred: list[Inferred]) -> Report:
         """Rows and costs for every node of a graph whose shapes are known."""
         rows = []
+        named = {tap.node: tap.name for tap in graph.taps}
+        named.setdefault(0, "input")
         for node, out in zip(graph.nodes[1:], inferred[1:]):
             in_shape = inferred[node.inputs[0]].shape if node.inputs else ()
             cost = node_cost(node.op, in_shape, out.shape) if node.inputs else Cost()
             arrays = tuple(parameter_shapes(node.op, in_shape, node.name).items()) if node.inputs else ()
             rows.append(Row(node.name, node.op.label(), node.path, out.shape, cost.params, cost.state, cost.macs,
-                            out.note, node.span.line, node.span.col, arrays,
+                            _with_reads(out.note, node, named), node.span.line, node.span.col, arrays,
                             node.source.path if node.source is not None else None))
         return cls(graph.name, graph, tuple(rows), graph.input_shape, inferred[graph.output].shape)
 
@@ -89,8 +91,20 @@ class Report:
 
     @property
     def macs(self) -> int:
-        """Multiply-accumulates for one image."""
-        return sum(r.macs for r in self.rows)
+        """Multiply-accumulates for one image at inference: training-only heads left out (`head_costs`)."""
+        dropped = self.graph.training_only_nodes
+        return sum(r.macs for i, r in enumerate(self.rows, start=1) if i not in dropped)
+
+    def head_costs(self) -> list[dict[str, Any]]:
+        """Each head's output shape and the parameters and MACs of the layers only it uses."""
+        out = []
+        for head in self.graph.heads:
+            others = self.graph.needed((self.graph.output,) + tuple(h.node for h in self.graph.heads if h is not head))
+            own = [r for i, r in enumerate(self.rows, start=1) if i in self.graph.needed((head.node,)) - others]
+            out.append({"name": head.name, "training_only": head.training_only,
+                        "output_shape": list(self.node_shapes[head.node]), "params": sum(r.params for r in own),
+                        "macs": sum(r.macs for r in own)})
+        return out
 
     @property
     def flops(self) -> int:
@@ -120,7 +134,8 @@ class Report:
         return {"network": self.name, "input_shape": list(self.input_shape),
                 "output_shape": list(self.output_shape), "params": self.params, "state": self.state,
                 "macs": self.macs, "flops": self.flops, "activation_bytes": self.activation_bytes,
-                "train": dict(self.train_settings), "layers": [r.to_dict() for r in self.rows]}
+                "train": dict(self.train_settings), "layers": [r.to_dict() for r in self.rows],
+                **({"heads": self.head_costs()} if self.graph.heads else {})}
 
     def tree(self, depth: int | None = None) -> list[TreeRow]:
         """The rows as an indented tree: group rows carry subtotals; levels >= `depth` are folded in, and
@@ -134,19 +149,22 @@ class Report:
         stack = [root]  # stack[k + 1] is the open group at level k
         open_path: tuple[ir.Frame, ...] = ()
         for row in self.rows:
+            path = row.path
+            if path and members[path[-1].id] == [row] and path[-1].label == row.op:
+                path = path[:-1]  # a join alone in its group (`concat(@a | identity)`): one row, not two
             common = 0
-            while common < min(len(open_path), len(row.path)) and open_path[common].id == row.path[common].id:
+            while common < min(len(open_path), len(path)) and open_path[common].id == path[common].id:
                 common += 1
             del stack[common + 1:]
-            for level in range(len(stack) - 1, len(row.path) if depth is None else min(len(row.path), depth)):
-                frame, inside = row.path[level], members[row.path[level].id]
+            for level in range(len(stack) - 1, len(path) if depth is None else min(len(path), depth)):
+                frame, inside = path[level], members[path[level].id]
                 node = _TreeNode(TreeRow(level, frame.label, fmt(inside[-1].output_shape), sum(m.params for m in inside),
                                          sum(m.macs for m in inside), "", True), frame.span if frame.repeat else frame.label)
                 stack[-1].children.append(node)
                 stack.append(node)
-            open_path = row.path
-            if depth is None or len(row.path) < depth:
-                leaf = TreeRow(len(row.path), row.op, fmt(row.output_shape), row.params, row.macs, row.note, False)
+            open_path = path
+            if depth is None or len(path) < depth:
+                leaf = TreeRow(len(path), row.op, fmt(row.output_shape), row.params, row.macs, row.note, False)
                 stack[-1].children.append(_TreeNode(leaf, leaf))
         out = [TreeRow(0, "input", fmt(self.input_shape), None, None, "", False)]
         root.emit(out, {})
@@ -180,12 +198,28 @@ class Report:
             ("FLOPs", f"{self.flops:,}", _si(self.flops)),
             ("activations", f"{self.activation_bytes:,} B", _bytes(self.activation_bytes) + " per image, float32"),
         ]
+        if any(h.training_only for h in self.graph.heads):
+            lines[2] = ("MACs", f"{self.macs:,}", _si(self.macs) + ", inference: training-only heads left out")
         width = max(len(v) for _, v, _ in lines)
         text = "\n".join(f"{k + ':':<18}{v:>{width}}  ({h})" for k, v, h in lines)
+        for head in self.head_costs():
+            what = f"head {head['name']}" + (" (training only)" if head["training_only"] else "")
+            text += (f"\n{what}: output {fmt(tuple(head['output_shape']))}; its own layers {head['params']:,} params, "
+                     f"{head['macs']:,} MACs")
         if self.train_settings:
-            shown = ", ".join(f"{k}={','.join(v) if isinstance(v, tuple) else v}" for k, v in self.train_settings)
+            shown = ", ".join(", ".join(f"{w.partition('=')[0]} weight={w.partition('=')[2]}" for w in v)
+                              if k == "head_weights" else f"{k}={','.join(v) if isinstance(v, tuple) else v}"
+                              for k, v in self.train_settings)
             text += f"\n{'training:':<18}{shown}"
         return text
+
+
+def _with_reads(note: str, node: ir.Node, named: dict[int, str]) -> str:
+    """A join's note names the feature maps it reads from elsewhere: `with @e2` (a long skip)."""
+    if len(node.inputs) < 2:
+        return note
+    reads = [f"@{named[i]}" for i in node.inputs if i in named and i != node.id - 1]
+    return "; ".join(part for part in (note, f"with {', '.join(reads)}" if reads else "") if part)
 
 
 @dataclass(frozen=True)

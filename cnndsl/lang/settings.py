@@ -49,6 +49,15 @@ class Settings:
     max_bad_images: int = 10  # unreadable images skipped (and counted) before the run stops
     init: str | None = None  # fine-tuning: start from this run directory's or weights file's arrays
     freeze: tuple[str, ...] = ()  # fine-tuning: group paths whose parameters stay as they start
+    head_weights: tuple[str, ...] = ()  # `NAME=WEIGHT` for each head whose loss weight is not 1 (`aux1 weight = 0.3`)
+
+    def head_weight(self, head: str) -> float:
+        """The weight of a head's loss in the training loss (the main output's is 1; a head's is 1 unless set)."""
+        for item in self.head_weights:
+            name, _, weight = item.partition("=")
+            if name == head:
+                return float(weight)
+        return 1.0
 
     def validate(self) -> Settings:
         """The settings if they make sense, else a TrainingError naming the bad one."""
@@ -143,7 +152,7 @@ def spec_settings(program: Any) -> tuple[dict[str, Any], list[Any]]:
     source = program.source
     found: dict[str, Any] = {}
     problems: list[Diagnostic] = []
-    allowed = [f.name for f in dataclasses.fields(Settings) if f.name not in ("data_dir", "stream", "workers", "init", "freeze")]
+    allowed = [f.name for f in dataclasses.fields(Settings) if f.name not in ("data_dir", "stream", "workers", "init", "freeze", "head_weights")]
 
     def bad(node: Any, message: str, hint: str) -> None:
         problems.append(Diagnostic("train", message, source, node.span, help=hint))
@@ -151,11 +160,29 @@ def spec_settings(program: Any) -> tuple[dict[str, Any], list[Any]]:
     def symbol(expr: Any) -> str | None:
         return expr.id.lower().replace("_", "-") if isinstance(expr, n.Name) else None
 
+    heads = [s.name for s in program.statements if isinstance(s, n.Head)]
+    weights: dict[str, float] = {}
     for stmt in program.statements:
         if not isinstance(stmt, n.TrainSection):
             continue
         for binding in stmt.bindings:
             key, expr = binding.name.lower(), binding.value
+            head = getattr(binding, "head", None)
+            if head is not None:
+                if head not in heads:
+                    guess = closest(head, heads)
+                    bad(binding, f"`{head}` is not a head of this network",
+                        f"did you mean `{guess}`?" if guess else
+                        (f"its heads: {', '.join(heads)}" if heads else "declare one: `head NAME = @map -> ...`"))
+                elif key != "weight":
+                    bad(binding, f"a head has no setting `{binding.name}`", f"write `{head} weight = 0.3`")
+                elif head in weights:
+                    bad(binding, f"`{head} weight` is set twice", "keep one")
+                elif isinstance(expr, (n.Int, n.Float)) and math.isfinite(expr.value):
+                    weights[head] = float(expr.value)
+                else:
+                    bad(expr, f"`{head} weight` takes a number >= 0", f"e.g. `{head} weight = 0.3`")
+                continue
             if key not in allowed:
                 guess = closest(key, allowed)
                 bad(binding, f"`{binding.name}` is not a training setting",
@@ -205,4 +232,6 @@ def spec_settings(program: Any) -> tuple[dict[str, Any], list[Any]]:
                          f"e.g. `{key} = {choices[0].replace('-', '_')}`"))
             if value is not None:
                 found[key] = value
+    if weights:
+        found["head_weights"] = tuple(f"{head}={weight!r}" for head, weight in weights.items())
     return found, problems

@@ -332,6 +332,23 @@ def output_shape(op: ir.Op, inputs: list[ir.Shape | None]) -> ir.Shape | None:
     return shape if all(d <= INT64_MAX for d in shape) else None
 
 
+def _named_inputs(graph: ir.Graph, node: ir.Node) -> tuple[str, ...]:
+    """For a join, which of its branches are named feature maps read from elsewhere (`@e3`), and where
+    each was named: a long skip's shape comes from far away in the spec."""
+    if len(node.inputs) < 2:
+        return ()
+    notes = []
+    for k, i in enumerate(node.inputs, start=1):
+        taps = [t for t in graph.taps if t.node == i]
+        if i == 0 and not taps:
+            notes.append(f"branch {k} is `@input`, the network's input")
+        elif taps:
+            where = (taps[-1].source.path + ":") if taps[-1].source is not None and taps[-1].source is not graph.source \
+                else "line "
+            notes.append(f"branch {k} is `@{taps[-1].name}`, named at {where}{taps[-1].span.line}")
+    return tuple(notes)
+
+
 def infer_shapes(graph: ir.Graph) -> list[Inferred]:
     """The output of every node, in node order; raise `CnnError` with every shape problem found.
 
@@ -357,7 +374,7 @@ def infer_shapes(graph: ir.Graph) -> list[Inferred]:
                 raise ShapeIssue(f"the output of `{node.op.label()}` has more elements than fit in 64 bits")
             results.append(inferred)
         except ShapeIssue as issue:
-            notes = issue.notes + node.notes(graph.source, outside_own_group=True)
+            notes = issue.notes + _named_inputs(graph, node) + node.notes(graph.source, outside_own_group=True)
             diagnostics.append(Diagnostic("shape", issue.message, node.source or graph.source, node.span, notes,
                                           issue.help))
             results.append(None)

@@ -166,7 +166,7 @@ def _show(value: Any) -> str:
 
 def _setting(name: str, expr: n.Expr, source: Source) -> tuple[dict[str, Any], list[Diagnostic]]:
     """A training setting's value from an expression, checked as a `train` line would check it."""
-    binding = n.Binding(expr.span, name, False, expr)
+    binding = n.Setting(expr.span, name, False, expr)
     program = types.SimpleNamespace(source=source, statements=(n.TrainSection(expr.span, (binding,)),))
     return spec_settings(program)
 

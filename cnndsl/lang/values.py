@@ -205,6 +205,51 @@ class BranchLayer(Layer):
 
 
 @dataclass(frozen=True, eq=False)
+class MapName(Layer):
+    """`-> @e1`: names the feature map arriving here, in the current scope (the block call it is written
+    in, or the network's top level); the map passes on unchanged."""
+
+    name: str
+    span: Span
+    source: Source
+
+    @property
+    def text(self) -> str:
+        """`@e1`."""
+        return f"@{self.name}"
+
+    def apply(self, g: GraphBuilder, x: int) -> int:
+        g.map_scopes[-1][self.name] = x
+        g.taps.append(ir.Tap(self.name, x, self.span, tuple(g.frames), self.source))
+        return x
+
+
+@dataclass(frozen=True, eq=False)
+class MapRead(Layer):
+    """`@e1` as a layer: the feature map named `e1` in `scope` (where the read is written), whatever map
+    it is applied to; `@input` is the network's input. A name not (yet) named calls `on_missing`."""
+
+    name: str
+    span: Span
+    source: Source
+    scope: dict[str, int]
+    on_missing: Callable[[MapRead], None]
+
+    @property
+    def text(self) -> str:
+        """`@e1`."""
+        return f"@{self.name}"
+
+    def apply(self, g: GraphBuilder, x: int) -> int:
+        if self.name in self.scope:
+            return self.scope[self.name]
+        if self.name == "input":
+            return 0
+        self.on_missing(self)
+        return x
+
+
+@dataclass(frozen=True, eq=False)
 class BlockLayer(Layer):
     """A call of a `block`: its body is evaluated, inside the block's frame, when applied."""
 
@@ -226,12 +271,14 @@ class BlockLayer(Layer):
             return x
         g.block_stack.append(self.block.name)
         g.enter(self.label, self.span, call_source=self.source)
+        g.map_scopes.append({})  # the maps a block's body names are its own (each call's)
         try:
             return self.body(g.shapes[x]).apply(g, x)
         except TooMuchWork as err:
             err.blame(self.span, self.source, g.where())
             raise
         finally:
+            g.map_scopes.pop()
             g.leave()
             g.block_stack.pop()
 
@@ -360,6 +407,9 @@ class GraphBuilder:
     next_frame: int = 0
     last_source: Source | None = None  # of the last node added (its span is on the node)
     main_source: Source | None = None  # the spec's own file: nodes written there record no source
+    # The named feature maps of each open scope (the top level, then each open block call): name -> node.
+    map_scopes: list[dict[str, int]] = field(default_factory=lambda: [{}])
+    taps: list[ir.Tap] = field(default_factory=list)  # every `-> @name`, in order
 
     def add(self, op: ir.Op, inputs: tuple[int, ...], span: Span, source: Source) -> int:
         """Append a node; its name is its op's base name and a per-base counter: `conv3`."""

@@ -92,6 +92,8 @@ class Network(nnx.Module):
                  dtype: Any = None, param_dtype: Any = jnp.float32, scan: bool = False) -> None:
         self.steps = plan(graph, shapes)
         self.output_id = graph.output
+        self.head_ids = {head.name: head.node for head in graph.heads}
+        self.training_only = graph.training_only_nodes  # skipped unless `heads` asks for every output
         self.dtype = dtype
         # Runs by the index of their first step (node n is step n - 1).
         self.runs = {run.start - 1: run for run in identical_runs(graph, shapes)} if scan else {}
@@ -100,16 +102,22 @@ class Network(nnx.Module):
             if layer is not None:
                 setattr(self, step.name, layer)
 
-    def __call__(self, x_BxHxWxC: jax.Array, *, all_outputs: bool = False, rngs: nnx.Rngs | None = None) -> Any:
-        """The network's output for a batch; with `all_outputs`, a dict of every node's output by name
-        (computed unrolled). `rngs` (a `dropout` or default stream) replaces the dropout layers' own random
-        state for this call, which lets a functional training step derive each step's randomness from the
-        step number."""
+    def __call__(self, x_BxHxWxC: jax.Array, *, all_outputs: bool = False, rngs: nnx.Rngs | None = None,
+                 heads: bool = False) -> Any:
+        """The network's output for a batch; with `heads`, a dict of the main output (`main`) and every head's,
+        training-only heads included (without, their layers are not run); with `all_outputs`, a dict of every
+        node's output by name (computed unrolled). `rngs` (a `dropout` or default stream) replaces the dropout
+        layers' own random state for this call, which lets a functional training step derive each step's
+        randomness from the step number."""
         x = x_BxHxWxC.astype(self.dtype) if self.dtype is not None else x_BxHxWxC
         values: dict[int, jax.Array] = {0: x}
         named: dict[str, jax.Array] = {}
+        skipped = frozenset() if heads or all_outputs else self.training_only
         index = 0
         while index < len(self.steps):
+            if self.steps[index].id in skipped:
+                index += 1
+                continue
             run = None if all_outputs else self.runs.get(index)
             if run is not None:
                 last = self.steps[index + run.length * run.count - 1]
@@ -121,6 +129,8 @@ class Network(nnx.Module):
             if all_outputs:
                 named[step.name] = values[step.id]
             index += 1
+        if heads:
+            return {"main": values[self.output_id], **{name: values[i] for name, i in self.head_ids.items()}}
         return named if all_outputs else values[self.output_id]
 
     def _layer(self, step: Step) -> nnx.Module | None:

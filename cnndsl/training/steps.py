@@ -12,7 +12,7 @@ import optax
 from flax import nnx
 
 from cnndsl.data.pipeline import STATE_BYTES
-from cnndsl.lang.settings import Settings
+from cnndsl.lang.settings import Settings, TrainingError
 from cnndsl.nn.compiler import CompiledNetwork, compiler_options
 from cnndsl.nn.flax_backend import flatten_state, unflatten_state
 from cnndsl.training.distributed import Placement
@@ -43,6 +43,16 @@ class Trainer:
             self.stats = self.placement.replicate(self.stats)
         self.optimizer, self.preprocess, self.settings = optimizer, preprocess, settings
         self.num_classes = num_classes
+        # The heads trained with the main output: training-only ones and any given a weight in `train`.
+        graph = net.report.graph
+        weighted = {item.partition("=")[0] for item in settings.head_weights}
+        self.loss_heads = {h.name: settings.head_weight(h.name) for h in graph.heads
+                           if h.training_only or h.name in weighted}
+        for head in graph.heads:
+            shape = net.report.node_shapes[head.node]
+            if head.name in self.loss_heads and shape != (num_classes,):
+                raise TrainingError(f"the head `{head.name}` gives {'x'.join(map(str, shape))}, but its loss compares "
+                                    f"it with {num_classes} class scores: end it with `fc({num_classes})`")
         # Donating the state saves a copy per step where the backend supports it (not XLA:CPU, which warns).
         # The meters (argument 3) are not donated: the progress display reads them after the next step.
         self.donated = donate = (0, 1, 2) if jax.default_backend() != "cpu" else ()
@@ -100,9 +110,16 @@ class Trainer:
 
         def loss_fn(params: Any) -> tuple[jax.Array, tuple[jax.Array, Any]]:
             module = self.module(params, stats, train=True)
-            logits = module(x, rngs=nnx.Rngs(dropout=dropout_key))
+            if self.loss_heads:  # the main loss plus each head's, weighted (GoogLeNet: 0.3 per auxiliary)
+                outputs = module(x, rngs=nnx.Rngs(dropout=dropout_key), heads=True)
+                logits = outputs["main"]
+                losses = self._loss(logits, y)
+                for name, weight in self.loss_heads.items():
+                    losses = losses + weight * self._loss(outputs[name], y)
+            else:
+                logits = module(x, rngs=nnx.Rngs(dropout=dropout_key))
+                losses = self._loss(logits, y)
             new_stats = flatten_state(nnx.state(module, nnx.BatchStat))[2]
-            losses = self._loss(logits, y)
             if weights is None:
                 return losses.mean(), (logits, new_stats)
             return jnp.sum(losses * weights) / jnp.maximum(jnp.sum(weights), 1.0), (logits, new_stats)

@@ -16,6 +16,9 @@ REFERENCE = {
     "zfnet": (62_357_608, 1_168_032_896),
     "vgg16": (138_357_544, 15_470_264_320),
     "googlenet": (6_624_904, 1_498_376_192),
+    # torchvision's googlenet(aux_logits=True): every parameter, the inference MACs (its auxiliary heads
+    # are training-only, so left out of the MACs as torchvision's eval-mode forward leaves them out)
+    "googlenet_aux": (13_004_888, 1_498_376_192),
     "resnet18": (11_689_512, 1_814_073_344),
     "resnet50": (25_557_032, 4_089_184_256),
     "resnet101": (44_549_160, 7_801_405_440),  # torchvision's (FlopCounterMode / 2): ResNet-50's blocks, imported

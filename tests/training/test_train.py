@@ -325,3 +325,25 @@ def test_redirected_output_is_one_line_per_epoch(tmp_path: Path) -> None:
     assert [line.split()[1] for line in lines] == ["1/3", "2/3", "3/3"], lines
     assert all(line.startswith("epoch ") and "val acc" in line and "test acc" in line for line in lines)
     assert "\x1b" not in result.stderr and "\r" not in result.stderr
+
+
+def test_training_only_heads_add_their_weighted_loss_and_nothing_else(tmp_path: Path) -> None:
+    body = ("network H\ninput 8x8x1\ninput -> conv(8, 3x3, pad=same) -> relu -> @early -> conv(8, 3x3, pad=same)"
+            " -> relu -> global_avgpool -> fc(10)\n")
+    head = "training head aux = @early -> global_avgpool -> fc(10)\ntrain aux weight = {}\n"
+    histories = {}
+    for name, text in (("plain", body), ("zero", body + head.format(0)), ("aux", body + head.format(0.3))):
+        spec = tmp_path / f"{name}.cnn"
+        spec.write_text(text)
+        histories[name] = cnndsl.train(spec, run_dir=tmp_path / name, quiet=True, epochs=1, batch_size=128).history
+    plain, zero, aux = (histories[k].epochs[0] for k in ("plain", "zero", "aux"))
+    # With weight 0 the head changes nothing the main output computes: the main layers are made first (the
+    # same initial values), their gradients gain exact zeros; only XLA's fusion of the larger program may
+    # reorder float32 sums (NETWORK: the whole-network bound).
+    for key in ("train_loss", "val_loss", "test_loss"):
+        assert zero[key] == pytest.approx(plain[key], rel=NETWORK), key
+    # With 0.3 the training loss adds 0.3 x the head's cross-entropy: a linear classifier of 8 pooled features
+    # after one epoch is far from zero loss (above 1 nat), so the sum is over 0.3 higher; evaluation
+    # reports the main output alone.
+    assert aux["train_loss"] > plain["train_loss"] + 0.3
+    assert aux["val_loss"] < aux["train_loss"] - 0.3
