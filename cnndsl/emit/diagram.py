@@ -166,6 +166,23 @@ class _Parallel(_Item):
         return entries, join_exit
 
 
+class _Stack(_Item):
+    """Sections one below the other, not joined by edges: the main chain, then each head (a lane joins it)."""
+
+    def __init__(self, items: list[_Item]) -> None:
+        self.items = items
+        self.width = max(i.width for i in items)
+        self.height = sum(i.height for i in items) + 2 * GAP * (len(items) - 1)
+
+    def draw(self, svg: _Svg, x: float, y: float) -> tuple[list[tuple[Point, bool]], Point]:
+        entries, exit_point = [], (x, y)
+        for index, item in enumerate(self.items):
+            item_entries, item_exit = item.draw(svg, x + (self.width - item.width) / 2, y)
+            entries, exit_point = (item_entries, item_exit) if index == 0 else (entries, exit_point)
+            y += item.height + 2 * GAP
+        return entries, exit_point
+
+
 class _Group(_Item):
     """A frame around a block call or repetition, captioned at the bottom: its label on the left, its
     parameters on the right. Edges may enter a frame anywhere along its top (branches fan out there) but
@@ -204,8 +221,9 @@ class _Fork:
     refs: tuple[int, ...] = ()
 
 
-def _series(graph: ir.Graph) -> tuple[object, ...]:
-    """The graph from input to output as a series of leaves and forks (series-parallel decomposition).
+def _series(graph: ir.Graph) -> tuple[tuple[object, ...], ...]:
+    """The graph from input to output as a series of leaves and forks (series-parallel decomposition); then
+    each head's own layers as a series of its own.
 
     A join's input that is a named map (`@e1`) already on the way to another of its inputs is a long
     skip: it is drawn as a side lane from that map's box, not as a branch (a U-Net's decoder stays one
@@ -250,11 +268,19 @@ def _series(graph: ir.Graph) -> tuple[object, ...]:
                 current = node.inputs[0] if node.inputs else start
         return tuple(reversed(items))
 
-    items = chain(-1, graph.output)
-    drawn = {n.id for item in items for n in _nodes(item)}
+    sections = [chain(-1, graph.output)]
+    drawn = {n.id for item in sections[0] for n in _nodes(item)}
+    for head in graph.heads:  # each head below, its own section, a lane from the map it starts from
+        own = graph.needed((head.node,)) - drawn
+        start = max((i for k in own for i in graph.nodes[k].inputs if i not in own), default=-1)
+        items = chain(start, head.node)
+        if items and isinstance(items[0], _Leaf):
+            items = (_Leaf(items[0].node, items[0].refs + (start,)),) + items[1:]
+        sections.append(items)
+        drawn |= {n.id for item in items for n in _nodes(item)}
     if drawn != {n.id for n in graph.nodes}:
-        return tuple(_Leaf(n, tuple(i for i in n.inputs if i != n.id - 1)) for n in graph.nodes)
-    return items
+        return (tuple(_Leaf(n, tuple(i for i in n.inputs if i != n.id - 1)) for n in graph.nodes),)
+    return tuple(sections)
 
 
 def _frames(node: ir.Node) -> tuple[ir.Frame, ...]:
@@ -379,7 +405,7 @@ def _count(n: int) -> str:
 def to_svg(report: Report, depth: int | None = None) -> str:
     """The network as a standalone SVG document (top to bottom, groups framed, `depth` levels unfolded)."""
     builder = _Builder(report, depth)
-    body = builder.series(builder.collect(_series(report.graph)), 0)
+    body = _Stack([builder.series(builder.collect(section), 0) for section in _series(report.graph)])
     lanes = sum(len(refs) for refs in builder.refs.values())
     title = f"{report.name}: {report.params:,} params, {report.macs:,} MACs"
     margin = 16.0

@@ -157,6 +157,14 @@ def _lower(b: _Builder, step: Any, ins: list[str], arrays: dict[str, np.ndarray]
                          nearest_mode="floor")
         return b.add("Resize", [x, "", scales], name, mode="linear",
                      coordinate_transformation_mode="pytorch_half_pixel")
+    if isinstance(op, ir.Resize):  # to a size: the same coordinate rules, ONNX's `sizes` input (NCHW)
+        shape = b.add("Shape", [x], f"{name}/shape", start=0, end=2)
+        sizes = b.add("Concat", [shape, b.constant(f"{name}/size", np.asarray(op.size, np.int64))], f"{name}/sizes",
+                      axis=0)
+        if op.mode == "nearest":
+            return b.add("Resize", [x, "", "", sizes], name, mode="nearest",
+                         coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+        return b.add("Resize", [x, "", "", sizes], name, mode="linear", coordinate_transformation_mode="pytorch_half_pixel")
     if isinstance(op, (ir.Dense, ir.Flatten)):
         if len(step.in_shape) == 3:  # cnndsl flattens in H, W, C order
             x = b.add("Flatten", [b.add("Transpose", [x], name, perm=[0, 2, 3, 1])], name, axis=1)

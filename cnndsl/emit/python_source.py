@@ -30,6 +30,7 @@ from cnndsl.nn.flax_backend import (
     pixel_shuffle,
     plan,
     pool,
+    resize,
     upsample,
 )
 
@@ -86,6 +87,8 @@ def _call(step: Step, names: dict[int, str]) -> str:
         return f"pixel_shuffle({x}, {op.factor})"
     if isinstance(op, ir.Upsample):
         return f"upsample({x}, {op.scale}, {op.mode!r})"
+    if isinstance(op, ir.Resize):
+        return f"resize({x}, {op.size}, {op.mode!r})"
     inputs = [names[i] for i in step.inputs]
     if isinstance(op, ir.Concat):
         return f"jnp.concatenate([{', '.join(inputs)}], axis=-1)"
@@ -130,7 +133,7 @@ def to_python(report: Report, origin: str = "") -> str:
     if any(isinstance(s.op, ir.Mul) for s in steps):
         helpers.append(inspect.getsource(mul))
     for op_type, function in ((ir.ChannelShuffle, channel_shuffle), (ir.PixelShuffle, pixel_shuffle),
-                              (ir.Upsample, upsample)):
+                              (ir.Upsample, upsample), (ir.Resize, resize)):
         if any(isinstance(s.op, op_type) for s in steps):
             helpers.append(inspect.getsource(function))
     if any(isinstance(s.op, ir.AdaptivePool) for s in steps):

@@ -52,6 +52,7 @@ from cnndsl.lang.values import (
     NumericFunc,
     PrimLayer,
     RepeatLayer,
+    ResizeToMap,
     SeqLayer,
     Thunk,
     TooLarge,
@@ -537,11 +538,23 @@ class _Evaluator:
             value, where = bound.get(p.name, (p.default, None))
             if value is POISON:
                 return POISON
+            if b.name == "resize" and p.name == "size" and isinstance(value, MapRead):
+                converted[p.name] = value  # the size of a named map, known when the layer is applied
+                continue
             try:
                 converted[p.name] = p.convert(value)
             except ArgError as err:
                 at = where.span if where is not None else span
                 return self.error("type", f"`{p.name}` of `{b.name}`: {err.message}", env, at, err.help)
+        if isinstance(converted.get("size"), MapRead):
+            read = converted["size"]
+
+            def not_a_map(shape: ir.Shape) -> None:
+                self.error("shape", f"`resize` takes the height and width of `@{read.name}`, which is not a "
+                                    f"feature map: it gives {'x'.join(map(str, shape))}", env, read.span,
+                           "name a feature map (HxWxC) with `-> @name` and resize to it")
+
+            return ResizeToMap(read, converted["mode"], span, env.source, not_a_map)
         return PrimLayer(b.build(**converted), span, env.source)
 
     def call_block(self, block: n.Block, args: list, kwargs: dict, span: Span, env: Env,

@@ -208,6 +208,23 @@ class Upsample(Op):
 
 
 @dataclass(frozen=True)
+class Resize(Op):
+    """(H, W, C) -> (size[0], size[1], C), PyTorch's `interpolate(size=...)`: per axis with scale = in / out,
+    `nearest` takes source pixel min(floor(i * scale), in - 1); `bilinear` (align_corners=False) samples
+    source coordinate max((i + 0.5) * scale - 0.5, 0) between its two neighbours (the last one repeated at
+    the far edge). `resize(@map)` takes the size of a named map (an FCN head resized to `@input`)."""
+
+    kind: ClassVar[str] = "resize"
+    positional: ClassVar[int] = 1
+    size: Pair = (1, 1)
+    mode: str = "nearest"
+
+    def label(self) -> str:
+        mode = "" if self.mode == "nearest" else f", mode={self.mode}"
+        return f"resize({self.size[0]}x{self.size[1]}{mode})"
+
+
+@dataclass(frozen=True)
 class Activation(Op):
     """An elementwise activation (softmax: over the last axis)."""
 

@@ -237,6 +237,9 @@ _TABLE = [
     Builtin("upsample", (Param("scale", positive_int), Param("mode", interpolation, Symbol("nearest"))), ir.Upsample,
             "upsample(2, mode=bilinear)", "(H, W, C) -> (H*s, W*s, C), nearest or bilinear as PyTorch's interpolate "
             "(align_corners=False)"),
+    Builtin("resize", (Param("size", pair), Param("mode", interpolation, Symbol("nearest"))), ir.Resize,
+            "resize(@input, mode=bilinear)", "(H, W, C) -> (h, w, C) for `size` hxw or the size of a named map "
+            "`@name`, nearest or bilinear as PyTorch's interpolate(size=...) (align_corners=False)"),
     Builtin("leaky_relu", (Param("slope", number, 0.01),), lambda slope: ir.Activation("leaky_relu", slope),
             doc="max(x, slope * x)"),
     Builtin("bn", (Param("eps", positive_number, 1e-5), Param("momentum", probability, 0.9)), ir.BatchNorm,

@@ -207,6 +207,12 @@ def _upsample(op: ir.Upsample, shapes: list[ir.Shape]) -> Inferred:
     return Inferred((h * op.scale, w * op.scale, c))
 
 
+def _resize(op: ir.Resize, shapes: list[ir.Shape]) -> Inferred:
+    (shape,) = shapes
+    _, _, c = _feature_map(op, shape)
+    return Inferred((op.size[0], op.size[1], c))
+
+
 def _linear(op: ir.Linear, shapes: list[ir.Shape]) -> Inferred:
     (shape,) = shapes
     return Inferred(shape[:-1] + (op.units,))
@@ -310,7 +316,7 @@ def _mul(op: ir.Mul, shapes: list[ir.Shape]) -> Inferred:
 
 _RULES: dict[type, Callable[..., Inferred]] = {
     ir.Conv: _conv, ir.Pool: _pool, ir.GlobalPool: _global_pool, ir.AdaptivePool: _adaptive_pool, ir.Dense: _dense,
-    ir.Flatten: _flatten, ir.ConvTranspose: _conv_transpose, ir.ChannelSlice: _channel_slice, ir.ChannelShuffle: _channel_shuffle, ir.PixelShuffle: _pixel_shuffle, ir.Upsample: _upsample,
+    ir.Flatten: _flatten, ir.ConvTranspose: _conv_transpose, ir.ChannelSlice: _channel_slice, ir.ChannelShuffle: _channel_shuffle, ir.PixelShuffle: _pixel_shuffle, ir.Upsample: _upsample, ir.Resize: _resize,
     ir.Linear: _linear,
     ir.Activation: _same, ir.BatchNorm: _same, ir.LocalResponseNorm: _same, ir.Dropout: _same,
     ir.DropPath: _same, ir.LayerNorm: _same, ir.LayerScale: _same,

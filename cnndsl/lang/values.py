@@ -250,6 +250,34 @@ class MapRead(Layer):
 
 
 @dataclass(frozen=True, eq=False)
+class ResizeToMap(Layer):
+    """`resize(@name, mode=...)`: a `resize` to the height and width the named map has (known when applied)."""
+
+    read: MapRead
+    mode: str
+    span: Span
+    source: Source
+    on_not_a_map: Callable[[ir.Shape], None]
+
+    @property
+    def text(self) -> str:
+        """`resize(@input)`."""
+        return f"resize(@{self.read.name}{'' if self.mode == 'nearest' else f', mode={self.mode}'})"
+
+    def apply(self, g: GraphBuilder, x: int) -> int:
+        target = self.read.apply(g, -1)
+        if target < 0:  # reported by the read
+            return x
+        shape = g.shapes[target]
+        if shape is None:  # an earlier error left it unknown
+            return x
+        if len(shape) != 3:
+            self.on_not_a_map(shape)
+            return x
+        return g.add(ir.Resize((shape[0], shape[1]), self.mode), (x,), self.span, self.source)
+
+
+@dataclass(frozen=True, eq=False)
 class BlockLayer(Layer):
     """A call of a `block`: its body is evaluated, inside the block's frame, when applied."""
 

@@ -191,6 +191,8 @@ class Network(nnx.Module):
             return pixel_shuffle(x, op.factor)
         if isinstance(op, ir.Upsample):
             return upsample(x, op.scale, op.mode)
+        if isinstance(op, ir.Resize):
+            return resize(x, op.size, op.mode)
         if isinstance(op, ir.Activation):
             return _ACTIVATIONS[op.fn](x, op.slope)
         if isinstance(op, ir.LocalResponseNorm):
@@ -432,6 +434,31 @@ def upsample(x: jax.Array, scale: int, mode: str) -> jax.Array:
         return jnp.repeat(jnp.repeat(x, scale, axis=1), scale, axis=2)
     b, h, w, c = x.shape
     return jax.image.resize(x, (b, h * scale, w * scale, c), "bilinear")
+
+
+def resize(x: jax.Array, size: tuple[int, int], mode: str) -> jax.Array:
+    """PyTorch's interpolate(size=size, align_corners=False) on (B, H, W, C), each axis in turn with scale =
+    in / out computed in float32 as PyTorch's CPU kernels do: `nearest` takes source pixel
+    min(floor(i * scale), in - 1); `bilinear` takes source coordinate s = max((i + 0.5) * scale - 0.5, 0)
+    and weighs pixels floor(s) and floor(s) + 1 (the last pixel at the far edge) by 1 - (s - floor(s)) and
+    s - floor(s). The indices and weights are constants: gathers and a weighted sum, differentiable."""
+    import numpy as np  # here: the constants are computed when the network is traced
+
+    for axis, n_out in ((1, size[0]), (2, size[1])):
+        n_in = x.shape[axis]
+        if n_in == n_out:
+            continue
+        scale = np.float32(n_in) / np.float32(n_out)
+        i = np.arange(n_out, dtype=np.float32)
+        if mode == "nearest":
+            x = jnp.take(x, np.minimum(np.floor(i * scale).astype(np.int64), n_in - 1), axis=axis)
+            continue
+        source = np.maximum((i + np.float32(0.5)) * scale - np.float32(0.5), np.float32(0))
+        low = np.minimum(source.astype(np.int64), n_in - 1)
+        high = np.minimum(low + 1, n_in - 1)
+        weight = (source - low).astype(np.float32).reshape([-1 if a == axis else 1 for a in range(x.ndim)])
+        x = jnp.take(x, low, axis=axis) * (1 - weight) + jnp.take(x, high, axis=axis) * weight
+    return x
 
 
 def lrn(x: jax.Array, size: int, alpha: float, beta: float, k: float) -> jax.Array:

@@ -195,3 +195,90 @@ def test_the_module_runs_training_only_heads_only_when_asked_and_onnx_leaves_the
     main, probs = ort.InferenceSession(proto.SerializeToString()).run(None, {"input": x})
     np.testing.assert_allclose(main, np.asarray(outputs["main"]), **NETWORK_CLOSE)  # 4 layers, outputs ~1
     np.testing.assert_allclose(probs, np.asarray(outputs["probs"]), **NETWORK_CLOSE)
+
+
+def test_heads_are_drawn_below_with_a_lane_from_the_map_they_start_at() -> None:
+    from cnndsl.emit.diagram import to_svg
+
+    report = net(HEADS)
+    svg = to_svg(report)
+    assert svg.count('<g class="node') == len(report.graph.nodes)  # every layer once, heads included
+    lanes = re.findall(r'<path class="edge skip" d="M[^"]* L[^"]* L[^"]* L[^"]*"', svg)
+    assert len(lanes) == 2 and "@early" in svg  # aux from @early, probs from the main output
+    assert "head aux" in svg and "head probs" in svg
+
+
+# ---- resize to a size or to a named map's size -----------------------------------------------------------
+
+def _interpolate_reference(x: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
+    """PyTorch's interpolate(size=..., align_corners=False) written out per output pixel in float64 (its
+    CPU kernels' formulas: upsample_nearest2d's nearest_idx, upsample_bilinear2d's source index)."""
+    (_, h, w, _), (oh, ow) = x.shape, size
+    out = np.zeros((x.shape[0], oh, ow, x.shape[3]))
+    for i in range(oh):
+        for j in range(ow):
+            if mode == "nearest":
+                out[:, i, j] = x[:, min(int(i * h / oh), h - 1), min(int(j * w / ow), w - 1)]
+                continue
+            si, sj = max((i + 0.5) * h / oh - 0.5, 0.0), max((j + 0.5) * w / ow - 0.5, 0.0)
+            i0, j0 = int(si), int(sj)
+            i1, j1 = min(i0 + 1, h - 1), min(j0 + 1, w - 1)
+            a, b = si - i0, sj - j0
+            out[:, i, j] = ((1 - a) * ((1 - b) * x[:, i0, j0] + b * x[:, i0, j1])
+                            + a * ((1 - b) * x[:, i1, j0] + b * x[:, i1, j1]))
+    return out
+
+
+SIZES = [((5, 7), (11, 3)), ((8, 8), (16, 16)), ((13, 9), (4, 20)), ((3, 3), (7, 5)), ((32, 24), (7, 9))]
+
+
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+def test_resize_is_pytorchs_interpolate_with_its_gradient(mode: str) -> None:
+    import jax
+    import jax.numpy as jnp
+
+    from cnndsl.nn.flax_backend import resize
+
+    rng = np.random.default_rng(3)
+    for (h, w), size in SIZES:
+        x = rng.normal(size=(2, h, w, 3)).astype(np.float32)
+        ours = np.asarray(resize(jnp.asarray(x), size, mode))
+        # float32 source coordinates up to 32 carry up to 32 * 2**-24 of error, times neighbour differences of
+        # up to ~4 (standard normal inputs): 8e-6; nearest picks the same pixels (exact)
+        np.testing.assert_allclose(ours, _interpolate_reference(x, size, mode), rtol=0, atol=1e-5 if mode == "bilinear" else 0)
+        # the gradient is the adjoint: <resize(x), g> = <x, resize^T(g)>, checked against the reference map's matrix
+        g = rng.normal(size=ours.shape)
+        grad = np.asarray(jax.grad(lambda v: jnp.sum(resize(v, size, mode) * g))(jnp.asarray(x)))
+        basis = np.eye(h * w).reshape(h * w, h, w, 1)
+        matrix = _interpolate_reference(basis, size, mode).reshape(h * w, -1)  # input pixel -> outputs
+        expected = np.einsum("po,boc->bpc", matrix, g.reshape(2, -1, 3)).reshape(x.shape)
+        np.testing.assert_allclose(grad, expected, rtol=0, atol=1e-5)
+    torch = pytest.importorskip("torch")
+    for (h, w), size in SIZES:
+        x = rng.normal(size=(1, h, w, 2)).astype(np.float32)
+        theirs = torch.nn.functional.interpolate(torch.from_numpy(x).permute(0, 3, 1, 2), size=size, mode=mode,
+                                                 **({} if mode == "nearest" else {"align_corners": False}))
+        np.testing.assert_allclose(np.asarray(resize(jnp.asarray(x), size, mode)),
+                                   theirs.permute(0, 2, 3, 1).numpy(), rtol=0, atol=1e-5 if mode == "bilinear" else 0)
+
+
+def test_resize_to_a_named_maps_size_checks_runs_and_exports() -> None:
+    ort = pytest.importorskip("onnxruntime")
+    from cnndsl.emit.onnx_model import to_onnx
+
+    spec = ("input -> conv(4, 3x3, stride=2, pad=1) -> relu -> @half -> conv(6, 3x3, stride=2, pad=1)"
+            " -> resize(@half, mode=bilinear) -> concat(@half | identity) -> conv(3, 1x1) -> resize(@input)"
+            " -> resize(5x9)")
+    report = net(spec, input="17x15x3")
+    resizes = [(r.op, r.output_shape) for r in report.rows if r.op.startswith("resize")]
+    assert resizes == [("resize(9x8, mode=bilinear)", (9, 8, 6)), ("resize(17x15)", (17, 15, 3)),
+                       ("resize(5x9)", (5, 9, 3))]
+    compiled = cnndsl.compile(f"network T\ninput 17x15x3\n{spec}")
+    model = compiled.init(0)
+    x = np.random.default_rng(4).normal(size=(2, 17, 15, 3)).astype(np.float32)
+    proto = to_onnx(compiled.report, arrays_of(model))
+    got = ort.InferenceSession(proto.SerializeToString()).run(None, {"input": x})[0]
+    np.testing.assert_allclose(got, np.asarray(model(x)), **NETWORK_CLOSE)
+    err = error("input -> conv(4, 3x3) -> global_avgpool -> @v -> fc(4) -> resize(@v)")
+    assert err.kinds == ("shape",) and "`@v`" in err.diagnostics[0].message
+    assert error("input -> conv(4, 3x3) -> resize(@nope)").kinds == ("name",)
