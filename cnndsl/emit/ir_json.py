@@ -34,6 +34,7 @@ def to_json(report: Report) -> dict[str, Any]:
     graph = report.graph
     rows = {row.name: row for row in report.rows}
     nodes = []
+    dropped = graph.training_only_nodes
     for node in graph.nodes:
         row = rows.get(node.name)
         nodes.append({
@@ -44,6 +45,7 @@ def to_json(report: Report) -> dict[str, Any]:
             "params": row.params if row else 0, "state": row.state if row else 0, "macs": row.macs if row else 0,
             "label": node.op.label(), "path": [f.label for f in node.path],
             "span": dataclasses.asdict(node.span),
+            **({"training_only": True} if node.id in dropped else {}),
         })
     return {
         "schema": SCHEMA, "network": report.name, "input_shape": list(report.input_shape),
@@ -51,4 +53,7 @@ def to_json(report: Report) -> dict[str, Any]:
         "totals": {"params": report.params, "state": report.state, "macs": report.macs, "flops": report.flops,
                    "activation_bytes": report.activation_bytes},
         "nodes": nodes,
+        # the other outputs: `training_only` heads' layers are marked so and left out of the MACs
+        **({"heads": [{"name": h.name, "node": graph.nodes[h.node].name, "training_only": h.training_only}
+                      for h in graph.heads]} if graph.heads else {}),
     }

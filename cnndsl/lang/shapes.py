@@ -346,9 +346,7 @@ def _named_inputs(graph: ir.Graph, node: ir.Node) -> tuple[str, ...]:
     notes = []
     for k, i in enumerate(node.inputs, start=1):
         taps = [t for t in graph.taps if t.node == i]
-        if i == 0 and not taps:
-            notes.append(f"branch {k} is `@input`, the network's input")
-        elif taps:
+        if taps:
             where = (taps[-1].source.path + ":") if taps[-1].source is not None and taps[-1].source is not graph.source \
                 else "line "
             notes.append(f"branch {k} is `@{taps[-1].name}`, named at {where}{taps[-1].span.line}")

@@ -25,8 +25,13 @@ def test_ir_json_is_consistent_with_the_report(path: Path) -> None:
     assert len(nodes) == len(report.rows) + 1 and nodes[0]["op"] == "input"
     assert all(i < node["id"] for node in nodes for i in node["inputs"])  # topological order
     assert sum(node["params"] for node in nodes) == data["totals"]["params"] == report.params
-    assert sum(node["macs"] for node in nodes) == data["totals"]["macs"] == report.macs
-    assert nodes[-1]["name"] == data["output"] and data["output_shape"] == list(report.output_shape)
+    inference = [node for node in nodes if not node.get("training_only")]
+    assert sum(node["macs"] for node in inference) == data["totals"]["macs"] == report.macs
+    assert len(inference) == len(nodes) - len(report.graph.training_only_nodes)
+    output = next(node for node in nodes if node["name"] == data["output"])
+    assert output["output_shape"] == data["output_shape"] == list(report.output_shape)
+    heads = {head["name"]: head for head in data.get("heads", [])}
+    assert set(heads) == {h.name for h in report.graph.heads}
     joins = [node for node in nodes if node["op"] in ("concat", "add")]
     assert all(len(node["inputs"]) >= 2 for node in joins)
 
