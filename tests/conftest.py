@@ -30,7 +30,7 @@ FAMILIES = {"course.cnn", "course_cifar.cnn"}  # examples that are families on p
 DEEP_EXAMPLES = {"densenet121", "mobilenet_v2", "efficientnet_b0", "resnet101", "resnet152"}
 #: Every 224x224 example but ResNet-18 (the fast set's one): their ejected-source checks (7-75 s each, tracing
 #: twice) are in the slow set.
-HEAVY_EXAMPLES = {"vgg16", "resnet50", "googlenet", "googlenet_aux", "zfnet", "alexnet", "densenet121", "mobilenet_v2",
+HEAVY_EXAMPLES = {"vgg16", "resnet50", "googlenet", "googlenet_aux", "fcn_resnet50", "zfnet", "alexnet", "densenet121", "mobilenet_v2",
                   "efficientnet_b0", "convnext_tiny", "resnet101", "resnet152"}
 #: Examples whose ONNX Runtime comparison is in the slow set (11-42 s each here); AlexNet and ZFNet (7-9 s)
 #: run in the fast set.

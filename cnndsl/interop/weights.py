@@ -183,6 +183,7 @@ class SpecLayer:
     in_shape: tuple[int, ...]
     shapes: dict[str, tuple[int, ...]]
     where: str
+    head: str | None = None  # the `head NAME` it belongs to, if any
 
 
 @dataclass(frozen=True)
@@ -243,8 +244,9 @@ def spec_layers(report: Any) -> list[SpecLayer]:
         in_shape = tuple(shapes[node.inputs[0]])
         arrays = {name.split("/", 1)[1]: tuple(shape)
                   for name, shape in parameter_shapes(node.op, in_shape, node.name).items()}
+        head = next((h.name for h in report.graph.heads if node.path and node.path[0].label == f"head {h.name}"), None)
         layers.append(SpecLayer(node.name, kind, in_shape, arrays,
-                                f"{node.name} {node.op.label()} at {node.location(report.graph.source)}"))
+                                f"{node.name} {node.op.label()} at {node.location(report.graph.source)}", head))
     return layers
 
 
@@ -267,8 +269,10 @@ def pair_layers(report: Any, tensors: dict[str, np.ndarray], mapping: str = "aut
     wanted, found = spec_layers(report), file_layers(tensors)
     unused = list(found)
     pairs: list[Pair] = []
+    owner = _head_owner([h.name for h in report.graph.heads], found)
     for index, spec in enumerate(wanted):
-        candidates = [f for f in unused if f.kind == FILE_KIND.get(spec.kind, spec.kind)]
+        candidates = [f for f in unused if f.kind == FILE_KIND.get(spec.kind, spec.kind)
+                      and (owner is None or owner(f) == spec.head)]
         match = next(((f, arrays) for f in candidates if _fits(spec, arrays := _convert(spec, f, layout))), None)
         if match is None and not strict:
             continue
@@ -286,6 +290,19 @@ def pair_layers(report: Any, tensors: dict[str, np.ndarray], mapping: str = "aut
         raise WeightsError(f"{len(unused)} layer{'s' * (len(unused) > 1)} of the file fit no layer of the spec: {extra}"
                            f"{', ...' if len(unused) > 3 else ''}; is it another network?")
     return pairs
+
+
+def _head_owner(heads: list[str], found: list[FileLayer]) -> Any:
+    """Which head a file layer belongs to, by its first name part: the head's name, or the name followed by `_`
+    (torchvision's GoogLeNet `aux1.conv.conv`, its FCN `aux_classifier.0` for a head `aux`); None for the main
+    network's layers. A head's layers then pair only with its own (GoogLeNet's auxiliary 1x1 convolution and
+    last fc have the shapes of main layers: order alone would cross them). None when no file layer is named
+    after a head: pairing by order and shape alone, as for a network without heads."""
+    def owner(layer: FileLayer) -> str | None:
+        first = re.split(r"[./]", layer.name, maxsplit=1)[0]
+        return next((h for h in heads if first == h or first.startswith(h + "_")), None)
+
+    return owner if heads and any(owner(layer) is not None for layer in found) else None
 
 
 def _fits(spec: SpecLayer, arrays: dict[str, np.ndarray]) -> bool:

@@ -31,7 +31,7 @@ def import_run(spec: Path, weights: str | Path, out: Path, mapping: str = "auto"
                             "--normalize none")
     norm = normalization or {"scale": 1.0, "mean": [0.0] * channels, "std": [1.0] * channels}
     output = net.report.output_shape
-    classes = output[0] if len(output) == 1 else 0
+    classes = output[-1] if len(output) in (1, 3) else 0  # a class vector, or a map of per-pixel class scores
     settings = Settings(data="none", epochs=1)
     preprocess = Preprocess(norm["scale"], tuple(norm["mean"]), tuple(norm["std"]), net.input_shape[:2])
     trainer = Trainer(net, net.init(0), make_optimizer(settings, 1), preprocess, settings, max(classes, 1))

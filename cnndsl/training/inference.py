@@ -110,7 +110,8 @@ def load_run(spec: str | os.PathLike[str] | None, run_dir: str | Path, checkpoin
     model = net.init(settings.seed)
     trainer = Trainer(net, model, run_optimizer(net, model, settings, saved["steps_per_epoch"])[0], preprocess,
                       settings, saved["num_classes"])
-    if net.report.output_shape != (saved["num_classes"],):
+    output = net.report.output_shape
+    if len(output) not in (1, 3) or output[-1] != saved["num_classes"]:  # class scores, or a map of them per pixel
         raise TrainingError(f"the spec outputs {fmt(net.report.output_shape)}, the run was trained for "
                             f"{saved['num_classes']} classes; use the spec the run was trained with ({trained_spec})")
     restored = _restored(run, checkpoint, settings.keep, trainer.initial_state(trained_through_pipeline(saved)),

@@ -375,3 +375,63 @@ def test_a_transposed_convolution_takes_pytorchs_weights(tmp_path: Path) -> None
     np.testing.assert_array_equal(arrays[up], tensors["up.weight"].transpose(2, 3, 0, 1))
     conv = next(k for k in arrays if k.endswith("/kernel") and arrays[k].shape == (3, 3, 4, 6))
     np.testing.assert_array_equal(arrays[conv], tensors["conv.weight"].transpose(2, 3, 1, 0))
+
+
+def _torchvision_with_heads(example: str) -> tuple[object, int]:
+    """A torchvision model with auxiliary heads (random weights, non-default running statistics) and its input
+    size."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    if example == "googlenet_aux":
+        module = torchvision.models.googlenet(aux_logits=True, init_weights=True, transform_input=False)
+        size = 224
+    else:
+        module = torchvision.models.segmentation.fcn_resnet50(aux_loss=True, num_classes=21, weights=None,
+                                                              weights_backbone=None)
+        size = 520
+    module.eval()
+    for m in module.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    return module, size
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("example", ["googlenet_aux", "fcn_resnet50"])
+def test_networks_with_heads_equal_torchvisions_through_weights_import(example: str, tmp_path: Path) -> None:
+    """Every output, the auxiliary heads' included, of torchvision's GoogLeNet with aux_logits and its
+    FCN-ResNet50 with aux_loss, imported with `cnndsl weights import` (the heads' layers pair with the file's
+    layers named after them: `aux1.*`, `aux_classifier.*`)."""
+    torch = pytest.importorskip("torch", reason="the bench extra")
+    pytest.importorskip("torchvision", reason="the bench extra")
+    from safetensors.torch import save_file
+
+    from cnndsl.cli import main
+    from cnndsl.training import load_run
+
+    module, size = _torchvision_with_heads(example)
+    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    x = torch.randn(1, 3, size, size)
+    with torch.no_grad():
+        if example == "googlenet_aux":  # eval mode returns the main logits; the heads on the maps they read
+            maps: dict[str, object] = {}
+            module.inception4a.register_forward_hook(lambda m, i, o: maps.__setitem__("4a", o))
+            module.inception4d.register_forward_hook(lambda m, i, o: maps.__setitem__("4d", o))
+            expected = {"main": module(x).numpy()}
+            expected.update(aux1=module.aux1(maps["4a"]).numpy(), aux2=module.aux2(maps["4d"]).numpy())
+        else:
+            result = module(x)
+            expected = {"main": result["out"].permute(0, 2, 3, 1).numpy(), "aux": result["aux"].permute(0, 2, 3, 1).numpy()}
+    run = tmp_path / "run"
+    assert main(["weights", "import", str(ROOT / "examples" / f"{example}.cnn"), str(tmp_path / "w.safetensors"),
+                 "-o", str(run), "--normalize", "none"]) == 0
+    loaded = load_run(None, run)
+    outputs = loaded.trainer.module(loaded.params, loaded.stats, train=False)(x.permute(0, 2, 3, 1).numpy(), heads=True)
+    assert set(outputs) == set(expected)
+    for name, reference in expected.items():
+        # ResNet-50's 53 layers (FCN) of sums of up to 4,608 terms in each framework: 2 * 53*sqrt(4608)*u = 4e-4;
+        # measured 7.6e-7 (GoogLeNet) and 2.5e-6 (FCN at 520x520)
+        assert relative(np.asarray(outputs[name]), reference) <= 1e-4, json.dumps({"example": example, "head": name})

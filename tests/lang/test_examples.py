@@ -19,6 +19,9 @@ REFERENCE = {
     # torchvision's googlenet(aux_logits=True): every parameter, the inference MACs (its auxiliary heads
     # are training-only, so left out of the MACs as torchvision's eval-mode forward leaves them out)
     "googlenet_aux": (13_004_888, 1_498_376_192),
+    # torchvision's segmentation.fcn_resnet50(aux_loss=True, num_classes=21) at 520x520: its `aux` head is a
+    # regular output (torchvision computes it in evaluation too), so its MACs count (FlopCounterMode / 2)
+    "fcn_resnet50": (35_322_218, 152_716_512_000),
     "resnet18": (11_689_512, 1_814_073_344),
     "resnet50": (25_557_032, 4_089_184_256),
     "resnet101": (44_549_160, 7_801_405_440),  # torchvision's (FlopCounterMode / 2): ResNet-50's blocks, imported
