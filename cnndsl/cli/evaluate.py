@@ -32,6 +32,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     splits = [("test", "")] + ([("validation", "val_")] if result["val_n"] else [])
     print(f"{result['data']}, {args.checkpoint} checkpoint (step {result['step']}): " + "; ".join(
-        f"{name} accuracy {result[prefix + 'accuracy']:.2%}  loss {result[prefix + 'loss']:.4f}  "
-        f"n {result[prefix + 'n']:,}" for name, prefix in splits))
+        (f"{name} mean IoU {result[prefix + 'miou']:.2%}  pixel accuracy" if "miou" in result else f"{name} accuracy")
+        + f" {result[prefix + 'accuracy']:.2%}  loss {result[prefix + 'loss']:.4f}  n {result[prefix + 'n']:,}"
+        for name, prefix in splits))
+    if "miou" in result:  # segmentation: each class's IoU on the test split
+        print("test IoU per class: " + ", ".join(f"{name} {'-' if iou is None else f'{iou:.2%}'}"
+                                                  for name, iou in result["iou"].items()))
     return 0

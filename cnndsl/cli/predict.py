@@ -9,6 +9,7 @@ from typing import Any
 from cnndsl.cli.arguments import npy_image, positive_float, positive_int
 from cnndsl.cli.printing import print_top
 from cnndsl.lang.errors import UsageError
+from cnndsl.lang.outputs import check_output_dir
 
 
 def add(commands: Any, spec: argparse.ArgumentParser, data: argparse.ArgumentParser) -> None:
@@ -26,6 +27,10 @@ def add(commands: Any, spec: argparse.ArgumentParser, data: argparse.ArgumentPar
     predict.add_argument("--checkpoint", choices=("best", "last"), default="best")
     predict.add_argument("--top", type=positive_int, default=3)
     predict.add_argument("--json", action="store_true")
+    predict.add_argument("-o", "--out", metavar="DIR",
+                         help="a segmentation run: the folder to write each image's mask (NAME.png, a palette PNG "
+                              "of class indices) and overlay (NAME-overlay.png) into, with predictions.json")
+    predict.add_argument("--force", action="store_true", help="replace the masks of an earlier predict --out")
     predict.add_argument("--white", type=positive_float, metavar="LEVEL",
                          help="the value of white in the .npy arrays (e.g. 1 or 255; default: the run's own, "
                               "or 1 for float arrays within 0..1)")
@@ -42,6 +47,12 @@ def run(args: argparse.Namespace) -> int:
     if not names:
         raise UsageError("no images to classify", "give PNG, JPEG or .npy files after the options")
     loaded = load_run(spec, args.run, args.checkpoint)  # a clear error before reading any image
+    if loaded.trainer.dense and args.out is None:
+        raise UsageError(f"{args.run} is a segmentation run: its predictions are masks",
+                         "give the folder to write them into: -o DIR")
+    if not loaded.trainer.dense and args.out is not None:
+        raise UsageError("-o writes the masks of a segmentation run", f"{args.run} classifies whole images: leave it out")
+    out = check_output_dir(args.out, "masks", args.force, inputs=given) if args.out is not None else None
     scale = loaded.trainer.preprocess.scale
     images = []  # each in the run's units: an image file's 0..255 and an array's --white mapped to its white
     for name in names:
@@ -56,6 +67,56 @@ def run(args: argparse.Namespace) -> int:
         else:
             images.append(loaded.stored(read_image(path), 255.0))
     classes = loaded.settings.get("classes") or []
+    if out is not None:
+        return _write_masks(out, names, images, loaded.probabilities(images, scale), classes, scale, args.json)
     for name, row in zip(names, loaded.probabilities(images, scale)):
         print_top(name, row, classes, args.top, args.json)
+    return 0
+
+
+def _write_masks(out: Path, names: list[str], images: list[Any], probabilities: Any, classes: list[str], scale: float,
+                 as_json: bool) -> int:
+    """Each image's mask (its most probable class per pixel, at the image's own size) as a palette PNG, an
+    overlay of the classes' colours on the image, and predictions.json; a line per image (or JSON)."""
+    import io
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from cnndsl.data.segmentation import palette
+    from cnndsl.lang.outputs import write_atomic
+
+    def png(image: Any) -> bytes:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    out.mkdir(parents=True, exist_ok=True)
+    colours = palette()
+    records = []
+    for index, (name, image, scores) in enumerate(zip(names, images, probabilities)):
+        labels = Image.fromarray(np.argmax(scores, axis=-1).astype(np.uint8), "L")
+        height, width = image.shape[:2]
+        if labels.size != (width, height):  # back to the image's own size: a label is never averaged
+            labels = labels.resize((width, height), Image.NEAREST)
+        mask = np.asarray(labels, np.uint8)
+        stem = f"{index:04d}-{Path(name).stem}"
+        indexed = Image.fromarray(mask, "P")
+        indexed.putpalette(colours.ravel().tolist())
+        pixels = np.clip(np.asarray(image, np.float64) / scale * 255, 0, 255)
+        pixels = np.repeat(pixels, 3, axis=-1) if pixels.shape[-1] == 1 else pixels[..., :3]
+        shaded = np.where((mask > 0)[..., None], 0.45 * pixels + 0.55 * colours[mask], pixels)  # class 0: background
+        write_atomic(out / f"{stem}.png", png(indexed))
+        write_atomic(out / f"{stem}-overlay.png", png(Image.fromarray(shaded.astype(np.uint8), "RGB")))
+        counts = np.bincount(mask.ravel(), minlength=len(colours))
+        shares = {(classes[k] if k < len(classes) else str(k)): float(counts[k] / mask.size)
+                  for k in np.nonzero(counts)[0]}
+        records.append({"image": name, "mask": f"{stem}.png", "overlay": f"{stem}-overlay.png", "classes": shares})
+        if as_json:
+            print(json.dumps(records[-1]))
+        else:
+            print(f"{name}: {out / (stem + '.png')}  " + ", ".join(f"{k} {v:.1%}" for k, v in
+                                                                  sorted(shares.items(), key=lambda kv: -kv[1])))
+    write_atomic(out / "predictions.json", json.dumps({"format": "cnndsl.masks/1", "predictions": records}, indent=1))
     return 0

@@ -177,19 +177,25 @@ def _history_table(result: Any) -> str:
 
     epochs = result.history.epochs
     validated = epochs[-1].get("val_accuracy") is not None
+    dense = "test_miou" in epochs[-1]  # segmentation: pixel accuracies and mean IoUs
     table = Table(title=f"{result.net.report.name}: {result.run_dir}", title_justify="left", show_edge=False)
-    columns = ["epoch", "train loss", "train acc"] + (["val loss", "val acc"] if validated else []) + [
-        "test acc", "img/s", "seconds"]
+    columns = ["epoch", "train loss", "train acc"] + (["val loss", "val acc"] if validated else []) + (
+        ["val mIoU"] if validated and dense else []) + ["test acc"] + (["test mIoU"] if dense else []) + [
+        "img/s", "seconds"]
     for name in columns:
         table.add_column(name, justify="right")
     for e in epochs:
         validation = [f"{e['val_loss']:.4f}", f"{e['val_accuracy']:.2%}"] if validated else []
+        validation += [f"{e['val_miou']:.2%}"] if validated and dense else []
+        test = [f"{e['test_accuracy']:.2%}"] + ([f"{e['test_miou']:.2%}"] if dense else [])
         table.add_row(str(e["epoch"]), f"{e['train_loss']:.4f}", f"{e['train_accuracy']:.2%}", *validation,
-                      f"{e['test_accuracy']:.2%}", f"{e['images_per_s']:,.0f}", f"{e['seconds']:.1f}")
+                      *test, f"{e['images_per_s']:,.0f}", f"{e['seconds']:.1f}")
     out = StringIO()
     Console(file=out, width=110, highlight=False).print(table)
     best = result.history.best
-    chosen = (f"best validation accuracy {best['val_accuracy']:.2%} (epoch {best['epoch']})" if validated else
+    measure, key = ("mean IoU", "miou") if dense else ("accuracy", "accuracy")
+    chosen = (f"best validation {measure} {best[f'val_{key}']:.2%} (epoch {best['epoch']})" if validated else
               f"no validation split: the last epoch ({best['epoch']}) is the best checkpoint")
-    out.write(f"{chosen}; its test accuracy {best['test_accuracy']:.2%}; run: {result.run_dir}\n")
+    out.write(f"{chosen}; its test {measure} {best[f'test_{key}']:.2%}" +
+              (f" (pixel accuracy {best['test_accuracy']:.2%})" if dense else "") + f"; run: {result.run_dir}\n")
     return out.getvalue()

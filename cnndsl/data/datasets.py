@@ -7,6 +7,7 @@ Sources:
     cifar10, cifar100      the official *binary* archives (no pickle is ever read), 50,000 / 10,000
     npz:PATH               arrays x, y and optionally x_val, y_val, x_test, y_test (else a fixed 20% is the test split)
     folder:PATH            one subfolder of PNG/JPEG images per class (or PATH/train, PATH/test, PATH/val so)
+    shapes, masks:PATH     per-pixel labels (segmentation): cnndsl.data.segmentation
     records:DIR            a folder written by `cnndsl data pack` (ArrayRecord shards; see cnndsl.data.records)
     synthetic[:N]          N random 8-bit images of the spec's input shape with random labels of its classes
                            (default: as many as fit 64 MB, at most 10,000): throughput without I/O
@@ -102,6 +103,7 @@ REMOTES: dict[str, tuple[Remote, ...]] = {
 BUILTIN_SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {
     "digits": ((8, 8, 1), 10), "mnist": ((28, 28, 1), 10), "fashion-mnist": ((28, 28, 1), 10),
     "cifar10": ((32, 32, 3), 10), "cifar100": ((32, 32, 3), 100),
+    "shapes": ((32, 32, 3), 4),  # per-pixel labels: cnndsl.data.segmentation
 }
 SYNTHETIC_BYTES = 64 << 20  # the default synthetic dataset's size
 SYNTHETIC_MAX = 1_000_000  # images
@@ -515,6 +517,14 @@ def load_dataset(source: str, data_dir: str | Path | None = None, download: bool
         data = _npz(Path(rest))
     elif kind == "folder" and rest:
         data = _folder(Path(rest))
+    elif source == "shapes":
+        from cnndsl.data.segmentation import shapes_dataset  # here: it imports this module
+
+        data = shapes_dataset()
+    elif kind == "masks" and rest:
+        from cnndsl.data.segmentation import masks_dataset
+
+        data = masks_dataset(Path(rest), shape)
     elif kind == "synthetic":
         data = _synthetic(rest, shape, num_classes)
     elif kind == "records" and rest:
@@ -555,5 +565,6 @@ def _synthetic(count: str, shape: tuple[int, ...] | None, num_classes: int | Non
 def missing_classes(data: Dataset) -> list[str]:
     """The classes that occur in the validation or test split but never in the training split."""
     seen = set(np.unique(data.y_train).tolist())
-    absent = sorted(set(np.unique(np.concatenate([data.y_val, data.y_test])).tolist()) - seen)
+    others = np.unique(np.concatenate([data.y_val.ravel(), data.y_test.ravel()]))
+    absent = sorted(set(others[others < data.num_classes].tolist()) - seen)  # masks' 255 (ignore) is no class
     return [data.classes[c] if c < len(data.classes) else str(c) for c in absent]

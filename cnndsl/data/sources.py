@@ -4,6 +4,7 @@
     synthetic[:N]                                       random images of the spec's shape (throughput)
     npz:PATH                                            arrays in a .npz file
     folder:PATH                                         a folder of PNG/JPEG images, one subfolder per class
+    shapes, masks:PATH                                  per-pixel labels: images/ and masks/ (cnndsl.data.segmentation)
     records:DIR                                         ArrayRecord shards written by `cnndsl data pack`
 
 For each kind the registry gives how it is written (`parse_source`: a located hint for a mistyped one), its
@@ -48,6 +49,7 @@ KINDS: tuple[SourceKind, ...] = (
     *(SourceKind(name, name) for name in DATA_NAMES if name != "synthetic"),
     SourceKind("npz", "npz:PATH", path=True),
     SourceKind("folder", "folder:PATH", path=True, pipeline=True),
+    SourceKind("masks", "masks:PATH", path=True),
     SourceKind("records", "records:DIR", path=True, pipeline=True, arrays=False),
     SourceKind("synthetic", "synthetic[:N]"),
 )

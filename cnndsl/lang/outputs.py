@@ -57,6 +57,7 @@ FILE_KINDS: dict[str, Callable[[bytes], bool]] = {
 DIR_KINDS: dict[str, Callable[[Path], bool]] = {
     "export": lambda folder: str(json_field(folder / "meta.json", "format") or "").startswith("cnndsl.export/"),
     # A run's settings.json names its format; runs of cnndsl 0.1 (before the format) have steps_per_epoch.
+    "masks": lambda folder: str(json_field(folder / "predictions.json", "format") or "").startswith("cnndsl.masks/"),
     "sweep": lambda folder: str(json_field(folder / "sweep.json", "format") or "").startswith("cnndsl.sweep/"),
     "run": lambda folder: (str(json_field(folder / "settings.json", "format") or "").startswith("cnndsl.run/")
                            or json_field(folder / "settings.json", "steps_per_epoch") is not None),

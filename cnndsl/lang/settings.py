@@ -133,7 +133,7 @@ def _typed(name: str, value: Any, default: Any) -> Any:
 
 # ---- the spec's `train` section -----------------------------------------------------------------------------
 
-DATA_NAMES = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "synthetic")
+DATA_NAMES = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "shapes", "synthetic")
 _INT_FIELDS = {"epochs": 1, "batch_size": 1, "seed": 0, "checkpoint_every": 0, "keep": 1, "max_bad_images": 0}
 _FLOAT_FIELDS = {"lr", "momentum", "warmup_epochs", "weight_decay", "label_smoothing", "clip", "val_fraction"}
 _BOOL_FIELDS = {"nesterov", "resize", "scan"}

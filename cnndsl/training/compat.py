@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from cnndsl.data import BUILTIN_SHAPES, Dataset
+from cnndsl.data.segmentation import DENSE_BUILTINS
 from cnndsl.lang import nodes
 from cnndsl.lang.errors import CnnError, UsageError
 from cnndsl.lang.frontend import check_program, parse_overrides
@@ -31,23 +34,45 @@ def check_compatible(net: CompiledNetwork, data: Dataset, resize: bool,
         fix = (f"change `input` to {h}x{w}x{dc}" if (h, w) == (dh, dw) or resize else
                f"change `input` to {dh}x{dw}x{dc} (or to {h}x{w}x{dc} and pass --resize)")
         raise TrainingError(f"{where} has images of {dh}x{dw}x{dc} ({dc} channel{'s' * (dc != 1)}), the spec's "
-                            f"input is {h}x{w}x{c}; {_other_datasets(net.input_shape, where)}{fix}")
+                            f"input is {h}x{w}x{c}; {_other_datasets(net.input_shape, where, len(net.report.output_shape) == 3)}{fix}")
     if (h, w) != (dh, dw) and not resize:
         raise TrainingError(f"{where} has images of {dh}x{dw}x{dc}, the spec's input is {h}x{w}x{c}; "
-                            f"{_other_datasets(net.input_shape, where)}pass --resize to resize its images on the "
+                            f"{_other_datasets(net.input_shape, where, len(net.report.output_shape) == 3)}pass --resize to resize its images on the "
                             f"device, or change `input` to {dh}x{dw}x{c}")
     out = net.report.output_shape
+    if np.ndim(data.y_train) == 3:  # per-pixel labels: a map of class scores of the masks' size
+        _check_dense(net, data, out)
+        return
     if len(out) != 1:
-        raise TrainingError(f"the network's output is {fmt(out)}, not a vector of class scores; end it with "
-                            f"fc({data.num_classes})")
+        hint = (f"a map of class scores is for per-pixel labels (--data shapes, masks:PATH); {where} labels whole "
+                f"images: end the network with fc({data.num_classes})" if len(out) == 3 else
+                f"end it with fc({data.num_classes})")
+        raise TrainingError(f"the network's output is {fmt(out)}, not a vector of class scores; {hint}")
     if out[0] != data.num_classes:
         fix = _binding_for_classes(net, bindings or {}, data.num_classes) or f"end the network with fc({data.num_classes})"
         raise TrainingError(f"the network outputs {out[0]} classes, {where} has {data.num_classes}; {fix}")
 
 
-def _other_datasets(shape: tuple[int, ...], current: str) -> str:
-    """'the network takes 28x28x1 images, as mnist and fashion-mnist have: pass --data mnist; or ' (or '')."""
-    fits = [name for name, (image, _) in BUILTIN_SHAPES.items() if image == tuple(shape) and name != current]
+def _check_dense(net: CompiledNetwork, data: Dataset, out: tuple[int, ...]) -> None:
+    """A segmentation network gives, for each pixel of the mask, one score per class."""
+    mask = tuple(data.y_train.shape[1:])
+    if len(out) != 3:
+        raise TrainingError(f"{data.name} labels every pixel ({fmt(mask)} masks), but the network's output is "
+                            f"{fmt(out)}; a segmentation network ends with a map of class scores at the input's "
+                            f"size, e.g. `-> conv({data.num_classes}, 1x1) -> resize(@input, mode=bilinear)`")
+    if out[:2] != mask:
+        raise TrainingError(f"the network's output is {fmt(out)}, the masks of {data.name} are {fmt(mask)}; bring "
+                            f"the scores to the masks' size: `-> resize(@input, mode=bilinear)`")
+    if out[2] != data.num_classes:
+        raise TrainingError(f"the network scores {out[2]} classes per pixel, {data.name} has {data.num_classes} "
+                            f"({', '.join(data.classes[:8])}); end it with conv({data.num_classes}, 1x1)")
+
+
+def _other_datasets(shape: tuple[int, ...], current: str, dense: bool = False) -> str:
+    """'the network takes 28x28x1 images, as mnist and fashion-mnist have: pass --data mnist; or ' (or ''): the
+    built-in datasets of the network's input and task (per-pixel labels for a map of class scores)."""
+    fits = [name for name, (image, _) in BUILTIN_SHAPES.items()
+            if image == tuple(shape) and name != current and (name in DENSE_BUILTINS) == dense]
     if not fits:
         return ""
     return (f"the network takes {fmt(tuple(shape))} images, as {' and '.join(fits)} "

@@ -54,8 +54,8 @@ class ArrayFeed:
         """The train step's data arguments for batch `index` of the epoch: (x, y, order, index, weights)."""
         return self.x, self.y, self.order, np.int32(index), None
 
-    def evaluate(self, trainer: Any, params: Any, stats: Any) -> dict[str, tuple[float, float] | None]:
-        """(mean loss, accuracy) of the val and test splits."""
+    def evaluate(self, trainer: Any, params: Any, stats: Any) -> dict[str, Any]:
+        """(mean loss, accuracy, dense metrics) of the val and test splits (`Trainer.evaluate`)."""
         return dict(zip(self.splits, trainer.evaluate(params, stats, *self.splits.values())))
 
     def prepare_evaluation(self, trainer: Any, params: Any, stats: Any) -> None:
@@ -123,11 +123,11 @@ class StreamFeed:
     def prepare_evaluation(self, trainer: Any, params: Any, stats: Any) -> None:
         """Nothing ahead of time: streamed evaluation compiles its one batch program on first use."""
 
-    def evaluate(self, trainer: Any, params: Any, stats: Any) -> dict[str, tuple[float, float] | None]:
-        """(mean loss, accuracy) of the val and test splits, streamed through the pipeline."""
+    def evaluate(self, trainer: Any, params: Any, stats: Any) -> dict[str, Any]:
+        """(mean loss, accuracy, {}) of the val and test splits, streamed through the pipeline."""
 
         size = max(self.processes, EVAL_BATCH // self.processes * self.processes)
-        results: dict[str, tuple[float, float] | None] = {}
+        results: dict[str, Any] = {}
         for split in ("val", "test"):
             batches = eval_batches(self.data, split, size, self.workers, self.process, self.processes)
             try:
@@ -136,7 +136,7 @@ class StreamFeed:
                 close_iterator(batches)
             if outcome is not None:
                 self._note_bad(split, np.asarray(outcome[3], np.int64))
-            results[split] = outcome[:2] if outcome is not None else None
+            results[split] = (*outcome[:2], {}) if outcome is not None else None
         return results
 
     def state(self) -> dict[str, Any]:

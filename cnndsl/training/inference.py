@@ -178,8 +178,11 @@ def evaluate(spec: str | os.PathLike[str] | None, run_dir: str | Path, data: str
     splits = {"": (dataset.x_test, dataset.y_test), "val_": (dataset.x_val, dataset.y_val)}
     for prefix, (_, y), outcome in zip(splits, splits.values(),
                                       loaded.trainer.evaluate(loaded.params, loaded.stats, *splits.values())):
-        loss, accuracy = outcome or (None, None)
+        loss, accuracy, dense = outcome or (None, None, {})
         result.update({f"{prefix}accuracy": accuracy, f"{prefix}loss": loss, f"{prefix}n": int(len(y))})
+        if loaded.trainer.dense:  # segmentation: pixel accuracy above, mean and per-class IoU here
+            result.update({f"{prefix}miou": dense.get("miou"),
+                           f"{prefix}iou": dict(zip(dataset.classes, dense.get("iou") or []))})
     return result
 
 

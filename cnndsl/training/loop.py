@@ -354,11 +354,14 @@ class _Loop:
             evaluated = self.feed.evaluate(self.trainer, self.params, self.stats)
         figures: dict[str, Any] = {}
         for split, result in evaluated.items():
-            loss, accuracy = result or (None, None)
+            loss, accuracy, dense = result or (None, None, {})
             if loss is not None and not math.isfinite(loss):
                 raise Diverged(f"the {split} loss is {loss} after epoch {epoch + 1}; stopped without "
                                f"saving it. The last good checkpoint is step {self.saved_step}. Try a lower --lr")
             figures[f"{split}_loss"], figures[f"{split}_accuracy"] = loss, accuracy
+            if self.trainer.dense:  # segmentation: mean IoU (it chooses the best checkpoint) and each class's
+                figures[f"{split}_miou"] = dense.get("miou")
+                figures[f"{split}_iou"] = dense.get("iou")
         return figures
 
     def _end_epoch(self, record: dict[str, Any], steps_done: int) -> None:

@@ -60,7 +60,12 @@ def epoch_line(record: dict[str, Any], epochs: int) -> str:
              f"acc {record['train_accuracy']:.2%}"]
     if record.get("val_accuracy") is not None:
         parts += [f"val loss {record['val_loss']:.4f}", f"val acc {record['val_accuracy']:.2%}"]
-    parts += [f"test acc {record['test_accuracy']:.2%}", f"{record['images_per_s']:,.0f} img/s"]
+    if record.get("val_miou") is not None:  # segmentation: accuracies are pixel accuracies
+        parts += [f"val mIoU {record['val_miou']:.2%}"]
+    parts += [f"test acc {record['test_accuracy']:.2%}"]
+    if record.get("test_miou") is not None:
+        parts += [f"test mIoU {record['test_miou']:.2%}"]
+    parts += [f"{record['images_per_s']:,.0f} img/s"]
     return "  ".join(parts)
 
 

@@ -17,13 +17,15 @@ class History:
 
     @property
     def best(self) -> dict[str, Any] | None:
-        """The epoch `checkpoints/best` holds: the first with the best validation accuracy (the last epoch
-        when the run has no validation split). None before the first epoch."""
+        """The epoch `checkpoints/best` holds: the first with the best validation accuracy, or for
+        segmentation the best validation mean IoU (the last epoch when the run has no validation split). None
+        before the first epoch."""
         if not self.epochs:
             return None
         if self.epochs[-1].get("val_accuracy") is None:
             return self.epochs[-1]
-        return max(self.epochs, key=lambda e: e["val_accuracy"])
+        key = "val_miou" if self.epochs[-1].get("val_miou") is not None else "val_accuracy"
+        return max(self.epochs, key=lambda e: e[key])
 
     @property
     def best_val_accuracy(self) -> float:
@@ -50,6 +52,8 @@ class History:
         if best is None:
             return "History(0 epochs)"
         val = f"val acc {best['val_accuracy']:.2%}, " if best.get("val_accuracy") is not None else ""
+        if best.get("val_miou") is not None:
+            val += f"val mIoU {best['val_miou']:.2%}, "
         return (f"History({len(self.epochs)} epochs; best epoch {best['epoch']}: {val}"
                 f"test acc {best['test_accuracy']:.2%})")
 

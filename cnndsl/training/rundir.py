@@ -30,7 +30,8 @@ SETTINGS, SPEC, METRICS, CURVES, CHECKPOINTS, LOCK = (
 METRIC_FIELDS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "images_per_s", "seconds")
 #: Numbers a metrics line may hold: validation figures (null without a validation split) and the parts of
 #: `seconds` (absent from lines written before cnndsl recorded them).
-OPTIONAL_METRIC_FIELDS = ("val_loss", "val_accuracy", "train_seconds", "eval_seconds", "checkpoint_seconds")
+OPTIONAL_METRIC_FIELDS = ("val_loss", "val_accuracy", "train_seconds", "eval_seconds", "checkpoint_seconds",
+                          "val_miou", "test_miou")  # mean IoUs: segmentation runs
 
 
 class RunDir:

@@ -12,6 +12,7 @@ import optax
 from flax import nnx
 
 from cnndsl.data.pipeline import STATE_BYTES
+from cnndsl.data.segmentation import IGNORE
 from cnndsl.lang.settings import Settings, TrainingError
 from cnndsl.nn.compiler import CompiledNetwork, compiler_options
 from cnndsl.nn.flax_backend import flatten_state, unflatten_state
@@ -22,6 +23,22 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 EVAL_BATCH = 500
+
+#: A split's evaluation: mean loss, accuracy (pixel accuracy for masks), and for masks {"miou", "iou"}.
+Scores = tuple[float, float, dict[str, Any]]
+
+
+def dense_scores(confusion: np.ndarray) -> tuple[float, dict[str, Any]]:
+    """Pixel accuracy and {"miou": mean IoU, "iou": per-class IoU} of a confusion matrix (row: label,
+    column: prediction). A class's IoU is TP / (TP + FP + FN); a class that neither occurs nor is predicted
+    has none (None) and the mean leaves it out, as torchvision's and mmsegmentation's evaluations do."""
+    true_positive = np.diag(confusion)
+    union = confusion.sum(axis=0) + confusion.sum(axis=1) - true_positive
+    iou = [float(t / u) if u > 0 else None for t, u in zip(true_positive, union)]
+    present = [v for v in iou if v is not None]
+    total = confusion.sum()
+    return (float(true_positive.sum() / total) if total else 0.0,
+            {"miou": float(np.mean(present)) if present else 0.0, "iou": iou})
 
 
 class Trainer:
@@ -43,6 +60,9 @@ class Trainer:
             self.stats = self.placement.replicate(self.stats)
         self.optimizer, self.preprocess, self.settings = optimizer, preprocess, settings
         self.num_classes = num_classes
+        # Dense prediction: the network gives a map of class scores, the labels are masks of class indices
+        # (255: ignore); the loss is per pixel and the evaluation counts a confusion matrix (mIoU).
+        self.dense = len(net.report.output_shape) == 3
         # The heads trained with the main output: training-only ones and any given a weight in `train`.
         graph = net.report.graph
         weighted = {item.partition("=")[0] for item in settings.head_weights}
@@ -88,10 +108,24 @@ class Trainer:
                          unflatten_state(self.stat_names, self.stat_tree, stats), self.rest, copy=True)
 
     def _loss(self, logits: jax.Array, labels: jax.Array) -> jax.Array:
-        targets = jax.nn.one_hot(labels, self.num_classes)
+        """Each example's cross-entropy; for masks, the mean over its pixels not labelled `ignore` (0 when all
+        are)."""
+        valid = labels != IGNORE if self.dense else None
+        targets = jax.nn.one_hot(jnp.where(valid, labels, 0) if self.dense else labels, self.num_classes)
         if self.settings.label_smoothing:
             targets = optax.smooth_labels(targets, self.settings.label_smoothing)
-        return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+        losses = optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+        if not self.dense:
+            return losses
+        return jnp.sum(jnp.where(valid, losses, 0.0), axis=(1, 2)) / jnp.maximum(jnp.sum(valid, axis=(1, 2)), 1)
+
+    def _hits(self, logits: jax.Array, labels: jax.Array) -> jax.Array:
+        """Each example's correct fraction: 1 or 0 for a class, its pixel accuracy for a mask."""
+        correct = jnp.argmax(logits, -1) == labels
+        if not self.dense:
+            return correct.astype(jnp.float32)
+        valid = labels != IGNORE
+        return jnp.sum(correct & valid, axis=(1, 2)) / jnp.maximum(jnp.sum(valid, axis=(1, 2)), 1)
 
     def _train_step(self, params: Any, stats: Any, opt_state: Any, meters: jax.Array, x_all: jax.Array,
                     y_all: jax.Array, order: jax.Array | None, index: jax.Array | None, weights: jax.Array | None,
@@ -105,8 +139,11 @@ class Trainer:
             x_all, y_all = x_all[picked], y_all[picked]
         step_key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), 1), step)
         augment_key, dropout_key = jax.random.split(step_key)
-        x = self.preprocess(self.placement.split_batch(x_all), augment_key)
-        y = self.placement.split_batch(y_all)
+        if self.dense:  # image and mask augmented together
+            x, y = self.preprocess(self.placement.split_batch(x_all), augment_key, self.placement.split_batch(y_all))
+        else:
+            x = self.preprocess(self.placement.split_batch(x_all), augment_key)
+            y = self.placement.split_batch(y_all)
 
         def loss_fn(params: Any) -> tuple[jax.Array, tuple[jax.Array, Any]]:
             module = self.module(params, stats, train=True)
@@ -127,7 +164,7 @@ class Trainer:
         (loss, (logits, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
         updates, opt_state = self.optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        hits = jnp.argmax(logits, -1) == y
+        hits = self._hits(logits, y)
         if weights is None:
             meters = meters + jnp.stack([loss * batch, jnp.sum(hits).astype(jnp.float32), jnp.float32(batch)])
         else:
@@ -144,17 +181,25 @@ class Trainer:
         batches = -(-n // size)
         pad = batches * size - n
         x = jnp.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1)).reshape(batches, size, *x.shape[1:])
-        y = jnp.pad(y, (0, pad)).reshape(batches, size)
+        y = jnp.pad(y, ((0, pad),) + ((0, 0),) * (y.ndim - 1)).reshape(batches, size, *y.shape[1:])
         valid = (jnp.arange(batches * size) < n).reshape(batches, size)
         module = self.module(params, stats, train=False)
         return jax.lax.map(lambda b: self._evaluate_batch(module, *b), (x, y, valid)).sum(axis=0)
 
     def _evaluate_batch(self, module: Any, x: jax.Array, y: jax.Array, valid: jax.Array) -> jax.Array:
-        """(summed loss, correct count) of the valid examples of one batch."""
+        """(summed loss, correct count) of the valid examples of one batch; for masks, then the confusion
+        matrix of their labelled pixels (row: the label, column: the prediction), flattened."""
         xb, yb, vb = (self.placement.split_batch(part) for part in (x, y, valid))
         logits = module(self.preprocess(xb))
-        correct = (jnp.argmax(logits, -1) == yb) & vb
-        return jnp.stack([jnp.sum(jnp.where(vb, self._loss(logits, yb), 0.0)), jnp.sum(correct).astype(jnp.float32)])
+        loss = jnp.sum(jnp.where(vb, self._loss(logits, yb), 0.0))
+        if not self.dense:
+            correct = (jnp.argmax(logits, -1) == yb) & vb
+            return jnp.stack([loss, jnp.sum(correct).astype(jnp.float32)])
+        k = self.num_classes
+        counted = ((yb != IGNORE) & vb[:, None, None]).reshape(-1)
+        cell = jnp.where(counted, jnp.where(counted, yb.reshape(-1), 0) * k + jnp.argmax(logits, -1).reshape(-1), k * k)
+        confusion = jnp.zeros(k * k + 1, jnp.float32).at[cell].add(1.0)[:-1]  # the last cell: uncounted pixels
+        return jnp.concatenate([jnp.stack([loss, jnp.trace(confusion.reshape(k, k))]), confusion])
 
     def _evaluate_stream_batch(self, params: Any, stats: Any, x: jax.Array, y: jax.Array,
                                valid: jax.Array) -> jax.Array:
@@ -178,13 +223,19 @@ class Trainer:
                          ) -> tuple[jax.Array, ...]:
         return tuple(self._evaluate_split(params, stats, x, y) for x, y in splits)
 
-    def evaluate(self, params: Any, stats: Any, *splits: tuple[Any, Any]) -> list[tuple[float, float] | None]:
-        """(mean loss, accuracy) of each split (x, y), all in one compiled program; None for an empty split."""
+    def evaluate(self, params: Any, stats: Any, *splits: tuple[Any, Any]) -> list[Scores | None]:
+        """(mean loss, accuracy, dense metrics) of each split (x, y), all in one compiled program; None for an
+        empty split. For masks the accuracy is the pixel accuracy and the metrics hold the IoUs (`dense_scores`)."""
         present = [i for i, (_, y) in enumerate(splits) if len(y)]
         totals = self.evaluate_splits(params, stats, tuple(splits[i] for i in present)) if present else ()
-        results: list[tuple[float, float] | None] = [None] * len(splits)
-        for i, (loss, correct) in zip(present, (np.asarray(t) for t in totals)):
-            results[i] = (float(loss) / len(splits[i][1]), float(correct) / len(splits[i][1]))
+        results: list[Scores | None] = [None] * len(splits)
+        for i, total in zip(present, (np.asarray(t, np.float64) for t in totals)):
+            n = len(splits[i][1])
+            if self.dense:
+                confusion = total[2:].reshape(self.num_classes, self.num_classes)
+                results[i] = (float(total[0]) / n, *dense_scores(confusion))
+            else:
+                results[i] = (float(total[0]) / n, float(total[1]) / n, {})
         return results
 
     def prepare_evaluation(self, params: Any, stats: Any, *splits: tuple[Any, Any]) -> None:
