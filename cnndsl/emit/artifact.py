@@ -64,15 +64,26 @@ def export(net: Any, model: Any, directory: str | Path, platforms: Sequence[str]
     model.eval()
     graphdef, weights, rest = nnx.split(model, (nnx.Param, nnx.BatchStat), ...)
     names, treedef, flat = flatten_state(weights)
-    arrays = {name: np.asarray(leaf) for name, leaf in flat.items()}
+    graph = net.report.graph
+    # training-only heads' arrays are not exported: the program never reads them (zeros stand in, which XLA
+    # drops as unused)
+    dropped = {graph.nodes[i].name for i in graph.training_only_nodes}
+    unused = {name: (leaf.shape, leaf.dtype) for name, leaf in flat.items() if name.split("/")[0] in dropped}
+    arrays = {name: np.asarray(leaf) for name, leaf in flat.items() if name not in unused}
     _check_finite(arrays, "the parameters to export")
+    heads = [head.name for head in graph.inference_heads]
 
     normalize = None if preprocess is None else Preprocess.from_run({"normalization": preprocess}, net.input_shape[:2])
 
-    def forward(params: dict[str, jax.Array], x_BxHxWxC: jax.Array) -> jax.Array:
+    def forward(params: dict[str, jax.Array], x_BxHxWxC: jax.Array) -> Any:
         if normalize is not None:
             x_BxHxWxC = normalize(x_BxHxWxC)  # the training run's own normalization, not a copy of it
-        return nnx.merge(graphdef, unflatten_state(names, treedef, params), rest)(x_BxHxWxC)
+        every = {**params, **{name: jnp.zeros(shape, dtype) for name, (shape, dtype) in unused.items()}}
+        module = nnx.merge(graphdef, unflatten_state(names, treedef, every), rest)
+        if not heads:
+            return module(x_BxHxWxC)
+        outputs = module(x_BxHxWxC, heads="inference")  # the main output and each head's, by name
+        return {"output": outputs["main"], **{name: outputs[name] for name in heads}}
 
     batch = jax.export.symbolic_shape("batch")[0]
     x_spec = jax.ShapeDtypeStruct((batch, *net.input_shape), jnp.float32)
@@ -100,6 +111,8 @@ def export(net: Any, model: Any, directory: str | Path, platforms: Sequence[str]
         "platforms_left_out": left_out,
         "input_shape": list(report.input_shape),
         "output_shape": list(report.output_shape),
+        # several outputs: the program returns {"output": ..., HEAD: ...}; training-only heads are left out
+        **({"heads": {h.name: list(report.node_shapes[h.node]) for h in graph.inference_heads}} if heads else {}),
         "output_is_probabilities": _ends_in_softmax(report),
         "preprocess": preprocess,
         "image_transform": image_transform,
@@ -158,7 +171,13 @@ class ExportedNetwork:
         return tuple(self.meta["input_shape"])
 
     def __call__(self, x_BxHxWxC: Any) -> np.ndarray:
-        """The outputs (logits, or probabilities if the network ends in softmax) for a batch."""
+        """The outputs (logits, or probabilities if the network ends in softmax) for a batch: the main output
+        (`outputs` gives every head's too)."""
+        result = self.outputs(x_BxHxWxC)
+        return result["output"]
+
+    def outputs(self, x_BxHxWxC: Any) -> dict[str, np.ndarray]:
+        """Every output for a batch by name: `output` (the main one) and each head's (meta.json's `heads`)."""
         x = np.asarray(x_BxHxWxC, dtype=np.float32)
         if x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape:
             raise ExportError(f"the network takes images of shape {_fmt(self.input_shape)} (a batch: "
@@ -167,7 +186,10 @@ class ExportedNetwork:
             raise ExportError("the batch holds no images")
         if not np.isfinite(x).all():
             raise ExportError("the images hold NaN or infinite values")
-        return np.asarray(self.program.call(self.params, x))
+        result = self.program.call(self.params, x)
+        if isinstance(result, dict):
+            return {name: np.asarray(value) for name, value in result.items()}
+        return {"output": np.asarray(result)}
 
     def probabilities(self, x_BxHxWxC: Any) -> np.ndarray:
         """Class probabilities for a batch (softmax of the outputs unless the network already ends in one)."""
@@ -267,12 +289,16 @@ def _check_program(program: Any, meta: dict[str, Any], path: Path) -> None:
 
     try:
         (params, x), _ = jax.tree_util.tree_unflatten(program.in_tree, program.in_avals)
-        (out,) = program.out_avals
+        outputs = jax.tree_util.tree_unflatten(program.out_tree, program.out_avals)
     except (TypeError, ValueError):
         raise ExportError(f"{path}: not a cnndsl program (it does not take parameters and images)") from None
+    out = outputs.get("output") if isinstance(outputs, dict) else outputs
+    shapes = {name: list(a.shape[1:]) for name, a in outputs.items() if name != "output"} \
+        if isinstance(outputs, dict) else {}
     found = {name: (list(a.shape), str(a.dtype)) for name, a in params.items()} if isinstance(params, dict) else {}
     expected = {name: (info["shape"], info["dtype"]) for name, info in meta["parameters"].items()}
-    if found != expected or list(x.shape[1:]) != meta["input_shape"] or list(out.shape[1:]) != meta["output_shape"]:
+    if (out is None or found != expected or list(x.shape[1:]) != meta["input_shape"]
+            or list(out.shape[1:]) != meta["output_shape"] or shapes != meta.get("heads", {})):
         raise ExportError(f"{path}: the program is for another network than meta.json describes "
                           f"(it takes {_fmt(x.shape[1:])} images to {_fmt(out.shape[1:])}, meta.json says "
                           f"{_fmt(meta['input_shape'])} to {_fmt(meta['output_shape'])}); export the network again")

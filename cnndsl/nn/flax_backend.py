@@ -103,16 +103,16 @@ class Network(nnx.Module):
                 setattr(self, step.name, layer)
 
     def __call__(self, x_BxHxWxC: jax.Array, *, all_outputs: bool = False, rngs: nnx.Rngs | None = None,
-                 heads: bool = False) -> Any:
+                 heads: bool | str = False) -> Any:
         """The network's output for a batch; with `heads`, a dict of the main output (`main`) and every head's,
-        training-only heads included (without, their layers are not run); with `all_outputs`, a dict of every
-        node's output by name (computed unrolled). `rngs` (a `dropout` or default stream) replaces the dropout
-        layers' own random state for this call, which lets a functional training step derive each step's
-        randomness from the step number."""
+        training-only heads included (`heads="inference"`: left out, and their layers not run; without
+        `heads` they are not run either); with `all_outputs`, a dict of every node's output by name (computed
+        unrolled). `rngs` (a `dropout` or default stream) replaces the dropout layers' own random state for
+        this call, which lets a functional training step derive each step's randomness from the step number."""
         x = x_BxHxWxC.astype(self.dtype) if self.dtype is not None else x_BxHxWxC
         values: dict[int, jax.Array] = {0: x}
         named: dict[str, jax.Array] = {}
-        skipped = frozenset() if heads or all_outputs else self.training_only
+        skipped = frozenset() if heads is True or all_outputs else self.training_only
         index = 0
         while index < len(self.steps):
             if self.steps[index].id in skipped:
@@ -130,7 +130,8 @@ class Network(nnx.Module):
                 named[step.name] = values[step.id]
             index += 1
         if heads:
-            return {"main": values[self.output_id], **{name: values[i] for name, i in self.head_ids.items()}}
+            return {"main": values[self.output_id],
+                    **{name: values[i] for name, i in self.head_ids.items() if i in values}}
         return named if all_outputs else values[self.output_id]
 
     def _layer(self, step: Step) -> nnx.Module | None:

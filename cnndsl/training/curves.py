@@ -40,11 +40,19 @@ def plot_curves(epochs: list[dict[str, Any]], best_epoch: int | None, path: Path
         if epochs[-1].get(f"{key}_loss") is None:
             continue
         loss_ax.plot(numbers, [e[f"{key}_loss"] for e in epochs], style, marker="o", ms=3, label=label)
-        acc_ax.plot(numbers, [100 * e[f"{key}_accuracy"] for e in epochs], style, marker="o", ms=3, label=label)
+        acc_ax.plot(numbers, [100 * e[f"{key}_accuracy"] for e in epochs], style, marker="o", ms=3,
+                    label=label + (" (pixels)" if epochs[-1].get(f"{key}_miou") is not None else ""))
+        if epochs[-1].get(f"{key}_miou") is not None:  # segmentation: mean IoU beside the pixel accuracy
+            acc_ax.plot(numbers, [100 * e[f"{key}_miou"] for e in epochs], "--" if key != "test" else "-.",
+                        marker="s", ms=3, label=f"{label} mIoU")
+    for key in sorted(k for k in epochs[-1] if k.startswith("train_loss_")):  # each head's own training loss
+        loss_ax.plot(numbers, [e.get(key) for e in epochs], "--", marker=".", ms=3, label=f"head {key[11:]} (train)")
     if best_epoch is not None:
         acc_ax.axvline(best_epoch, color="grey", alpha=0.4, lw=1, label="best (validation)")
     loss_ax.set(xlabel="epoch", ylabel="loss", title="loss")
-    acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    dense = epochs[-1].get("test_miou") is not None
+    acc_ax.set(xlabel="epoch", ylabel="%" if dense else "accuracy (%)",
+               title="pixel accuracy and mean IoU" if dense else "accuracy")
     for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)
         ax.legend()

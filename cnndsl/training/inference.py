@@ -183,6 +183,10 @@ def evaluate(spec: str | os.PathLike[str] | None, run_dir: str | Path, data: str
         if loaded.trainer.dense:  # segmentation: pixel accuracy above, mean and per-class IoU here
             result.update({f"{prefix}miou": dense.get("miou"),
                            f"{prefix}iou": dict(zip(dataset.classes, dense.get("iou") or []))})
+        if loaded.trainer.eval_heads:  # each head trained with the labels: its own figures
+            heads = {name: {k: (dict(zip(dataset.classes, v)) if k == "iou" else v) for k, v in figures.items()}
+                     for name, figures in (dense.get("heads") or {}).items()}
+            result[f"{prefix}heads"] = heads
     return result
 
 

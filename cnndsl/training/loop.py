@@ -329,14 +329,16 @@ class _Loop:
                     raise KeyboardInterrupt
         finally:
             self.progress.stop()
-        seen_loss, seen_correct, seen = (float(v) for v in np.asarray(self.meters))
+        seen_loss, seen_correct, seen, *heads = (float(v) for v in np.asarray(self.meters))
         self.clock.stop_training()
+        # with heads in the loss: `train_loss` is the weighted sum, `train_loss_NAME` each head's own
         return {"epoch": epoch + 1, "step": self.step, "train_loss": seen_loss / seen,
-                "train_accuracy": seen_correct / seen}
+                "train_accuracy": seen_correct / seen,
+                **{f"train_loss_{name}": total / seen for name, total in zip(self.trainer.loss_heads, heads)}}
 
     def _show(self, values: Any, done: int, at_step: int, epoch: int, started: float, first_step: int) -> None:
         """Report the running meters; stop at a non-finite loss before anything saves it."""
-        seen_loss, seen_correct, seen = (float(v) for v in np.asarray(values))
+        seen_loss, seen_correct, seen = (float(v) for v in np.asarray(values)[:3])
         if not math.isfinite(seen_loss):
             raise Diverged(
                 f"the loss became {seen_loss} by step {at_step} (epoch {epoch + 1}); stopped without "
@@ -362,6 +364,8 @@ class _Loop:
             if self.trainer.dense:  # segmentation: mean IoU (it chooses the best checkpoint) and each class's
                 figures[f"{split}_miou"] = dense.get("miou")
                 figures[f"{split}_iou"] = dense.get("iou")
+            if self.trainer.eval_heads:  # each trained head's own figures (the main output's choose the best)
+                figures[f"{split}_heads"] = dense.get("heads")
         return figures
 
     def _end_epoch(self, record: dict[str, Any], steps_done: int) -> None:
@@ -370,7 +374,7 @@ class _Loop:
         record.update(self.clock.record(steps_done * self.settings.batch_size))
         if isinstance(self.data, ImageData) or self.skipped:  # unreadable images skipped so far
             record["bad_images"] = len(self.skipped) + self.feed.bad_images
-        self.meters = np.zeros(3, np.float32)
+        self.meters = self.trainer.zero_meters()
         previous_best = self.history.best
         self.history.epochs.append(record)
         improved = self.history.best is record and record is not previous_best

@@ -68,6 +68,8 @@ class Trainer:
         weighted = {item.partition("=")[0] for item in settings.head_weights}
         self.loss_heads = {h.name: settings.head_weight(h.name) for h in graph.heads
                            if h.training_only or h.name in weighted}
+        # heads evaluated beside the main output: those trained against the labels that evaluation keeps
+        self.eval_heads = [h.name for h in graph.inference_heads if h.name in self.loss_heads]
         for head in graph.heads:
             shape = net.report.node_shapes[head.node]
             if head.name in self.loss_heads and shape != (num_classes,):
@@ -98,8 +100,12 @@ class Trainer:
         opt_init = jax.jit(self.optimizer.init, compiler_options=compiler_options(),  # on the mesh, counts too
                            **({"out_shardings": self.opt_shardings} if self.opt_shardings else {}))
         return {"params": self.params, "stats": self.stats, "opt_state": opt_init(self.params),
-                "meters": np.zeros(3, np.float32), "step": np.array(0, np.int64),
+                "meters": self.zero_meters(), "step": np.array(0, np.int64),
                 **({"iterator": np.zeros(STATE_BYTES, np.uint8)} if pipeline else {})}
+
+    def zero_meters(self) -> np.ndarray:
+        """An epoch's running sums at its start: loss, correct, examples, then each trained head's loss."""
+        return np.zeros(3 + len(self.loss_heads), np.float32)
 
     def module(self, params: dict[str, jax.Array], stats: dict[str, jax.Array], train: bool) -> Any:
         """The NNX module with these arrays (fresh variables, safe to use under any transformation)."""
@@ -145,31 +151,39 @@ class Trainer:
             x = self.preprocess(self.placement.split_batch(x_all), augment_key)
             y = self.placement.split_batch(y_all)
 
-        def loss_fn(params: Any) -> tuple[jax.Array, tuple[jax.Array, Any]]:
+        def mean(losses: jax.Array) -> jax.Array:
+            if weights is None:
+                return losses.mean()
+            return jnp.sum(losses * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+
+        def loss_fn(params: Any) -> tuple[jax.Array, tuple[jax.Array, Any, jax.Array]]:
             module = self.module(params, stats, train=True)
+            head_losses = []
             if self.loss_heads:  # the main loss plus each head's, weighted (GoogLeNet: 0.3 per auxiliary)
                 outputs = module(x, rngs=nnx.Rngs(dropout=dropout_key), heads=True)
                 logits = outputs["main"]
                 losses = self._loss(logits, y)
                 for name, weight in self.loss_heads.items():
-                    losses = losses + weight * self._loss(outputs[name], y)
+                    head_losses.append(self._loss(outputs[name], y))
+                    losses = losses + weight * head_losses[-1]
             else:
                 logits = module(x, rngs=nnx.Rngs(dropout=dropout_key))
                 losses = self._loss(logits, y)
             new_stats = flatten_state(nnx.state(module, nnx.BatchStat))[2]
-            if weights is None:
-                return losses.mean(), (logits, new_stats)
-            return jnp.sum(losses * weights) / jnp.maximum(jnp.sum(weights), 1.0), (logits, new_stats)
+            heads = jnp.stack([mean(h) for h in head_losses]) if head_losses else jnp.zeros(0, jnp.float32)
+            return mean(losses), (logits, new_stats, heads)
 
-        (loss, (logits, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        (loss, (logits, new_stats, head_losses)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
         updates, opt_state = self.optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         hits = self._hits(logits, y)
         if weights is None:
-            meters = meters + jnp.stack([loss * batch, jnp.sum(hits).astype(jnp.float32), jnp.float32(batch)])
+            counts = jnp.stack([loss * batch, jnp.sum(hits).astype(jnp.float32), jnp.float32(batch)])
+            meters = meters + jnp.concatenate([counts, head_losses * batch])
         else:
             seen = jnp.sum(weights)
-            meters = meters + jnp.stack([loss * seen, jnp.sum(hits * weights), seen])
+            meters = meters + jnp.concatenate([jnp.stack([loss * seen, jnp.sum(hits * weights), seen]),
+                                               head_losses * seen])
         return params, new_stats, opt_state, meters, loss
 
     def _evaluate_split(self, params: Any, stats: Any, x: jax.Array, y: jax.Array) -> jax.Array:
@@ -190,7 +204,14 @@ class Trainer:
         """(summed loss, correct count) of the valid examples of one batch; for masks, then the confusion
         matrix of their labelled pixels (row: the label, column: the prediction), flattened."""
         xb, yb, vb = (self.placement.split_batch(part) for part in (x, y, valid))
-        logits = module(self.preprocess(xb))
+        if not self.eval_heads:
+            return self._scores(module(self.preprocess(xb)), yb, vb)
+        outputs = module(self.preprocess(xb), heads="inference")  # then each evaluated head's, in order
+        return jnp.concatenate([self._scores(outputs[name], yb, vb) for name in ["main", *self.eval_heads]])
+
+    def _scores(self, logits: jax.Array, yb: jax.Array, vb: jax.Array) -> jax.Array:
+        """One output's summed loss and correct count over a batch's valid examples (and for masks its
+        confusion matrix, flattened)."""
         loss = jnp.sum(jnp.where(vb, self._loss(logits, yb), 0.0))
         if not self.dense:
             correct = (jnp.argmax(logits, -1) == yb) & vb
@@ -210,13 +231,15 @@ class Trainer:
                         ) -> tuple[float, float, int, list[int]] | None:
         """(mean loss, accuracy, images, unreadable indices) of a split given as pipeline batches (dicts of
         numpy arrays, `place` puts one on the devices); None for an empty split."""
-        totals, bad = np.zeros(3), []
+        totals, bad = None, []
         for batch in batches:
             result = self.evaluate_stream_batch(params, stats, place(batch["image"]), place(batch["label"]),
                                                 place(batch["weight"] > 0))
-            totals += np.asarray(result, np.float64)
+            totals = np.asarray(result, np.float64) + (0 if totals is None else totals)
             bad += [int(b) for b in batch["bad"] if b >= 0]
-        loss, correct, count = totals
+        if totals is None:
+            return None
+        (loss, correct), count = totals[:2], totals[-1]  # the main output's (heads are not streamed yet)
         return (loss / count, correct / count, int(count), bad) if count else None
 
     def _evaluate_splits(self, params: Any, stats: Any, splits: tuple[tuple[jax.Array, jax.Array], ...]
@@ -231,12 +254,20 @@ class Trainer:
         results: list[Scores | None] = [None] * len(splits)
         for i, total in zip(present, (np.asarray(t, np.float64) for t in totals)):
             n = len(splits[i][1])
-            if self.dense:
-                confusion = total[2:].reshape(self.num_classes, self.num_classes)
-                results[i] = (float(total[0]) / n, *dense_scores(confusion))
-            else:
-                results[i] = (float(total[0]) / n, float(total[1]) / n, {})
+            blocks = total.reshape(1 + len(self.eval_heads), -1)  # the main output's, then each head's
+            scores = [self._split_scores(block, n) for block in blocks]
+            loss, accuracy, extra = scores[0]
+            if self.eval_heads:  # {"heads": {name: {"loss", "accuracy"[, "miou", "iou"]}}}
+                extra = {**extra, "heads": {name: {"loss": s[0], "accuracy": s[1], **s[2]}
+                                            for name, s in zip(self.eval_heads, scores[1:])}}
+            results[i] = (loss, accuracy, extra)
         return results
+
+    def _split_scores(self, total: np.ndarray, n: int) -> Scores:
+        """An output's (mean loss, accuracy, dense metrics) from its summed evaluation vector over n examples."""
+        if self.dense:
+            return (float(total[0]) / n, *dense_scores(total[2:].reshape(self.num_classes, self.num_classes)))
+        return (float(total[0]) / n, float(total[1]) / n, {})
 
     def prepare_evaluation(self, params: Any, stats: Any, *splits: tuple[Any, Any]) -> None:
         """Trace and compile the program `evaluate` will run for these arguments (jit keeps it): a run does

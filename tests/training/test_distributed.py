@@ -304,10 +304,21 @@ def test_a_coordinator_that_cannot_be_is_a_one_line_error_at_once(coordinator: s
         assert says in line, line
 
 
+def _listening(port: int) -> bool:
+    """Whether a socket listens on 127.0.0.1:`port`, from the kernel's table (Linux: /proc/net/tcp, state 0A)."""
+    try:
+        table = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    except OSError:  # elsewhere: a connection attempt (the meeting drops a peer that says nothing)
+        import socket
+
+        with socket.socket() as probe:
+            return probe.connect_ex(("127.0.0.1", port)) == 0
+    return any(fields[1].endswith(f":{port:04X}") and fields[3] == "0A" for fields in (line.split() for line in table))
+
+
 def _meet_all(ids: list[int], counts: list[int], timeout: float) -> list[str]:
     """`rendezvous.meet` for each id (with its --num-processes) in its own thread, process 0 first and the
     others once it listens: what each ended with ("go" or its error)."""
-    import socket
     import threading
     import time
 
@@ -326,12 +337,11 @@ def _meet_all(ids: list[int], counts: list[int], timeout: float) -> list[str]:
     threads = [threading.Thread(target=one, args=(k,)) for k in range(len(ids))]
     for k, thread in enumerate(threads):
         thread.start()
-        while k == 0 and ids[0] == 0:  # the order a user starts them in (an event, not a timing): 0 listens
-            with socket.socket() as probe:
-                try:
-                    probe.bind(("127.0.0.1", port))
-                except OSError:
-                    break
+        # the order a user starts them in (an event, not a timing): 0 listens first. Watched without touching
+        # the port (a probe that binds it for a moment made process 0's own bind fail, and the wait never
+        # ended); it ends when 0 listens or has stopped, and in any case after the meeting's own timeout
+        deadline = time.monotonic() + timeout + 30
+        while k == 0 and ids[0] == 0 and thread.is_alive() and not _listening(port) and time.monotonic() < deadline:
             time.sleep(0.01)
     for thread in threads:
         thread.join(timeout + 30)

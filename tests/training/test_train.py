@@ -347,3 +347,39 @@ def test_training_only_heads_add_their_weighted_loss_and_nothing_else(tmp_path: 
     # reports the main output alone.
     assert aux["train_loss"] > plain["train_loss"] + 0.3
     assert aux["val_loss"] < aux["train_loss"] - 0.3
+    # each head's own training loss is recorded (and drawn in curves.png): here above 1 nat, as said
+    assert aux["train_loss_aux"] > 1 and zero["train_loss_aux"] > 1 and "train_loss_aux" not in plain
+
+
+def test_a_weighted_regular_head_is_trained_evaluated_and_exported(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "two.cnn"
+    spec.write_text("network Two\ninput 8x8x1\ninput -> conv(8, 3x3, pad=same) -> relu -> @early"
+                    " -> conv(8, 3x3, pad=same) -> relu -> global_avgpool -> fc(10)\n"
+                    "head early = @early -> global_avgpool -> fc(10)\n"
+                    "training head aux = @early -> flatten -> fc(10)\n"
+                    "train early weight = 0.5\n")
+    run = tmp_path / "run"
+    history = cnndsl.train(spec, run_dir=run, quiet=True, epochs=1, batch_size=128).history
+    record = history.epochs[0]
+    assert set(record["val_heads"]) == {"early"} and 0 <= record["val_heads"]["early"]["accuracy"] <= 1
+    assert {"train_loss_early", "train_loss_aux"} <= set(record)
+    capsys.readouterr()
+    assert main(["eval", "--run", str(run), "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert set(scores["heads"]) == {"early"} and scores["heads"]["early"]["loss"] > 0
+    # the export: the main output and the regular head, by name; the training-only head's arrays left out
+    assert main(["compile", str(spec), "--emit", "export", "--run", str(run), "-o", str(tmp_path / "art"),
+                 "--quiet"]) == 0
+    exported = cnndsl.load_exported(tmp_path / "art")
+    assert exported.meta["heads"] == {"early": [10]}
+    assert not any(name.startswith("fc3/") for name in exported.params)  # fc3: the training-only head's layer
+    pixels = load_dataset("digits").x_test[:4].astype(np.float32)
+    outputs = exported.outputs(pixels)
+    loaded = load_run(None, run)
+    module = loaded.trainer.module(loaded.params, loaded.stats, train=False)
+    live = module(loaded.trainer.preprocess(jnp.asarray(pixels)), heads="inference")
+    assert set(outputs) == {"output", "early"} and set(live) == {"main", "early"}
+    np.testing.assert_allclose(outputs["output"], np.asarray(live["main"]), **NETWORK_CLOSE)
+    np.testing.assert_allclose(outputs["early"], np.asarray(live["early"]), **NETWORK_CLOSE)
+    np.testing.assert_array_equal(exported(pixels), outputs["output"])
