@@ -6,8 +6,9 @@ from cnndsl.lang.lazy import lazy_exports
 
 _EXPORTS = {
     **dict.fromkeys(["BUILTIN_SHAPES", "REMOTES", "Dataset", "Remote", "cache_dir", "check_finite", "folder_splits",
-                     "load_dataset", "missing_classes", "read_idx", "read_image", "read_npy", "regular_file", "white_level"],
+                     "missing_classes", "read_idx", "read_image", "read_npy", "regular_file", "white_level"],
                     "datasets"),
+    "load_dataset": "loading",
     "DataError": "errors",
     **dict.fromkeys(["SOURCES", "SourceError", "absolute_source", "open_source", "parse_source"], "sources"),
 }

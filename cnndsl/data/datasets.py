@@ -7,7 +7,7 @@ Sources:
     cifar10, cifar100      the official *binary* archives (no pickle is ever read), 50,000 / 10,000
     npz:PATH               arrays x, y and optionally x_val, y_val, x_test, y_test (else a fixed 20% is the test split)
     folder:PATH            one subfolder of PNG/JPEG images per class (or PATH/train, PATH/test, PATH/val so)
-    shapes, masks:PATH     per-pixel labels (segmentation): cnndsl.data.segmentation
+    shapes, masks:PATH     per-pixel labels (segmentation): cnndsl.data.segmentation, dispatched by cnndsl.data.loading
     records:DIR            a folder written by `cnndsl data pack` (ArrayRecord shards; see cnndsl.data.records)
     synthetic[:N]          N random 8-bit images of the spec's input shape with random labels of its classes
                            (default: as many as fit 64 MB, at most 10,000): throughput without I/O
@@ -517,14 +517,6 @@ def load_dataset(source: str, data_dir: str | Path | None = None, download: bool
         data = _npz(Path(rest))
     elif kind == "folder" and rest:
         data = _folder(Path(rest))
-    elif source == "shapes":
-        from cnndsl.data.segmentation import shapes_dataset  # here: it imports this module
-
-        data = shapes_dataset()
-    elif kind == "masks" and rest:
-        from cnndsl.data.segmentation import masks_dataset
-
-        data = masks_dataset(Path(rest), shape)
     elif kind == "synthetic":
         data = _synthetic(rest, shape, num_classes)
     elif kind == "records" and rest:
@@ -532,6 +524,12 @@ def load_dataset(source: str, data_dir: str | Path | None = None, download: bool
                         "not loaded as arrays")
     else:
         raise ValueError(f"unknown data source {source!r}")
+    return with_validation(data, val_fraction)
+
+
+def with_validation(data: Dataset, val_fraction: float) -> Dataset:
+    """`data` with a validation split: its own, or `val_fraction` of its training examples held out by a fixed
+    permutation (none when it is 0)."""
     if len(data.x_val) or not val_fraction:
         return data
     x, y, x_val, y_val = held_out(data.x_train, data.y_train, val_fraction, seed=1)

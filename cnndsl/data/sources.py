@@ -98,7 +98,7 @@ def open_source(source: str, *, shape: tuple[int, int, int], num_classes: int | 
     images skipped as unreadable, notes on how it is read). Arrays (`cnndsl.data.datasets.Dataset`) for most
     kinds; folder:/records: images through the input pipeline (`cnndsl.data.pipeline.open_images`,
     streamed or decoded into memory as `stream` says)."""
-    from cnndsl.data.datasets import load_dataset  # here: numpy and the loaders, not needed to parse a source
+    from cnndsl.data.loading import load_dataset  # here: numpy and the loaders, not needed to parse a source
 
     kind, _ = parse_source(source)
     if not kind.pipeline:

@@ -41,7 +41,7 @@ def plot_curves(epochs: list[dict[str, Any]], best_epoch: int | None, path: Path
             continue
         loss_ax.plot(numbers, [e[f"{key}_loss"] for e in epochs], style, marker="o", ms=3, label=label)
         acc_ax.plot(numbers, [100 * e[f"{key}_accuracy"] for e in epochs], style, marker="o", ms=3,
-                    label=label + (" (pixels)" if epochs[-1].get(f"{key}_miou") is not None else ""))
+                    label=label + (" (pixels)" if epochs[-1].get("test_miou") is not None else ""))
         if epochs[-1].get(f"{key}_miou") is not None:  # segmentation: mean IoU beside the pixel accuracy
             acc_ax.plot(numbers, [100 * e[f"{key}_miou"] for e in epochs], "--" if key != "test" else "-.",
                         marker="s", ms=3, label=f"{label} mIoU")
