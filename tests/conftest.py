@@ -28,13 +28,14 @@ FAMILIES = {"course.cnn", "course_cifar.cnn"}  # examples that are families on p
 #: jax.eval_shape is in the slow set. ConvNeXt-T (4 s) is back in the fast set since the suite runs on two
 #: workers; the others would push it past 10 minutes.
 DEEP_EXAMPLES = {"densenet121", "mobilenet_v2", "efficientnet_b0", "resnet101", "resnet152"}
-#: Every 224x224 example but ResNet-18 (the fast set's one): their ejected-source checks (7-75 s each, tracing
-#: twice) are in the slow set.
-HEAVY_EXAMPLES = {"vgg16", "resnet50", "googlenet", "googlenet_aux", "fcn_resnet50", "zfnet", "alexnet", "densenet121", "mobilenet_v2",
-                  "efficientnet_b0", "convnext_tiny", "resnet101", "resnet152"}
-#: Examples whose ONNX Runtime comparison is in the slow set (11-42 s each here); AlexNet and ZFNet (7-9 s)
-#: run in the fast set.
-SLOW_IN_ONNX = HEAVY_EXAMPLES - {"alexnet", "zfnet"}
+#: Every 224x224 (and larger) example but ResNet-18 (the fast set's one), and the U-Net (18 s: nine levels of
+#: convolutions traced twice; its ops' ejected source is checked in tests/emit, a trained U-Net's ONNX in
+#: tests/training/test_segmentation.py): their ejected-source checks (7-75 s each) are in the slow set.
+HEAVY_EXAMPLES = {"vgg16", "resnet50", "googlenet", "googlenet_aux", "fcn_resnet50", "zfnet", "alexnet", "densenet121",
+                  "mobilenet_v2", "efficientnet_b0", "convnext_tiny", "resnet101", "resnet152", "unet"}
+#: Examples whose ONNX Runtime comparison is in the slow set (11-42 s each here); AlexNet, ZFNet (7-9 s) and the
+#: U-Net run in the fast set.
+SLOW_IN_ONNX = HEAVY_EXAMPLES - {"alexnet", "zfnet", "unet"}
 
 
 #: The test files that take longest (40-150 s each on this machine), longest first. xdist (`--dist loadfile`)

@@ -59,6 +59,23 @@ class FileExamples(Examples):
 
 
 @dataclass
+class MaskExamples(FileExamples):
+    """Image files with per-pixel labels: `masks[i]` is the mask PNG of `paths[i]` (`labels` are unused
+    zeros: the label of an example is its mask, read with its image)."""
+
+    masks: list[str] = None  # type: ignore[assignment]
+
+    def mask(self, index: int) -> Path:
+        """The mask file of example `index`."""
+        return Path(self.masks[index])
+
+    def subset(self, indices: np.ndarray) -> MaskExamples:
+        """These examples only, in this order."""
+        return MaskExamples([self.paths[i] for i in indices], self.labels[indices], self.classes,
+                            [self.masks[i] for i in indices])
+
+
+@dataclass
 class DecodedExamples(Examples):
     """Images decoded once and kept in memory (`--in-memory`), with the names they came from."""
 

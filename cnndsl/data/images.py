@@ -175,6 +175,29 @@ def random_box(width: int, height: int, rng: np.random.Generator) -> tuple[float
     return float(left), float(top), float(left + w), float(top + h)
 
 
+def transformed_pair(image_path: Path, mask_path: Path, size: tuple[int, int], channels: int,
+                     rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """An image and its mask as the network's (H, W, C) uint8 input and (H, W) uint8 labels, cut by one box:
+    with `rng` the random resized crop, else the whole image (segmentation evaluates every pixel, so no
+    centre crop). The image is resized bilinearly, the mask by nearest neighbour: a label is never blended."""
+    from PIL import Image
+
+    with open_image(image_path, str(image_path)) as image, open_image(mask_path, str(mask_path)) as mask:
+        if mask.mode not in ("P", "L"):
+            raise ImageError(f"{mask_path}: a {mask.mode} mask; a mask is a grayscale or palette PNG of class indices")
+        if mask.size != image.size:
+            raise ImageError(f"{mask_path}: {mask.size[1]}x{mask.size[0]}, but its image is "
+                             f"{image.size[1]}x{image.size[0]}")
+        width, height = image.size
+        box = random_box(width, height, rng) if rng is not None else (0.0, 0.0, float(width), float(height))
+        target = (size[1], size[0])
+        image = _loaded(image, str(image_path))
+        if box != (0.0, 0.0, float(width), float(height)) or image.size != target:
+            image = image.resize(target, Image.Resampling.BILINEAR, box=box)
+            mask = mask.resize(target, Image.Resampling.NEAREST, box=box)
+        return _to_array(image, channels), np.asarray(mask, np.uint8)
+
+
 def transformed(source: Path | bytes | np.ndarray, where: str, size: tuple[int, int], channels: int,
                 rng: np.random.Generator | None = None) -> np.ndarray:
     """An image (a file, its bytes, or already decoded pixels) as the network's (H, W, C) uint8 input:

@@ -23,8 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from cnndsl.data.examples import DecodedExamples, Examples, FileExamples
-from cnndsl.data.images import ImageError, decode, open_image, transformed
+from cnndsl.data.examples import DecodedExamples, Examples, FileExamples, MaskExamples
+from cnndsl.data.images import ImageError, decode, open_image, transformed, transformed_pair
+from cnndsl.data.segmentation import IGNORE
 
 STATE_BYTES = 4096  # room for the Grain iterator's JSON state in a checkpoint (a fixed shape for orbax)
 
@@ -55,6 +56,11 @@ class ImageData:
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def dense(self) -> bool:
+        """Whether the labels are masks (per-pixel labels, `masks:PATH`), read with their images."""
+        return isinstance(self.train, MaskExamples)
 
     @property
     def num_classes(self) -> int:
@@ -128,13 +134,22 @@ class EvalElement:
         step, j = divmod(int(k), self.local_batch)
         k = step * self.batch + self.process * self.local_batch + j
         if k >= len(self.examples):
-            return {"image": np.zeros((*self.size, self.channels), np.uint8), "label": np.int32(0),
+            label = np.full(self.size, IGNORE, np.uint8) if isinstance(self.examples, MaskExamples) else np.int32(0)
+            return {"image": np.zeros((*self.size, self.channels), np.uint8), "label": label,
                     "weight": np.float32(0), "bad": np.int64(-1), "index": np.int64(-1)}
         return _element(self.examples, int(k), self.size, self.channels, None)
 
 
 def _element(examples: Examples, index: int, size: tuple[int, int], channels: int,
              rng: np.random.Generator | None) -> dict[str, Any]:
+    if isinstance(examples, MaskExamples):  # the label is the mask, cut and resized with its image
+        try:
+            image, mask = transformed_pair(examples.image(index), examples.mask(index), size, channels, rng)
+            return {"image": image, "label": mask, "weight": np.float32(1), "bad": np.int64(-1),
+                    "index": np.int64(index)}
+        except (ImageError, OSError):
+            return {"image": np.zeros((*size, channels), np.uint8), "label": np.full(size, IGNORE, np.uint8),
+                    "weight": np.float32(0), "bad": np.int64(index), "index": np.int64(index)}
     label = np.int32(examples.label(index))
     try:
         image = transformed(examples.image(index), examples.name(index), size, channels, rng)
@@ -147,7 +162,10 @@ def _element(examples: Examples, index: int, size: tuple[int, int], channels: in
 def why_bad(examples: Examples, index: int) -> str:
     """The message for an example the pipeline could not read."""
     try:
-        decode(examples.image(index), examples.name(index))  # type: ignore[arg-type]
+        if isinstance(examples, MaskExamples):
+            transformed_pair(examples.image(index), examples.mask(index), (1, 1), 3)
+        else:
+            decode(examples.image(index), examples.name(index))  # type: ignore[arg-type]
     except (ImageError, OSError) as err:
         return str(err)
     return f"{examples.name(index)}: could not be read"
@@ -296,6 +314,37 @@ def _normalization(examples: Examples, shape: tuple[int, int, int]) -> tuple[tup
     return channel_stats(np.stack(images), 255.0)
 
 
+def _open_masks(source: str, root: Path, shape: tuple[int, int, int], augment: tuple[str, ...], mode: str,
+                val_fraction: float, normalize: bool) -> tuple[Any, list[str]]:
+    """A `masks:PATH` source: arrays on the device when it fits and no random resized crop is asked for
+    (`cnndsl.data.segmentation.masks_dataset`), else streamed: each image and its mask read, cut by one box
+    and resized (the mask by nearest neighbour) in the worker processes."""
+    from cnndsl.data.datasets import DataError, held_out, with_validation
+    from cnndsl.data.segmentation import mask_splits, masks_dataset
+
+    train, val, test, classes = mask_splits(root)
+    estimate = sum(decoded_bytes(e) for e in (train, test) + ((val,) if val is not None else ()))
+    budget = memory_budget()
+    random_crop = "resized-crop" in augment
+    if mode == "memory" and (estimate > budget or random_crop):
+        why = "the random resized crop reads each image at every use" if random_crop else \
+            f"its images take about {estimate / 2**30:.1f} GiB decoded, more than the memory budget"
+        raise DataError(f"{source}: cannot be held in memory ({why}); train with --stream")
+    if mode != "stream" and not random_crop and estimate <= budget:
+        return with_validation(masks_dataset(root, shape), val_fraction), []
+    if val is None:
+        kept, _, held, _ = held_out(np.arange(len(train)), train.labels, val_fraction, seed=1) if val_fraction \
+            else (np.arange(len(train)), None, np.arange(0), None)
+        train, val = train.subset(kept), train.subset(held)
+    data = ImageData(source, train, val, test, classes, shape, True)
+    if normalize:
+        data.mean, data.std = _normalization(train, shape)
+    why = "--stream" if mode == "stream" else "the random resized crop" if random_crop else \
+        f"about {estimate / 2**30:.1f} GiB decoded > the {budget / 2**30:.1f} GiB memory budget"
+    data.notes.append(f"streaming {source} ({why}): {len(train):,} training images with their masks")
+    return data, []
+
+
 def open_images(source: str, *, shape: tuple[int, int, int], augment: tuple[str, ...] = (), mode: str = "auto",
                 val_fraction: float = 0.1, resize: bool = False, normalize: bool = True) -> tuple[Any, list[str]]:
     """A `folder:` or `records:` source for training a network of input `shape`: (dataset, messages about
@@ -310,6 +359,8 @@ def open_images(source: str, *, shape: tuple[int, int, int], augment: tuple[str,
     from cnndsl.data.records import RecordsError, open_records
 
     kind, _, rest = source.partition(":")
+    if kind == "masks":
+        return _open_masks(source, Path(rest), shape, augment, mode, val_fraction, normalize)
     try:
         if kind == "records":
             splits, classes = open_records(Path(rest))

@@ -14,6 +14,7 @@ nearest neighbour: a label is never averaged). The classes are 0..K-1 for the la
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import numpy as np
 
 from cnndsl.data.datasets import IMAGE_SUFFIXES, TEST_FRACTION, Dataset, held_out, read_image, regular_file
 from cnndsl.data.errors import DataError
+from cnndsl.data.examples import MaskExamples
 
 #: The label of pixels that count for nothing (the loss and every metric skip them): Pascal VOC's borders.
 IGNORE = 255
@@ -162,22 +164,59 @@ def _decoded(pairs: list[tuple[Path, Path]], size: tuple[int, int], channels: in
     return np.stack(images), np.stack(masks)
 
 
-def masks_dataset(root: Path, shape: tuple[int, int, int] | None) -> Dataset:
-    """The `masks:PATH` dataset at the network's input `shape` (see the module docstring)."""
+Pairs = list[tuple[Path, Path]]
+
+
+def _split_pairs(root: Path) -> tuple[Pairs, Pairs, Pairs]:
+    """(train, val, test) (image, mask) pairs of a masks folder: its train/, val/, test/ folders, or a fixed
+    20% of one folder held out as the test split (val then comes from the training split, as elsewhere)."""
     if not root.is_dir():
         raise DataError(f"{root}: no such folder")
-    size = tuple(shape[:2]) if shape is not None else None
     splits = {name: root / name for name in ("train", "val", "test") if (root / name).is_dir()}
     if "train" in splits:
         train = _pairs(splits["train"])
         test = _pairs(splits["test"]) if "test" in splits else []
         val = _pairs(splits["val"]) if "val" in splits else []
-        if not test:
-            test, val = val, []
+        return (train, [], val) if not test else (train, val, test)
+    everything = _pairs(root)
+    kept, _, held, _ = held_out(np.arange(len(everything)), np.zeros(len(everything)), TEST_FRACTION)
+    return [everything[i] for i in kept], [], [everything[i] for i in held]
+
+
+def _class_names(root: Path, largest: int) -> tuple[str, ...]:
+    """The class names: classes.txt's (every class, also those no mask holds), else 0..largest."""
+    names_file = root / "classes.txt"
+    names = tuple(line.strip() for line in names_file.read_text(encoding="utf-8").splitlines()
+                  if line.strip()) if names_file.is_file() else ()
+    if names and len(names) <= largest:
+        raise DataError(f"{names_file}: {len(names)} class names, but the masks hold labels up to {largest}")
+    return names or tuple(str(k) for k in range(largest + 1))
+
+
+def mask_splits(root: Path) -> tuple[MaskExamples, MaskExamples | None, MaskExamples, tuple[str, ...]]:
+    """(train, val or None, test, class names) of a masks folder as files, for the input pipeline. Without
+    classes.txt every mask is read once to find the largest label."""
+    splits = _split_pairs(root)
+    examples = [MaskExamples([str(i) for i, _ in pairs], np.zeros(len(pairs), np.int32), (), [str(m) for _, m in pairs])
+                for pairs in splits]
+    if (root / "classes.txt").is_file():
+        names = _class_names(root, 0)
     else:
-        everything = _pairs(root)
-        kept, _, held, _ = held_out(np.arange(len(everything)), np.zeros(len(everything)), TEST_FRACTION)
-        train, test, val = [everything[i] for i in kept], [everything[i] for i in held], []
+        largest = 0
+        for pairs in splits:
+            for _, mask_path in pairs:
+                labels = read_mask(mask_path)
+                labels = labels[labels != IGNORE]
+                largest = max(largest, int(labels.max()) if labels.size else 0)
+        names = _class_names(root, largest)
+    train, val, test = (dataclasses.replace(e, classes=names) for e in examples)
+    return train, (val if len(val) else None), test, names
+
+
+def masks_dataset(root: Path, shape: tuple[int, int, int] | None) -> Dataset:
+    """The `masks:PATH` dataset at the network's input `shape` (see the module docstring)."""
+    train, val, test = _split_pairs(root)
+    size = tuple(shape[:2]) if shape is not None else None
     if size is None:
         size = read_mask(train[0][1]).shape
     channels = shape[2] if shape is not None else None
@@ -186,12 +225,5 @@ def masks_dataset(root: Path, shape: tuple[int, int, int] | None) -> Dataset:
     x_val, y_val = _decoded(val, size, channels) if val else (x[:0], y[:0])
     labels = np.concatenate([y.ravel(), y_val.ravel(), y_test.ravel()])
     found = labels[labels != IGNORE]
-    classes = int(found.max()) + 1 if found.size else 1
-    names_file = root / "classes.txt"  # names every class, also those no mask holds (VOC's 21)
-    names = tuple(line.strip() for line in names_file.read_text(encoding="utf-8").splitlines()
-                  if line.strip()) if names_file.is_file() else ()
-    if names and len(names) < classes:
-        raise DataError(f"{names_file}: {len(names)} class names, but the masks hold labels up to {classes - 1}")
-    classes = max(classes, len(names))
-    names = names or tuple(str(k) for k in range(classes))
-    return Dataset(f"masks:{root}", x, y, x_val, y_val, x_test, y_test, classes, 255.0, names)
+    names = _class_names(root, int(found.max()) if found.size else 0)
+    return Dataset(f"masks:{root}", x, y, x_val, y_val, x_test, y_test, len(names), 255.0, names)

@@ -49,7 +49,7 @@ KINDS: tuple[SourceKind, ...] = (
     *(SourceKind(name, name) for name in DATA_NAMES if name != "synthetic"),
     SourceKind("npz", "npz:PATH", path=True),
     SourceKind("folder", "folder:PATH", path=True, pipeline=True),
-    SourceKind("masks", "masks:PATH", path=True),
+    SourceKind("masks", "masks:PATH", path=True, pipeline=True),  # arrays when they fit, else streamed
     SourceKind("records", "records:DIR", path=True, pipeline=True, arrays=False),
     SourceKind("synthetic", "synthetic[:N]"),
 )

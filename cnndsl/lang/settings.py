@@ -84,8 +84,8 @@ class Settings:
             (self.stream in STREAM_MODES, f"unknown stream mode {self.stream!r}; choose {', '.join(STREAM_MODES)}"),
             (self.workers >= -1, f"workers must be >= 0 (or -1: one per core), got {self.workers}"),
             (self.max_bad_images >= 0, f"max-bad-images must be >= 0, got {self.max_bad_images}"),
-            ("resized-crop" not in self.augment or self.data.split(":")[0] in ("folder", "records"),
-             "the resized-crop augmentation crops image files: train on folder:PATH or records:DIR data"),
+            ("resized-crop" not in self.augment or self.data.split(":")[0] in ("folder", "records", "masks"),
+             "the resized-crop augmentation crops image files: train on folder:PATH, records:DIR or masks:PATH data"),
         ]
         for ok, message in checks:
             if not ok:

@@ -40,7 +40,7 @@ def check_compatible(net: CompiledNetwork, data: Dataset, resize: bool,
                             f"{_other_datasets(net.input_shape, where, len(net.report.output_shape) == 3)}pass --resize to resize its images on the "
                             f"device, or change `input` to {dh}x{dw}x{c}")
     out = net.report.output_shape
-    if np.ndim(data.y_train) == 3:  # per-pixel labels: a map of class scores of the masks' size
+    if getattr(data, "dense", False) or np.ndim(data.y_train) == 3:  # per-pixel labels: a map of class scores
         _check_dense(net, data, out)
         return
     if len(out) != 1:
@@ -55,7 +55,7 @@ def check_compatible(net: CompiledNetwork, data: Dataset, resize: bool,
 
 def _check_dense(net: CompiledNetwork, data: Dataset, out: tuple[int, ...]) -> None:
     """A segmentation network gives, for each pixel of the mask, one score per class."""
-    mask = tuple(data.y_train.shape[1:])
+    mask = tuple(data.y_train.shape[1:]) if np.ndim(data.y_train) == 3 else tuple(data.image_shape[:2])
     if len(out) != 3:
         raise TrainingError(f"{data.name} labels every pixel ({fmt(mask)} masks), but the network's output is "
                             f"{fmt(out)}; a segmentation network ends with a map of class scores at the input's "

@@ -136,7 +136,7 @@ class StreamFeed:
                 close_iterator(batches)
             if outcome is not None:
                 self._note_bad(split, np.asarray(outcome[3], np.int64))
-            results[split] = (*outcome[:2], {}) if outcome is not None else None
+            results[split] = (outcome[0], outcome[1], outcome[4]) if outcome is not None else None
         return results
 
     def state(self) -> dict[str, Any]:

@@ -209,8 +209,11 @@ def _evaluate_images(loaded: LoadedRun, source: str, checkpoint: str) -> dict[st
             outcome = loaded.trainer.evaluate_stream(loaded.params, loaded.stats, batches, jax.device_put)
         finally:
             close_iterator(batches)
-        loss, accuracy, n, _ = outcome or (None, None, 0, [])
+        loss, accuracy, n, _, dense = outcome or (None, None, 0, [], {})
         result.update({f"{prefix}accuracy": accuracy, f"{prefix}loss": loss, f"{prefix}n": n})
+        if loaded.trainer.dense:
+            result.update({f"{prefix}miou": dense.get("miou"),
+                           f"{prefix}iou": dict(zip(data.classes, dense.get("iou") or []))})
     return result
 
 

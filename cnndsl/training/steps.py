@@ -228,19 +228,21 @@ class Trainer:
         return jnp.concatenate([totals, jnp.sum(valid, dtype=jnp.float32)[None]])  # every process's images
 
     def evaluate_stream(self, params: Any, stats: Any, batches: Any, place: Callable[[np.ndarray], Any]
-                        ) -> tuple[float, float, int, list[int]] | None:
-        """(mean loss, accuracy, images, unreadable indices) of a split given as pipeline batches (dicts of
-        numpy arrays, `place` puts one on the devices); None for an empty split."""
+                        ) -> tuple[float, float, int, list[int], dict[str, Any]] | None:
+        """(mean loss, accuracy, images, unreadable indices, dense metrics) of a split given as pipeline batches
+        (dicts of numpy arrays, `place` puts one on the devices); None for an empty split."""
         totals, bad = None, []
         for batch in batches:
             result = self.evaluate_stream_batch(params, stats, place(batch["image"]), place(batch["label"]),
                                                 place(batch["weight"] > 0))
             totals = np.asarray(result, np.float64) + (0 if totals is None else totals)
             bad += [int(b) for b in batch["bad"] if b >= 0]
-        if totals is None:
+        if totals is None or not totals[-1]:
             return None
-        (loss, correct), count = totals[:2], totals[-1]  # the main output's (heads are not streamed yet)
-        return (loss / count, correct / count, int(count), bad) if count else None
+        count = totals[-1]
+        main = totals[:-1].reshape(1 + len(self.eval_heads), -1)[0]  # the main output's (heads: arrays only)
+        loss, accuracy, dense = self._split_scores(main, count)
+        return loss, accuracy, int(count), bad, dense
 
     def _evaluate_splits(self, params: Any, stats: Any, splits: tuple[tuple[jax.Array, jax.Array], ...]
                          ) -> tuple[jax.Array, ...]:

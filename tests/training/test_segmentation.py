@@ -246,3 +246,48 @@ def test_the_unet_example_is_the_papers_layout() -> None:
     assert [r.output_shape for r in report.rows if r.op.startswith("concat")] == [
         (4, 4, 128), (8, 8, 64), (16, 16, 32), (32, 32, 16)]  # each decoder level joins its encoder map
     assert report.output_shape == (32, 32, 4)
+
+
+def test_a_random_resized_crop_cuts_image_and_mask_by_one_box(tmp_path: Path) -> None:
+    from cnndsl.data.images import transformed_pair
+
+    mask = np.zeros((60, 80), np.uint8)
+    mask[:, 30:] = 1
+    mask[35:, 50:] = 2
+    image = (np.asarray([[20, 20, 20], [120, 200, 40], [250, 60, 160]], np.uint8)[mask])  # a colour per label
+    _png(tmp_path / "i.png", image, "RGB")
+    _png(tmp_path / "m.png", mask, "P", palette())
+    colours = np.asarray([[20, 20, 20], [120, 200, 40], [250, 60, 160]], float)
+    for seed in range(20):
+        x, y = transformed_pair(tmp_path / "i.png", tmp_path / "m.png", (16, 16), 3, np.random.default_rng(seed))
+        assert x.shape == (16, 16, 3) and y.shape == (16, 16) and set(np.unique(y)) <= {0, 1, 2}
+        # bilinear blends the image only along the regions' edges: every other pixel has its label's colour
+        matches = np.abs(x.astype(float) - colours[y]).sum(-1) < 30
+        assert matches.mean() > 0.75, seed
+    x, y = transformed_pair(tmp_path / "i.png", tmp_path / "m.png", (30, 40), 3)  # evaluation: the whole image
+    assert np.array_equal(y, mask[1::2, 1::2])  # nearest: output pixel i samples the source at centre 2i + 1
+
+
+def test_masks_stream_through_the_pipeline_as_they_are_held_in_memory(tmp_path: Path) -> None:
+    pytest.importorskip("grain", reason="the stream extra")
+    from cnndsl.training.inference import _evaluate_images, evaluate, load_run
+
+    data = load_dataset("shapes", val_fraction=0)
+    for split, count, offset in (("train", 96, 0), ("test", 32, 0)):
+        x, y = (data.x_train, data.y_train) if split == "train" else (data.x_test, data.y_test)
+        for k in range(count):
+            _png(tmp_path / "seg" / split / "images" / f"{k:03d}.png", x[offset + k], "RGB")
+            _png(tmp_path / "seg" / split / "masks" / f"{k:03d}.png", y[offset + k], "P", palette())
+    spec = tmp_path / "unet.cnn"
+    spec.write_text(SMALL_UNET)
+    source = f"masks:{tmp_path / 'seg'}"
+    cnndsl.train(spec, run_dir=tmp_path / "held", quiet=True, epochs=1, data=source)
+    streamed = cnndsl.train(spec, run_dir=tmp_path / "streamed", quiet=True, epochs=1, data=source, stream="stream",
+                            augment=("resized-crop", "flip"))
+    assert 0 <= streamed.history.epochs[0]["val_miou"] <= 1 and len(streamed.history.epochs[0]["test_iou"]) == 4
+    # the same checkpoint evaluated from arrays and streamed from the files: the same pixels, so the same
+    # confusion matrix (counts: exact) and the same loss up to the order of float32 sums
+    arrays = evaluate(None, tmp_path / "held")
+    files = _evaluate_images(load_run(None, tmp_path / "held"), source, "best")
+    assert (files["miou"], files["accuracy"], files["iou"]) == (arrays["miou"], arrays["accuracy"], arrays["iou"])
+    assert files["loss"] == pytest.approx(arrays["loss"], rel=1e-5)
