@@ -32,7 +32,7 @@ from tests.conftest import ROOT
 
 #: The documentation whose code blocks run, in order: the front page, then the reference pages.
 PAGES = ["README.md", "docs/commands.md", "docs/performance.md", "docs/reliability.md", "docs/design.md",
-         "docs/architecture.md"]
+         "docs/architecture.md", "docs/editors.md"]
 
 
 def _blocks_of(page: str) -> list[tuple[str, str, str]]:
