@@ -5,10 +5,8 @@
     print(report.params, report.macs)
 """
 
-from cnndsl.lang.errors import CnnError, Diagnostic, UsageError
-
-# check, parse, load_source and Report come from cnndsl.lang.frontend on first use (see __getattr__): `import cnndsl`
-# stays a few milliseconds, so the command line handles Ctrl-C from its very start.
+# check, parse, load_source, Report and the errors come from cnndsl.lang on first use (see __getattr__): `import
+# cnndsl` runs almost nothing, so `python -m cnndsl` reaches the handler of Ctrl-C in its __main__ at once.
 from cnndsl.lang.version import __version__
 
 __all__ = ["CnnError", "Diagnostic", "Report", "UsageError", "check", "compile", "evaluate", "load_exported",
@@ -69,7 +67,7 @@ _MOVED = {"compiler": "cnndsl.nn.compiler", "export": "cnndsl.emit.artifact", "o
 
 
 #: The layers (docs/architecture.md), reachable as `cnndsl.emit.artifact` once imported or on first use.
-_LAYERS = {"lang", "nn", "interop", "data", "training", "search", "emit", "cli"}
+_LAYERS = {"lang", "nn", "interop", "data", "training", "search", "emit", "editor", "cli"}
 
 
 def __getattr__(name):
@@ -77,6 +75,8 @@ def __getattr__(name):
     them, or JAX, for `import cnndsl` alone."""
     import importlib
 
+    if name in ("CnnError", "Diagnostic", "UsageError"):
+        return getattr(importlib.import_module("cnndsl.lang.errors"), name)
     if name in ("check", "load_source", "parse"):
         return getattr(importlib.import_module("cnndsl.lang.frontend"), name)
     if name == "Report":

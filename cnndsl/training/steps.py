@@ -70,11 +70,14 @@ class Trainer:
                            if h.training_only or h.name in weighted}
         # heads evaluated beside the main output: those trained against the labels that evaluation keeps
         self.eval_heads = [h.name for h in graph.inference_heads if h.name in self.loss_heads]
-        for head in graph.heads:
+        main = net.report.output_shape
+        for head in graph.heads:  # a trained head is compared with the same labels as the main output
             shape = net.report.node_shapes[head.node]
-            if head.name in self.loss_heads and shape != (num_classes,):
+            if head.name in self.loss_heads and shape != main:
+                fix = f"end it with `fc({num_classes})`" if len(main) == 1 else \
+                    f"end it with `conv({num_classes}, 1x1) -> resize(@input, mode=bilinear)`"
                 raise TrainingError(f"the head `{head.name}` gives {'x'.join(map(str, shape))}, but its loss compares "
-                                    f"it with {num_classes} class scores: end it with `fc({num_classes})`")
+                                    f"it with the labels the main output's {'x'.join(map(str, main))} scores: {fix}")
         # Donating the state saves a copy per step where the backend supports it (not XLA:CPU, which warns).
         # The meters (argument 3) are not donated: the progress display reads them after the next step.
         self.donated = donate = (0, 1, 2) if jax.default_backend() != "cpu" else ()

@@ -142,12 +142,20 @@ def test_ctrl_c_while_a_sweep_starts_is_an_interruption_not_a_bug(tmp_path: Path
     import signal
 
     spec = write(tmp_path, TINY.replace("epochs = 1", "epochs = 400"))  # it cannot finish before the signal
-    process = subprocess.Popen([sys.executable, "-m", "cnndsl", "sweep", str(spec), "--trials", "1", "--out",
-                                str(tmp_path / "s")], env={**os.environ, "PYTHONPATH": str(ROOT)},
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(delay)  # importing, loading the data, compiling: wherever it is, Ctrl-C means stop
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=120)
+    for attempt in range(4):
+        out = tmp_path / f"s{attempt}"
+        process = subprocess.Popen([sys.executable, "-m", "cnndsl", "sweep", str(spec), "--trials", "1", "--out",
+                                    str(out)], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(delay)  # importing, loading the data, compiling: wherever it is, Ctrl-C means stop
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+        # On a busy machine the signal can land while Python itself starts, before any line of cnndsl's
+        # __main__ (Python's own KeyboardInterrupt, nothing cnndsl can catch): that is not this test's case,
+        # so it sends it again, later; the delay is where it lands, never the verdict
+        if not (process.returncode == -signal.SIGINT and "cnndsl/__main__.py" not in err):
+            break
+        delay *= 2
     assert process.returncode == 130, err
     assert "internal error" not in err and "Traceback" not in err and "interrupted" in err
 

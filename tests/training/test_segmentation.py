@@ -291,3 +291,16 @@ def test_masks_stream_through_the_pipeline_as_they_are_held_in_memory(tmp_path: 
     files = _evaluate_images(load_run(None, tmp_path / "held"), source, "best")
     assert (files["miou"], files["accuracy"], files["iou"]) == (arrays["miou"], arrays["accuracy"], arrays["iou"])
     assert files["loss"] == pytest.approx(arrays["loss"], rel=1e-5)
+
+
+def test_a_weighted_head_of_a_segmentation_network_trains_on_the_masks_too(tmp_path: Path) -> None:
+    """FCN's auxiliary head as torchvision trains it (weight 0.5): a score map like the main output's."""
+    spec = tmp_path / "fcn.cnn"
+    spec.write_text(SMALL_UNET.replace("train data", "head aux = @e1 -> conv(4, 1x1)\ntrain aux weight = 0.5,\n"
+                                                       "    data"))
+    epoch = cnndsl.train(spec, run_dir=tmp_path / "run", quiet=True, epochs=1).history.epochs[0]
+    assert epoch["train_loss_aux"] > 0 and 0 <= epoch["val_heads"]["aux"]["miou"] <= 1
+    wrong = tmp_path / "wrong.cnn"
+    wrong.write_text(spec.read_text().replace("head aux = @e1 -> conv(4, 1x1)", "head aux = @e1 -> global_avgpool -> fc(4)"))
+    with pytest.raises(TrainingError, match=r"the head `aux` gives 4, .*32x32x4.*conv\(4, 1x1\)"):
+        cnndsl.train(wrong, run_dir=tmp_path / "wrong", quiet=True, epochs=1)
