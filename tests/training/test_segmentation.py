@@ -273,7 +273,7 @@ def test_masks_stream_through_the_pipeline_as_they_are_held_in_memory(tmp_path: 
     from cnndsl.training.inference import _evaluate_images, evaluate, load_run
 
     data = load_dataset("shapes", val_fraction=0)
-    for split, count, offset in (("train", 96, 0), ("test", 32, 0)):
+    for split, count, offset in (("train", 64, 0), ("test", 24, 0)):
         x, y = (data.x_train, data.y_train) if split == "train" else (data.x_test, data.y_test)
         for k in range(count):
             _png(tmp_path / "seg" / split / "images" / f"{k:03d}.png", x[offset + k], "RGB")
