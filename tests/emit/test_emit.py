@@ -91,12 +91,13 @@ def test_ejected_python_of_the_newer_ops(tmp_path: Path) -> None:
 
 
 def test_ejected_python_of_the_reshaping_ops(tmp_path: Path) -> None:
-    """Issue 21: channel_shuffle, pixel_shuffle and both upsample modes in standalone Flax source."""
+    """Issue 21: channel_shuffle, pixel_shuffle, both upsample modes and resize in standalone Flax source."""
     spec = tmp_path / "reshaping.cnn"
     spec.write_text("network Reshaping\ninput 6x5x8\ninput -> conv(8, 1x1) -> channel_shuffle(4) -> pixel_shuffle(2) "
                     "-> upsample(2) -> conv(4, 3x3, pad=same) -> upsample(3, mode=bilinear) -> conv(2, 1x1) "
                     "-> concat(slice(0, 1) | slice(1, 2) -> relu) -> conv_transpose(4, 3x3, stride=2, pad=1, "
-                    "output_padding=1, groups=2) -> maxpool(3x3, stride=1, pad=1, dilation=2)\n")
+                    "output_padding=1, groups=2) -> maxpool(3x3, stride=1, pad=1, dilation=2) -> @m "
+                    "-> resize(7x3, mode=bilinear) -> resize(@m)\n")
     _check_ejected(spec, tmp_path)
 
 
@@ -116,7 +117,9 @@ def _check_ejected(path: Path, tmp_path: Path) -> None:
                 if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module.split(".")[0] for node in ast.walk(ast.parse(source))
                  if isinstance(node, ast.ImportFrom) and node.module}
-    assert imported <= {"__future__", "typing", "jax", "flax"}, imported
+    # standalone: nothing beyond what jax and flax install (numpy is jax's own dependency; `resize` computes its
+    # constant indices with it, in float32 as PyTorch does)
+    assert imported <= {"__future__", "typing", "jax", "flax", "numpy"}, imported
     module = _load(out, f"ejected_{path.stem}")
     net = cnndsl.compile(path)
     model = net.init(0)
