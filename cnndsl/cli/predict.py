@@ -78,40 +78,19 @@ def _write_masks(out: Path, names: list[str], images: list[Any], probabilities: 
                  as_json: bool) -> int:
     """Each image's mask (its most probable class per pixel, at the image's own size) as a palette PNG, an
     overlay of the classes' colours on the image, and predictions.json; a line per image (or JSON)."""
-    import io
     import json
 
-    import numpy as np
-    from PIL import Image
-
-    from cnndsl.data.segmentation import palette
+    from cnndsl.data.segmentation import class_shares, mask_pictures
     from cnndsl.lang.outputs import write_atomic
 
-    def png(image: Any) -> bytes:
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        return buffer.getvalue()
-
     out.mkdir(parents=True, exist_ok=True)
-    colours = palette()
     records = []
     for index, (name, image, scores) in enumerate(zip(names, images, probabilities)):
-        labels = Image.fromarray(np.argmax(scores, axis=-1).astype(np.uint8), "L")
-        height, width = image.shape[:2]
-        if labels.size != (width, height):  # back to the image's own size: a label is never averaged
-            labels = labels.resize((width, height), Image.NEAREST)
-        mask = np.asarray(labels, np.uint8)
+        mask, mask_png, overlay_png = mask_pictures(scores, image, scale)
         stem = f"{index:04d}-{Path(name).stem}"
-        indexed = Image.fromarray(mask, "P")
-        indexed.putpalette(colours.ravel().tolist())
-        pixels = np.clip(np.asarray(image, np.float64) / scale * 255, 0, 255)
-        pixels = np.repeat(pixels, 3, axis=-1) if pixels.shape[-1] == 1 else pixels[..., :3]
-        shaded = np.where((mask > 0)[..., None], 0.45 * pixels + 0.55 * colours[mask], pixels)  # class 0: background
-        write_atomic(out / f"{stem}.png", png(indexed))
-        write_atomic(out / f"{stem}-overlay.png", png(Image.fromarray(shaded.astype(np.uint8), "RGB")))
-        counts = np.bincount(mask.ravel(), minlength=len(colours))
-        shares = {(classes[k] if k < len(classes) else str(k)): float(counts[k] / mask.size)
-                  for k in np.nonzero(counts)[0]}
+        write_atomic(out / f"{stem}.png", mask_png)
+        write_atomic(out / f"{stem}-overlay.png", overlay_png)
+        shares = class_shares(mask, classes)
         records.append({"image": name, "mask": f"{stem}.png", "overlay": f"{stem}-overlay.png", "classes": shares})
         if as_json:
             print(json.dumps(records[-1]))

@@ -320,10 +320,10 @@ def _open_masks(source: str, root: Path, shape: tuple[int, int, int], augment: t
     (`cnndsl.data.segmentation.masks_dataset`), else streamed: each image and its mask read, cut by one box
     and resized (the mask by nearest neighbour) in the worker processes."""
     from cnndsl.data.datasets import DataError, held_out, with_validation
-    from cnndsl.data.segmentation import mask_splits, masks_dataset
+    from cnndsl.data.segmentation import mask_class_names, mask_examples, mask_pairs, masks_dataset
 
-    train, val, test, classes = mask_splits(root)
-    estimate = sum(decoded_bytes(e) for e in (train, test) + ((val,) if val is not None else ()))
+    splits = mask_pairs(root)
+    estimate = sum(decoded_bytes(mask_examples(pairs)) for pairs in splits)
     budget = memory_budget()
     random_crop = "resized-crop" in augment
     if mode == "memory" and (estimate > budget or random_crop):
@@ -331,8 +331,10 @@ def _open_masks(source: str, root: Path, shape: tuple[int, int, int], augment: t
             f"its images take about {estimate / 2**30:.1f} GiB decoded, more than the memory budget"
         raise DataError(f"{source}: cannot be held in memory ({why}); train with --stream")
     if mode != "stream" and not random_crop and estimate <= budget:
-        return with_validation(masks_dataset(root, shape), val_fraction), []
-    if val is None:
+        return with_validation(masks_dataset(root, shape, splits), val_fraction), []
+    classes = mask_class_names(root, splits)  # streamed: only now are the masks read for the classes
+    train, val, test = (mask_examples(pairs, classes) for pairs in splits)
+    if not len(val):
         kept, _, held, _ = held_out(np.arange(len(train)), train.labels, val_fraction, seed=1) if val_fraction \
             else (np.arange(len(train)), None, np.arange(0), None)
         train, val = train.subset(kept), train.subset(held)

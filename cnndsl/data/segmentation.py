@@ -14,7 +14,6 @@ nearest neighbour: a label is never averaged). The classes are 0..K-1 for the la
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 
@@ -84,6 +83,39 @@ def palette(classes: int = 256) -> np.ndarray:
             value >>= 3
         colours[k] = (r, g, b)
     return colours
+
+
+def mask_pictures(scores: np.ndarray, image: np.ndarray, scale: float) -> tuple[np.ndarray, bytes, bytes]:
+    """A prediction as pictures: the mask (each pixel's most probable class, brought back to the image's own
+    size by nearest neighbour: a label is never averaged), it as a palette PNG in VOC's colours, and an
+    overlay PNG of those colours on the image (whose white level is `scale`; class 0, background, left bare)."""
+    import io
+
+    from PIL import Image  # here: Pillow only for image files
+
+    def png(picture: Image.Image) -> bytes:
+        buffer = io.BytesIO()
+        picture.save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    colours = palette()
+    labels = Image.fromarray(np.argmax(scores, axis=-1).astype(np.uint8), "L")
+    height, width = image.shape[:2]
+    if labels.size != (width, height):
+        labels = labels.resize((width, height), Image.NEAREST)
+    mask = np.asarray(labels, np.uint8)
+    indexed = Image.fromarray(mask, "P")
+    indexed.putpalette(colours.ravel().tolist())
+    pixels = np.clip(np.asarray(image, np.float64) / scale * 255, 0, 255)
+    pixels = np.repeat(pixels, 3, axis=-1) if pixels.shape[-1] == 1 else pixels[..., :3]
+    shaded = np.where((mask > 0)[..., None], 0.45 * pixels + 0.55 * colours[mask], pixels)
+    return mask, png(indexed), png(Image.fromarray(shaded.astype(np.uint8), "RGB"))
+
+
+def class_shares(mask: np.ndarray, classes: list[str] | tuple[str, ...]) -> dict[str, float]:
+    """The fraction of a mask's pixels each class present takes, by class name."""
+    counts = np.bincount(mask.ravel())
+    return {(classes[k] if k < len(classes) else str(k)): float(counts[k] / mask.size) for k in np.nonzero(counts)[0]}
 
 
 # ---- masks:PATH -------------------------------------------------------------------------------------------
@@ -167,7 +199,7 @@ def _decoded(pairs: list[tuple[Path, Path]], size: tuple[int, int], channels: in
 Pairs = list[tuple[Path, Path]]
 
 
-def _split_pairs(root: Path) -> tuple[Pairs, Pairs, Pairs]:
+def mask_pairs(root: Path) -> tuple[Pairs, Pairs, Pairs]:
     """(train, val, test) (image, mask) pairs of a masks folder: its train/, val/, test/ folders, or a fixed
     20% of one folder held out as the test split (val then comes from the training split, as elsewhere)."""
     if not root.is_dir():
@@ -193,29 +225,30 @@ def _class_names(root: Path, largest: int) -> tuple[str, ...]:
     return names or tuple(str(k) for k in range(largest + 1))
 
 
-def mask_splits(root: Path) -> tuple[MaskExamples, MaskExamples | None, MaskExamples, tuple[str, ...]]:
-    """(train, val or None, test, class names) of a masks folder as files, for the input pipeline. Without
-    classes.txt every mask is read once to find the largest label."""
-    splits = _split_pairs(root)
-    examples = [MaskExamples([str(i) for i, _ in pairs], np.zeros(len(pairs), np.int32), (), [str(m) for _, m in pairs])
-                for pairs in splits]
+def mask_examples(pairs: Pairs, classes: tuple[str, ...] = ()) -> MaskExamples:
+    """(image, mask) pairs as files for the input pipeline."""
+    return MaskExamples([str(i) for i, _ in pairs], np.zeros(len(pairs), np.int32), classes, [str(m) for _, m in pairs])
+
+
+def mask_class_names(root: Path, splits: tuple[Pairs, ...]) -> tuple[str, ...]:
+    """The class names of a masks folder read as files: classes.txt's, or (without it) 0..K-1 for the largest
+    label K-1 of every mask, each read once."""
     if (root / "classes.txt").is_file():
-        names = _class_names(root, 0)
-    else:
-        largest = 0
-        for pairs in splits:
-            for _, mask_path in pairs:
-                labels = read_mask(mask_path)
-                labels = labels[labels != IGNORE]
-                largest = max(largest, int(labels.max()) if labels.size else 0)
-        names = _class_names(root, largest)
-    train, val, test = (dataclasses.replace(e, classes=names) for e in examples)
-    return train, (val if len(val) else None), test, names
+        return _class_names(root, 0)
+    largest = 0
+    for pairs in splits:
+        for _, mask_path in pairs:
+            labels = read_mask(mask_path)
+            labels = labels[labels != IGNORE]
+            largest = max(largest, int(labels.max()) if labels.size else 0)
+    return _class_names(root, largest)
 
 
-def masks_dataset(root: Path, shape: tuple[int, int, int] | None) -> Dataset:
-    """The `masks:PATH` dataset at the network's input `shape` (see the module docstring)."""
-    train, val, test = _split_pairs(root)
+def masks_dataset(root: Path, shape: tuple[int, int, int] | None,
+                  splits: tuple[Pairs, Pairs, Pairs] | None = None) -> Dataset:
+    """The `masks:PATH` dataset at the network's input `shape` (see the module docstring); `splits`: its
+    `mask_pairs`, when the caller listed them already."""
+    train, val, test = splits or mask_pairs(root)
     size = tuple(shape[:2]) if shape is not None else None
     if size is None:
         size = read_mask(train[0][1]).shape

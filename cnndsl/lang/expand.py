@@ -291,7 +291,7 @@ class _Evaluator:
             help = (f"a block's body sees only the maps it names itself: give the block a parameter and pass "
                     f"`@{read.name}` to it, e.g. `block up(c, skip) = ... concat(skip | identity)` called as "
                     f"`up(64, @{read.name})`")
-        elif guess is not None and guess != read.name:
+        elif guess is not None:
             help = f"did you mean `@{guess}`?"
         else:
             help = f"name a map earlier in the chain with `-> @{read.name}` (after an arrow)"
@@ -689,11 +689,7 @@ def _expand(program: n.Program, overrides: dict[str, tuple[n.Expr, Source]] | No
     try:
         if input_decl is not None and main is not None:
             g.add(ir.Input(input_decl.dims), (), input_decl.span, source)
-            items = main.body.items if isinstance(main.body, n.Chain) else (main.body,)
-            for position, item in enumerate(items):
-                if position == 0 and isinstance(item, n.InputRef):
-                    continue
-                output = ev.step(item, ev.globals, position).apply(g, output)
+            output = _apply_chain(ev, g, main.body, output, main=True)
             heads = _apply_heads(ev, g, program, output)
         mentioned = set().union(_names_in(program), *(_names_in(other) for other in imported))
         for key, thunk, known in used_overrides:
@@ -737,6 +733,18 @@ def _expand(program: n.Program, overrides: dict[str, tuple[n.Expr, Source]] | No
     return ir.Graph(name, tuple(g.nodes), output, source, imported, tuple(g.taps), heads)
 
 
+def _apply_chain(ev: _Evaluator, g: GraphBuilder, body: n.Expr, x: int, main: bool = False) -> int:
+    """Apply a statement's chain (the main one, or a head's) to node `x`, item by item, each evaluated just
+    before it is applied (so a read sees the maps named before it); the main chain's leading `input` is
+    node `x` itself."""
+    items = body.items if isinstance(body, n.Chain) else (body,)
+    for position, item in enumerate(items):
+        if main and position == 0 and isinstance(item, n.InputRef):
+            continue
+        x = ev.step(item, ev.globals, position).apply(g, x)
+    return x
+
+
 def _apply_heads(ev: _Evaluator, g: GraphBuilder, program: n.Program, output: int) -> tuple[ir.Head, ...]:
     """Build each `head NAME = ...` after the main chain, each in a group `head NAME`: its chain starts at the
     main output (so `head probs = softmax` works) or reads a named map."""
@@ -755,10 +763,7 @@ def _apply_heads(ev: _Evaluator, g: GraphBuilder, program: n.Program, output: in
         seen[stmt.name] = stmt
         g.enter(f"head {stmt.name}", stmt.span)
         try:
-            items = stmt.body.items if isinstance(stmt.body, n.Chain) else (stmt.body,)
-            x = output
-            for position, item in enumerate(items):
-                x = ev.step(item, ev.globals, position).apply(g, x)
+            x = _apply_chain(ev, g, stmt.body, output)
         finally:
             g.leave()
         if x == output or any(x == h.node for h in heads):

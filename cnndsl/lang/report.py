@@ -100,7 +100,8 @@ class Report:
         out = []
         for head in self.graph.heads:
             others = self.graph.needed((self.graph.output,) + tuple(h.node for h in self.graph.heads if h is not head))
-            own = [r for i, r in enumerate(self.rows, start=1) if i in self.graph.needed((head.node,)) - others]
+            own_nodes = self.graph.needed((head.node,)) - others
+            own = [r for i, r in enumerate(self.rows, start=1) if i in own_nodes]
             out.append({"name": head.name, "training_only": head.training_only,
                         "output_shape": list(self.node_shapes[head.node]), "params": sum(r.params for r in own),
                         "macs": sum(r.macs for r in own)})

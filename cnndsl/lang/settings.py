@@ -51,13 +51,10 @@ class Settings:
     freeze: tuple[str, ...] = ()  # fine-tuning: group paths whose parameters stay as they start
     head_weights: tuple[str, ...] = ()  # `NAME=WEIGHT` for each head whose loss weight is not 1 (`aux1 weight = 0.3`)
 
-    def head_weight(self, head: str) -> float:
-        """The weight of a head's loss in the training loss (the main output's is 1; a head's is 1 unless set)."""
-        for item in self.head_weights:
-            name, _, weight = item.partition("=")
-            if name == head:
-                return float(weight)
-        return 1.0
+    @property
+    def weighted_heads(self) -> dict[str, float]:
+        """The heads given a loss weight in `train` (`aux1 weight = 0.3`), by name (any other trained head's is 1)."""
+        return {name: float(weight) for name, _, weight in (item.partition("=") for item in self.head_weights)}
 
     def validate(self) -> Settings:
         """The settings if they make sense, else a TrainingError naming the bad one."""

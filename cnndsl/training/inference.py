@@ -180,14 +180,20 @@ def evaluate(spec: str | os.PathLike[str] | None, run_dir: str | Path, data: str
                                       loaded.trainer.evaluate(loaded.params, loaded.stats, *splits.values())):
         loss, accuracy, dense = outcome or (None, None, {})
         result.update({f"{prefix}accuracy": accuracy, f"{prefix}loss": loss, f"{prefix}n": int(len(y))})
-        if loaded.trainer.dense:  # segmentation: pixel accuracy above, mean and per-class IoU here
-            result.update({f"{prefix}miou": dense.get("miou"),
-                           f"{prefix}iou": dict(zip(dataset.classes, dense.get("iou") or []))})
-        if loaded.trainer.eval_heads:  # each head trained with the labels: its own figures
-            heads = {name: {k: (dict(zip(dataset.classes, v)) if k == "iou" else v) for k, v in figures.items()}
-                     for name, figures in (dense.get("heads") or {}).items()}
-            result[f"{prefix}heads"] = heads
+        result.update(_more_figures(loaded.trainer, prefix, dense, dataset.classes))
     return result
+
+
+def _more_figures(trainer: Trainer, prefix: str, dense: dict[str, Any], classes: Sequence[str]) -> dict[str, Any]:
+    """A split's figures beyond loss and accuracy: for segmentation the mean IoU and each class's IoU by name
+    (the accuracy is then the pixel accuracy); for each head trained with the labels, its own figures."""
+    figures: dict[str, Any] = {}
+    if trainer.dense:
+        figures.update({f"{prefix}miou": dense.get("miou"), f"{prefix}iou": dict(zip(classes, dense.get("iou") or []))})
+    if trainer.eval_heads:
+        figures[f"{prefix}heads"] = {name: {k: (dict(zip(classes, v)) if k == "iou" else v) for k, v in head.items()}
+                                     for name, head in (dense.get("heads") or {}).items()}
+    return figures
 
 
 def _evaluate_images(loaded: LoadedRun, source: str, checkpoint: str) -> dict[str, Any]:
@@ -211,9 +217,7 @@ def _evaluate_images(loaded: LoadedRun, source: str, checkpoint: str) -> dict[st
             close_iterator(batches)
         loss, accuracy, n, _, dense = outcome or (None, None, 0, [], {})
         result.update({f"{prefix}accuracy": accuracy, f"{prefix}loss": loss, f"{prefix}n": n})
-        if loaded.trainer.dense:
-            result.update({f"{prefix}miou": dense.get("miou"),
-                           f"{prefix}iou": dict(zip(data.classes, dense.get("iou") or []))})
+        result.update(_more_figures(loaded.trainer, prefix, dense, data.classes))
     return result
 
 

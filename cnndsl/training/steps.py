@@ -65,8 +65,8 @@ class Trainer:
         self.dense = len(net.report.output_shape) == 3
         # The heads trained with the main output: training-only ones and any given a weight in `train`.
         graph = net.report.graph
-        weighted = {item.partition("=")[0] for item in settings.head_weights}
-        self.loss_heads = {h.name: settings.head_weight(h.name) for h in graph.heads
+        weighted = settings.weighted_heads
+        self.loss_heads = {h.name: weighted.get(h.name, 1.0) for h in graph.heads
                            if h.training_only or h.name in weighted}
         # heads evaluated beside the main output: those trained against the labels that evaluation keeps
         self.eval_heads = [h.name for h in graph.inference_heads if h.name in self.loss_heads]
