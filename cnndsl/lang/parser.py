@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from lark import Lark, Token, Transformer_NonRecursive, v_args
+from lark import Lark, Token, Transformer_NonRecursive, Tree, v_args
 from lark.exceptions import (
     UnexpectedCharacters,
     UnexpectedInput,
@@ -98,6 +98,19 @@ class _Newlines:
 def _lark() -> Lark:
     return Lark(grammar_text(), parser="lalr", lexer="basic", propagate_positions=True,
                 maybe_placeholders=True, postlex=_Newlines())
+
+
+@functools.cache
+def _concrete_lark() -> Lark:
+    return Lark(grammar_text(), parser="lalr", lexer="basic", propagate_positions=True,
+                maybe_placeholders=True, postlex=_Newlines(), keep_all_tokens=True)
+
+
+def concrete_tree(source: Source) -> Tree:
+    """The parse tree with every token kept (keywords, brackets, arrows, statement ends): what a formatter
+    prints. The spec is parsed first as `parse` does, so bad input raises the same located `CnnError`."""
+    parse(source)
+    return _concrete_lark().parse(source.text)
 
 
 def _token_span(tok: Token) -> Span:
