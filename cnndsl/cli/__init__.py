@@ -22,7 +22,8 @@ from cnndsl.lang.version import __version__
 
 #: The subcommands in the order `cnndsl --help` lists them, and the module of each.
 COMMAND_MODULES = {"check": "check", "fmt": "fmt", "compile": "compile", "run": "run", "train": "train", "eval": "evaluate",
-                   "predict": "predict", "family": "family", "sweep": "sweep", "data": "data", "weights": "weights"}
+                   "predict": "predict", "family": "family", "sweep": "sweep", "data": "data", "weights": "weights",
+                   "lsp": "lsp"}
 
 
 class _Commands(dict):

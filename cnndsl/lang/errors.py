@@ -24,15 +24,19 @@ class Diagnostic:
     span: Span | None = None
     notes: tuple[str, ...] = ()
     help: str | None = None
+    #: A "did you mean" fix: (the misspelled word inside the span, its replacement); an editor offers it.
+    fix: tuple[str, str] | None = None
 
     def to_dict(self) -> dict[str, object]:
         """The diagnostic as `check --json` prints it: kind, message, file, line, col, end_line, end_col,
-        notes, help (positions 1-based, end exclusive; null where there is none)."""
+        notes, help, fix (positions 1-based, end exclusive; null where there is none; fix:
+        {"replace": word in the span, "with": its correction})."""
         span = self.span
         return {"kind": self.kind, "message": self.message, "file": self.source.path if self.source else None,
                 "line": span.line if span else None, "col": span.col if span else None,
                 "end_line": span.end_line if span else None, "end_col": span.end_col if span else None,
-                "notes": list(self.notes), "help": self.help}
+                "notes": list(self.notes), "help": self.help,
+                "fix": {"replace": self.fix[0], "with": self.fix[1]} if self.fix else None}
 
     def render(self) -> str:
         """The rustc-style text: header, `--> file:line:col`, source line, caret, notes, help.

@@ -109,7 +109,7 @@ class _Evaluator:
 
     # -- diagnostics
     def error(self, kind: str, message: str, env: Env | Source, span: Span | None,
-              help: str | None = None, notes: tuple[str, ...] = ()) -> Any:
+              help: str | None = None, notes: tuple[str, ...] = (), fix: tuple[str, str] | None = None) -> Any:
         """Record a diagnostic (once per kind, message and place); return POISON."""
         source = env if isinstance(env, Source) else env.source
         key = (kind, message, source.path, span)
@@ -117,7 +117,7 @@ class _Evaluator:
             self._seen.add(key)
             if self.builder is not None and source is not self.builder.main_source:  # inside an imported file
                 notes = notes + ir.call_sites(self.builder.frames)
-            self.diagnostics.append(Diagnostic(kind, message, source, span, notes, help))
+            self.diagnostics.append(Diagnostic(kind, message, source, span, notes, help, fix))
         return POISON
 
     def free(self, name: str, message: str, env: Env, span: Span, help: str) -> Any:
@@ -154,7 +154,8 @@ class _Evaluator:
         known = env.names() | set(BUILTINS) | set(COMBINATORS) | set(CONSTANTS) | (set(FUNCTIONS) if calling else set())
         guess = closest(name, known)
         if guess is not None:
-            return self.error("name", f"`{name}` is not defined", env, span, f"did you mean `{guess}`?")
+            return self.error("name", f"`{name}` is not defined", env, span, f"did you mean `{guess}`?",
+                              fix=(name, guess))
         return self.free(name, f"`{name}` is not bound", env, span,
                          f"bind it in the file with `let {name} = ...` or on the command line with "
                          f"`--set {name}=...`")
@@ -295,7 +296,8 @@ class _Evaluator:
             help = f"did you mean `@{guess}`?"
         else:
             help = f"name a map earlier in the chain with `-> @{read.name}` (after an arrow)"
-        self.error("name", f"no feature map is named `@{read.name}` before this point", env, read.span, help)
+        self.error("name", f"no feature map is named `@{read.name}` before this point", env, read.span, help,
+                   fix=(f"@{read.name}", f"@{guess}") if guess is not None and not outer else None)
 
     def _Branches(self, e: n.Branches, env: Env) -> BranchesValue:
         return BranchesValue(tuple(self.layer(item, env) for item in e.items))
@@ -501,7 +503,8 @@ class _Evaluator:
             if key not in params:
                 guess = FOREIGN_PARAMS.get(key) if FOREIGN_PARAMS.get(key) in params else closest(key, params)
                 hint = f"did you mean `{guess}`?" if guess else f"its parameters are: {', '.join(params) or 'none'}"
-                self.error("arguments", f"`{name}` has no parameter `{key}`", env, kw.span, hint)
+                self.error("arguments", f"`{name}` has no parameter `{key}`", env, kw.span, hint,
+                           fix=(key, guess) if guess else None)
                 ok = False
             elif key in bound:
                 self.error("arguments", f"`{key}` is given twice, by position and by name", env, kw.span,

@@ -37,9 +37,15 @@ def _file(program: n.Program) -> Path | None:
 
 
 def _folder(program: n.Program) -> Path:
-    """The folder an import in `program` is relative to."""
+    """The folder an import in `program` is relative to: its file's, also for a file not saved yet (an
+    editor's new buffer), else the working directory's."""
     file = _file(program)
-    return file.parent if file is not None else Path.cwd()
+    if file is not None:
+        return file.parent
+    path = program.source.path
+    if not path.startswith(("<", "--set")) and Path(path).parent != Path(".") and Path(path).parent.is_dir():
+        return Path(path).parent.resolve()
+    return Path.cwd()
 
 
 def _parsed(path: Path) -> n.Program:

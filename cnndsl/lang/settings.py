@@ -131,6 +131,9 @@ def _typed(name: str, value: Any, default: Any) -> Any:
 # ---- the spec's `train` section -----------------------------------------------------------------------------
 
 DATA_NAMES = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "shapes", "synthetic")
+#: The settings a spec's `train` lines may set (the others are the command line's: where data is, fine-tuning).
+SPEC_SETTINGS = tuple(f.name for f in dataclasses.fields(Settings)
+                      if f.name not in ("data_dir", "stream", "workers", "init", "freeze", "head_weights"))
 _INT_FIELDS = {"epochs": 1, "batch_size": 1, "seed": 0, "checkpoint_every": 0, "keep": 1, "max_bad_images": 0}
 _FLOAT_FIELDS = {"lr", "momentum", "warmup_epochs", "weight_decay", "label_smoothing", "clip", "val_fraction"}
 _BOOL_FIELDS = {"nesterov", "resize", "scan"}
@@ -149,10 +152,10 @@ def spec_settings(program: Any) -> tuple[dict[str, Any], list[Any]]:
     source = program.source
     found: dict[str, Any] = {}
     problems: list[Diagnostic] = []
-    allowed = [f.name for f in dataclasses.fields(Settings) if f.name not in ("data_dir", "stream", "workers", "init", "freeze", "head_weights")]
+    allowed = list(SPEC_SETTINGS)
 
-    def bad(node: Any, message: str, hint: str) -> None:
-        problems.append(Diagnostic("train", message, source, node.span, help=hint))
+    def bad(node: Any, message: str, hint: str, fix: tuple[str, str] | None = None) -> None:
+        problems.append(Diagnostic("train", message, source, node.span, help=hint, fix=fix))
 
     def symbol(expr: Any) -> str | None:
         return expr.id.lower().replace("_", "-") if isinstance(expr, n.Name) else None
@@ -170,7 +173,8 @@ def spec_settings(program: Any) -> tuple[dict[str, Any], list[Any]]:
                     guess = closest(head, heads)
                     bad(binding, f"`{head}` is not a head of this network",
                         f"did you mean `{guess}`?" if guess else
-                        (f"its heads: {', '.join(heads)}" if heads else "declare one: `head NAME = @map -> ...`"))
+                        (f"its heads: {', '.join(heads)}" if heads else "declare one: `head NAME = @map -> ...`"),
+                        (head, guess) if guess else None)
                 elif key != "weight":
                     bad(binding, f"a head has no setting `{binding.name}`", f"write `{head} weight = 0.3`")
                 elif head in weights:
@@ -183,7 +187,8 @@ def spec_settings(program: Any) -> tuple[dict[str, Any], list[Any]]:
             if key not in allowed:
                 guess = closest(key, allowed)
                 bad(binding, f"`{binding.name}` is not a training setting",
-                    (f"did you mean `{guess}`? " if guess else "") + f"settings: {', '.join(allowed)}")
+                    (f"did you mean `{guess}`? " if guess else "") + f"settings: {', '.join(allowed)}",
+                    (binding.name, guess) if guess else None)
                 continue
             if key in found:
                 bad(binding, f"`{key}` is set twice", "keep one")
@@ -226,7 +231,8 @@ def spec_settings(program: Any) -> tuple[dict[str, Any], list[Any]]:
                     bad(expr, f"`{key}` takes one of {', '.join(c.replace('-', '_') for c in choices)}",
                         f"did you mean `{guess.replace('-', '_')}`?" if guess else
                         ("other sources (npz:PATH, folder:PATH) are given with --data" if key == "data" else
-                         f"e.g. `{key} = {choices[0].replace('-', '_')}`"))
+                         f"e.g. `{key} = {choices[0].replace('-', '_')}`"),
+                        (name, guess.replace("-", "_")) if guess and name else None)
             if value is not None:
                 found[key] = value
     if weights:

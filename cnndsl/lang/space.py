@@ -185,8 +185,8 @@ def space_of(program: n.Program, fixed: Mapping[str, tuple[n.Expr, Source]] | No
     let_bound = {b.key: b for s in program.statements if isinstance(s, n.Let) for b in s.bindings}
     problems: list[Diagnostic] = []
 
-    def bad(node: n.Node, message: str, hint: str) -> None:
-        problems.append(Diagnostic("search", message, source, node.span, help=hint))
+    def bad(node: n.Node, message: str, hint: str, fix: tuple[str, str] | None = None) -> None:
+        problems.append(Diagnostic("search", message, source, node.span, help=hint, fix=fix))
 
     dims: list[Dimension] = []
     seen: dict[str, n.DomainDecl] = {}
@@ -211,7 +211,8 @@ def space_of(program: n.Program, fixed: Mapping[str, tuple[n.Expr, Source]] | No
                     guess = closest(key, list(free_names) + list(SETTINGS))
                     free = ", ".join(free_names) or "none"
                     bad(decl, f"`{key}` is neither a free name of the family nor a training setting",
-                        (f"did you mean `{guess}`? " if guess else "") + f"the family's free names: {free}")
+                        (f"did you mean `{guess}`? " if guess else "") + f"the family's free names: {free}",
+                        (key, guess) if guess else None)
                 continue
             dim = _dimension(decl, setting, source, bad)
             if dim is not None:
@@ -287,7 +288,7 @@ def _dimension(decl: n.DomainDecl, setting: bool, source: Source, bad: Any) -> D
             guess = closest(kind, ["log", "uniform"])
             bad(domain, f"`{domain.kind}(...)` is not a domain",
                 (f"did you mean `{guess}`? " if guess else "") + "numbers: `log(1e-4, 1e-2)`, `uniform(0.1, 0.5)`; "
-                "integers: `1..3`; choices: `{a, b}`")
+                "integers: `1..3`; choices: `{a, b}`", (domain.kind, guess) if guess else None)
             return None
         if len(numbers) != 2 or domain.kwargs or any(v is None for v in numbers):
             bad(domain, f"`{kind}` takes two numbers, low and high", f"e.g. `{kind}(1e-4, 1e-2)`")
