@@ -178,6 +178,6 @@ def run() -> None:
     try:
         sys.stdout.flush()
         sys.stderr.flush()
-    except OSError:  # a closed pipe (`cnndsl check x.cnn | head`): nothing more can be said
-        pass
+    except (OSError, ValueError):  # a closed pipe (`cnndsl check x.cnn | head`), or a stream the command closed
+        pass  # (the language server's, on `exit`): nothing more can be said
     os._exit(status)
