@@ -169,6 +169,12 @@ class _Sweep:
                     f"{time.perf_counter() - started:.1f} s{self._best_so_far(trial, accuracy)}")
         values = {"accuracy": accuracy, "loss": loss, "macs": checked.report.macs, "params": checked.report.params,
                   "memory": checked.report.activation_bytes}
+        from cnndsl.training.events import write_session
+
+        # the trial for TensorBoard's HParams view (`tensorboard --logdir SWEEP/tensorboard`)
+        write_session(self.directory / "tensorboard" / f"trial_{trial.number:04d}", member,
+                      {f"sweep/{k}": float(v) for k, v in {**values, "test_accuracy": best["test_accuracy"],
+                                                           "seconds": time.perf_counter() - started}.items()})
         return tuple(float(values[o]) for o in self.objectives)
 
     def _best_so_far(self, trial: Any, accuracy: float) -> str:

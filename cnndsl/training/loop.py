@@ -47,10 +47,11 @@ from cnndsl.training.interrupts import (
     Interrupted,
     stop_on_signals,
 )
-from cnndsl.training.optim import run_optimizer
+from cnndsl.training.events import EventLog, learning_rate
+from cnndsl.training.optim import make_schedule, run_optimizer
 from cnndsl.training.preprocess import Preprocess, normalization
 from cnndsl.training.progress import EpochClock, Progress, epoch_line, in_background
-from cnndsl.training.record import new_run_dir, run_record
+from cnndsl.training.record import new_run_dir, run_hparams, run_record
 from cnndsl.training.results import History, TrainResult
 from cnndsl.training.rundir import CURVES, RunDir
 from cnndsl.training.steps import DTYPES, Trainer
@@ -150,15 +151,19 @@ def _train(net: CompiledNetwork, settings: Settings, run: RunDir, resume: bool, 
         _warn_missing_classes(data, progress)
         settings, trainer, steps_per_epoch = _create_trainer(net, settings, data, devices, shard_params, progress)
         state, history = _starting_state(trainer, net, settings, data, run, resume, steps_per_epoch, progress, main)
+        events = None
         if main:  # settings.json first (atomically): from now on the directory holds a run --resume continues
-            run.write_settings(run_record(
+            record = run_record(
                 settings, trainer.preprocess.to_dict(), net, num_classes=data.num_classes, classes=data.classes,
                 steps_per_epoch=steps_per_epoch, data_shape=data.image_shape, bindings=bindings,
-                devices=trainer.placement.count, processes=jax.process_count(), pipeline=_pipeline_name(data)))
+                devices=trainer.placement.count, processes=jax.process_count(), pipeline=_pipeline_name(data))
+            run.write_settings(record)
+            events = EventLog(run.path, completed_epochs=len(history.epochs))
             if not resume:
                 run.write_spec(net.report.graph.standalone_text)
+                events.start(net.report.graph.standalone_text, run_hparams(record, net))
         loop = _Loop(net, settings, run, data, skipped, trainer, state, history, steps_per_epoch, progress,
-                     painter, on_epoch, main)
+                     painter, on_epoch, main, events)
         loop.run()
         return TrainResult(net, trainer.module(loop.params, loop.stats, train=False), history, run.path)
     finally:
@@ -253,7 +258,7 @@ class _Loop:
     def __init__(self, net: CompiledNetwork, settings: Settings, run: RunDir, data: Any, skipped: list[str],
                  trainer: Trainer, state: dict[str, Any], history: History, steps_per_epoch: int,
                  progress: Progress, painter: CurvesPainter | None,
-                 on_epoch: Callable[[dict[str, Any]], None] | None, main: bool) -> None:
+                 on_epoch: Callable[[dict[str, Any]], None] | None, main: bool, events: EventLog | None = None) -> None:
         self.net, self.settings, self.run_dir, self.data, self.skipped = net, settings, run, data, skipped
         self.trainer, self.history, self.steps_per_epoch = trainer, history, steps_per_epoch
         self.progress, self.painter, self.on_epoch, self.main = progress, painter, on_epoch, main
@@ -261,6 +266,7 @@ class _Loop:
         self.meters, self.step = state["meters"], int(state["step"])
         self.saved_step = self.step
         self.total_steps = steps_per_epoch * settings.epochs
+        self.events, self.schedule = events, make_schedule(settings, steps_per_epoch)
         self.seed = np.int32(settings.seed)
         self.checkpoints = Checkpointer(run.path, settings.keep, donated=bool(trainer.donated))
         # An epoch's clock runs from the end of the previous epoch's record (or the loop's start) to the end of
@@ -380,6 +386,8 @@ class _Loop:
         improved = self.history.best is record and record is not previous_best
         if self.main:
             self.run_dir.append_metrics(record)
+        if self.events is not None:
+            self.events.epoch(record, learning_rate(self.schedule, self.step - 1))
         with self.clock.timing("checkpoint"):
             self.checkpoints.save(self.step, self.snapshot(), best=improved)
         self.saved_step = self.step
@@ -409,6 +417,8 @@ class _Loop:
                   if self.history.epochs and self.painter is not None else None)
         try:
             self.checkpoints.close()
+            if self.events is not None:
+                self.events.close()
         finally:
             restore_signals()  # after: a Ctrl-C while the last save finishes is still this loop's to handle
             if curves is not None:

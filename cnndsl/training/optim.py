@@ -12,11 +12,11 @@ from cnndsl.nn.compiler import CompiledNetwork
 from cnndsl.nn.flax_backend import flatten_state
 
 
-def make_optimizer(settings: Settings, steps_per_epoch: int) -> optax.GradientTransformation:
-    """The optax optimizer with its learning-rate schedule, weight decay and clipping."""
+def make_schedule(settings: Settings, steps_per_epoch: int) -> Any:
+    """The learning rate by step (an optax schedule, or a number for a constant one)."""
     total = settings.epochs * steps_per_epoch
     lr = settings.lr
-    schedule: Any = {
+    return {
         "constant": lambda: lr,
         "cosine": lambda: optax.cosine_decay_schedule(lr, total),
         "warmup-cosine": lambda: optax.warmup_cosine_decay_schedule(
@@ -24,6 +24,11 @@ def make_optimizer(settings: Settings, steps_per_epoch: int) -> optax.GradientTr
         "one-cycle": lambda: optax.cosine_onecycle_schedule(total, lr),
         "step": lambda: optax.piecewise_constant_schedule(lr, {round(total * 0.5): 0.1, round(total * 0.75): 0.1}),
     }[settings.schedule]()
+
+
+def make_optimizer(settings: Settings, steps_per_epoch: int) -> optax.GradientTransformation:
+    """The optax optimizer with its learning-rate schedule, weight decay and clipping."""
+    schedule = make_schedule(settings, steps_per_epoch)
     parts = []
     if settings.clip:
         parts.append(optax.clip_by_global_norm(settings.clip))

@@ -27,6 +27,24 @@ def run_record(settings: Settings, normalization: dict[str, Any], net: Any, *, n
             **extra}
 
 
+#: The settings that decide a run's result (not where it saves, how often, or how it reads its data).
+_COMPARED = ("data", "epochs", "batch_size", "optimizer", "lr", "momentum", "nesterov", "schedule", "warmup_epochs",
+             "weight_decay", "label_smoothing", "clip", "augment", "dtype", "seed", "val_fraction", "resize", "init",
+             "freeze", "devices")
+
+
+def run_hparams(record: dict[str, Any], net: Any) -> dict[str, bool | int | float | str]:
+    """What TensorBoard's HParams view compares runs by: the settings, the `--set` bindings (a sweep's member),
+    the network's name, parameters and MACs (the spec itself is a text summary, the classes are left out)."""
+    from cnndsl.training.events import hparams_of
+
+    settings = {k: v for k, v in record.items() if k in _COMPARED}
+    bound = {name: value if isinstance(value, (bool, int, float, str)) else str(value)
+             for name, value in (record.get("bindings") or {}).items()}
+    return {**hparams_of(settings), **bound, "network": net.report.name, "params": net.report.params,
+            "macs": net.report.macs}
+
+
 def new_run_dir(spec_path: str, root: Path = Path("runs")) -> Path:
     """runs/<spec name>, or runs/<spec name>-2, -3, ... if taken."""
     stem = Path(spec_path).stem if spec_path and not spec_path.startswith("<") else "run"

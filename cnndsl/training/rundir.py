@@ -5,6 +5,7 @@ checked reading of what an earlier run saved.
     spec.cnn          the spec as trained                 metrics.jsonl   one line per epoch
     curves.png        loss and accuracy per epoch         checkpoints/    orbax: last/ and best/
     .lock             held (fcntl) by the process training the run, with its PID
+    events.out.tfevents.*   TensorBoard's event files (cnndsl.training.events), one per process that trained it
 
 Everything read back is validated: a damaged or hand-edited file is a `TrainingError` that names the
 file (and line) and what is wrong, never a crash. A run directory holds a run as soon as its

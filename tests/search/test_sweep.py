@@ -71,6 +71,21 @@ def test_a_sweep_trains_valid_members_as_runs_and_keeps_the_front(tmp_path: Path
     assert len((folder / "trials.csv").read_text().splitlines()) == len(result.trials) + 1
     best = cnndsl.check(folder / "best.cnn")  # concrete and standalone
     assert best.macs == result.best.macs and result.best in result.front
+    # TensorBoard's HParams view: each trained trial's member values and objectives, read by TensorBoard's reader
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    for t in trained:
+        events = EventAccumulator(str(folder / "tensorboard" / f"trial_{t.number:04d}"))
+        events.Reload()
+        start = plugin_data_pb2.HParamsPluginData.FromString(
+            events.PluginTagToContent("hparams")["_hparams_/session_start_info"]).session_start_info
+        values = {k: v.ListFields()[0][1] for k, v in start.hparams.items()}
+        assert values["W"] == t.bindings["W"] and values["M"] == t.bindings["M"]
+        assert values["lr"] == pytest.approx(t.bindings["lr"])
+        # float32 storage: within 2**-23 relative (tests/training/test_events.py)
+        assert events.Scalars("sweep/accuracy")[0].value == pytest.approx(t.accuracy, rel=2.0 ** -23)
+        assert events.Scalars("sweep/macs")[0].value == pytest.approx(t.macs, rel=2.0 ** -23)
 
 
 def _members(result) -> list[tuple]:
