@@ -61,12 +61,28 @@ def hparams_of(settings: dict[str, Any]) -> dict[str, bool | int | float | str]:
     return out
 
 
+def _summary_writer() -> Any:
+    """tensorboardX's SummaryWriter class, imported without PyTorch: its writer module imports torch whenever
+    it is installed (3.5 s here), only to accept torch tensors, which cnndsl never gives it. A torch already
+    imported is used as it is."""
+    import sys
+
+    if "torch" in sys.modules or "tensorboardX.writer" in sys.modules:
+        from tensorboardX import SummaryWriter
+        return SummaryWriter
+    sys.modules["torch"] = None  # type: ignore[assignment]  # `import torch` raises ImportError meanwhile
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        del sys.modules["torch"]
+    return SummaryWriter
+
+
 class EventLog:
     """The run's event file: `start` once, `epoch` per metrics line, `close` at the end."""
 
     def __init__(self, folder: Path, completed_epochs: int = 0) -> None:
-        from tensorboardX import SummaryWriter
-
+        SummaryWriter = _summary_writer()
         # purge_step: TensorBoard drops events this run wrote past its checkpoint before it was interrupted
         self.writer = SummaryWriter(logdir=str(folder), purge_step=completed_epochs + 1 if completed_epochs else None,
                                     flush_secs=10)
@@ -102,10 +118,9 @@ def learning_rate(schedule: Callable[[int], Any] | float, step: int) -> float:
 def write_session(folder: Path, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
     """One finished hparams session in its own event folder: what a sweep writes for each trial (its
     member's values and its objectives), so TensorBoard's HParams view tables, plots and compares trials."""
-    from tensorboardX import SummaryWriter
     from tensorboardX.summary import hparams as hparams_summary
 
-    with SummaryWriter(logdir=str(folder)) as writer:
+    with _summary_writer()(logdir=str(folder)) as writer:
         for summary in hparams_summary(hparams_of(hparams), metrics):
             writer.file_writer.add_summary(summary)
         for tag, value in metrics.items():
