@@ -9,6 +9,7 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 
+from cnndsl.editor.analysis import Analysis, Definition, contains, name_span
 from cnndsl.lang import ir
 from cnndsl.lang import nodes as n
 from cnndsl.lang.errors import Diagnostic
@@ -17,7 +18,6 @@ from cnndsl.lang.layers import BUILTINS, COMBINATORS, CONSTANTS, REQUIRED, Built
 from cnndsl.lang.settings import SPEC_SETTINGS, Settings
 from cnndsl.lang.shapes import fmt
 from cnndsl.lang.source import Span
-from cnndsl.editor.analysis import Analysis, Definition, contains, name_span
 
 ARROW = "⟶"
 #: Shapes listed for a step that runs several times with different shapes (a block's body), before "…".
@@ -45,7 +45,7 @@ def full_label(op: ir.Op) -> str:
     head = op.label().split("(")[0]
     parts = []
     for f in dataclasses.fields(op):
-        if f.name == "mode" and head.startswith(str(getattr(op, "mode"))):  # maxpool's mode is in its name
+        if f.name == "mode" and head.startswith(str(op.mode)):  # maxpool's mode is in its name
             continue
         parts.append(f"{f.name}={ir._show(f.name, getattr(op, f.name))}")
     return f"{head}({', '.join(parts)})" if parts else head

@@ -29,10 +29,21 @@ from collections.abc import Iterable
 
 from lark import Token, Tree
 
+from cnndsl.editor.layout import (
+    HARD,
+    SOFT,
+    SPACE,
+    Doc,
+    Fill,
+    Group,
+    Indent,
+    LineStart,
+    Suffix,
+    render,
+)
 from cnndsl.lang.errors import CnnError, Diagnostic
 from cnndsl.lang.parser import concrete_tree
 from cnndsl.lang.source import Source
-from cnndsl.editor.layout import HARD, SOFT, SPACE, Doc, Fill, Group, Indent, LineStart, Suffix, render
 
 WIDTH = 100
 INDENT = 4

@@ -112,7 +112,7 @@ async def test_an_imported_files_problem_shows_at_the_import_and_in_that_file(cl
     lib.write_text("block unit(c) = conv(c, 3x3, pad=same) -> rellu\n")
     main = tmp_path / "main.cnn"
     text = 'import "lib.cnn"\ninput 8x8x1\ninput -> unit(8) -> global_avgpool -> fc(10)\n'
-    uri, found = await open_doc(client, main, text)
+    _, found = await open_doc(client, main, text)
     assert len(found) == 1 and found[0].range.start.line == 0, found  # at the import line
     assert found[0].message.startswith("in lib.cnn:1:") and "`rellu` is not defined" in found[0].message
     assert found[0].related_information[0].location.uri == lib.resolve().as_uri()
