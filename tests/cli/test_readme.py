@@ -7,8 +7,10 @@ a page's commands may use what an earlier page's made (the main job's run direct
   What a test cannot do is replaced, and only that: the installation lines (`python3 -m venv`,
   `. .venv/bin/activate`, `pip install ...`: the test runs inside that installation), the test suite
   itself (`python -m pytest`: that is this run), the CIFAR-10 download (no network in tests: a
-  CIFAR-shaped sample npz stands in, for 1 epoch instead of 30) and the 40-trial sweep (2 trials of 1
-  epoch: the same command, minutes shorter). Everything else runs as written.
+  CIFAR-shaped sample npz stands in, for 1 epoch instead of 30), the 40-trial sweep (2 trials of 1
+  epoch: the same command, minutes shorter) and `tensorboard --logdir runs`, a server that runs until
+  stopped (tests/cli/serves.py starts it on 127.0.0.1, waits until it lists the runs, stops it).
+  Everything else runs as written.
 - ```python blocks: each runs as a script in the same directory and must exit 0.
 - ```console blocks: the `$ ` command runs, and every line shown (but `...`) must appear in its output.
 - ```cnn blocks: the text is the example file named in the first line (without its opening comments).
@@ -68,6 +70,9 @@ SUBSTITUTIONS = [
     (r"--data cifar10 --epochs 30", "--data npz:cifar10-sample.npz --epochs 1", "no network in tests"),
     (r"--trials 40 --out", "--trials 2 --epochs 1 --out", "40 trained members take minutes"),
     (r"examples/unet.cnn --out", "examples/unet.cnn --epochs 1 --out", "the U-Net's 15 epochs take 37 s"),
+    (r"^tensorboard --logdir runs$", f"{shlex.quote(sys.executable)} {shlex.quote(str(ROOT / 'tests' / 'cli' / 'serves.py'))}"
+                                     " tensorboard --logdir runs", "a server runs until stopped: started on "
+                                     "127.0.0.1, asked for its runs, stopped"),
 ]
 SKIPPED = (r"python3 -m venv", r"\. \.venv/bin/activate", r"pip install", r"python -m pytest")
 

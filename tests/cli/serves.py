@@ -1,0 +1,48 @@
+"""Run a documented server command as a user would, check it serves, stop it: `python tests/cli/serves.py
+tensorboard --logdir runs` starts TensorBoard on a free port of 127.0.0.1, asks it for its runs until it lists
+at least one (at most 120 s: TensorBoard's first scan of a folder takes seconds), prints them and stops it.
+Exit 0 when it listed runs (the README test's stand-in for a command that serves until stopped)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+PATIENCE_S = 120
+
+
+def main(command: list[str]) -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(command + ["--host", "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + PATIENCE_S
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/runs", timeout=5) as reply:
+                    runs = json.loads(reply.read())
+                if runs:
+                    print("serving runs:", ", ".join(runs))
+                    return 0
+            except OSError:
+                pass
+            time.sleep(0.5)
+        print(f"{command[0]} listed no runs in {PATIENCE_S} s", file=sys.stderr)
+        return 1
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
