@@ -190,6 +190,27 @@ class Report:
             lines += [f"{part.ljust(widths[0])} │ {'':>{widths[1]}} │ {'':>{widths[2]}} │".rstrip() for part in parts[1:]]
         return "\n".join(lines) + "\n" + self.totals_text() + "\n"
 
+    #: How deep a notebook's table opens its groups (`render_table(depth=None)` shows every layer).
+    NOTEBOOK_DEPTH = 2
+
+    def _repr_html_(self) -> str:
+        """The summary in a notebook cell (IPython's rich display): the table of `cnndsl check --depth 2` as
+        HTML, groups with their subtotals, then the totals."""
+        from html import escape
+
+        cells = "".join(
+            f"<tr><td style='text-align:left;padding-left:{0.3 + 1.2 * r.level:.1f}em'>"
+            f"{'<b>' if r.group else ''}{escape(r.label)}{'</b>' if r.group else ''}"
+            f"{f' <i>({escape(r.note)})</i>' if r.note else ''}</td><td>{escape(r.output)}</td>"
+            f"<td>{_num(r.params)}</td><td>{_num(r.macs)}</td></tr>" for r in self.tree(self.NOTEBOOK_DEPTH))
+        totals = "".join(f"<tr><td style='text-align:left'>{escape(line.split(':', 1)[0])}</td>"
+                         f"<td style='text-align:left'>{escape(line.split(':', 1)[1].strip())}</td></tr>"
+                         for line in self.totals_text().splitlines() if ":" in line)
+        return (f"<div><b>{escape(self.name)}</b>: {fmt(self.input_shape)} &rarr; {fmt(self.output_shape)}, "
+                f"{len(self.rows):,} layers"
+                f"<table><thead><tr><th style='text-align:left'>layer</th><th>output</th><th>params</th>"
+                f"<th>MACs</th></tr></thead><tbody>{cells}</tbody></table><table>{totals}</table></div>")
+
     def totals_text(self) -> str:
         """The totals block printed under the table."""
         lines = [
