@@ -15,8 +15,8 @@ Positions are the front end's: lines and columns from 1, columns in characters. 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,11 +87,11 @@ class Analysis:
         ref = self.reference_at(line, col)
         if ref is not None:
             return ref.definition
-        return next((d for d in self.definitions if d.source is self.source and _inside(d.span, line, col)), None)
+        return next((d for d in self.definitions if d.source is self.source and covers(d.span, line, col)), None)
 
     def reference_at(self, line: int, col: int) -> Reference | None:
         """The use of a name at a position, if there is one."""
-        return next((r for r in self.references if _inside(r.span, line, col)), None)
+        return next((r for r in self.references if covers(r.span, line, col)), None)
 
     def references_to(self, definition: Definition) -> list[Reference]:
         """Every use of a definition in this document."""
@@ -116,7 +116,7 @@ def analyze(text: str, path: str = "<spec>") -> Analysis:
             _Indexer(analysis).run()
         return analysis
     except RecursionError:
-        analysis.diagnostics = (Diagnostic("limit", "the spec is nested too deeply to check", source, source.start()),)
+        analysis.diagnostics = _too_deep(source)
         return analysis
     analysis.program = program
     analysis.imported, _ = resolve_imports(program)
@@ -126,9 +126,13 @@ def analyze(text: str, path: str = "<spec>") -> Analysis:
     except CnnError as err:
         analysis.diagnostics = _family_member(analysis, err)
     except RecursionError:
-        analysis.diagnostics = (Diagnostic("limit", "the spec is nested too deeply to check", source, source.start()),)
+        analysis.diagnostics = _too_deep(source)
     _Indexer(analysis).run()
     return analysis
+
+
+def _too_deep(source: Source) -> tuple[Diagnostic, ...]:
+    return (Diagnostic("limit", "the spec is nested too deeply to check", source, source.start()),)
 
 
 _STATEMENT_START = re.compile(r"^(?![ \t]|->|\||#|$)", re.MULTILINE)
@@ -136,21 +140,34 @@ _STATEMENT_START = re.compile(r"^(?![ \t]|->|\||#|$)", re.MULTILINE)
 
 def _salvaged(source: Source) -> n.Program | None:
     """The statements of a spec that does not parse which parse on their own (each piece starting at a line
-    that starts a statement, kept at its place so spans stay right): while a line is being typed, the rest
-    of the file still has its blocks and lets."""
+    that starts a statement, its spans moved to where the piece stands): while a line is being typed, the rest
+    of the file still has its blocks and lets. One parse per statement, so linear in the file."""
     text = source.text
     starts = [m.start() for m in _STATEMENT_START.finditer(text)] + [len(text)]
     statements: list[n.Statement] = []
+    lines_before, counted = 0, 0
     for begin, end in zip(starts, starts[1:]):
-        padding = "\n" * text.count("\n", 0, begin)
+        lines_before, counted = lines_before + text.count("\n", counted, begin), begin
         try:
-            piece = parse(Source(padding + text[begin:end], source.path))
+            piece = parse(Source(text[begin:end], source.path))
+            statements.extend(_moved(s, lines_before) for s in piece.statements)
         except (CnnError, RecursionError):
             continue
-        statements.extend(piece.statements)
     if not statements:
         return None
     return n.Program(Span(1, 1, 1, 1), tuple(statements), source)
+
+
+def _moved(node: Any, lines: int) -> Any:
+    """An AST node with every span `lines` lines further down (a piece parsed on its own, put back)."""
+    if isinstance(node, tuple):
+        return tuple(_moved(item, lines) for item in node)
+    if not isinstance(node, n.Node):
+        return node
+    changes = {f.name: _moved(getattr(node, f.name), lines) for f in dataclasses.fields(node) if f.name != "span"}
+    span = node.span
+    return dataclasses.replace(node, span=Span(span.line + lines, span.col, span.end_line + lines, span.end_col),
+                               **changes)
 
 
 def _family_member(analysis: Analysis, err: CnnError) -> tuple[Diagnostic, ...]:
@@ -180,14 +197,14 @@ def _family_member(analysis: Analysis, err: CnnError) -> tuple[Diagnostic, ...]:
 
 
 def _unbound_name(diagnostic: Diagnostic) -> str:
+    """The name an "unbound" diagnostic is about (its message starts with it: "`N` is not bound")."""
     found = re.match(r"`([^`]+)`", diagnostic.message)
-    name = found.group(1) if found else ""
-    return name
+    return found.group(1) if found else ""
 
 
 # ---- the name index ----
 
-def _inside(span: Span, line: int, col: int) -> bool:
+def covers(span: Span, line: int, col: int) -> bool:
     """Whether (line, col) is in `span`, its end column included (a cursor just after a name is on it)."""
     return (span.line, span.col) <= (line, col) <= (span.end_line, span.end_col)
 
@@ -198,15 +215,27 @@ def contains(outer: Span, inner: Span) -> bool:
         (inner.end_line, inner.end_col) <= (outer.end_line, outer.end_col)
 
 
+_WORD = re.compile(r"@?[A-Za-z_][A-Za-z0-9_]*")
+
+
+@functools.cache
+def _ending_with(before: str) -> re.Pattern[str]:
+    return re.compile(f"(?:{before})$", re.IGNORECASE)
+
+
 def name_span(source: Source, within: Span, name: str, before: str = "", last: bool = False) -> Span:
-    """The span of `name` as a whole word inside `within` (after the regex `before`); `within`'s start if
-    the text does not show it."""
+    """The span of `name` as a whole word inside `within` (right after the regex `before`); `within`'s start
+    if the text does not show it. Words are compared, not a pattern per name compiled: an index of 20,000
+    names compiled 20,000 patterns."""
     text = source.text_of(within)
-    matches = list(re.finditer(rf"{before}(?<![A-Za-z0-9_@])({re.escape(name)})(?![A-Za-z0-9_])", text,
-                               re.IGNORECASE))
-    if not matches:
+    wanted, context = name.lower(), _ending_with(before) if before else None
+    found = [m.start() for m in _WORD.finditer(text)
+             if m.group().lower() == wanted and not (m.start() and (text[m.start() - 1].isalnum()
+                                                                   or text[m.start() - 1] in "_@"))
+             and (context is None or context.search(text, max(0, m.start() - 64), m.start()))]
+    if not found:
         return Span(within.line, within.col, within.line, within.col + len(name))
-    start = (matches[-1] if last else matches[0]).start(1)
+    start = found[-1] if last else found[0]
     head = text[:start]
     line = within.line + head.count("\n")
     col = (within.col + len(head)) if "\n" not in head else len(head) - head.rfind("\n")
@@ -327,7 +356,7 @@ class _Indexer:
             elif isinstance(node, Reference):
                 refs.append(node)
             else:
-                stack.extend((child, scope) for child in reversed(list(_children(node))))
+                stack.extend((child, scope) for child in reversed(list(n.children(node))))
 
 
 @dataclass(frozen=True)
@@ -335,14 +364,3 @@ class _NamesMap:
     """A walk step: `ref` (after an arrow) names the map arriving there."""
 
     ref: n.MapRef
-
-
-def _children(node: n.Node) -> Iterator[n.Node]:
-    for f in dataclasses.fields(node):
-        if f.name in ("span", "source"):
-            continue
-        value = getattr(node, f.name)
-        if isinstance(value, n.Node):
-            yield value
-        elif isinstance(value, tuple):
-            yield from (v for v in value if isinstance(v, n.Node))

@@ -5,11 +5,11 @@ fix of a "did you mean" diagnostic. Plain data in, plain data out (positions: li
 
 from __future__ import annotations
 
-import dataclasses
 import re
+from collections import defaultdict
 from dataclasses import dataclass, field
 
-from cnndsl.editor.analysis import Analysis, Definition, contains, name_span
+from cnndsl.editor.analysis import Analysis, Definition, contains, covers, name_span
 from cnndsl.lang import ir
 from cnndsl.lang import nodes as n
 from cnndsl.lang.errors import Diagnostic
@@ -38,17 +38,6 @@ def signature(builtin: Builtin) -> str:
     """`conv(filters, kernel, stride=1, pad=valid, dilation=1, groups=1, bias=true)`."""
     parts = [p.name if p.default is REQUIRED else f"{p.name}={show(p.default)}" for p in builtin.params]
     return f"{builtin.name}({', '.join(parts)})" if parts else builtin.name
-
-
-def full_label(op: ir.Op) -> str:
-    """An op with every parameter written out, defaults included: `conv(filters=64, kernel=3x3, stride=1, ...)`."""
-    head = op.label().split("(")[0]
-    parts = []
-    for f in dataclasses.fields(op):
-        if f.name == "mode" and head.startswith(str(op.mode)):  # maxpool's mode is in its name
-            continue
-        parts.append(f"{f.name}={ir._show(f.name, getattr(op, f.name))}")
-    return f"{head}({', '.join(parts)})" if parts else head
 
 
 # ---- the graph nodes a piece of text made ----
@@ -113,7 +102,7 @@ def inlay_hints(analysis: Analysis, first_line: int = 1, last_line: int | None =
     last = last_line if last_line is not None else 1 << 30
     shapes = analysis.report.node_shapes
     hints: list[Hint] = []
-    for chain in _chains(analysis.program):
+    for chain in (node for node in n.walk(analysis.program.statements) if isinstance(node, n.Chain)):
         if chain.span.end_line < first_line or chain.span.line > last:
             continue
         for item in chain.items:
@@ -125,7 +114,7 @@ def inlay_hints(analysis: Analysis, first_line: int = 1, last_line: int | None =
                                   f"{ARROW} {_shapes_text([shapes[o.id] for o in outputs])}"))
     for stmt in analysis.program.statements:
         if isinstance(stmt, n.Block) and first_line <= stmt.span.line <= last:
-            totals = block_totals(analysis, stmt.name)
+            totals = block_totals(analysis).get(stmt.name)
             if totals is not None:
                 calls, params, macs = totals
                 header = analysis.source.line_text(stmt.span.line)
@@ -135,44 +124,25 @@ def inlay_hints(analysis: Analysis, first_line: int = 1, last_line: int | None =
     return sorted(hints, key=lambda h: (h.line, h.col))
 
 
-def _chains(program: n.Program) -> list[n.Chain]:
-    found: list[n.Chain] = []
-    stack: list[n.Node] = list(program.statements)
-    while stack:
-        node = stack.pop()
-        if isinstance(node, n.Chain):
-            found.append(node)
-        stack.extend(_children(node))
-    return found
-
-
-def _children(node: n.Node) -> list[n.Node]:
-    out: list[n.Node] = []
-    for f in dataclasses.fields(node):
-        if f.name in ("span", "source"):
-            continue
-        value = getattr(node, f.name)
-        if isinstance(value, n.Node):
-            out.append(value)
-        elif isinstance(value, tuple):
-            out.extend(v for v in value if isinstance(v, n.Node))
-    return out
-
-
-def block_totals(analysis: Analysis, block: str) -> tuple[int, int, int] | None:
-    """How many times a block is called in the network, and its layers' parameters and MACs in all."""
-    report = analysis.report
-    if report is None:
-        return None
-    calls: set[int] = set()
-    params = macs = 0
-    for node, row in zip(report.graph.nodes[1:], report.rows):
-        frames = [f for f in node.path if f.call_source is not None and f.label.split("(")[0] == block]
-        if frames:
-            calls.update(f.id for f in frames)
-            params += row.params
-            macs += row.macs
-    return (len(calls), params, macs) if calls else None
+def block_totals(analysis: Analysis) -> dict[str, tuple[int, int, int]]:
+    """Each block called in the network: its calls, and its layers' parameters and MACs in all. One pass over
+    the graph per analysis (hints ask at every scroll; the outline asks too)."""
+    if analysis.cache.get("block_totals") is None:
+        calls: dict[str, set[int]] = defaultdict(set)
+        costs: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        report = analysis.report
+        for node, row in zip(report.graph.nodes[1:], report.rows) if report is not None else ():
+            inside = set()  # the blocks this layer is in, each once (a block may call another block)
+            for frame in node.path:
+                if frame.call_source is not None:  # a block call
+                    block = frame.label.split("(")[0]
+                    calls[block].add(frame.id)
+                    inside.add(block)
+            for block in inside:
+                costs[block][0] += row.params
+                costs[block][1] += row.macs
+        analysis.cache["block_totals"] = {b: (len(ids), *costs[b]) for b, ids in calls.items()}
+    return analysis.cache["block_totals"]
 
 
 # ---- hover ----
@@ -203,26 +173,13 @@ def _block_call_at(analysis: Analysis, line: int, col: int) -> n.Call | None:
     ref = analysis.reference_at(line, col)
     if ref is None or ref.definition is None or ref.definition.kind != "block" or analysis.program is None:
         return None
-    for node in _walk(analysis.program):
-        if isinstance(node, n.Call) and node.func.span == ref.span:
-            return node
-    return None
-
-
-def _walk(program: n.Program) -> list[n.Node]:
-    out: list[n.Node] = []
-    stack: list[n.Node] = list(program.statements)
-    while stack:
-        node = stack.pop()
-        out.append(node)
-        stack.extend(_children(node))
-    return out
+    return next((node for node in n.walk(analysis.program.statements)
+                 if isinstance(node, n.Call) and node.func.span == ref.span), None)
 
 
 def _call_text(analysis: Analysis, call: n.Call) -> str:
     block = next(d for d in analysis.definitions if d.kind == "block" and d.name == call.func.id)
-    header = analysis.source.line_text(block.whole.line).split("=")[0].strip() if block.source is analysis.source \
-        else block.source.text_of(block.whole).split("=")[0].strip()
+    header = block.source.text_of(block.whole).split("=")[0].strip()
     nodes = _nodes_within(analysis, call.span)
     text = f"```cnn\n{header}\n```"
     if not nodes or analysis.report is None:
@@ -243,8 +200,7 @@ def _layer_text(analysis: Analysis, line: int, col: int) -> str | None:
     report = analysis.report
     if report is None:
         return None
-    here = [node for node in report.graph.nodes[1:] if analysis.own(node.source) and
-            (node.span.line, node.span.col) <= (line, col) <= (node.span.end_line, node.span.end_col)]
+    here = [node for node in report.graph.nodes[1:] if analysis.own(node.source) and covers(node.span, line, col)]
     if not here:
         return None
     smallest = min(here, key=lambda node: (node.span.end_line - node.span.line, node.span.end_col - node.span.col))
@@ -256,7 +212,7 @@ def _layer_text(analysis: Analysis, line: int, col: int) -> str | None:
         inputs = " + ".join(fmt(shapes[i]) for i in node.inputs)
         return f"{inputs} {ARROW} {fmt(shapes[node.id])} · {row.params:,} params · {row.macs:,} MACs"
 
-    text = f"```\n{full_label(smallest.op)}\n```\n\n"
+    text = f"```\n{smallest.op.full_label()}\n```\n\n"
     if len(nodes) == 1:
         where = f" in {smallest.where()}" if smallest.path else ""
         return text + f"`{smallest.name}`{where}  \n{line_of(smallest)}"
@@ -438,7 +394,7 @@ def symbols(analysis: Analysis) -> list[Symbol]:
         elif isinstance(stmt, n.Block):
             params = [Symbol(p.name, "param", p.span, name_span(source, p.span, p.name)) for p in stmt.params]
             header = source.text_of(stmt.span).split("=")[0].strip()
-            totals = block_totals(analysis, stmt.name)
+            totals = block_totals(analysis).get(stmt.name)
             detail = f"{count(totals[1])} params · {count(totals[2])} MACs" if totals else header
             out.append(Symbol(stmt.name, "block", stmt.span, name_span(source, stmt.span, stmt.name, r"block\s+"),
                               detail, params))

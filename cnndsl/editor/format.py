@@ -109,11 +109,12 @@ class _Printer:
         self.trailing: dict[int, str] = {}
         self.end_comments: list[tuple[int, str]] = []
         text = source.text
+        line, counted = 1, 0  # the line of `counted`: comments come in order, so lines are counted once
         for match in _COMMENT_OR_STRING.finditer(text):
             if not match.group().startswith("#"):
                 continue
             pos, comment = match.start(), match.group().rstrip()
-            line = text.count("\n", 0, pos) + 1
+            line, counted = line + text.count("\n", counted, pos), pos
             own_line = not text[text.rfind("\n", 0, pos) + 1: pos].strip()
             after = bisect.bisect_right(starts, pos)
             if not own_line and after > 0:
@@ -190,11 +191,9 @@ class _Printer:
             return [head, [" ", self.tok(rest[0]), " ", self.expr(rest[1], False)] if rest else []]
         equal = next(i for i, t in enumerate(c) if isinstance(t, Token) and t.type == "_EQUAL")
         words = [self.tok(t) for t in c[:equal]]
-        if tree.data == "binding":
-            name = words[:-1] if c[equal - 1].type == "QMARK" else words
-            words = [_joined(name, " ")] + ([words[-1]] if c[equal - 1].type == "QMARK" else [])
-            return [words, " ", self.tok(c[equal]), self.body(c[equal + 1])]
-        return [_joined(words, " "), " ", self.tok(c[equal]), self.body(c[equal + 1])]
+        # a binding's `N` or `POOL?` is one word; a setting's `aux1 weight` two
+        head = words if tree.data == "binding" else _joined(words, " ")
+        return [head, " ", self.tok(c[equal]), self.body(c[equal + 1])]
 
     def body(self, value: Tree) -> Doc:
         """What follows a statement's `=`: on the same line, or the next line four columns in."""

@@ -48,6 +48,7 @@ class CnnLanguageServer(LanguageServer):
     def __init__(self) -> None:
         super().__init__("cnndsl", __version__, text_document_sync_kind=t.TextDocumentSyncKind.Incremental)
         self.analyses: dict[str, tuple[int | None, Analysis]] = {}
+        self.running: dict[str, tuple[int | None, asyncio.Future]] = {}  # the analysis being made, by version
         self.pending: dict[str, asyncio.Task] = {}
         self.shown_elsewhere: dict[str, set[str]] = {}  # uri -> imported files' uris it published diagnostics for
         self.checker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cnndsl-check")
@@ -71,10 +72,19 @@ class CnnLanguageServer(LanguageServer):
         found = self.analyses.get(uri)
         if found is not None and found[0] == document.version:
             return found[1]
+        running = self.running.get(uri)
+        if running is not None and running[0] == document.version:  # requests that came together share one check
+            return await running[1]
         version, text = document.version, document.source
-        analysis = await asyncio.get_running_loop().run_in_executor(self.checker, _analyze_safely, text,
-                                                                    _path_of(uri))
-        if self.workspace.get_text_document(uri).version == version:  # not superseded while it ran
+        future = asyncio.get_running_loop().run_in_executor(self.checker, _analyze_safely, text, _path_of(uri))
+        self.running[uri] = (version, future)
+        try:
+            analysis = await asyncio.shield(future)  # a cancelled waiter (a superseded debounce) leaves it to others
+        finally:
+            if self.running.get(uri, (None, None))[1] is future:
+                del self.running[uri]
+        if uri in self.workspace.text_documents and self.workspace.get_text_document(uri).version == version \
+                and self.analyses.get(uri, (None,))[0] != version:  # not superseded, not published by a sharer
             self.analyses[uri] = (version, analysis)
             self.publish(uri, analysis, version)
         return analysis
@@ -87,8 +97,7 @@ class CnnLanguageServer(LanguageServer):
             if d.source is None or d.source.path == analysis.path:
                 own.append(lsp_diagnostic(d))
                 continue
-            other = from_fs_path(os.path.abspath(d.source.path)) or d.source.path
-            elsewhere.setdefault(other, []).append(lsp_diagnostic(d))
+            elsewhere.setdefault(_uri_of(d.source), []).append(lsp_diagnostic(d))
             own.append(_at_import(analysis, d))
         self.text_document_publish_diagnostics(t.PublishDiagnosticsParams(uri=uri, diagnostics=own, version=version))
         previous = self.shown_elsewhere.get(uri, set())
@@ -113,6 +122,10 @@ def _analyze_safely(text: str, path: str) -> Analysis:
 
 def _path_of(uri: str) -> str:
     return to_fs_path(uri) or uri
+
+
+def _uri_of(source: Source) -> str:
+    return from_fs_path(os.path.abspath(source.path)) or source.path
 
 
 # ---- positions: the front end counts characters from 1, LSP counts code units (UTF-16 by default) from 0 ----
@@ -141,8 +154,11 @@ def from_position(source: Source, position: t.Position) -> tuple[int, int]:
     """(line, col) from 1 of an LSP position in `source`."""
     line = position.line + 1
     text = source.line_text(line) if 1 <= line <= len(source.lines) else ""
-    col = 0
-    while col < len(text) and _units(text[: col + 1]) <= position.character:
+    col = units = 0
+    while col < len(text):  # characters one by one: a line of a megabyte costs one pass
+        units += _units(text[col])
+        if units > position.character:
+            break
         col += 1
     return line, col + 1
 
@@ -150,8 +166,7 @@ def from_position(source: Source, position: t.Position) -> tuple[int, int]:
 def lsp_diagnostic(d: Diagnostic) -> t.Diagnostic:
     """A cnndsl diagnostic as LSP's: the help after the message, each note as related information."""
     source = d.source if d.source is not None else Source("", "<spec>")
-    uri = from_fs_path(os.path.abspath(source.path)) or source.path
-    location = t.Location(uri=uri, range=to_range(source, d.span))
+    location = t.Location(uri=_uri_of(source), range=to_range(source, d.span))
     message = d.message + (f"\nhelp: {d.help}" if d.help else "")
     related = [t.DiagnosticRelatedInformation(location=location, message=note) for note in d.notes]
     return t.Diagnostic(range=location.range, message=message, severity=t.DiagnosticSeverity.Error, code=d.kind,
@@ -167,7 +182,7 @@ def _at_import(analysis: Analysis, d: Diagnostic) -> t.Diagnostic:
     line = next((s for s in imports if (folder / s.path).resolve() == target), imports[0] if imports else None)
     where = to_range(analysis.source, line.span if line else None)
     inner = lsp_diagnostic(d)
-    location = t.Location(uri=from_fs_path(str(target)) or d.source.path, range=inner.range)
+    location = t.Location(uri=_uri_of(d.source), range=inner.range)
     span = d.span
     position = f":{span.line}:{span.col}" if span else ""
     return t.Diagnostic(range=where, message=f"in {Path(d.source.path).name}{position}: {inner.message}",
@@ -259,10 +274,6 @@ def _import_at(analysis: Analysis, line: int, col: int) -> Path | None:
             path = (Path(analysis.path).resolve().parent / stmt.path).resolve()
             return path if path.is_file() else None
     return None
-
-
-def _uri_of(source: Source) -> str:
-    return from_fs_path(os.path.abspath(source.path)) or source.path
 
 
 @SERVER.feature(t.TEXT_DOCUMENT_REFERENCES)

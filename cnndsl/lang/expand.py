@@ -12,7 +12,6 @@ silently, so one mistake is reported once and the rest of the program is still c
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import operator
 import sys
@@ -793,18 +792,12 @@ def _report_unused(ev: _Evaluator, g: GraphBuilder, outputs: tuple[int, ...]) ->
 def _names_in(program: n.Program) -> set[str]:
     """Every name the program refers to, and `X?` for each optional part `X?` (iteratively: expressions
     can be long)."""
-    names, stack = set(), list(program.statements)
-    while stack:
-        node = stack.pop()
+    names = set()
+    for node in n.walk(program.statements):
         if isinstance(node, n.Name):
             names.add(node.id)
         elif isinstance(node, n.Optional) and isinstance(node.target, n.Name):
             names.add(node.target.id + "?")
-        for f in dataclasses.fields(node) if dataclasses.is_dataclass(node) else ():
-            value = getattr(node, f.name)
-            for item in value if isinstance(value, tuple) else (value,):
-                if isinstance(item, n.Node):
-                    stack.append(item)
     return names
 
 

@@ -37,6 +37,14 @@ class Op:
                 parts.append(f"{f.name}={_show(f.name, value)}")
         return f"{self.kind}({', '.join(parts)})" if parts else self.kind
 
+    def full_label(self) -> str:
+        """The op with every parameter written out, defaults included: `conv(filters=64, kernel=3x3, ...)`
+        (an editor's hover)."""
+        head = self.label().split("(")[0]
+        parts = [f"{f.name}={_show(f.name, getattr(self, f.name))}" for f in fields(self)
+                 if not (f.name == "mode" and head.startswith(str(getattr(self, f.name))))]  # maxpool: in its name
+        return f"{head}({', '.join(parts)})" if parts else head
+
 
 def _show(name: str, value: object) -> str:
     if name in ("kernel", "window") and isinstance(value, tuple):

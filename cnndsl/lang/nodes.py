@@ -5,7 +5,8 @@ Named `nodes` rather than `ast` so it never shadows the standard library's modul
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, fields
 
 from cnndsl.lang.source import Source, Span
 
@@ -343,3 +344,22 @@ class Program(Node):
     def name(self) -> str | None:
         """The `network` name, if declared."""
         return next((s.name for s in self.statements if isinstance(s, Network)), None)
+
+
+def children(node: Node) -> Iterator[Node]:
+    """The nodes directly inside `node`, in source order."""
+    for f in fields(node):
+        value = getattr(node, f.name)
+        for item in value if isinstance(value, tuple) else (value,):
+            if isinstance(item, Node):
+                yield item
+
+
+def walk(roots: Iterable[Node]) -> Iterator[Node]:
+    """Every node under `roots`, the roots included, in no particular order; iterative (expressions nest as
+    deep as the parser allows)."""
+    stack = list(roots)
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(children(node))
