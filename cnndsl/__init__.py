@@ -60,6 +60,23 @@ def sweep(spec, **options):
     return _sweep(spec, **options)
 
 
+def load_ipython_extension(shell):
+    """`%load_ext cnndsl`: checked and compiled networks show their diagram beside their table in a notebook.
+    `import cnndsl` does this by itself inside IPython; see `cnndsl.emit.notebook`."""
+    from cnndsl.emit.notebook import register
+
+    register(shell)
+
+
+def _inside_ipython():
+    """The running IPython shell, or None: looked up only when IPython is already imported (a kernel imports
+    it before any cell runs), so a plain `import cnndsl` never imports it."""
+    import sys
+
+    ipython = sys.modules.get("IPython")
+    return ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+
+
 #: Module paths of earlier versions (`cnndsl.export.export_run`), still reachable from the package.
 _MOVED = {"compiler": "cnndsl.nn.compiler", "export": "cnndsl.emit.artifact", "outputs": "cnndsl.lang.outputs",
           "rundir": "cnndsl.training.rundir", "flax_backend": "cnndsl.nn.flax_backend",
@@ -86,3 +103,8 @@ def __getattr__(name):
     if name in _LAYERS:
         return importlib.import_module(f"cnndsl.{name}")
     raise AttributeError(f"module 'cnndsl' has no attribute {name!r}")
+
+
+# last, once the package is whole: the notebook displays of a kernel that imports cnndsl
+if _inside_ipython() is not None:
+    load_ipython_extension(_inside_ipython())

@@ -201,15 +201,15 @@ class Report:
         cells = "".join(
             f"<tr><td style='text-align:left;padding-left:{0.3 + 1.2 * r.level:.1f}em'>"
             f"{'<b>' if r.group else ''}{escape(r.label)}{'</b>' if r.group else ''}"
-            f"{f' <i>({escape(r.note)})</i>' if r.note else ''}</td><td>{escape(r.output)}</td>"
-            f"<td>{_num(r.params)}</td><td>{_num(r.macs)}</td></tr>" for r in self.tree(self.NOTEBOOK_DEPTH))
+            f"{f' <i>({escape(r.note)})</i>' if r.note else ''}</td><td{_RIGHT}>{escape(r.output)}</td>"
+            f"<td{_RIGHT}>{_num(r.params)}</td><td{_RIGHT}>{_num(r.macs)}</td></tr>" for r in self.tree(self.NOTEBOOK_DEPTH))
         totals = "".join(f"<tr><td style='text-align:left'>{escape(line.split(':', 1)[0])}</td>"
                          f"<td style='text-align:left'>{escape(line.split(':', 1)[1].strip())}</td></tr>"
                          for line in self.totals_text().splitlines() if ":" in line)
         return (f"<div><b>{escape(self.name)}</b>: {fmt(self.input_shape)} &rarr; {fmt(self.output_shape)}, "
                 f"{len(self.rows):,} layers"
-                f"<table><thead><tr><th style='text-align:left'>layer</th><th>output</th><th>params</th>"
-                f"<th>MACs</th></tr></thead><tbody>{cells}</tbody></table><table>{totals}</table></div>")
+                f"<table><thead><tr><th style='text-align:left'>layer</th><th{_RIGHT}>output</th><th{_RIGHT}>params</th>"
+                f"<th{_RIGHT}>MACs</th></tr></thead><tbody>{cells}</tbody></table><table>{totals}</table></div>")
 
     def totals_text(self) -> str:
         """The totals block printed under the table."""
@@ -234,6 +234,10 @@ class Report:
                               for k, v in self.train_settings)
             text += f"\n{'training:':<18}{shown}"
         return text
+
+
+#: Numbers right-aligned whatever the notebook front end's table style (Jupyter's aligns right, others do not).
+_RIGHT = " style='text-align:right'"
 
 
 def _with_reads(note: str, node: ir.Node, named: dict[int, str]) -> str:

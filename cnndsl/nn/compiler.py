@@ -52,6 +52,24 @@ class CompiledNetwork:
         dtype = "" if self.dtype is None else f", dtype={getattr(self.dtype, '__name__', self.dtype)}"
         return f"CompiledNetwork({self.report!r}{dtype}{', scan=True' if self.scan else ''})"
 
+    def runtime_html(self) -> str:
+        """What the module runs on, as a line of HTML: backend, devices, dtype, scan, how to run it."""
+        from html import escape
+
+        devices = jax.devices()
+        kinds = sorted({d.device_kind for d in devices})
+        dtype = "float32" if self.dtype is None else getattr(self.dtype, "__name__", str(self.dtype))
+        return (f"<div>Flax NNX module for <b>{escape(jax.default_backend())}</b> ({len(devices)} "
+                f"device{'s' * (len(devices) > 1)}: {escape(', '.join(kinds))}), parameters in {escape(dtype)}, "
+                f"{'repeated blocks scanned' if self.scan else 'repeated blocks unrolled'}; "
+                "<code>init(seed)</code> makes a model, <code>forward(model, x)</code> runs it (jit-compiled "
+                "once per batch shape)</div>")
+
+    def _repr_html_(self) -> str:
+        """A notebook cell's view: what it runs on above the checked summary (with the diagram beside it
+        once `cnndsl.emit.notebook` is registered, as `import cnndsl` does in a kernel)."""
+        return self.runtime_html() + self.report._repr_html_()
+
     @property
     def input_shape(self) -> tuple[int, ...]:
         """The shape of one input image (H, W, C)."""

@@ -53,7 +53,10 @@ def plot_curves(epochs: list[dict[str, Any]], best_epoch: int | None, path: Path
     dense = epochs[-1].get("test_miou") is not None
     acc_ax.set(xlabel="epoch", ylabel="%" if dense else "accuracy (%)",
                title="pixel accuracy and mean IoU" if dense else "accuracy")
+    from matplotlib.ticker import MaxNLocator
+
     for ax in (loss_ax, acc_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole: no tick at 1.25
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title)
