@@ -24,6 +24,7 @@ import hashlib
 import json
 import math
 import os
+import shlex
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -32,7 +33,7 @@ from typing import Any
 
 from cnndsl.lang.errors import UsageError
 from cnndsl.lang.outputs import artifact_kind, check_output_dir, write_atomic
-from cnndsl.lang.settings import Settings, spec_settings
+from cnndsl.lang.settings import DATA_NAMES, Settings, spec_settings
 from cnndsl.lang.space import Member, Space
 from cnndsl.search.family import Budget, check_member, family, load_space, network_key
 from cnndsl.search.member import member_spec
@@ -140,10 +141,15 @@ class _Sweep:
         trial.set_user_attr("run_dir", str(run_dir.absolute()))
         defaults = Settings().to_dict()
         written = {k: v for k, v in chosen.items() if k in self.explicit or k in searched or defaults.get(k) != v}
+        if self.base["data"] in DATA_NAMES:  # a named dataset goes in the train line: the file trains as the trial did
+            written = {"data": self.base["data"], **written}
+        flags = _data_flags(self.base)
         text = member_spec(self.space, member, written,
                            note=f"A member of the family {self.space.program.name or 'network'} "
                                 f"({self.space.program.source.path}), trial {trial.number} of `cnndsl sweep`:\n"
-                                f"  {self.space.label(member)}")
+                                f"  {self.space.label(member)}" +
+                                (f"\nIts data is given on the command line: cnndsl train THIS_FILE {shlex.join(flags)}"
+                                 if flags else ""))
         done = trained_count(trial.study)
         self.report(f"[{done + 1}/{self.trials}] trial {trial.number}: {self.space.label(member)} "
                     f"({human(checked.report.params)} params, {human(checked.report.macs)} MACs)")
@@ -299,8 +305,9 @@ def sweep(spec: str | os.PathLike[str], *, data: str | None = None, data_dir: st
 
 
 def _data_flags(base: Mapping[str, Any]) -> tuple[str, ...]:
-    """The `cnndsl train` flags that select the sweep's data (none for the default dataset)."""
-    flags: tuple[str, ...] = () if base["data"] == Settings().data else ("--data", base["data"])
+    """The `cnndsl train` flags a member's file needs to train on the sweep's data: none for a named dataset
+    (its `train` line names it), `--data SOURCE` for a source with a path or a count, and the `--data-dir`."""
+    flags: tuple[str, ...] = () if base["data"] in DATA_NAMES else ("--data", base["data"])
     return flags + (("--data-dir", str(base["data_dir"])) if base.get("data_dir") else ())
 
 

@@ -34,10 +34,10 @@ def check_compatible(net: CompiledNetwork, data: Dataset, resize: bool,
         fix = (f"change `input` to {h}x{w}x{dc}" if (h, w) == (dh, dw) or resize else
                f"change `input` to {dh}x{dw}x{dc} (or to {h}x{w}x{dc} and pass --resize)")
         raise TrainingError(f"{where} has images of {dh}x{dw}x{dc} ({dc} channel{'s' * (dc != 1)}), the spec's "
-                            f"input is {h}x{w}x{c}; {_other_datasets(net.input_shape, where, len(net.report.output_shape) == 3)}{fix}")
+                            f"input is {h}x{w}x{c}; {_spec_data(net, where) or _other_datasets(net.input_shape, where, len(net.report.output_shape) == 3)}{fix}")
     if (h, w) != (dh, dw) and not resize:
         raise TrainingError(f"{where} has images of {dh}x{dw}x{dc}, the spec's input is {h}x{w}x{c}; "
-                            f"{_other_datasets(net.input_shape, where, len(net.report.output_shape) == 3)}pass --resize to resize its images on the "
+                            f"{_spec_data(net, where) or _other_datasets(net.input_shape, where, len(net.report.output_shape) == 3)}pass --resize to resize its images on the "
                             f"device, or change `input` to {dh}x{dw}x{c}")
     out = net.report.output_shape
     if getattr(data, "dense", False) or np.ndim(data.y_train) == 3:  # per-pixel labels: a map of class scores
@@ -66,6 +66,15 @@ def _check_dense(net: CompiledNetwork, data: Dataset, out: tuple[int, ...]) -> N
     if out[2] != data.num_classes:
         raise TrainingError(f"the network scores {out[2]} classes per pixel, {data.name} has {data.num_classes} "
                             f"({', '.join(data.classes[:8])}); end it with conv({data.num_classes}, 1x1)")
+
+
+def _spec_data(net: CompiledNetwork, current: str) -> str:
+    """'the spec's `train` line names mnist, --data gave digits: leave --data out; or ' (or ''): the cause when the
+    spec says which data it trains on (a sweep's member.cnn and best.cnn do) and the command line replaced it."""
+    named = dict(net.report.train_settings).get("data")
+    if not named or named == current:
+        return ""
+    return f"the spec's `train` line names {named}, --data gave {current}: leave --data out to train on {named}; or "
 
 
 def _other_datasets(shape: tuple[int, ...], current: str, dense: bool = False) -> str:

@@ -355,7 +355,34 @@ def test_a_sweep_on_synthetic_data_gives_it_the_familys_shape_and_classes(tmp_pa
     (line,) = [line for line in sweep_table(result).splitlines() if line.startswith("best.cnn:")]
     command = shlex.split(line.split("`")[1])
     assert command[:2] == ["cnndsl", "train"] and command[3:] == ["--data", "synthetic:300"]
-    assert main([*command[1:], "--epochs", "1", "--quiet", "--out", str(tmp_path / "best")]) == 0
+    assert "cnndsl train THIS_FILE --data synthetic:300" in (result.directory / "best.cnn").read_text()
+    _trains_as_the_trial(command, tmp_path / "best", result.best)
+
+
+def _trains_as_the_trial(command: list[str], out: Path, trial) -> None:
+    """The printed command, run as printed, trains the member to the trial's own validation accuracy."""
+    from cnndsl.cli import main
+
+    assert main([*command[1:], "--quiet", "--out", str(out)]) == 0
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert max(e["val_accuracy"] for e in history) == trial.accuracy  # the same run: the same counts
+
+
+def test_best_cnn_of_a_named_dataset_names_it_and_trains_as_printed(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from cnndsl.cli import main
+    from cnndsl.cli.sweep import sweep_table
+
+    result = sweep(write(tmp_path), data="digits", trials=1, sampler="random", out=tmp_path / "s")
+    assert "data = digits" in (result.directory / "best.cnn").read_text()
+    (line,) = [line for line in sweep_table(result).splitlines() if line.startswith("best.cnn:")]
+    command = shlex.split(line.split("`")[1])
+    assert command == ["cnndsl", "train", str(result.directory / "best.cnn")]  # nothing else needed
+    _trains_as_the_trial(command, tmp_path / "best", result.best)
+    # the same file on other data: the hint names the cause (the spec's own data replaced by --data)
+    capsys.readouterr()
+    assert main([*command[1:], "--data", "shapes", "--quiet", "--out", str(tmp_path / "other")]) == 1
+    assert "the spec's `train` line names digits, --data gave shapes: leave --data out" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("storage", ["notes.txt", "notes.log", "folder", "binary.journal"])
