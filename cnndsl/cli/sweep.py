@@ -123,6 +123,10 @@ def sweep_table(result: Any) -> str:
         widths = [max(len(r[k]) for r in rows + [header]) for k in range(len(header))]
         for row in [header] + rows:
             lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    others = [t for t in result.trials if t.status != "trained"]
+    if others:  # what happened to every other trial number
+        lines.append("not trained:")
+        lines += [f"  trial {t.number}: {t.status}" + (f": {_clip(t.reason)}" if t.reason else "") for t in others]
     if result.best is not None:
         lines.append(f"best.cnn: trial {result.best.number}, validation accuracy {result.best.accuracy:.2%}, "
                      f"{human(result.best.macs or 0)} MACs; "
@@ -130,6 +134,12 @@ def sweep_table(result: Any) -> str:
                      "trains it")
     lines.append(f"wrote {result.directory}/: trials.csv, pareto.png, edf.png, best.cnn, trials/")
     return "\n".join(lines) + "\n"
+
+
+def _clip(text: str, width: int = 110) -> str:
+    """One line of at most `width` characters (trials.csv has the whole reason)."""
+    line = " ".join(text.split())
+    return line if len(line) <= width else line[:width - 1] + "…"
 
 
 def _short(value: Any) -> Any:

@@ -53,7 +53,10 @@ def summarize(study: Any, directory: Path, space: Space, objectives: Sequence[st
     pareto.png, edf.png and best.cnn into `directory`."""
     from cnndsl.search.plots import plot_edf, plot_pareto
 
-    results = [_result(t) for t in study.get_trials(deepcopy=False)]
+    trials = study.get_trials(deepcopy=False)
+    resumed_by = {t.user_attrs["resumes"]: t.number for t in trials if t.user_attrs.get("resumes") is not None
+                  and t.state.name != "WAITING"}
+    results = [_result(t, resumed_by.get(t.number)) for t in trials]
     trained = [r for r in results if r.status == "trained" and r.values is not None]
     front = pareto_front(trained, objectives)
     best = choose(front, objectives)
@@ -69,17 +72,26 @@ def summarize(study: Any, directory: Path, space: Space, objectives: Sequence[st
     return SweepResult(study, results, front, best, directory, tuple(objectives))
 
 
-def _result(t: Any) -> TrialResult:
+def _result(t: Any, resumed_by: int | None = None) -> TrialResult:
+    """One Optuna trial as the sweep reports it; `resumed_by`: the trial that resumed its cut-off run."""
     a = t.user_attrs
     state = t.state.name.lower()
     status = a.get("status") or ("failed" if state == "fail" else state)
+    reason = a.get("reason")
     if state == "fail":
         status = "failed"
+        if a.get("status") == "training":  # cut off while training: killed, interrupted or an error
+            reason = "stopped while training" + (f"; its run resumed by trial {resumed_by}" if resumed_by is not None
+                                                 else "")
     elif state == "running":
         status = "running"
+    elif state == "waiting":
+        status = "waiting"
+    if a.get("resumes") is not None and status == "trained":
+        reason = f"resumed trial {a['resumes']}'s run from its newest checkpoint"
     return TrialResult(t.number, state, status, dict(t.params),
                        tuple(t.values) if t.values is not None else None, a.get("accuracy"), a.get("test_accuracy"),
-                       a.get("params"), a.get("macs"), a.get("seconds"), a.get("run_dir"), a.get("reason"))
+                       a.get("params"), a.get("macs"), a.get("seconds"), a.get("run_dir"), reason)
 
 
 def pareto_front(trained: list[TrialResult], objectives: Sequence[str]) -> list[TrialResult]:

@@ -225,6 +225,28 @@ def mark_dead_trials(study: Any, directory: Path) -> int:
     return dead
 
 
+def enqueue_resumes(study: Any) -> int:
+    """Put back every trial whose training was cut off (its worker killed, or Ctrl-C) and whose run directory
+    holds a run: one enqueued trial per such trial, with the same member, that resumes the run from its newest
+    checkpoint (`_Sweep.objective` reads the `resumes` attribute). A trial already put back is not put back
+    again, so the same command run twice, or by two workers, resumes each run once."""
+    import optuna
+
+    from cnndsl.training.rundir import RunDir
+
+    trials = study.get_trials(deepcopy=False)
+    taken = {t.user_attrs.get("resumes") for t in trials}
+    put_back = 0
+    for trial in trials:
+        run_dir = trial.user_attrs.get("run_dir")
+        if (trial.state != optuna.trial.TrialState.FAIL or trial.user_attrs.get("status") != "training"
+                or trial.number in taken or not run_dir or not RunDir(Path(run_dir)).holds_run()):
+            continue
+        study.enqueue_trial(dict(trial.params), user_attrs={"resumes": trial.number})
+        put_back += 1
+    return put_back
+
+
 def host() -> str:
     """This machine's name, recorded with each trial (a dead worker is looked for on its own machine)."""
     import socket

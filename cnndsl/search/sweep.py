@@ -44,6 +44,7 @@ from cnndsl.search.study import (
     OBJECTIVES,
     SAMPLERS,
     SweepError,
+    enqueue_resumes,
     host,
     make_sampler,
     mark_dead_trials,
@@ -129,6 +130,8 @@ class _Sweep:
                         trial.set_user_attr(key, earlier.user_attrs[key])
                 trial.set_user_attr("status", "duplicate")
                 trial.set_user_attr("reason", f"the same network and settings as trial {earlier.number}")
+                self.report(f"    trial {trial.number}: {self.space.label(member)} is trial {earlier.number}'s "
+                            "network and settings: its results, not trained again")
                 self.idle += 1
                 return tuple(earlier.values)
             self._skip(trial, "duplicate", f"the same network and settings as trial {earlier.number} (running)")
@@ -136,8 +139,9 @@ class _Sweep:
             trial.study.stop()
             self._skip(trial, "not needed", f"{self.trials} trials are trained or training")
         self.idle = 0
+        resumed = self._resumed(trial, lower, identity)
         trial.set_user_attr("status", "training")
-        run_dir = self.directory / "trials" / f"{trial.number:04d}"
+        run_dir = Path(resumed.user_attrs["run_dir"]) if resumed else self.directory / "trials" / f"{trial.number:04d}"
         trial.set_user_attr("run_dir", str(run_dir.absolute()))
         defaults = Settings().to_dict()
         written = {k: v for k, v in chosen.items() if k in self.explicit or k in searched or defaults.get(k) != v}
@@ -152,12 +156,14 @@ class _Sweep:
                                  if flags else ""))
         done = trained_count(trial.study)
         self.report(f"[{done + 1}/{self.trials}] trial {trial.number}: {self.space.label(member)} "
-                    f"({human(checked.report.params)} params, {human(checked.report.macs)} MACs)")
+                    f"({human(checked.report.params)} params, {human(checked.report.macs)} MACs)"
+                    + (f"; resumes trial {resumed.number}'s run from its newest checkpoint" if resumed else ""))
         from cnndsl.training.loop import train
 
         started = time.perf_counter()
         try:
-            result = train(text, settings, run_dir=run_dir, quiet=self.quiet, dataset=self.data)
+            result = train(text, settings, run_dir=run_dir, resume=resumed is not None, quiet=self.quiet,
+                           dataset=self.data)
         except Diverged as err:
             self._skip(trial, "diverged", str(err).split(";")[0])
         best = result.history.best
@@ -182,6 +188,20 @@ class _Sweep:
                       {f"sweep/{k}": float(v) for k, v in {**values, "test_accuracy": best["test_accuracy"],
                                                            "seconds": time.perf_counter() - started}.items()})
         return tuple(float(values[o]) for o in self.objectives)
+
+    def _resumed(self, trial: Any, lower: list[Any], identity: str) -> Any:
+        """The cut-off trial whose run this (enqueued) trial resumes, or None to train from scratch: only the
+        same experiment (network and settings) continues a run, and only where no other trial took it over."""
+        number = trial.user_attrs.get("resumes")
+        if number is None:
+            return None
+        earlier = next(t for t in lower if t.number == number)
+        if earlier.user_attrs.get("identity") != identity:
+            self.report(f"    trial {trial.number}: trial {number}'s run had other settings; trained from scratch")
+            return None
+        if any(t.user_attrs.get("resumes") == number and _trains(t) for t in lower):
+            self._skip(trial, "duplicate", f"trial {number}'s run is resumed by another trial")
+        return earlier
 
     def _best_so_far(self, trial: Any, accuracy: float) -> str:
         import optuna
@@ -281,7 +301,11 @@ def sweep(spec: str | os.PathLike[str], *, data: str | None = None, data_dir: st
     _write_sweep_json(directory, space, spec, objectives, name, shown_storage, sampler, seed, base, budget, trials)
     dead = mark_dead_trials(opened, directory)
     if dead:
-        say(f"{dead} trial{'s' * (dead > 1)} of a stopped sweep marked failed; their members will be sampled again")
+        say(f"{dead} trial{'s' * (dead > 1)} of a stopped sweep marked failed")
+    put_back = enqueue_resumes(opened)
+    if put_back:
+        say(f"{put_back} trial{'s' * (put_back > 1)} cut off during training will resume from {'their' if put_back > 1 else 'its'}"
+            " newest checkpoint")
     worker = _Sweep(space, directory, objectives, budget, trials, base, dataset, quiet, say,
                     explicit=[k for k, v in settings.items() if v is not None])
     while trained_count(opened) < trials and worker.idle < MAX_IDLE_TRIALS:

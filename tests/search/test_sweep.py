@@ -3,6 +3,7 @@ study, and the one-line errors. The PostgreSQL test starts its own server on 127
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shlex
@@ -130,6 +131,48 @@ def test_a_killed_sweep_resumes_and_its_dead_trial_is_marked_failed(tmp_path: Pa
     rows = (out / "trials.csv").read_text().splitlines()[1:]
     states = [row.split(",")[2] for row in rows]
     assert states.count("failed") == 1 and states.count("trained") == 1
+
+
+def test_a_trial_killed_while_training_resumes_its_run_to_the_uninterrupted_result(tmp_path: Path) -> None:
+    """SIGKILL after a checkpoint of trial 0; the same command puts the trial back (Optuna's enqueue_trial with
+    the same member) and the new trial resumes trial 0's run directory from its newest checkpoint: the run's
+    history ends as an uninterrupted sweep's, and the table says what happened to both trial numbers."""
+    spec = write(tmp_path, TINY.replace("epochs = 1", "epochs = 6, checkpoint_every = 4"))
+
+    def args(out: Path) -> list[str]:
+        return ["sweep", str(spec), "--trials", "1", "--out", str(out), "--sampler", "random", "--seed", "2"]
+
+    reference = cli(*args(tmp_path / "reference"))
+    assert reference.returncode == 0, reference.stderr
+    out = tmp_path / "s"
+    process = subprocess.Popen([sys.executable, "-m", "cnndsl", *args(out)], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = out / "trials" / "0000" / "checkpoints" / "last"
+    deadline = time.monotonic() + 240
+    try:  # until a checkpoint past the first epoch's: the kill lands mid-run with something to resume from
+        while time.monotonic() < deadline and process.poll() is None and not any(
+                p.name.isdigit() and int(p.name) > 12 for p in (last.iterdir() if last.exists() else ())):
+            time.sleep(0.01)
+        assert process.poll() is None, "the sweep ended before it could be killed"
+    finally:
+        process.kill()
+        process.wait()
+    resumed = cli(*args(out))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "1 trial of a stopped sweep marked failed" in resumed.stderr
+    assert "resumes trial 0's run from its newest checkpoint" in resumed.stderr
+    assert "trial 0: failed: stopped while training; its run resumed by trial 1" in resumed.stdout
+
+    def history(folder: Path) -> list[tuple[int, float]]:
+        lines = (folder / "trials" / "0000" / "metrics.jsonl").read_text().splitlines()
+        return [(e["epoch"], e["val_accuracy"]) for e in map(json.loads, lines)]
+
+    assert history(out) == history(tmp_path / "reference") and len(history(out)) == 6
+    rows = {row["trial"]: row for row in csv.DictReader((out / "trials.csv").open())}
+    assert rows["0"]["status"] == "failed" and rows["1"]["status"] == "trained"
+    assert rows["1"]["run_dir"] == rows["0"]["run_dir"]  # the same run, continued
+    reference_rows = list(csv.DictReader((tmp_path / "reference" / "trials.csv").open()))
+    assert rows["1"]["val_accuracy"] == reference_rows[0]["val_accuracy"]
 
 
 def test_ctrl_c_stops_a_sweep_cleanly_and_the_same_command_resumes(tmp_path: Path) -> None:
