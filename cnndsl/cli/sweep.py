@@ -27,6 +27,7 @@ def _objectives(text: str) -> tuple[str, ...]:
 
 def add(commands: Any, spec: argparse.ArgumentParser, data: argparse.ArgumentParser) -> None:
     """`cnndsl sweep FILE [FILE ...]`."""
+    from cnndsl.search.pruning import DEFAULT_PRUNER, PRUNERS
     from cnndsl.search.study import SAMPLERS
 
     sw = commands.add_parser(
@@ -52,6 +53,9 @@ def add(commands: Any, spec: argparse.ArgumentParser, data: argparse.ArgumentPar
     add_budget_arguments(sw)
     sw.add_argument("--sampler", choices=SAMPLERS, default=None,
                     help="Optuna sampler (default tpe; random when comparing several families, for unbiased EDFs)")
+    sw.add_argument("--pruner", choices=PRUNERS, default=DEFAULT_PRUNER,
+                    help="stop hopeless members after an epoch with Optuna's pruner: median (the default: below the "
+                         "median of finished members at that epoch, after 5 have finished), hyperband, or none")
     sw.add_argument("--storage", metavar="URL", help="Optuna storage shared by workers: sqlite:///PATH, "
                     "postgresql://USER:PASS@HOST/DB, or a journal file (default OUT/study.journal)")
     sw.add_argument("--study", metavar="NAME", help="the study's name in the storage (default: the network's name)")
@@ -70,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("cnndsl sweep needs Optuna, which is not installed",
                          "pip install 'cnndsl[search]'") from None
     from cnndsl.search.plots import plot_edf
-    from cnndsl.search.sweep import print_progress, sweep
+    from cnndsl.search.sweep import print_progress, sweep, trained_experiments
 
     if args.trials < 1:
         from cnndsl.lang.errors import UsageError
@@ -81,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
     sampler = args.sampler or ("random" if several else "tpe")
     root = Path(args.out) if args.out else None
     errors: dict[str, list[float]] = {}
+    shared: dict[str, dict[str, Any]] = {}  # what the families swept so far trained: a network both contain trains once
     for file in args.files:  # every spec checked before any trains
         load_space(Path(file), dict(args.bindings))
     for file in args.files:
@@ -90,9 +95,11 @@ def run(args: argparse.Namespace) -> int:
         result = sweep(Path(file), data=args.data, data_dir=args.data_dir, trials=args.trials,
                        objectives=args.objectives, budget=Budget(args.max_params, args.max_macs), sampler=sampler,
                        storage=args.storage, study=study, out=out, seed=args.seed, set=dict(args.bindings),
-                       quiet=not args.verbose, report=print_progress, epochs=args.epochs,
+                       quiet=not args.verbose, report=print_progress, pruner=args.pruner, shared=shared,
+                       epochs=args.epochs,
                        batch_size=args.batch_size, lr=args.lr, val_fraction=args.val_fraction)
         sys.stdout.write(sweep_table(result))
+        shared = {**trained_experiments(result.study), **shared}
         errors[result.study.study_name] = [1 - t.accuracy for t in result.trials
                                            if t.status == "trained" and t.accuracy is not None]
     if several:
@@ -125,7 +132,7 @@ def sweep_table(result: Any) -> str:
             lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
     others = [t for t in result.trials if t.status != "trained"]
     if others:  # what happened to every other trial number
-        lines.append("not trained:")
+        lines.append("the other trials:")
         lines += [f"  trial {t.number}: {t.status}" + (f": {_clip(t.reason)}" if t.reason else "") for t in others]
     if result.best is not None:
         lines.append(f"best.cnn: trial {result.best.number}, validation accuracy {result.best.accuracy:.2%}, "

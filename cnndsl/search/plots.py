@@ -43,9 +43,9 @@ def plot_pareto(trained: Sequence[Any], front: Sequence[Any], path: Path, title:
     points = [(getattr(r, cost), 100 * r.accuracy) for r in trained if r.accuracy is not None]
     on_front = sorted((getattr(r, cost), 100 * r.accuracy, r.number) for r in front if r.accuracy is not None)
     # The front is what matters: members far below it would squash it against the top, so the axis starts a
-    # little below the front's worst member and the members under that are drawn on the bottom edge.
-    lowest = min((y for _, y, _ in on_front), default=0.0)
-    bottom = max(0.0, lowest - max(5.0, 1.5 * (max((y for _, y, _ in on_front), default=100.0) - lowest)))
+    # little below the front's worst member and the members under that are drawn on the bottom edge; it ends a
+    # little above the best member (not at 100%), and neither end cuts a point or its label.
+    bottom, top = accuracy_axis([y for _, y, _ in on_front], [y for _, y in points])
     shown = [(x, y) for x, y in points if y >= bottom]
     below = [(x, bottom) for x, y in points if y < bottom]
     if shown:
@@ -60,12 +60,25 @@ def plot_pareto(trained: Sequence[Any], front: Sequence[Any], path: Path, title:
         for x, y, number in on_front:
             ax.annotate(f"#{number}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
     ax.set_xscale("log")
-    ax.set_ylim(bottom, 100.5)
+    ax.set_ylim(bottom, top)
+    ax.margins(x=0.08)  # room for the labels of the cheapest and dearest members
     ax.set(xlabel="multiply-adds per image" if cost == "macs" else "parameters", ylabel="validation accuracy (%)",
            title=f"{title}: {len(points)} trained members")
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="lower right")
     _save(fig, path)
+
+
+def accuracy_axis(front: Sequence[float], members: Sequence[float]) -> tuple[float, float]:
+    """The accuracy axis (%) of the Pareto plot: from a little below the front's worst member (members below
+    that sit on the bottom edge) to a little above the best member: margins of at least 1 point, about a tenth of
+    the span."""
+    values = list(front) or list(members) or [0.0]
+    lowest, highest = min(values), max(list(members) + values)
+    span = max(highest - lowest, 1.0)
+    bottom = max(0.0, lowest - max(1.0, 0.12 * span))  # 12% of the axis: room for the lowest point's label
+    top = min(highest + max(1.0, 0.1 * span), 101.0)  # 101: a member at 100% is drawn whole
+    return bottom, top
 
 
 def edf(errors: Sequence[float]) -> tuple[list[float], list[float]]:

@@ -267,8 +267,10 @@ def _process_alive(pid: int) -> bool:
 
 
 def trained_count(study: Any) -> int:
-    """Trials whose member was trained to the end (across every worker)."""
+    """Trials whose member was trained, to the end or until its pruner stopped it (across every worker):
+    what `--trials` counts."""
     import optuna
 
-    return sum(1 for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-               if t.user_attrs.get("status") == "trained")
+    return sum(1 for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
+                                                                    optuna.trial.TrialState.PRUNED))
+               if t.user_attrs.get("status") in ("trained", "pruned"))

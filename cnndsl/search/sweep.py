@@ -37,6 +37,7 @@ from cnndsl.lang.settings import DATA_NAMES, Settings, spec_settings
 from cnndsl.lang.space import Member, Space
 from cnndsl.search.family import Budget, check_member, family, load_space, network_key
 from cnndsl.search.member import member_spec
+from cnndsl.search.pruning import DEFAULT_PRUNER, PRUNERS, EpochJudge, make_pruner, open_epochs_study, score
 from cnndsl.search.results import SweepResult, human, summarize
 from cnndsl.training.interrupts import INTERRUPTS, Diverged, Interrupted
 from cnndsl.search.study import (
@@ -54,7 +55,7 @@ from cnndsl.search.study import (
     trained_count,
 )
 
-__all__ = ["OBJECTIVES", "SweepError", "SweepResult", "sweep"]
+__all__ = ["OBJECTIVES", "SweepError", "SweepResult", "sweep", "trained_experiments"]
 
 #: Trials in a row that train nothing (invalid, over budget, already trained) before a worker gives up.
 MAX_IDLE_TRIALS = 200
@@ -89,7 +90,8 @@ def _trains(trial: Any) -> bool:
 
     status, state = trial.user_attrs.get("status"), trial.state
     return (status == "trained" and state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING)) or (
-        status == "training" and state == optuna.trial.TrialState.RUNNING)
+        status == "training" and state == optuna.trial.TrialState.RUNNING) or (
+        status == "pruned" and state in (optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING))
 
 
 class _Sweep:
@@ -97,9 +99,12 @@ class _Sweep:
 
     def __init__(self, space: Space, directory: Path, objectives: Sequence[str], budget: Budget, trials: int,
                  base: dict[str, Any], data: Any, quiet: bool, report: Callable[[str], None],
-                 explicit: Sequence[str] = ()) -> None:
+                 explicit: Sequence[str] = (), epochs_study: Any = None, pruner: str = "none",
+                 shared: Mapping[str, dict[str, Any]] | None = None) -> None:
         self.space, self.directory, self.objectives, self.budget = space, directory, tuple(objectives), budget
         self.trials, self.base, self.data, self.quiet, self.report = trials, base, data, quiet, report
+        self.epochs_study, self.pruner = epochs_study, pruner  # each epoch reported there (cnndsl.search.pruning)
+        self.shared = dict(shared or {})  # identity -> results of a member another family's sweep trained
         self.idle = 0
         # the settings the spec's `train` lines or the sweep's flags name: written into each member's spec
         self.explicit = set(spec_settings(space.program)[0]) | set(explicit)
@@ -124,6 +129,8 @@ class _Sweep:
         lower = self._lower_decided(trial)
         earlier = self._same_as(lower, identity)
         if earlier is not None:
+            if earlier.state == optuna.trial.TrialState.PRUNED:
+                self._skip(trial, "duplicate", f"the same network and settings as trial {earlier.number}, pruned")
             if earlier.state == optuna.trial.TrialState.COMPLETE:
                 for key in ("accuracy", "loss", "test_accuracy", "run_dir"):
                     if key in earlier.user_attrs:
@@ -139,6 +146,15 @@ class _Sweep:
             trial.study.stop()
             self._skip(trial, "not needed", f"{self.trials} trials are trained or training")
         self.idle = 0
+        shared = self.shared.get(identity) if trial.user_attrs.get("resumes") is None else None
+        if shared is not None:  # another family of this comparison trained the very same experiment
+            for key in ("accuracy", "loss", "test_accuracy", "run_dir", "seconds"):
+                trial.set_user_attr(key, shared[key])
+            trial.set_user_attr("status", "trained")
+            trial.set_user_attr("reason", f"trained once for both families, as {shared['origin']}")
+            self.report(f"[{trained_count(trial.study) + 1}/{self.trials}] trial {trial.number}: "
+                        f"{self.space.label(member)} is {shared['origin']}'s network and settings: its results")
+            return self._values(shared["accuracy"], shared["loss"], checked.report)
         resumed = self._resumed(trial, lower, identity)
         trial.set_user_attr("status", "training")
         run_dir = Path(resumed.user_attrs["run_dir"]) if resumed else self.directory / "trials" / f"{trial.number:04d}"
@@ -161,15 +177,28 @@ class _Sweep:
         from cnndsl.training.loop import train
 
         started = time.perf_counter()
+        judge = EpochJudge(self.epochs_study, self.pruner, trial.number, settings.epochs, run_dir)
         try:
             result = train(text, settings, run_dir=run_dir, resume=resumed is not None, quiet=self.quiet,
-                           dataset=self.data)
+                           dataset=self.data, on_epoch=judge)
         except Diverged as err:
+            judge.finish(None)
             self._skip(trial, "diverged", str(err).split(";")[0])
+        except BaseException:
+            judge.finish(None)
+            raise
         best = result.history.best
-        accuracy = best.get("val_accuracy")
-        if accuracy is None:
-            accuracy = best["test_accuracy"]  # no validation split (val_fraction 0): said in the table
+        judge.finish(score(best))
+        if result.stopped:  # pruned: its run keeps the epochs it trained
+            (run_dir / "member.cnn").write_text(text)
+            trial.set_user_attr("accuracy", score(best))
+            trial.set_user_attr("epochs", len(result.history.epochs))
+            trial.set_user_attr("seconds", time.perf_counter() - started)
+            trial.set_user_attr("status", "pruned")
+            trial.set_user_attr("reason", result.stopped)
+            self.report(f"    pruned, {result.stopped}")
+            raise optuna.TrialPruned(result.stopped)
+        accuracy = score(best)  # validation accuracy; test accuracy without a validation split (said in the table)
         loss = best.get("val_loss") if best.get("val_loss") is not None else best["test_loss"]
         trial.set_user_attr("accuracy", accuracy)
         trial.set_user_attr("loss", loss)
@@ -179,14 +208,20 @@ class _Sweep:
         (run_dir / "member.cnn").write_text(text)
         self.report(f"    validation accuracy {accuracy:.2%} (test {best['test_accuracy']:.2%}) in "
                     f"{time.perf_counter() - started:.1f} s{self._best_so_far(trial, accuracy)}")
-        values = {"accuracy": accuracy, "loss": loss, "macs": checked.report.macs, "params": checked.report.params,
-                  "memory": checked.report.activation_bytes}
+        values = self._values(accuracy, loss, checked.report)
         from cnndsl.training.events import write_session
 
         # the trial for TensorBoard's HParams view (`tensorboard --logdir SWEEP/tensorboard`)
         write_session(self.directory / "tensorboard" / f"trial_{trial.number:04d}", member,
-                      {f"sweep/{k}": float(v) for k, v in {**values, "test_accuracy": best["test_accuracy"],
+                      {f"sweep/{k}": float(v) for k, v in {**dict(zip(self.objectives, values)),
+                                                           "test_accuracy": best["test_accuracy"],
                                                            "seconds": time.perf_counter() - started}.items()})
+        return values
+
+    def _values(self, accuracy: float, loss: float, report: Any) -> tuple[float, ...]:
+        """The trial's objective values, in the sweep's order."""
+        values = {"accuracy": accuracy, "loss": loss, "macs": report.macs, "params": report.params,
+                  "memory": report.activation_bytes}
         return tuple(float(values[o]) for o in self.objectives)
 
     def _resumed(self, trial: Any, lower: list[Any], identity: str) -> Any:
@@ -263,11 +298,13 @@ def sweep(spec: str | os.PathLike[str], *, data: str | None = None, data_dir: st
           objectives: Sequence[str] = ("accuracy", "macs"), budget: Budget = Budget(), sampler: str = "tpe",
           storage: str | None = None, study: str | None = None, out: str | os.PathLike[str] | None = None,
           seed: int = 0, set: Mapping[str, object] | None = None, quiet: bool = True,
-          report: Callable[[str], None] | None = None, **settings: Any) -> SweepResult:
+          report: Callable[[str], None] | None = None, pruner: str = DEFAULT_PRUNER,
+          shared: Mapping[str, dict[str, Any]] | None = None, **settings: Any) -> SweepResult:
     """Search a family: train `trials` of its members (chosen by `sampler`), and return the study, every
     trial and the Pareto front. `settings` (epochs=3, ...) apply to every member, under the member's own
     searched settings. Running the same call again (or on another machine with a shared `storage`) goes on
-    with the same study."""
+    with the same study. `shared`: `trained_experiments` of other families' sweeps compared with this one; a
+    member that is one of theirs (the same network and settings) takes its results instead of training."""
     import warnings
 
     import optuna
@@ -282,6 +319,8 @@ def sweep(spec: str | os.PathLike[str], *, data: str | None = None, data_dir: st
                          f"choose from {', '.join(OBJECTIVES)}, e.g. --objectives accuracy,macs")
     if sampler not in SAMPLERS:
         raise UsageError(f"unknown sampler {sampler!r}", f"choose from {', '.join(SAMPLERS)}")
+    if pruner not in PRUNERS:
+        raise UsageError(f"unknown pruner {pruner!r}", f"choose from {', '.join(PRUNERS)}")
     space = load_space(spec, set)
     example = _probe(space, budget)
     directory = Path(out) if out is not None else Path("sweeps") / (space.program.name or Path(str(spec)).stem)
@@ -296,9 +335,12 @@ def sweep(spec: str | os.PathLike[str], *, data: str | None = None, data_dir: st
     dataset = load_dataset(base["data"], base.get("data_dir"), val_fraction=base.get("val_fraction", 0.1),
                            shape=example.input_shape, num_classes=example.output_shape[0])
     shown_storage = redact(storage) if storage else str(directory / "study.journal")
-    opened = open_study(space, open_storage(storage, directory, print_progress), name, [OBJECTIVES[o] for o in objectives],
+    opened_storage = open_storage(storage, directory, print_progress)
+    opened = open_study(space, opened_storage, name, [OBJECTIVES[o] for o in objectives],
                         make_sampler(sampler, seed, space, len(objectives)), objectives, shown_storage)
-    _write_sweep_json(directory, space, spec, objectives, name, shown_storage, sampler, seed, base, budget, trials)
+    epochs_study = open_epochs_study(opened_storage, name, make_pruner(pruner, base["epochs"]))
+    _write_sweep_json(directory, space, spec, objectives, name, shown_storage, sampler, seed, base, budget, trials,
+                      pruner)
     dead = mark_dead_trials(opened, directory)
     if dead:
         say(f"{dead} trial{'s' * (dead > 1)} of a stopped sweep marked failed")
@@ -307,7 +349,8 @@ def sweep(spec: str | os.PathLike[str], *, data: str | None = None, data_dir: st
         say(f"{put_back} trial{'s' * (put_back > 1)} cut off during training will resume from {'their' if put_back > 1 else 'its'}"
             " newest checkpoint")
     worker = _Sweep(space, directory, objectives, budget, trials, base, dataset, quiet, say,
-                    explicit=[k for k, v in settings.items() if v is not None])
+                    explicit=[k for k, v in settings.items() if v is not None], epochs_study=epochs_study,
+                    pruner=pruner, shared=shared)
     while trained_count(opened) < trials and worker.idle < MAX_IDLE_TRIALS:
         try:
             if INTERRUPTS:  # a Ctrl-C that Python swallowed (see cnndsl.lang.settings.INTERRUPTS)
@@ -326,6 +369,23 @@ def sweep(spec: str | os.PathLike[str], *, data: str | None = None, data_dir: st
     if worker.idle >= MAX_IDLE_TRIALS:
         say(f"stopped: the last {MAX_IDLE_TRIALS} members sampled were invalid, over budget or already trained")
     return dataclasses.replace(summarize(opened, directory, space, objectives), train_flags=_data_flags(base))
+
+
+def trained_experiments(study: Any) -> dict[str, dict[str, Any]]:
+    """Every experiment a sweep trained to the end, by identity (network and settings): its results and where
+    they come from (`Course trial 3`), for the sweeps of the other families compared with it (`shared`)."""
+    import optuna
+
+    found: dict[str, dict[str, Any]] = {}
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        a = t.user_attrs
+        if a.get("status") == "trained" and a.get("identity") and a["identity"] not in found:
+            reason = a.get("reason") or ""
+            origin = reason.partition(", as ")[2] if reason.startswith("trained once") else \
+                f"{study.study_name} trial {t.number}"
+            found[a["identity"]] = {"origin": origin, **{k: a.get(k) for k in
+                                                         ("accuracy", "loss", "test_accuracy", "run_dir", "seconds")}}
+    return found
 
 
 def _data_flags(base: Mapping[str, Any]) -> tuple[str, ...]:
@@ -385,11 +445,11 @@ def _base_settings(space: Space, data: str | None, data_dir: str | None, flags: 
 
 def _write_sweep_json(directory: Path, space: Space, spec: Any, objectives: Sequence[str], name: str,
                       storage: str, sampler: str, seed: int, base: Mapping[str, Any], budget: Budget,
-                      trials: int) -> None:
+                      trials: int, pruner: str) -> None:
     write_atomic(directory / "sweep.json", json.dumps({
         "format": FORMAT, "family": space.program.name, "spec": str(spec) if not isinstance(spec, str) or
         "\n" not in spec else "<text>", "study": name, "storage": storage, "objectives": list(objectives),
-        "sampler": sampler, "seed": seed, "trials": trials, "settings": dict(base),
+        "sampler": sampler, "pruner": pruner, "seed": seed, "trials": trials, "settings": dict(base),
         "budget": dataclasses.asdict(budget)}, indent=1, default=str) + "\n")
 
 

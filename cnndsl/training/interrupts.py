@@ -22,6 +22,12 @@ class Diverged(TrainingError):
     diverged; its learning rate was too high for it)."""
 
 
+class StopRun(Exception):  # noqa: N818 - an instruction, as StopIteration
+    """Raised by an `on_epoch` callback to end a run after the epoch it was told of (a sweep's pruner): the
+    epoch's metrics line and checkpoint are written, `train` returns its result with `stopped` = the reason,
+    and `train --resume` can continue the run later."""
+
+
 class Interrupted(Exception):
     """Ctrl-C (or SIGTERM) during training; a checkpoint of the current step was saved."""
 

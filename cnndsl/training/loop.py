@@ -45,6 +45,7 @@ from cnndsl.training.interrupts import (
     INTERRUPTS,
     Diverged,
     Interrupted,
+    StopRun,
     stop_on_signals,
 )
 from cnndsl.training.events import EventLog, learning_rate
@@ -72,6 +73,8 @@ def train(spec: str | os.PathLike[str] | None, settings: Settings | None = None,
     (from step 0 if it has none yet), and `spec=None` means the run's own spec and `--set` bindings.
     The run directory is locked while training: a second trainer of the same run gets a TrainingError.
     `dataset`: the settings' dataset already loaded (a sweep loads it once for all its trials).
+    `on_epoch(record)` hears of each epoch once its metrics line and checkpoint are written; raising
+    `cnndsl.training.interrupts.StopRun(reason)` ends the run there (the result's `stopped` says why).
     `devices`: "all" (the default: every device of every process) or how many of this process's devices
     share each global batch (data parallelism, cnndsl/training/distributed.py); it does not change the
     results. `shard_params`: split parameters and optimizer state over those devices too (FSDP-style)
@@ -165,7 +168,7 @@ def _train(net: CompiledNetwork, settings: Settings, run: RunDir, resume: bool, 
         loop = _Loop(net, settings, run, data, skipped, trainer, state, history, steps_per_epoch, progress,
                      painter, on_epoch, main, events)
         loop.run()
-        return TrainResult(net, trainer.module(loop.params, loop.stats, train=False), history, run.path)
+        return TrainResult(net, trainer.module(loop.params, loop.stats, train=False), history, run.path, loop.stopped)
     finally:
         if painter is not None:
             painter.close()
@@ -262,6 +265,7 @@ class _Loop:
         self.net, self.settings, self.run_dir, self.data, self.skipped = net, settings, run, data, skipped
         self.trainer, self.history, self.steps_per_epoch = trainer, history, steps_per_epoch
         self.progress, self.painter, self.on_epoch, self.main = progress, painter, on_epoch, main
+        self.stopped: str | None = None  # why on_epoch ended the run early (StopRun), if it did
         self.params, self.stats, self.opt_state = state["params"], state["stats"], state["opt_state"]
         self.meters, self.step = state["meters"], int(state["step"])
         self.saved_step = self.step
@@ -293,6 +297,8 @@ class _Loop:
                 self._end_epoch(record, self.step - (epoch * self.steps_per_epoch + index))
                 if self.interrupted:  # stopped at an epoch's end: its metrics line and checkpoint are written
                     raise KeyboardInterrupt
+        except StopRun as stop:  # the caller's on_epoch ended the run; this epoch is saved
+            self.stopped = str(stop)
         except KeyboardInterrupt:
             self._save_interrupted()
         except TooManyBadImages as err:

@@ -88,6 +88,7 @@ class TrainResult:
     model: Any
     history: History
     run_dir: Path
+    stopped: str | None = None  # why the run ended before its last epoch (an on_epoch callback's StopRun)
 
     def __repr__(self) -> str:
         return f"TrainResult({self.net.report.name!r}, {self.history!r}, run_dir={str(self.run_dir)!r})"

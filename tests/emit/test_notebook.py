@@ -1,7 +1,7 @@
 """Notebook displays through IPython's own formatters (no kernel: `DisplayFormatter.format` is what a kernel
 calls for a cell's value): a checked or compiled network shows its table with its diagram (HTML) and the
 diagram alone (SVG); a training result shows its curves and history. The notebook under docs/ runs in a real
-kernel in tests/cli/test_notebook.py."""
+kernel in tests/cli/test_docs_notebook.py."""
 
 from __future__ import annotations
 

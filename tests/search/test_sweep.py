@@ -369,6 +369,23 @@ def test_comparing_families_draws_their_error_edfs_on_one_plot(tmp_path: Path) -
     assert "Tiny: " in result.stdout and "Wide: " in result.stdout
 
 
+def test_families_compared_together_train_a_network_both_contain_once(tmp_path: Path) -> None:
+    one = TINY.replace("search W in {4, 8}, M in 1..4", "search W in {8}, M in 1..1").replace("{0.003, 0.01}", "{0.003}")
+    a = write(tmp_path, one, "a.cnn")  # one member: W=8
+    b = write(tmp_path, one.replace("network Tiny", "network Wide").replace("{8}", "{8, 16}"), "b.cnn")  # W=8, 16
+    out = tmp_path / "ab"
+    result = cli("sweep", str(a), str(b), "--trials", "2", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    rows = {(name, row["W"]): row for name in ("a", "b") for row in csv.DictReader((out / name / "trials.csv").open())
+            if row["status"] == "trained"}
+    assert set(rows) == {("a", "8"), ("b", "8"), ("b", "16")}
+    assert rows[("b", "8")]["run_dir"] == rows[("a", "8")]["run_dir"]  # one training, both families' results
+    assert rows[("b", "8")]["val_accuracy"] == rows[("a", "8")]["val_accuracy"]
+    assert rows[("b", "8")]["reason"] == "trained once for both families, as Tiny trial 0"
+    assert len(list((out / "b" / "trials").iterdir())) == 1  # only W=16 trained there
+    assert "is Tiny trial 0's network and settings: its results" in result.stderr
+
+
 def test_edf_is_the_share_at_or_below_each_error() -> None:
     from cnndsl.search.plots import edf
 
@@ -487,3 +504,85 @@ def test_a_picture_is_drawn_beside_another_writers_temporary_file_untouched(tmp_
     plot_edf({"a": [0.1, 0.5], "b": [0.3]}, tmp_path / "edf.png")
     assert (tmp_path / "edf.png").read_bytes().startswith(b"\x89PNG")
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name != "edf.png"} == theirs
+
+
+PRUNABLE = """network Prunable
+input 8x8x1
+search lr in {0.00001, 0.00003, 0.001, 0.003, 0.01, 0.03}, W in {4, 8}
+input -> conv(W, 3x3, pad=same) -> relu -> maxpool(2x2) -> fc(10)
+train epochs = 3, batch_size = 64
+"""
+
+
+def test_the_median_pruner_stops_members_below_the_median_of_finished_ones(tmp_path: Path) -> None:
+    """Members whose learning rate is far too small stay near chance while the others learn. Each decision is
+    recomputed from the runs' own metrics with MedianPruner's rule (one worker: the members finished before a
+    trial are those numbered below it): after 5 finished members, a member stops after epoch k < 3 exactly
+    when its best validation accuracy so far is below the median of the finished members' at epoch k."""
+    import statistics
+
+    result = sweep(write(tmp_path, PRUNABLE), trials=10, sampler="random", seed=3, out=tmp_path / "s")
+    ran = [t for t in result.trials if t.status in ("trained", "pruned")]
+    assert len(ran) == 10
+    curves = {t.number: [json.loads(line)["val_accuracy"] for line in
+                         (Path(t.run_dir) / "metrics.jsonl").read_text().splitlines()] for t in ran}
+    finished: list[int] = []
+    judged = 0
+    for t in ran:
+        expected_stop = None
+        if len(finished) >= 5:
+            for epoch in (1, 2):
+                median = statistics.median(curves[f][epoch - 1] for f in finished)
+                judged += 1
+                if max(curves[t.number][:epoch]) < median:
+                    expected_stop = epoch
+                    break
+        if expected_stop is None:
+            assert t.status == "trained" and len(curves[t.number]) == 3, t
+            finished.append(t.number)
+        else:
+            assert t.status == "pruned" and len(curves[t.number]) == expected_stop, t
+            assert f"epoch {expected_stop}: best validation accuracy so far" in t.reason and "MedianPruner" in t.reason
+            assert (Path(t.run_dir) / "member.cnn").is_file() and (Path(t.run_dir) / "checkpoints").is_dir()
+    statuses = [t.status for t in ran]
+    assert "pruned" in statuses and judged > statuses.count("pruned")  # it pruned, and it let some go on
+    assert all(t.status == "trained" for t in result.front)  # a pruned member is never on the front
+    rows = list(csv.DictReader((tmp_path / "s" / "trials.csv").open()))
+    assert [r["status"] for r in rows if r["status"] in ("trained", "pruned")] == statuses
+
+
+def test_an_epoch_judge_reports_every_epoch_and_stops_only_when_its_pruner_says(tmp_path: Path) -> None:
+    """Optuna's pruners on hand-made curves (no training): `none` never stops a member; the median pruner
+    stops one below the median of 5 finished members, never after the last epoch, and says why."""
+    import optuna
+
+    from cnndsl.search.pruning import EpochJudge, make_pruner, open_epochs_study
+    from cnndsl.training.interrupts import StopRun
+
+    def run(judge: EpochJudge, curve: list[float]) -> int | None:
+        for epoch, value in enumerate(curve, start=1):
+            try:
+                judge({"epoch": epoch, "val_accuracy": value, "test_accuracy": value})
+            except StopRun as stop:
+                judge.finish(None)
+                return epoch if str(stop) else None
+        judge.finish(max(curve))
+        return None
+
+    good, bad = [0.5, 0.7, 0.8], [0.1, 0.9, 0.9]
+    for name, expected in (("none", None), ("median", 1)):
+        storage = optuna.storages.InMemoryStorage()
+        study = open_epochs_study(storage, f"s-{name}", make_pruner(name, 3))
+        for number in range(5):
+            assert run(EpochJudge(study, name, number, 3, tmp_path), good) is None
+        judge = EpochJudge(study, name, 5, 3, tmp_path)
+        assert run(judge, bad) == expected
+        assert judge.values == ({1: 0.1} if expected else {1: 0.1, 2: 0.9, 3: 0.9})
+        last = EpochJudge(study, name, 6, 3, tmp_path)  # below the median only at the last epoch: it finishes
+        assert run(last, [0.6, 0.75, 0.0]) is None and study.trials[-1].state == optuna.trial.TrialState.COMPLETE
+    stopped = study.trials[5]
+    assert stopped.state == optuna.trial.TrialState.PRUNED and stopped.user_attrs["sweep_trial"] == 5
+    judge = EpochJudge(study, "median", 7, 3, tmp_path)  # its reason, against the 6 finished members
+    judge.values[1] = 0.1
+    assert judge.reason(1) == ("epoch 1: best validation accuracy so far 10.00%, below the median 50.00% of 6 "
+                               "finished members at that epoch (MedianPruner)")
