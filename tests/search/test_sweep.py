@@ -409,7 +409,6 @@ def test_a_sweep_on_synthetic_data_gives_it_the_familys_shape_and_classes(tmp_pa
     assert len(trained) == 1
     assert json.loads((Path(trained[0].run_dir) / "settings.json").read_text())["data"] == "synthetic:300"
     # the command the sweep prints for best.cnn trains it on the sweep's data, as printed
-    from cnndsl.cli import main
     from cnndsl.cli.sweep import sweep_table
 
     (line,) = [line for line in sweep_table(result).splitlines() if line.startswith("best.cnn:")]
