@@ -68,6 +68,9 @@ def with_and_without_pruning(trials: int, pruners: list[str]) -> None:
     after the other in this run: wall time, epochs trained, members pruned, the best member and the front."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     rows = []
+    print(f"examples/course.cnn, {trials} members (TPE, seed 0, 8 epochs each on the digits), one sweep per pruner:")
+    print(f"{'pruner':<10} {'wall s':>7} {'epochs':>7} {'pruned':>7} {'best val acc':>13} {'its MACs':>9}  front "
+          "(val acc @ MACs)", flush=True)
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         for pruner in pruners:
@@ -87,12 +90,9 @@ def with_and_without_pruning(trials: int, pruners: list[str]) -> None:
             best = max(trained, key=lambda r: float(r["val_accuracy"]))
             rows.append((pruner, seconds, epochs, len(ran) - len(trained), float(best["val_accuracy"]),
                          int(best["macs"]), front))
-    print(f"examples/course.cnn, {trials} members (TPE, seed 0, 8 epochs each on the digits), one sweep per pruner:")
-    print(f"{'pruner':<10} {'wall s':>7} {'epochs':>7} {'pruned':>7} {'best val acc':>13} {'its MACs':>9}  front "
-          "(val acc @ MACs)")
-    for pruner, seconds, epochs, pruned, accuracy, macs, front in rows:
-        shown = ", ".join(f"{a:.1%}@{m / 1e3:.0f}k" for a, m in front)
-        print(f"{pruner:<10} {seconds:>7.1f} {epochs:>7} {pruned:>7} {accuracy:>13.2%} {macs:>9,}  {shown}")
+            shown = ", ".join(f"{a:.1%}@{m / 1e3:.0f}k" for a, m in front)
+            print(f"{pruner:<10} {seconds:>7.1f} {epochs:>7} {len(ran) - len(trained):>7} "
+                  f"{float(best['val_accuracy']):>13.2%} {int(best['macs']):>9,}  {shown}", flush=True)
     base = rows[0]
     for pruner, seconds, epochs, *_ in rows[1:]:
         print(f"{pruner} / {base[0]}: wall time {seconds / base[1]:.2f}, epochs trained {epochs / base[2]:.2f}")
@@ -105,13 +105,14 @@ def _front(points: list[tuple[float, int]]) -> list[tuple[float, int]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=6)
+    parser.add_argument("--trials", type=int, default=6, help="members of the in-process comparison (0: skip)")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--pruning-trials", type=int, default=40, help="members of each pruning sweep (0: skip)")
     parser.add_argument("--pruners", default="none,median,hyperband")
     args = parser.parse_args()
     throughput()
-    in_process_vs_separate(args.trials, args.epochs)
+    if args.trials:
+        in_process_vs_separate(args.trials, args.epochs)
     if args.pruning_trials:
         with_and_without_pruning(args.pruning_trials, args.pruners.split(","))
 

@@ -11,17 +11,18 @@ from typing import Any
 from cnndsl.cli.arguments import add_budget_arguments, check_source, seed, set_pair
 from cnndsl.cli.printing import cell
 from cnndsl.search.family import Budget, load_space
-from cnndsl.search.results import human
+from cnndsl.search.results import human, resolution
+from cnndsl.search.study import latency_batch
 
 
 def _objectives(text: str) -> tuple[str, ...]:
-    from cnndsl.search.study import OBJECTIVES
+    from cnndsl.search.study import OBJECTIVES, direction
 
     names = tuple(part.strip() for part in text.split(",") if part.strip())
-    unknown = [n for n in names if n not in OBJECTIVES]
+    unknown = [n for n in names if direction(n) is None]
     if not names or unknown or len(set(names)) != len(names):
         raise argparse.ArgumentTypeError(f"objectives are a comma-separated list of distinct names from "
-                                         f"{', '.join(OBJECTIVES)}; got {text!r}")
+                                         f"{', '.join(OBJECTIVES)}, latency@B (a batch of B); got {text!r}")
     return names
 
 
@@ -49,10 +50,14 @@ def add(commands: Any, spec: argparse.ArgumentParser, data: argparse.ArgumentPar
                     help="share of the training data held out to score members (default 0.1)")
     sw.add_argument("--objectives", type=_objectives, default=("accuracy", "macs"), metavar="LIST",
                     help="what to optimize, comma-separated: accuracy (validation, up), loss (validation, down), "
-                         "macs, params, memory (down); default accuracy,macs")
+                         "macs, params, memory (down), latency (ms per image, measured here), latency@B (ms per "
+                         "batch of B), throughput (training images/s, up); default accuracy,macs")
     add_budget_arguments(sw)
     sw.add_argument("--sampler", choices=SAMPLERS, default=None,
                     help="Optuna sampler (default tpe; random when comparing several families, for unbiased EDFs)")
+    sw.add_argument("--repeats", type=int, default=1, metavar="R",
+                    help="train each member with R seeds (the spec's seed, +1, ...); its accuracy is their mean, "
+                         "shown with their spread (default 1)")
     sw.add_argument("--pruner", choices=PRUNERS, default=DEFAULT_PRUNER,
                     help="stop hopeless members after an epoch with Optuna's pruner: median (the default: below the "
                          "median of finished members at that epoch, after 5 have finished), hyperband, or none")
@@ -95,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         result = sweep(Path(file), data=args.data, data_dir=args.data_dir, trials=args.trials,
                        objectives=args.objectives, budget=Budget(args.max_params, args.max_macs), sampler=sampler,
                        storage=args.storage, study=study, out=out, seed=args.seed, set=dict(args.bindings),
-                       quiet=not args.verbose, report=print_progress, pruner=args.pruner, shared=shared,
+                       quiet=not args.verbose, report=print_progress, pruner=args.pruner, shared=shared, repeats=args.repeats,
                        epochs=args.epochs,
                        batch_size=args.batch_size, lr=args.lr, val_fraction=args.val_fraction)
         sys.stdout.write(sweep_table(result))
@@ -119,17 +124,31 @@ def sweep_table(result: Any) -> str:
     lines[0] += " (" + ", ".join(f"{v} {k}" for k, v in counts.items()) + ")"
     trained = [t for t in result.trials if t.status == "trained"]
     names = list(trained[0].bindings) if trained else []
-    header = ["trial"] + names + ["val acc", "test acc", "params", "MACs", "seconds", ""]
+    batches = [str(b) for b in map(latency_batch, result.objectives) if b is not None]
+    header = (["trial"] + names + ["val acc", "test acc", "params", "MACs"] + [f"ms@{b}" for b in batches]
+              + ["img/s", "seconds", "compiling", ""])
     front = {t.number for t in result.front}
     rows = [[str(t.number)] + [cell(_short(t.bindings.get(n))) for n in names] +
-            [f"{t.accuracy:.2%}", f"{t.test_accuracy:.2%}" if t.test_accuracy is not None else "-",
-             human(t.params or 0), human(t.macs or 0), f"{t.seconds or 0:.1f}",
+            [f"{t.accuracy:.2%}" + (f" ± {100 * t.accuracy_std:.2f}" if t.accuracy_std is not None else ""),
+             f"{t.test_accuracy:.2%}" if t.test_accuracy is not None else "-",
+             human(t.params or 0), human(t.macs or 0)] +
+            [f"{(t.latency_ms or {}).get(b, float('nan')):.3g}" for b in batches] +
+            [human(t.throughput) if t.throughput else "-", f"{t.seconds or 0:.1f}",
+             f"{t.compile_seconds:.1f}" if t.compile_seconds is not None else "-",
              "front" + (" (best.cnn)" if result.best is not None and t.number == result.best.number else "")
              if t.number in front else ""] for t in trained]
     if rows:
         widths = [max(len(r[k]) for r in rows + [header]) for k in range(len(header))]
         for row in [header] + rows:
             lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    if trained and result.validation_images:
+        best = max(t.accuracy for t in trained)
+        error, noise = resolution(result.validation_images, best)
+        lines.append(f"the validation split has {result.validation_images:,} images: near {best:.1%} one member's "
+                     f"accuracy has a standard error of {100 * error:.1f} points, and two members {100 * noise:.1f} "
+                     "points apart or less are not told apart (95%)"
+                     + ("; --repeats R shows the seeds' spread too" if all(t.accuracy_std is None for t in trained)
+                        else ""))
     others = [t for t in result.trials if t.status != "trained"]
     if others:  # what happened to every other trial number
         lines.append("the other trials:")
@@ -139,7 +158,9 @@ def sweep_table(result: Any) -> str:
                      f"{human(result.best.macs or 0)} MACs; "
                      f"`{shlex.join(['cnndsl', 'train', str(result.directory / 'best.cnn'), *result.train_flags])}` "
                      "trains it")
-    lines.append(f"wrote {result.directory}/: trials.csv, pareto.png, edf.png, best.cnn, trials/")
+    pictures = [name for name in ("pareto.png", "edf.png", "history.png", "importance.png")
+                if (result.directory / name).is_file()]
+    lines.append(f"wrote {result.directory}/: trials.csv, {', '.join(pictures)}, best.cnn, sweep.json, trials/")
     return "\n".join(lines) + "\n"
 
 

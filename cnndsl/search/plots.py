@@ -33,15 +33,31 @@ def _save(fig: Any, path: Path) -> None:
     write_atomic(path, image.getvalue())  # a unique temporary beside it: two sweeps on one folder never clash
 
 
+def save_axes(ax: Any, path: Path) -> None:
+    """An Axes a library drew (Optuna's matplotlib plots) as a PNG of the sweep's size, written atomically."""
+    fig = ax.figure
+    fig.set_size_inches(6.4, 4.2)
+    fig.set_dpi(110)
+    _save(fig, path)
+
+
 def plot_pareto(trained: Sequence[Any], front: Sequence[Any], path: Path, title: str,
                 objectives: Sequence[str]) -> None:
     """Validation accuracy against MACs (or params, when that is the cost objective) of every trained
     member, the front drawn as a staircase and labelled with trial numbers."""
+    from cnndsl.search.analysis import title_of
+    from cnndsl.search.study import direction
+
     plt = _pyplot()
-    cost = "params" if "params" in objectives and "macs" not in objectives else "macs"
+    # the x axis: the first cost among the objectives (MACs, params, memory, a latency), else MACs
+    cost = next((o for o in objectives[1:] if direction(o) == "minimize" and o != "loss"), "macs")
+
+    def cost_of(r: Any) -> float:
+        return r.values[list(objectives).index(cost)] if cost in objectives else r.macs
+
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
-    points = [(getattr(r, cost), 100 * r.accuracy) for r in trained if r.accuracy is not None]
-    on_front = sorted((getattr(r, cost), 100 * r.accuracy, r.number) for r in front if r.accuracy is not None)
+    points = [(cost_of(r), 100 * r.accuracy) for r in trained if r.accuracy is not None]
+    on_front = sorted((cost_of(r), 100 * r.accuracy, r.number) for r in front if r.accuracy is not None)
     # The front is what matters: members far below it would squash it against the top, so the axis starts a
     # little below the front's worst member and the members under that are drawn on the bottom edge; it ends a
     # little above the best member (not at 100%), and neither end cuts a point or its label.
@@ -53,6 +69,11 @@ def plot_pareto(trained: Sequence[Any], front: Sequence[Any], path: Path, title:
     if below:
         ax.scatter(*zip(*below), s=22, marker="v", color="#9aa5b1", clip_on=False, zorder=2,
                    label=f"{len(below)} below {bottom:.0f}%")
+    spread = [(cost_of(r), 100 * r.accuracy, 100 * r.accuracy_std) for r in trained
+              if r.accuracy is not None and getattr(r, "accuracy_std", None) is not None and 100 * r.accuracy >= bottom]
+    if spread:  # --repeats: each member's mean with its seeds' spread (one standard deviation)
+        ax.errorbar([x for x, _, _ in spread], [y for _, y, _ in spread], yerr=[e for _, _, e in spread], fmt="none",
+                    ecolor="#9aa5b1", elinewidth=1, capsize=2, zorder=1)
     if on_front:
         xs, ys, numbers = zip(*on_front)
         ax.step(xs, ys, where="post", color="#d1495b", lw=1.2, zorder=3)
@@ -62,7 +83,7 @@ def plot_pareto(trained: Sequence[Any], front: Sequence[Any], path: Path, title:
     ax.set_xscale("log")
     ax.set_ylim(bottom, top)
     ax.margins(x=0.08)  # room for the labels of the cheapest and dearest members
-    ax.set(xlabel="multiply-adds per image" if cost == "macs" else "parameters", ylabel="validation accuracy (%)",
+    ax.set(xlabel="multiply-adds per image" if cost == "macs" else title_of(cost), ylabel="validation accuracy (%)",
            title=f"{title}: {len(points)} trained members")
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="lower right")

@@ -9,7 +9,7 @@ from typing import Any
 
 from cnndsl.lang.outputs import write_atomic
 from cnndsl.lang.space import Space
-from cnndsl.search.study import OBJECTIVES
+from cnndsl.search.study import direction
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,10 @@ class TrialResult:
     seconds: float | None
     run_dir: str | None
     reason: str | None
+    accuracy_std: float | None = None  # the spread (sample standard deviation) of the seeds' accuracies (--repeats)
+    compile_seconds: float | None = None  # of `seconds`, what JAX spent compiling (cnndsl.nn.timing.CompileClock)
+    throughput: float | None = None  # training images/s: the median of the epochs after the first
+    latency_ms: dict[str, float] | None = None  # batch size -> median forward time (latency objectives only)
 
 
 @dataclass
@@ -41,6 +45,7 @@ class SweepResult:
     directory: Path
     objectives: tuple[str, ...]
     train_flags: tuple[str, ...] = ()  # what `cnndsl train best.cnn` needs to train on the sweep's data
+    validation_images: int | None = None  # the size of the split members are scored on
 
     def __repr__(self) -> str:
         best = "" if self.best is None else f", best trial {self.best.number}"
@@ -69,7 +74,21 @@ def summarize(study: Any, directory: Path, space: Space, objectives: Sequence[st
         member = Path(best.run_dir) / "member.cnn"
         if member.exists():
             write_atomic(directory / "best.cnn", member.read_text())
+    _record_analysis(study, objectives, directory)
     return SweepResult(study, results, front, best, directory, tuple(objectives))
+
+
+def _record_analysis(study: Any, objectives: Sequence[str], directory: Path) -> None:
+    """Parameter importances into sweep.json, importance.png and history.png (cnndsl.search.analysis)."""
+    import json
+
+    from cnndsl.search.analysis import importances, plot_analysis
+
+    found = importances(study, objectives)
+    plot_analysis(study, objectives, directory, found)
+    path = directory / "sweep.json"
+    recorded = json.loads(path.read_text()) if path.is_file() else {}
+    write_atomic(path, json.dumps({**recorded, "importances": found}, indent=1, default=str) + "\n")
 
 
 def _result(t: Any, resumed_by: int | None = None) -> TrialResult:
@@ -91,13 +110,25 @@ def _result(t: Any, resumed_by: int | None = None) -> TrialResult:
         reason = f"resumed trial {a['resumes']}'s run from its newest checkpoint"
     return TrialResult(t.number, state, status, dict(t.params),
                        tuple(t.values) if t.values is not None else None, a.get("accuracy"), a.get("test_accuracy"),
-                       a.get("params"), a.get("macs"), a.get("seconds"), a.get("run_dir"), reason)
+                       a.get("params"), a.get("macs"), a.get("seconds"), a.get("run_dir"), reason,
+                       a.get("accuracy_std"), a.get("compile_seconds"), a.get("throughput"), a.get("latency_ms"))
+
+
+def resolution(images: int, accuracy: float) -> tuple[float, float]:
+    """What a validation split of `images` can tell apart near `accuracy`: the standard error of one member's
+    accuracy (binomial, sqrt(p(1 - p) / n)) and the smallest difference between two members' accuracies
+    that is not noise at 95% (1.96 * sqrt(2) * SE: two independent estimates). Seeds add their own spread."""
+    import math
+
+    p = min(max(accuracy, 1.0 / images), 1 - 1.0 / images)  # never 0: a split of 100% still has some error
+    error = math.sqrt(p * (1 - p) / images)
+    return error, 1.96 * math.sqrt(2) * error
 
 
 def pareto_front(trained: list[TrialResult], objectives: Sequence[str]) -> list[TrialResult]:
     """The trained trials no other trained trial beats on every objective (duplicates collapse to the
     first trial that trained the member), sorted by the first objective's best first."""
-    signs = [1.0 if OBJECTIVES[o] == "minimize" else -1.0 for o in objectives]
+    signs = [1.0 if direction(o) == "minimize" else -1.0 for o in objectives]
     points = [(r, tuple(s * v for s, v in zip(signs, r.values or ()))) for r in trained]
     front = []
     for r, p in points:
@@ -122,16 +153,25 @@ def _write_csv(path: Path, results: list[TrialResult], space: Space) -> None:
     import io
 
     names = [d.name for d in space.dimensions]
+    batches = sorted({b for r in results for b in (r.latency_ms or {})}, key=int)
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["trial", "state", "status", *names, "val_accuracy", "test_accuracy", "params", "macs",
-                     "seconds", "run_dir", "reason"])
+    writer.writerow(["trial", "state", "status", *names, "val_accuracy", "val_accuracy_std", "test_accuracy",
+                     "params", "macs", "seconds", "compile_seconds", "images_per_s",
+                     *(f"latency_ms@{b}" for b in batches), "run_dir", "reason"])
+
+    def number(value: float | None, form: str) -> str:
+        return "" if value is None else format(value, form)
+
     for r in results:
         writer.writerow([r.number, r.state, r.status, *[r.bindings.get(n, "") for n in names],
                          "" if r.accuracy is None else f"{r.accuracy:.6f}",
+                         "" if r.accuracy_std is None else f"{r.accuracy_std:.6f}",
                          "" if r.test_accuracy is None else f"{r.test_accuracy:.6f}",
                          r.params if r.params is not None else "", r.macs if r.macs is not None else "",
-                         "" if r.seconds is None else f"{r.seconds:.2f}", r.run_dir or "", r.reason or ""])
+                         number(r.seconds, ".2f"), number(r.compile_seconds, ".2f"), number(r.throughput, ".0f"),
+                         *(number((r.latency_ms or {}).get(b), ".4f") for b in batches), r.run_dir or "",
+                         r.reason or ""])
     write_atomic(path, out.getvalue())
 
 

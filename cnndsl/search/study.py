@@ -21,9 +21,25 @@ from cnndsl.lang.space import Space
 
 FORMAT = "cnndsl.sweep/1"
 SAMPLERS = ("tpe", "nsga2", "random", "grid")
-#: each objective's Optuna direction
+#: each objective's Optuna direction; `latency@B` (the forward of a batch of B) too, see `direction`
 OBJECTIVES = {"accuracy": "maximize", "loss": "minimize", "macs": "minimize", "params": "minimize",
-              "memory": "minimize"}
+              "memory": "minimize", "latency": "minimize", "throughput": "maximize"}
+MAX_LATENCY_BATCH = 4096
+
+
+def latency_batch(objective: str) -> int | None:
+    """The batch a latency objective times: 1 for `latency`, B for `latency@B`; None for other objectives."""
+    if objective == "latency":
+        return 1
+    head, at, batch = objective.partition("@")
+    if head == "latency" and at and batch.isdigit() and 1 <= int(batch) <= MAX_LATENCY_BATCH:
+        return int(batch)
+    return None
+
+
+def direction(objective: str) -> str | None:
+    """An objective's Optuna direction (None: not an objective cnndsl knows)."""
+    return OBJECTIVES.get(objective) or ("minimize" if latency_batch(objective) else None)
 
 
 

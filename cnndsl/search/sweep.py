@@ -25,6 +25,7 @@ import json
 import math
 import os
 import shlex
+import statistics
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -40,13 +41,16 @@ from cnndsl.search.member import member_spec
 from cnndsl.search.pruning import DEFAULT_PRUNER, PRUNERS, EpochJudge, make_pruner, open_epochs_study, score
 from cnndsl.search.results import SweepResult, human, summarize
 from cnndsl.training.interrupts import INTERRUPTS, Diverged, Interrupted
+from cnndsl.training.rundir import RunDir
 from cnndsl.search.study import (
     FORMAT,
     OBJECTIVES,
     SAMPLERS,
     SweepError,
+    direction,
     enqueue_resumes,
     host,
+    latency_batch,
     make_sampler,
     mark_dead_trials,
     open_storage,
@@ -57,6 +61,9 @@ from cnndsl.search.study import (
 
 __all__ = ["OBJECTIVES", "SweepError", "SweepResult", "sweep", "trained_experiments"]
 
+#: What a trained trial's results are (its user attributes): copied to a duplicate, or a family sharing it.
+_RESULT_KEYS = ("accuracy", "loss", "test_accuracy", "accuracies", "accuracy_std", "run_dir", "seconds",
+                "compile_seconds", "throughput", "latency_ms")
 #: Trials in a row that train nothing (invalid, over budget, already trained) before a worker gives up.
 MAX_IDLE_TRIALS = 200
 UNDECIDED_WAIT = 30.0  # seconds a trial waits for lower-numbered ones to decide whether they train
@@ -100,10 +107,11 @@ class _Sweep:
     def __init__(self, space: Space, directory: Path, objectives: Sequence[str], budget: Budget, trials: int,
                  base: dict[str, Any], data: Any, quiet: bool, report: Callable[[str], None],
                  explicit: Sequence[str] = (), epochs_study: Any = None, pruner: str = "none",
-                 shared: Mapping[str, dict[str, Any]] | None = None) -> None:
+                 shared: Mapping[str, dict[str, Any]] | None = None, repeats: int = 1) -> None:
         self.space, self.directory, self.objectives, self.budget = space, directory, tuple(objectives), budget
         self.trials, self.base, self.data, self.quiet, self.report = trials, base, data, quiet, report
         self.epochs_study, self.pruner = epochs_study, pruner  # each epoch reported there (cnndsl.search.pruning)
+        self.repeats = repeats  # seeds per member: the objectives are their mean
         self.shared = dict(shared or {})  # identity -> results of a member another family's sweep trained
         self.idle = 0
         # the settings the spec's `train` lines or the sweep's flags name: written into each member's spec
@@ -132,8 +140,8 @@ class _Sweep:
             if earlier.state == optuna.trial.TrialState.PRUNED:
                 self._skip(trial, "duplicate", f"the same network and settings as trial {earlier.number}, pruned")
             if earlier.state == optuna.trial.TrialState.COMPLETE:
-                for key in ("accuracy", "loss", "test_accuracy", "run_dir"):
-                    if key in earlier.user_attrs:
+                for key in _RESULT_KEYS:
+                    if key in earlier.user_attrs and key != "seconds":
                         trial.set_user_attr(key, earlier.user_attrs[key])
                 trial.set_user_attr("status", "duplicate")
                 trial.set_user_attr("reason", f"the same network and settings as trial {earlier.number}")
@@ -148,13 +156,14 @@ class _Sweep:
         self.idle = 0
         shared = self.shared.get(identity) if trial.user_attrs.get("resumes") is None else None
         if shared is not None:  # another family of this comparison trained the very same experiment
-            for key in ("accuracy", "loss", "test_accuracy", "run_dir", "seconds"):
-                trial.set_user_attr(key, shared[key])
+            for key in _RESULT_KEYS:
+                if shared.get(key) is not None:
+                    trial.set_user_attr(key, shared[key])
             trial.set_user_attr("status", "trained")
             trial.set_user_attr("reason", f"trained once for both families, as {shared['origin']}")
             self.report(f"[{trained_count(trial.study) + 1}/{self.trials}] trial {trial.number}: "
                         f"{self.space.label(member)} is {shared['origin']}'s network and settings: its results")
-            return self._values(shared["accuracy"], shared["loss"], checked.report)
+            return self._values(shared["accuracy"], shared["loss"], checked.report, shared)
         resumed = self._resumed(trial, lower, identity)
         trial.set_user_attr("status", "training")
         run_dir = Path(resumed.user_attrs["run_dir"]) if resumed else self.directory / "trials" / f"{trial.number:04d}"
@@ -174,55 +183,104 @@ class _Sweep:
         self.report(f"[{done + 1}/{self.trials}] trial {trial.number}: {self.space.label(member)} "
                     f"({human(checked.report.params)} params, {human(checked.report.macs)} MACs)"
                     + (f"; resumes trial {resumed.number}'s run from its newest checkpoint" if resumed else ""))
-        from cnndsl.training.loop import train
+        from cnndsl.nn.timing import CompileClock
 
         started = time.perf_counter()
-        judge = EpochJudge(self.epochs_study, self.pruner, trial.number, settings.epochs, run_dir)
-        try:
-            result = train(text, settings, run_dir=run_dir, resume=resumed is not None, quiet=self.quiet,
-                           dataset=self.data, on_epoch=judge)
-        except Diverged as err:
-            judge.finish(None)
-            self._skip(trial, "diverged", str(err).split(";")[0])
-        except BaseException:
-            judge.finish(None)
-            raise
-        best = result.history.best
-        judge.finish(score(best))
-        if result.stopped:  # pruned: its run keeps the epochs it trained
-            (run_dir / "member.cnn").write_text(text)
-            trial.set_user_attr("accuracy", score(best))
-            trial.set_user_attr("epochs", len(result.history.epochs))
-            trial.set_user_attr("seconds", time.perf_counter() - started)
-            trial.set_user_attr("status", "pruned")
-            trial.set_user_attr("reason", result.stopped)
-            self.report(f"    pruned, {result.stopped}")
-            raise optuna.TrialPruned(result.stopped)
-        accuracy = score(best)  # validation accuracy; test accuracy without a validation split (said in the table)
-        loss = best.get("val_loss") if best.get("val_loss") is not None else best["test_loss"]
+        bests, histories = [], []
+        for k, path in enumerate(self._repeat_dirs(run_dir)):  # --repeats: the same member with seeds s, s+1, ...
+            seeded = Settings.from_dict({**settings.to_dict(), "seed": settings.seed + k}).validate()
+            with CompileClock() as compiling:
+                result = self._train(trial, text, seeded, path, resume=resumed is not None and RunDir(path).holds_run(),
+                                     judged=k == 0)
+            trial.set_user_attr("compile_seconds", compiling.seconds + trial.user_attrs.get("compile_seconds", 0.0))
+            if result.stopped:  # pruned (only the first seed is judged): its run keeps the epochs it trained
+                (run_dir / "member.cnn").write_text(text)
+                trial.set_user_attr("accuracy", score(result.history.best))
+                trial.set_user_attr("epochs", len(result.history.epochs))
+                trial.set_user_attr("seconds", time.perf_counter() - started)
+                trial.set_user_attr("status", "pruned")
+                trial.set_user_attr("reason", result.stopped)
+                self.report(f"    pruned, {result.stopped}")
+                raise optuna.TrialPruned(result.stopped)
+            bests.append(result.history.best)
+            histories.append(result.history.epochs)
+        # validation accuracy (test accuracy without a validation split, said in the table), the mean over seeds
+        accuracies = [score(best) for best in bests]
+        accuracy = statistics.fmean(accuracies)
+        loss = statistics.fmean(best["val_loss"] if best.get("val_loss") is not None else best["test_loss"]
+                                for best in bests)
+        test_accuracy = statistics.fmean(best["test_accuracy"] for best in bests)
+        spread = statistics.stdev(accuracies) if len(accuracies) > 1 else None
         trial.set_user_attr("accuracy", accuracy)
         trial.set_user_attr("loss", loss)
-        trial.set_user_attr("test_accuracy", best["test_accuracy"])
+        trial.set_user_attr("test_accuracy", test_accuracy)
+        if spread is not None:
+            trial.set_user_attr("accuracies", accuracies)
+            trial.set_user_attr("accuracy_std", spread)
         trial.set_user_attr("seconds", time.perf_counter() - started)
+        measured = self._measure(result.net, histories)
+        for key, value in measured.items():
+            trial.set_user_attr(key, value)
         trial.set_user_attr("status", "trained")
         (run_dir / "member.cnn").write_text(text)
-        self.report(f"    validation accuracy {accuracy:.2%} (test {best['test_accuracy']:.2%}) in "
+        shown = f"{accuracy:.2%}" + (f" ± {100 * spread:.2f} (mean and spread of {len(bests)} seeds)" if spread is not None
+                                     else "")
+        self.report(f"    validation accuracy {shown} (test {test_accuracy:.2%}) in "
                     f"{time.perf_counter() - started:.1f} s{self._best_so_far(trial, accuracy)}")
-        values = self._values(accuracy, loss, checked.report)
+        values = self._values(accuracy, loss, checked.report, measured)
         from cnndsl.training.events import write_session
 
         # the trial for TensorBoard's HParams view (`tensorboard --logdir SWEEP/tensorboard`)
         write_session(self.directory / "tensorboard" / f"trial_{trial.number:04d}", member,
                       {f"sweep/{k}": float(v) for k, v in {**dict(zip(self.objectives, values)),
-                                                           "test_accuracy": best["test_accuracy"],
+                                                           "test_accuracy": test_accuracy,
                                                            "seconds": time.perf_counter() - started}.items()})
         return values
 
-    def _values(self, accuracy: float, loss: float, report: Any) -> tuple[float, ...]:
-        """The trial's objective values, in the sweep's order."""
+    def _repeat_dirs(self, run_dir: Path) -> list[Path]:
+        """The run directories of a trial: its own, then one per further seed (`trials/0003-seed1`, ...)."""
+        return [run_dir] + [run_dir.with_name(f"{run_dir.name}-seed{k}") for k in range(1, self.repeats)]
+
+    def _train(self, trial: Any, text: str, settings: Settings, run_dir: Path, resume: bool, judged: bool) -> Any:
+        """One training run of the trial's member; `judged`: its epochs go to the pruner. A diverged run makes
+        the trial `diverged`."""
+        from cnndsl.training.loop import train
+
+        judge = EpochJudge(self.epochs_study, self.pruner, trial.number, settings.epochs, run_dir) if judged else None
+        try:
+            result = train(text, settings, run_dir=run_dir, resume=resume, quiet=self.quiet, dataset=self.data,
+                           on_epoch=judge)
+        except Diverged as err:
+            if judge is not None:
+                judge.finish(None)
+            self._skip(trial, "diverged", str(err).split(";")[0])
+        except BaseException:
+            if judge is not None:
+                judge.finish(None)
+            raise
+        if judge is not None:
+            judge.finish(score(result.history.best))
+        return result
+
+    def _measure(self, net: Any, histories: list[list[dict[str, Any]]]) -> dict[str, Any]:
+        """The measured objectives: training throughput (the median images/s of the epochs after each run's
+        first, which compiled; all of a one-epoch run's) and each latency objective's forward time here."""
+        rates = [e["images_per_s"] for epochs in histories for e in (epochs[1:] or epochs) if e.get("images_per_s")]
+        measured: dict[str, Any] = {"throughput": statistics.median(rates)} if rates else {}
+        batches = [b for b in map(latency_batch, self.objectives) if b is not None]
+        if batches:
+            from cnndsl.nn.timing import forward_latency
+
+            measured["latency_ms"] = {str(b): forward_latency(net, b) for b in batches}
+        return measured
+
+    def _values(self, accuracy: float, loss: float, report: Any, measured: Mapping[str, Any]) -> tuple[float, ...]:
+        """The trial's objective values, in the sweep's order (`measured`: throughput, latency_ms by batch)."""
         values = {"accuracy": accuracy, "loss": loss, "macs": report.macs, "params": report.params,
-                  "memory": report.activation_bytes}
-        return tuple(float(values[o]) for o in self.objectives)
+                  "memory": report.activation_bytes, "throughput": measured.get("throughput", 0.0)}
+        latency = measured.get("latency_ms") or {}
+        return tuple(float(values[o] if latency_batch(o) is None else latency[str(latency_batch(o))])
+                     for o in self.objectives)
 
     def _resumed(self, trial: Any, lower: list[Any], identity: str) -> Any:
         """The cut-off trial whose run this (enqueued) trial resumes, or None to train from scratch: only the
@@ -299,12 +357,13 @@ def sweep(spec: str | os.PathLike[str], *, data: str | None = None, data_dir: st
           storage: str | None = None, study: str | None = None, out: str | os.PathLike[str] | None = None,
           seed: int = 0, set: Mapping[str, object] | None = None, quiet: bool = True,
           report: Callable[[str], None] | None = None, pruner: str = DEFAULT_PRUNER,
-          shared: Mapping[str, dict[str, Any]] | None = None, **settings: Any) -> SweepResult:
+          shared: Mapping[str, dict[str, Any]] | None = None, repeats: int = 1, **settings: Any) -> SweepResult:
     """Search a family: train `trials` of its members (chosen by `sampler`), and return the study, every
     trial and the Pareto front. `settings` (epochs=3, ...) apply to every member, under the member's own
     searched settings. Running the same call again (or on another machine with a shared `storage`) goes on
     with the same study. `shared`: `trained_experiments` of other families' sweeps compared with this one; a
-    member that is one of theirs (the same network and settings) takes its results instead of training."""
+    member that is one of theirs (the same network and settings) takes its results instead of training.
+    `repeats`: seeds each member is trained with (seed, seed+1, ...); its objectives are their mean."""
     import warnings
 
     import optuna
@@ -313,12 +372,15 @@ def sweep(spec: str | os.PathLike[str], *, data: str | None = None, data_dir: st
     # heartbeats, multivariate TPE and constant liar are "experimental" in Optuna 4-5: said once here, not per run
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     objectives = tuple(objectives)
-    unknown = [o for o in objectives if o not in OBJECTIVES]
+    unknown = [o for o in objectives if direction(o) is None]
     if unknown or not objectives or len(dict.fromkeys(objectives)) != len(objectives):
         raise UsageError(f"unknown or repeated objective in {','.join(objectives)}",
-                         f"choose from {', '.join(OBJECTIVES)}, e.g. --objectives accuracy,macs")
+                         f"choose from {', '.join(OBJECTIVES)} or latency@B (a batch of B), e.g. --objectives "
+                         "accuracy,macs")
     if sampler not in SAMPLERS:
         raise UsageError(f"unknown sampler {sampler!r}", f"choose from {', '.join(SAMPLERS)}")
+    if repeats < 1:
+        raise UsageError(f"--repeats must be at least 1, got {repeats}")
     if pruner not in PRUNERS:
         raise UsageError(f"unknown pruner {pruner!r}", f"choose from {', '.join(PRUNERS)}")
     space = load_space(spec, set)
@@ -336,11 +398,11 @@ def sweep(spec: str | os.PathLike[str], *, data: str | None = None, data_dir: st
                            shape=example.input_shape, num_classes=example.output_shape[0])
     shown_storage = redact(storage) if storage else str(directory / "study.journal")
     opened_storage = open_storage(storage, directory, print_progress)
-    opened = open_study(space, opened_storage, name, [OBJECTIVES[o] for o in objectives],
+    opened = open_study(space, opened_storage, name, [direction(o) for o in objectives],
                         make_sampler(sampler, seed, space, len(objectives)), objectives, shown_storage)
     epochs_study = open_epochs_study(opened_storage, name, make_pruner(pruner, base["epochs"]))
     _write_sweep_json(directory, space, spec, objectives, name, shown_storage, sampler, seed, base, budget, trials,
-                      pruner)
+                      pruner, repeats)
     dead = mark_dead_trials(opened, directory)
     if dead:
         say(f"{dead} trial{'s' * (dead > 1)} of a stopped sweep marked failed")
@@ -350,7 +412,7 @@ def sweep(spec: str | os.PathLike[str], *, data: str | None = None, data_dir: st
             " newest checkpoint")
     worker = _Sweep(space, directory, objectives, budget, trials, base, dataset, quiet, say,
                     explicit=[k for k, v in settings.items() if v is not None], epochs_study=epochs_study,
-                    pruner=pruner, shared=shared)
+                    pruner=pruner, shared=shared, repeats=repeats)
     while trained_count(opened) < trials and worker.idle < MAX_IDLE_TRIALS:
         try:
             if INTERRUPTS:  # a Ctrl-C that Python swallowed (see cnndsl.lang.settings.INTERRUPTS)
@@ -368,7 +430,8 @@ def sweep(spec: str | os.PathLike[str], *, data: str | None = None, data_dir: st
             break
     if worker.idle >= MAX_IDLE_TRIALS:
         say(f"stopped: the last {MAX_IDLE_TRIALS} members sampled were invalid, over budget or already trained")
-    return dataclasses.replace(summarize(opened, directory, space, objectives), train_flags=_data_flags(base))
+    return dataclasses.replace(summarize(opened, directory, space, objectives), train_flags=_data_flags(base),
+                               validation_images=_validation_images(dataset))
 
 
 def trained_experiments(study: Any) -> dict[str, dict[str, Any]]:
@@ -383,8 +446,7 @@ def trained_experiments(study: Any) -> dict[str, dict[str, Any]]:
             reason = a.get("reason") or ""
             origin = reason.partition(", as ")[2] if reason.startswith("trained once") else \
                 f"{study.study_name} trial {t.number}"
-            found[a["identity"]] = {"origin": origin, **{k: a.get(k) for k in
-                                                         ("accuracy", "loss", "test_accuracy", "run_dir", "seconds")}}
+            found[a["identity"]] = {"origin": origin, **{k: a.get(k) for k in _RESULT_KEYS}}
     return found
 
 
@@ -393,6 +455,12 @@ def _data_flags(base: Mapping[str, Any]) -> tuple[str, ...]:
     (its `train` line names it), `--data SOURCE` for a source with a path or a count, and the `--data-dir`."""
     flags: tuple[str, ...] = () if base["data"] in DATA_NAMES else ("--data", base["data"])
     return flags + (("--data-dir", str(base["data_dir"])) if base.get("data_dir") else ())
+
+
+def _validation_images(dataset: Any) -> int | None:
+    """How many images the members are scored on (None without a validation split)."""
+    labels = getattr(dataset, "y_val", None)
+    return len(labels) if labels is not None and len(labels) else None
 
 
 def _is_text(spec: Any) -> bool:
@@ -445,11 +513,11 @@ def _base_settings(space: Space, data: str | None, data_dir: str | None, flags: 
 
 def _write_sweep_json(directory: Path, space: Space, spec: Any, objectives: Sequence[str], name: str,
                       storage: str, sampler: str, seed: int, base: Mapping[str, Any], budget: Budget,
-                      trials: int, pruner: str) -> None:
+                      trials: int, pruner: str, repeats: int) -> None:
     write_atomic(directory / "sweep.json", json.dumps({
         "format": FORMAT, "family": space.program.name, "spec": str(spec) if not isinstance(spec, str) or
         "\n" not in spec else "<text>", "study": name, "storage": storage, "objectives": list(objectives),
-        "sampler": sampler, "pruner": pruner, "seed": seed, "trials": trials, "settings": dict(base),
+        "sampler": sampler, "pruner": pruner, "repeats": repeats, "seed": seed, "trials": trials, "settings": dict(base),
         "budget": dataclasses.asdict(budget)}, indent=1, default=str) + "\n")
 
 

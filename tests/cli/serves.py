@@ -1,7 +1,9 @@
 """Run a documented server command as a user would, check it serves, stop it: `python tests/cli/serves.py
 tensorboard --logdir runs` starts TensorBoard on a free port of 127.0.0.1, asks it for its runs until it lists
-at least one (at most 120 s: TensorBoard's first scan of a folder takes seconds), prints them and stops it.
-Exit 0 when it listed runs (the README test's stand-in for a command that serves until stopped)."""
+at least one (at most 120 s: TensorBoard's first scan of a folder takes seconds), prints them and stops it;
+`python tests/cli/serves.py optuna-dashboard sweeps/course/study.journal` asks optuna-dashboard for its
+studies the same way. Exit 0 when it listed something (the README test's stand-in for a command that serves
+until stopped)."""
 
 from __future__ import annotations
 
@@ -13,9 +15,13 @@ import time
 import urllib.request
 
 PATIENCE_S = 120
+#: Each server: where it lists what it serves, and the names in its reply.
+PROBES = {"tensorboard": ("/data/runs", lambda reply: list(reply)),
+          "optuna-dashboard": ("/api/studies", lambda reply: [s["study_name"] for s in reply["study_summaries"]])}
 
 
 def main(command: list[str]) -> int:
+    path, names = PROBES[command[0]]
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -25,15 +31,15 @@ def main(command: list[str]) -> int:
         deadline = time.monotonic() + PATIENCE_S
         while time.monotonic() < deadline and server.poll() is None:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/runs", timeout=5) as reply:
-                    runs = json.loads(reply.read())
-                if runs:
-                    print("serving runs:", ", ".join(runs))
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as reply:
+                    served = names(json.loads(reply.read()))
+                if served:
+                    print("serving:", ", ".join(served))
                     return 0
             except OSError:
                 pass
             time.sleep(0.5)
-        print(f"{command[0]} listed no runs in {PATIENCE_S} s", file=sys.stderr)
+        print(f"{command[0]} listed nothing in {PATIENCE_S} s", file=sys.stderr)
         return 1
     finally:
         server.terminate()

@@ -8,8 +8,9 @@ a page's commands may use what an earlier page's made (the main job's run direct
   `. .venv/bin/activate`, `pip install ...`: the test runs inside that installation), the test suite
   itself (`python -m pytest`: that is this run), the CIFAR-10 download (no network in tests: a
   CIFAR-shaped sample npz stands in, for 1 epoch instead of 30), the 40-trial sweep (2 trials of 1
-  epoch: the same command, minutes shorter) and `tensorboard --logdir runs`, a server that runs until
-  stopped (tests/cli/serves.py starts it on 127.0.0.1, waits until it lists the runs, stops it).
+  epoch: the same command, minutes shorter), `tensorboard --logdir runs` and `optuna-dashboard JOURNAL`,
+  servers that run until stopped (tests/cli/serves.py starts each on 127.0.0.1, waits until it lists the runs
+  or the studies, stops it).
   Everything else runs as written.
 - ```python blocks: each runs as a script in the same directory and must exit 0.
 - ```console blocks: the `$ ` command runs, and every line shown (but `...`) must appear in its output.
@@ -73,6 +74,9 @@ SUBSTITUTIONS = [
     (r"^tensorboard --logdir runs$", f"{shlex.quote(sys.executable)} {shlex.quote(str(ROOT / 'tests' / 'cli' / 'serves.py'))}"
                                      " tensorboard --logdir runs", "a server runs until stopped: started on "
                                      "127.0.0.1, asked for its runs, stopped"),
+    (r"^optuna-dashboard (\S+)$", f"{shlex.quote(sys.executable)} {shlex.quote(str(ROOT / 'tests' / 'cli' / 'serves.py'))}"
+                                  r" optuna-dashboard \1", "a server runs until stopped: started on 127.0.0.1, asked "
+                                  "for its studies, stopped"),
 ]
 SKIPPED = (r"python3 -m venv", r"\. \.venv/bin/activate", r"pip install", r"python -m pytest")
 

@@ -66,8 +66,12 @@ def test_a_sweep_trains_valid_members_as_runs_and_keeps_the_front(tmp_path: Path
         assert not any(o.accuracy >= f.accuracy and o.macs <= f.macs and (o.accuracy, o.macs) != (f.accuracy, f.macs)
                        for o in trained)
     folder = tmp_path / "sweep"
-    for name in ("pareto.png", "edf.png", "trials.csv", "best.cnn", "sweep.json", "study.journal"):
+    for name in ("pareto.png", "edf.png", "history.png", "importance.png", "trials.csv", "best.cnn", "sweep.json",
+                 "study.journal"):
         assert (folder / name).stat().st_size > 0, name
+    found = json.loads((folder / "sweep.json").read_text())["importances"]  # every varied dimension ranked
+    varied = {d for d in ("W", "M", "lr") if len({t.bindings[d] for t in trained}) > 1}
+    assert found["members"] == 3 and set(found["accuracy"]) == set(found["macs"]) == varied
     assert (folder / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len((folder / "trials.csv").read_text().splitlines()) == len(result.trials) + 1
     best = cnndsl.check(folder / "best.cnn")  # concrete and standalone
@@ -273,8 +277,11 @@ def test_sweep_errors_are_one_line(tmp_path: Path) -> None:
     result = cli("sweep", str(spec), "--trials", "1", "--out", str(foreign))
     assert result.returncode == 2 and "cnndsl never overwrites files it did not create" in result.stderr
     assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
-    result = cli("sweep", str(spec), "--objectives", "accuracy,speed")
-    assert result.returncode == 2 and "objectives are a comma-separated list" in result.stderr
+    for wrong in ("accuracy,speed", "accuracy,latency@0", "accuracy,latency@x", "latency@99999", "latency,latency"):
+        result = cli("sweep", str(spec), "--objectives", wrong)
+        assert result.returncode == 2 and "objectives are a comma-separated list" in result.stderr, wrong
+    result = cli("sweep", str(spec), "--repeats", "0", "--out", str(tmp_path / "r"))
+    assert result.returncode == 2 and "--repeats must be at least 1" in result.stderr
 
 
 def test_grid_sampler_visits_each_cell_once(tmp_path: Path) -> None:
@@ -585,3 +592,127 @@ def test_an_epoch_judge_reports_every_epoch_and_stops_only_when_its_pruner_says(
     judge.values[1] = 0.1
     assert judge.reason(1) == ("epoch 1: best validation accuracy so far 10.00%, below the median 50.00% of 6 "
                                "finished members at that epoch (MedianPruner)")
+
+def test_repeats_train_each_member_with_several_seeds_and_report_mean_and_spread(tmp_path: Path) -> None:
+    import statistics
+
+    from cnndsl.cli.sweep import sweep_table
+
+    one = TINY.replace("search W in {4, 8}, M in 1..4", "search W in {4, 8}, M in 1..1").replace("{0.003, 0.01}",
+                                                                                                "{0.003}")
+    result = sweep(write(tmp_path, one), trials=2, repeats=3, sampler="grid", out=tmp_path / "s", pruner="none")
+    trained = [t for t in result.trials if t.status == "trained"]
+    assert len(trained) == 2
+    for t in trained:
+        runs = [Path(t.run_dir), *(Path(f"{t.run_dir}-seed{k}") for k in (1, 2))]
+        seeds = [json.loads((run / "settings.json").read_text())["seed"] for run in runs]
+        assert seeds == [0, 1, 2]
+        bests = [max(json.loads(line)["val_accuracy"] for line in (run / "metrics.jsonl").read_text().splitlines())
+                 for run in runs]
+        assert t.accuracy == pytest.approx(statistics.fmean(bests), abs=1e-12)  # the mean over seeds
+        assert t.accuracy_std == pytest.approx(statistics.stdev(bests), abs=1e-12)
+        assert t.values[0] == t.accuracy  # the objective (and so the front) is the mean
+    rows = list(csv.DictReader((tmp_path / "s" / "trials.csv").open()))
+    assert all(float(r["val_accuracy_std"]) == pytest.approx(t.accuracy_std, abs=1e-6)
+               for r, t in zip([r for r in rows if r["status"] == "trained"], trained))
+    table = sweep_table(result)
+    for t in trained:
+        assert f"{t.accuracy:.2%} ± {100 * t.accuracy_std:.2f}" in table
+    assert f"the validation split has {result.validation_images:,} images" in table
+
+
+@pytest.mark.parametrize(("images", "accuracy", "error", "noise"),
+                         [(144, 0.95, 1.816, 5.03), (400, 0.965, 0.919, 2.55), (10_000, 0.5, 0.5, 1.386)])
+def test_the_resolution_of_a_validation_split_is_the_binomial_error(images: int, accuracy: float, error: float,
+                                                                   noise: float) -> None:
+    from cnndsl.search.results import resolution
+
+    se, difference = resolution(images, accuracy)
+    # sqrt(p(1-p)/n) and 1.96 * sqrt(2) times it, in points, worked out separately to the digits written
+    assert 100 * se == pytest.approx(error, abs=6e-3) and 100 * difference == pytest.approx(noise, abs=6e-3)
+
+
+def _made_study(members: int, seed: int = 0):
+    """A finished two-objective study (accuracy up, MACs down) whose accuracy depends on `x` alone and whose
+    MACs on `width` alone; `noise` decides nothing. No training: the members are told their values."""
+    import random
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    rng = random.Random(seed)
+    study = optuna.create_study(directions=["maximize", "minimize"],
+                                sampler=optuna.samplers.RandomSampler(seed=seed))
+    for number in range(members):
+        trial = study.ask()
+        x = trial.suggest_float("x", 0.0, 1.0)
+        width = trial.suggest_categorical("width", [8, 16, 32, 64])
+        trial.suggest_float("noise", 0.0, 1.0)
+        trial.set_user_attr("status", "trained")
+        trial.set_user_attr("identity", f"member-{number}")
+        study.tell(trial, [0.5 + 0.4 * x + 0.001 * rng.random(), width * 1000.0])
+    return study
+
+
+def test_importances_rank_the_dimension_each_objective_depends_on(tmp_path: Path) -> None:
+    from cnndsl.search.analysis import importances, plot_analysis
+
+    for seed in (0, 1, 2):
+        found = importances(_made_study(40, seed), ("accuracy", "macs"))
+        assert found["evaluator"] == "optuna.importance.PedAnovaImportanceEvaluator()" and found["members"] == 40
+        assert max(found["accuracy"], key=found["accuracy"].get) == "x", found
+        assert max(found["macs"], key=found["macs"].get) == "width", found
+    written = plot_analysis(_made_study(12), ("accuracy", "macs"), tmp_path, importances(_made_study(12), ("accuracy",
+                                                                                                          "macs")))
+    assert written == ["history.png", "importance.png"]
+    assert all((tmp_path / name).read_bytes()[:4] == b"\x89PNG" for name in written)
+    assert "left out" in importances(_made_study(1), ("accuracy", "macs"))  # one member: nothing to rank
+
+
+def test_measured_objectives_are_the_members_latency_and_throughput(tmp_path: Path) -> None:
+    """`latency` (batch 1) and `latency@8` are the compiled forward's median time, measured after training;
+    `throughput` the training images/s of the epochs after the first; each trial's seconds says how much of it
+    JAX spent compiling. Timing figures are checked for what they are (measured, positive, in the table and
+    trials.csv as the objective values), never against a speed."""
+    import math
+
+    from cnndsl.cli.sweep import sweep_table
+
+    one = TINY.replace("M in 1..4", "M in 1..1").replace("{0.003, 0.01}", "{0.003}").replace("epochs = 1", "epochs = 2")
+    objectives = ("accuracy", "latency", "latency@8", "throughput")
+    result = sweep(write(tmp_path, one), trials=2, sampler="grid", out=tmp_path / "s", objectives=objectives)
+    trained = [t for t in result.trials if t.status == "trained"]
+    assert len(trained) == 2
+    for t in trained:
+        assert set(t.latency_ms) == {"1", "8"}
+        assert t.values == (t.accuracy, t.latency_ms["1"], t.latency_ms["8"], t.throughput)
+        assert all(math.isfinite(v) and v > 0 for v in t.values[1:])
+        epochs = [json.loads(line) for line in (Path(t.run_dir) / "metrics.jsonl").read_text().splitlines()]
+        assert t.throughput == epochs[1]["images_per_s"]  # the epoch after the first (the median of one)
+        assert 0 < t.compile_seconds and t.seconds > 0
+    rows = list(csv.DictReader((tmp_path / "s" / "trials.csv").open()))
+    for row, t in zip([r for r in rows if r["status"] == "trained"], trained):
+        assert float(row["latency_ms@8"]) == pytest.approx(t.latency_ms["8"], abs=1e-4)
+        assert float(row["compile_seconds"]) == pytest.approx(t.compile_seconds, abs=0.01)
+    assert "ms@1" in sweep_table(result) and "ms@8" in sweep_table(result)
+    # the front is taken on all four objectives: nothing trained beats a front member on every one
+    signs = (-1, 1, 1, -1)
+    for f in result.front:
+        assert not any(all(s * a <= s * b for s, a, b in zip(signs, o.values, f.values)) and o.values != f.values
+                       for o in trained)
+
+
+def test_the_compile_clock_hears_jaxs_compile_events_only_while_open() -> None:
+    import jax
+    import jax.numpy as jnp
+
+    from cnndsl.nn.timing import CompileClock
+
+    function = jax.jit(lambda x: jnp.sin(x) * 3.0 + x.sum())
+    with CompileClock() as first:
+        function(jnp.arange(7.0)).block_until_ready()  # traced, lowered and compiled here
+    with CompileClock() as again:
+        function(jnp.arange(7.0)).block_until_ready()  # the same shapes: jit's cache, no compile event
+    outside = CompileClock()
+    jax.jit(lambda x: x * 2)(jnp.ones(3)).block_until_ready()  # compiled while no clock is open
+    assert first.seconds > 0 and again.seconds == 0 and outside.seconds == 0
