@@ -18,23 +18,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cnndsl.search.study import direction
+from cnndsl.search.study import direction, title_of
 
 #: The evaluator, as sweep.json names it: get_param_importances' default in Optuna 5 (fANOVA needs scikit-learn).
 EVALUATOR = "optuna.importance.PedAnovaImportanceEvaluator()"
-#: How each objective is named on the plots.
-TITLES = {"accuracy": "validation accuracy", "loss": "validation loss", "macs": "MACs", "params": "parameters",
-          "memory": "activation memory", "throughput": "training images/s"}
-
-
-def title_of(objective: str) -> str:
-    """An objective's name on a plot: `latency@32` is "latency, batch 32 (ms)"."""
-    from cnndsl.search.study import latency_batch
-
-    batch = latency_batch(objective)
-    return TITLES[objective] if batch is None else f"latency, batch {batch} (ms)"
-
-
 def trained_study(study: Any, objectives: Sequence[str]) -> Any:
     """An in-memory copy of `study` holding each distinct trained experiment once (Optuna's evaluators and
     plots read every COMPLETE trial: a duplicate would count its member twice)."""

@@ -45,8 +45,7 @@ def plot_pareto(trained: Sequence[Any], front: Sequence[Any], path: Path, title:
                 objectives: Sequence[str]) -> None:
     """Validation accuracy against MACs (or params, when that is the cost objective) of every trained
     member, the front drawn as a staircase and labelled with trial numbers."""
-    from cnndsl.search.analysis import title_of
-    from cnndsl.search.study import direction
+    from cnndsl.search.study import direction, title_of
 
     plt = _pyplot()
     # the x axis: the first cost among the objectives (MACs, params, memory, a latency), else MACs

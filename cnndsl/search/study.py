@@ -37,6 +37,17 @@ def latency_batch(objective: str) -> int | None:
     return None
 
 
+#: How each objective is named on the plots.
+TITLES = {"accuracy": "validation accuracy", "loss": "validation loss", "macs": "MACs", "params": "parameters",
+          "memory": "activation memory", "throughput": "training images/s"}
+
+
+def title_of(objective: str) -> str:
+    """An objective's name on a plot: `latency@32` is "latency, batch 32 (ms)"."""
+    batch = latency_batch(objective)
+    return TITLES[objective] if batch is None else f"latency, batch {batch} (ms)"
+
+
 def direction(objective: str) -> str | None:
     """An objective's Optuna direction (None: not an objective cnndsl knows)."""
     return OBJECTIVES.get(objective) or ("minimize" if latency_batch(objective) else None)
