@@ -67,7 +67,7 @@ def plot_pareto(trained: Sequence[Any], front: Sequence[Any], path: Path, title:
         ax.scatter(*zip(*shown), s=18, color="#9aa5b1", label="trained members", zorder=2)
     if below:
         ax.scatter(*zip(*below), s=22, marker="v", color="#9aa5b1", clip_on=False, zorder=2,
-                   label=f"{len(below)} below {bottom:.0f}%")
+                   label=f"{len(below)} below {bottom:.3g}%")
     spread = [(cost_of(r), 100 * r.accuracy, 100 * r.accuracy_std) for r in trained
               if r.accuracy is not None and getattr(r, "accuracy_std", None) is not None and 100 * r.accuracy >= bottom]
     if spread:  # --repeats: each member's mean with its seeds' spread (one standard deviation)
@@ -81,6 +81,7 @@ def plot_pareto(trained: Sequence[Any], front: Sequence[Any], path: Path, title:
             ax.annotate(f"#{number}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
     ax.set_xscale("log")
     ax.set_ylim(bottom, top)
+    ax.set_yticks([t for t in ax.get_yticks() if bottom <= t <= 100.0 + 1e-9])  # room above 100%, no tick there
     ax.margins(x=0.08)  # room for the labels of the cheapest and dearest members
     ax.set(xlabel="multiply-adds per image" if cost == "macs" else title_of(cost), ylabel="validation accuracy (%)",
            title=f"{title}: {len(points)} trained members")
@@ -91,13 +92,13 @@ def plot_pareto(trained: Sequence[Any], front: Sequence[Any], path: Path, title:
 
 def accuracy_axis(front: Sequence[float], members: Sequence[float]) -> tuple[float, float]:
     """The accuracy axis (%) of the Pareto plot: from a little below the front's worst member (members below
-    that sit on the bottom edge) to a little above the best member: margins of at least 1 point, about a tenth of
-    the span."""
+    that sit on the bottom edge) to a little above the best member: margins of a few hundredths to a tenth of the
+    span, at least half a point below (the lowest front point's label) and 0.3 above."""
     values = list(front) or list(members) or [0.0]
     lowest, highest = min(values), max(list(members) + values)
     span = max(highest - lowest, 1.0)
-    bottom = max(0.0, lowest - max(1.0, 0.12 * span))  # 12% of the axis: room for the lowest point's label
-    top = min(highest + max(1.0, 0.1 * span), 101.0)  # 101: a member at 100% is drawn whole
+    bottom = max(0.0, lowest - max(0.5, 0.12 * span))  # about a tenth of the axis: room for the lowest label
+    top = min(highest + max(0.3, 0.06 * span), 101.0)  # a member at 100% is drawn whole
     return bottom, top
 
 

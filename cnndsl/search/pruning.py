@@ -87,9 +87,9 @@ class EpochJudge:
             done = [t.intermediate_values[epoch] for t in self.study.get_trials(
                 deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)) if epoch in t.intermediate_values]
             if done:
-                return (f"epoch {epoch}: best validation accuracy so far {best:.2%}, below the median "
-                        f"{statistics.median(done):.2%} of {len(done)} finished members at that epoch ({kind})")
-        return f"epoch {epoch}: best validation accuracy so far {best:.2%}, not kept by its bracket's rung ({kind})"
+                return (f"epoch {epoch}: best so far {best:.2%} < median {statistics.median(done):.2%} of "
+                        f"{len(done)} finished members ({kind})")
+        return f"epoch {epoch}: best so far {best:.2%}, not kept by its bracket's rung ({kind})"
 
     def finish(self, accuracy: float | None) -> None:
         """The member's end: its final accuracy (it was trained to the end) or pruned."""

@@ -8,11 +8,13 @@ until stopped)."""
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 PATIENCE_S = 120
 #: Each server: where it lists what it serves, and the names in its reply.
@@ -22,6 +24,9 @@ PROBES = {"tensorboard": ("/data/runs", lambda reply: list(reply)),
 
 def main(command: list[str]) -> int:
     path, names = PROBES[command[0]]
+    # the server's script as this Python's environment installed it, where PATH lacks that environment's bin/
+    beside = Path(sys.executable).parent / command[0]
+    command = [shutil.which(command[0]) or (str(beside) if beside.exists() else command[0]), *command[1:]]
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

@@ -548,7 +548,7 @@ def test_the_median_pruner_stops_members_below_the_median_of_finished_ones(tmp_p
             finished.append(t.number)
         else:
             assert t.status == "pruned" and len(curves[t.number]) == expected_stop, t
-            assert f"epoch {expected_stop}: best validation accuracy so far" in t.reason and "MedianPruner" in t.reason
+            assert t.reason.startswith(f"epoch {expected_stop}: best so far ") and "MedianPruner" in t.reason
             assert (Path(t.run_dir) / "member.cnn").is_file() and (Path(t.run_dir) / "checkpoints").is_dir()
     statuses = [t.status for t in ran]
     assert "pruned" in statuses and judged > statuses.count("pruned")  # it pruned, and it let some go on
@@ -590,8 +590,7 @@ def test_an_epoch_judge_reports_every_epoch_and_stops_only_when_its_pruner_says(
     assert stopped.state == optuna.trial.TrialState.PRUNED and stopped.user_attrs["sweep_trial"] == 5
     judge = EpochJudge(study, "median", 7, 3, tmp_path)  # its reason, against the 6 finished members
     judge.values[1] = 0.1
-    assert judge.reason(1) == ("epoch 1: best validation accuracy so far 10.00%, below the median 50.00% of 6 "
-                               "finished members at that epoch (MedianPruner)")
+    assert judge.reason(1) == "epoch 1: best so far 10.00% < median 50.00% of 6 finished members (MedianPruner)"
 
 def test_repeats_train_each_member_with_several_seeds_and_report_mean_and_spread(tmp_path: Path) -> None:
     import statistics
@@ -716,3 +715,14 @@ def test_the_compile_clock_hears_jaxs_compile_events_only_while_open() -> None:
     outside = CompileClock()
     jax.jit(lambda x: x * 2)(jnp.ones(3)).block_until_ready()  # compiled while no clock is open
     assert first.seconds > 0 and again.seconds == 0 and outside.seconds == 0
+
+
+@pytest.mark.parametrize(("front", "members"), [([99.3, 100.0], [98.6, 99.3, 100.0, 40.0]), ([96.5], [96.5, 95.5]),
+                                                ([12.0, 30.0, 55.0], [12.0, 5.0, 55.0]), ([], [70.0])])
+def test_the_pareto_axis_holds_every_front_point_and_the_best_member(front: list, members: list) -> None:
+    from cnndsl.search.plots import accuracy_axis
+
+    bottom, top = accuracy_axis(front, members)
+    assert all(bottom < y < top for y in front) and max(members) < top <= 101.0
+    assert top - max(members) <= max(0.3, 0.06 * (max(members) - min(front or members)))  # not far above the best
+    assert bottom >= 0.0
