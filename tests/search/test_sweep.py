@@ -132,6 +132,7 @@ def test_a_killed_sweep_resumes_and_its_dead_trial_is_marked_failed(tmp_path: Pa
     result = cli(*args, "--epochs", "1")
     assert result.returncode == 0, result.stderr
     assert "1 trial of a stopped sweep marked failed" in result.stderr
+    assert "trial 0's run had other settings; trained from scratch" in result.stderr  # --epochs 1, not 400
     rows = (out / "trials.csv").read_text().splitlines()[1:]
     states = [row.split(",")[2] for row in rows]
     assert states.count("failed") == 1 and states.count("trained") == 1
@@ -141,7 +142,7 @@ def test_a_trial_killed_while_training_resumes_its_run_to_the_uninterrupted_resu
     """SIGKILL after a checkpoint of trial 0; the same command puts the trial back (Optuna's enqueue_trial with
     the same member) and the new trial resumes trial 0's run directory from its newest checkpoint: the run's
     history ends as an uninterrupted sweep's, and the table says what happened to both trial numbers."""
-    spec = write(tmp_path, TINY.replace("epochs = 1", "epochs = 6, checkpoint_every = 4"))
+    spec = write(tmp_path, TINY.replace("epochs = 1", "epochs = 4, checkpoint_every = 4"))
 
     def args(out: Path) -> list[str]:
         return ["sweep", str(spec), "--trials", "1", "--out", str(out), "--sampler", "random", "--seed", "2"]
@@ -171,7 +172,7 @@ def test_a_trial_killed_while_training_resumes_its_run_to_the_uninterrupted_resu
         lines = (folder / "trials" / "0000" / "metrics.jsonl").read_text().splitlines()
         return [(e["epoch"], e["val_accuracy"]) for e in map(json.loads, lines)]
 
-    assert history(out) == history(tmp_path / "reference") and len(history(out)) == 6
+    assert history(out) == history(tmp_path / "reference") and len(history(out)) == 4
     rows = {row["trial"]: row for row in csv.DictReader((out / "trials.csv").open())}
     assert rows["0"]["status"] == "failed" and rows["1"]["status"] == "trained"
     assert rows["1"]["run_dir"] == rows["0"]["run_dir"]  # the same run, continued
@@ -277,11 +278,26 @@ def test_sweep_errors_are_one_line(tmp_path: Path) -> None:
     result = cli("sweep", str(spec), "--trials", "1", "--out", str(foreign))
     assert result.returncode == 2 and "cnndsl never overwrites files it did not create" in result.stderr
     assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
-    for wrong in ("accuracy,speed", "accuracy,latency@0", "accuracy,latency@x", "latency@99999", "latency,latency"):
-        result = cli("sweep", str(spec), "--objectives", wrong)
-        assert result.returncode == 2 and "objectives are a comma-separated list" in result.stderr, wrong
-    result = cli("sweep", str(spec), "--repeats", "0", "--out", str(tmp_path / "r"))
-    assert result.returncode == 2 and "--repeats must be at least 1" in result.stderr
+    result = cli("sweep", str(spec), "--objectives", "accuracy,speed")
+    assert result.returncode == 2 and "objectives are a comma-separated list" in result.stderr
+
+
+@pytest.mark.parametrize("wrong", ["accuracy,latency@0", "accuracy,latency@x", "latency@99999", "latency,latency",
+                                   "throughput,accuracy,throughput"])
+def test_objectives_that_are_not_known_are_a_usage_error(tmp_path: Path, wrong: str,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from cnndsl.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["sweep", str(write(tmp_path)), "--objectives", wrong])
+    assert exit_.value.code == 2 and "objectives are a comma-separated list" in capsys.readouterr().err
+
+
+def test_repeats_below_one_are_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cnndsl.cli import main
+
+    assert main(["sweep", str(write(tmp_path)), "--repeats", "0", "--out", str(tmp_path / "r")]) == 2
+    assert "--repeats must be at least 1" in capsys.readouterr().err and not (tmp_path / "r").exists()
 
 
 def test_grid_sampler_visits_each_cell_once(tmp_path: Path) -> None:
@@ -363,9 +379,10 @@ def test_the_family_examples_have_many_valid_members() -> None:
         assert sum(m.valid for m in members) >= len(members) // 2 >= 100, example
 
 
-def test_comparing_families_draws_their_error_edfs_on_one_plot(tmp_path: Path) -> None:
-    a = write(tmp_path, TINY, "a.cnn")
-    b = write(tmp_path, TINY.replace("network Tiny", "network Wide").replace("{4, 8}", "{8, 16}"), "b.cnn")
+def test_comparing_families_draws_their_edfs_and_trains_a_network_both_contain_once(tmp_path: Path) -> None:
+    one = TINY.replace("search W in {4, 8}, M in 1..4", "search W in {8}, M in 1..1").replace("{0.003, 0.01}", "{0.003}")
+    a = write(tmp_path, one, "a.cnn")  # one member: W=8
+    b = write(tmp_path, one.replace("network Tiny", "network Wide").replace("{8}", "{8, 16}"), "b.cnn")  # W=8, 16
     out = tmp_path / "ab"
     result = cli("sweep", str(a), str(b), "--trials", "2", "--out", str(out))
     assert result.returncode == 0, result.stderr
@@ -374,15 +391,6 @@ def test_comparing_families_draws_their_error_edfs_on_one_plot(tmp_path: Path) -
         assert json.loads((out / name / "sweep.json").read_text())["sampler"] == "random"
         assert (out / name / "best.cnn").is_file()
     assert "Tiny: " in result.stdout and "Wide: " in result.stdout
-
-
-def test_families_compared_together_train_a_network_both_contain_once(tmp_path: Path) -> None:
-    one = TINY.replace("search W in {4, 8}, M in 1..4", "search W in {8}, M in 1..1").replace("{0.003, 0.01}", "{0.003}")
-    a = write(tmp_path, one, "a.cnn")  # one member: W=8
-    b = write(tmp_path, one.replace("network Tiny", "network Wide").replace("{8}", "{8, 16}"), "b.cnn")  # W=8, 16
-    out = tmp_path / "ab"
-    result = cli("sweep", str(a), str(b), "--trials", "2", "--out", str(out))
-    assert result.returncode == 0, result.stderr
     rows = {(name, row["W"]): row for name in ("a", "b") for row in csv.DictReader((out / name / "trials.csv").open())
             if row["status"] == "trained"}
     assert set(rows) == {("a", "8"), ("b", "8"), ("b", "16")}
@@ -516,7 +524,7 @@ PRUNABLE = """network Prunable
 input 8x8x1
 search lr in {0.00001, 0.00003, 0.001, 0.003, 0.01, 0.03}, W in {4, 8}
 input -> conv(W, 3x3, pad=same) -> relu -> maxpool(2x2) -> fc(10)
-train epochs = 3, batch_size = 64
+train epochs = 2, batch_size = 64
 """
 
 
@@ -524,10 +532,11 @@ def test_the_median_pruner_stops_members_below_the_median_of_finished_ones(tmp_p
     """Members whose learning rate is far too small stay near chance while the others learn. Each decision is
     recomputed from the runs' own metrics with MedianPruner's rule (one worker: the members finished before a
     trial are those numbered below it): after 5 finished members, a member stops after epoch k < 3 exactly
-    when its best validation accuracy so far is below the median of the finished members' at epoch k."""
+    when its best validation accuracy so far is below the median of the finished members' at epoch k
+    (members train 2 epochs: the pruner judges epoch 1)."""
     import statistics
 
-    result = sweep(write(tmp_path, PRUNABLE), trials=10, sampler="random", seed=3, out=tmp_path / "s")
+    result = sweep(write(tmp_path, PRUNABLE), trials=10, sampler="random", seed=5, out=tmp_path / "s")
     ran = [t for t in result.trials if t.status in ("trained", "pruned")]
     assert len(ran) == 10
     curves = {t.number: [json.loads(line)["val_accuracy"] for line in
@@ -537,14 +546,14 @@ def test_the_median_pruner_stops_members_below_the_median_of_finished_ones(tmp_p
     for t in ran:
         expected_stop = None
         if len(finished) >= 5:
-            for epoch in (1, 2):
+            for epoch in (1,):
                 median = statistics.median(curves[f][epoch - 1] for f in finished)
                 judged += 1
                 if max(curves[t.number][:epoch]) < median:
                     expected_stop = epoch
                     break
         if expected_stop is None:
-            assert t.status == "trained" and len(curves[t.number]) == 3, t
+            assert t.status == "trained" and len(curves[t.number]) == 2, t
             finished.append(t.number)
         else:
             assert t.status == "pruned" and len(curves[t.number]) == expected_stop, t
@@ -597,11 +606,11 @@ def test_repeats_train_each_member_with_several_seeds_and_report_mean_and_spread
 
     from cnndsl.cli.sweep import sweep_table
 
-    one = TINY.replace("search W in {4, 8}, M in 1..4", "search W in {4, 8}, M in 1..1").replace("{0.003, 0.01}",
-                                                                                                "{0.003}")
-    result = sweep(write(tmp_path, one), trials=2, repeats=3, sampler="grid", out=tmp_path / "s", pruner="none")
+    one = TINY.replace("search W in {4, 8}, M in 1..4", "search W in {4}, M in 1..1").replace("{0.003, 0.01}",
+                                                                                             "{0.003}")
+    result = sweep(write(tmp_path, one), trials=1, repeats=3, sampler="grid", out=tmp_path / "s", pruner="none")
     trained = [t for t in result.trials if t.status == "trained"]
-    assert len(trained) == 2
+    assert len(trained) == 1
     for t in trained:
         runs = [Path(t.run_dir), *(Path(f"{t.run_dir}-seed{k}") for k in (1, 2))]
         seeds = [json.loads((run / "settings.json").read_text())["seed"] for run in runs]
