@@ -207,9 +207,12 @@ def test_ctrl_c_while_a_sweep_starts_is_an_interruption_not_a_bug(tmp_path: Path
     spec = write(tmp_path, TINY.replace("epochs = 1", "epochs = 400"))  # it cannot finish before the signal
     for attempt in range(4):
         out = tmp_path / f"s{attempt}"
+        # Ctrl-C's default, as in a terminal: a test run started as a background job (`pytest &` in a script)
+        # has SIGINT ignored, and a child inherits that until cnndsl's own handler is installed
         process = subprocess.Popen([sys.executable, "-m", "cnndsl", "sweep", str(spec), "--trials", "1", "--out",
                                     str(out)], env={**os.environ, "PYTHONPATH": str(ROOT)},
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         time.sleep(delay)  # importing, loading the data, compiling: wherever it is, Ctrl-C means stop
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=120)
