@@ -3,6 +3,7 @@ study, and the one-line errors. The PostgreSQL test starts its own server on 127
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -200,6 +202,24 @@ def test_ctrl_c_stops_a_sweep_cleanly_and_the_same_command_resumes(tmp_path: Pat
     assert result.returncode == 0 and "marked failed" not in result.stderr  # Optuna already marked it
 
 
+@contextlib.contextmanager
+def _terminal_ctrl_c() -> Iterator[None]:
+    """Children started inside get Ctrl-C's default action, as from a terminal. A test run started as a
+    background job (`pytest &` in a script) has SIGINT ignored, and a child inherits an ignored signal until
+    cnndsl's own handler is installed; a handled one is reset to the default at exec."""
+    import signal
+
+    try:
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    except ValueError:  # not the main thread: the disposition stays as it is
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.parametrize("delay", [0.05, 0.3, 1.5])  # in numpy's import (a traceback once), loading, compiling
 def test_ctrl_c_while_a_sweep_starts_is_an_interruption_not_a_bug(tmp_path: Path, delay: float) -> None:
     import signal
@@ -207,12 +227,10 @@ def test_ctrl_c_while_a_sweep_starts_is_an_interruption_not_a_bug(tmp_path: Path
     spec = write(tmp_path, TINY.replace("epochs = 1", "epochs = 400"))  # it cannot finish before the signal
     for attempt in range(4):
         out = tmp_path / f"s{attempt}"
-        # Ctrl-C's default, as in a terminal: a test run started as a background job (`pytest &` in a script)
-        # has SIGINT ignored, and a child inherits that until cnndsl's own handler is installed
-        process = subprocess.Popen([sys.executable, "-m", "cnndsl", "sweep", str(spec), "--trials", "1", "--out",
-                                    str(out)], env={**os.environ, "PYTHONPATH": str(ROOT)},
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        with _terminal_ctrl_c():
+            process = subprocess.Popen([sys.executable, "-m", "cnndsl", "sweep", str(spec), "--trials", "1", "--out",
+                                        str(out)], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(delay)  # importing, loading the data, compiling: wherever it is, Ctrl-C means stop
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=120)
