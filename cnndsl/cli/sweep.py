@@ -35,9 +35,11 @@ def add(commands: Any, spec: argparse.ArgumentParser, data: argparse.ArgumentPar
         "sweep", parents=[data], help="train members of a family chosen by Optuna; the Pareto front and best.cnn",
         description="Search a family (a spec with `search` lines) on Optuna: each trial's member is checked first "
                     "(invalid and over-budget members cost milliseconds), then trained in this process as an "
-                    "ordinary run directory and scored on its validation split. Writes trials.csv, pareto.png, "
-                    "edf.png and best.cnn. The same command again resumes the study; with a shared --storage, "
-                    "the same command on many machines shares it. Several specs: one sweep each, and their "
+                    "ordinary run directory and scored on its validation split; hopeless members are pruned "
+                    "after an epoch. Writes trials.csv, pareto.png, edf.png, history.png, importance.png and "
+                    "best.cnn. The same command again resumes the study (a killed trial from its checkpoint); with "
+                    "a shared --storage, the same command on many machines shares it. Several specs: one sweep "
+                    "each, and their "
                     "error EDFs on one plot (OUT/edf.png).")
     sw.add_argument("files", nargs="+", metavar="FILE", help="the family spec(s)")
     sw.add_argument("--set", dest="bindings", metavar="NAME=VALUE", type=set_pair, action="append", default=[],
