@@ -39,8 +39,7 @@ def add(commands: Any, spec: argparse.ArgumentParser, data: argparse.ArgumentPar
                     "after an epoch. Writes trials.csv, pareto.png, edf.png, history.png, importance.png and "
                     "best.cnn. The same command again resumes the study (a killed trial from its checkpoint); with "
                     "a shared --storage, the same command on many machines shares it. Several specs: one sweep "
-                    "each, and their "
-                    "error EDFs on one plot (OUT/edf.png).")
+                    "each, and their error EDFs on one plot (OUT/edf.png).")
     sw.add_argument("files", nargs="+", metavar="FILE", help="the family spec(s)")
     sw.add_argument("--set", dest="bindings", metavar="NAME=VALUE", type=set_pair, action="append", default=[],
                     help="fix a free name instead of searching it (repeatable)")
@@ -102,9 +101,9 @@ def run(args: argparse.Namespace) -> int:
         result = sweep(Path(file), data=args.data, data_dir=args.data_dir, trials=args.trials,
                        objectives=args.objectives, budget=Budget(args.max_params, args.max_macs), sampler=sampler,
                        storage=args.storage, study=study, out=out, seed=args.seed, set=dict(args.bindings),
-                       quiet=not args.verbose, report=print_progress, pruner=args.pruner, shared=shared, repeats=args.repeats,
-                       epochs=args.epochs,
-                       batch_size=args.batch_size, lr=args.lr, val_fraction=args.val_fraction)
+                       quiet=not args.verbose, report=print_progress, pruner=args.pruner, shared=shared,
+                       repeats=args.repeats, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                       val_fraction=args.val_fraction)
         sys.stdout.write(sweep_table(result))
         shared = {**trained_experiments(result.study), **shared}
         errors[result.study.study_name] = [1 - t.accuracy for t in result.trials

@@ -22,6 +22,8 @@ from cnndsl.search.study import direction, title_of
 
 #: The evaluator, as sweep.json names it: get_param_importances' default in Optuna 5 (fANOVA needs scikit-learn).
 EVALUATOR = "optuna.importance.PedAnovaImportanceEvaluator()"
+
+
 def trained_study(study: Any, objectives: Sequence[str]) -> Any:
     """An in-memory copy of `study` holding each distinct trained experiment once (Optuna's evaluators and
     plots read every COMPLETE trial: a duplicate would count its member twice)."""

@@ -43,8 +43,9 @@ def save_axes(ax: Any, path: Path) -> None:
 
 def plot_pareto(trained: Sequence[Any], front: Sequence[Any], path: Path, title: str,
                 objectives: Sequence[str]) -> None:
-    """Validation accuracy against MACs (or params, when that is the cost objective) of every trained
-    member, the front drawn as a staircase and labelled with trial numbers."""
+    """Validation accuracy against a cost (the first cost among the objectives: params, memory, a latency;
+    MACs when there is none) of every trained member, the front drawn as a staircase and labelled with trial
+    numbers; a member trained with several seeds gets its spread as an error bar."""
     from cnndsl.search.study import direction, title_of
 
     plt = _pyplot()
@@ -69,7 +70,7 @@ def plot_pareto(trained: Sequence[Any], front: Sequence[Any], path: Path, title:
         ax.scatter(*zip(*below), s=22, marker="v", color="#9aa5b1", clip_on=False, zorder=2,
                    label=f"{len(below)} below {bottom:.3g}%")
     spread = [(cost_of(r), 100 * r.accuracy, 100 * r.accuracy_std) for r in trained
-              if r.accuracy is not None and getattr(r, "accuracy_std", None) is not None and 100 * r.accuracy >= bottom]
+              if r.accuracy is not None and r.accuracy_std is not None and 100 * r.accuracy >= bottom]
     if spread:  # --repeats: each member's mean with its seeds' spread (one standard deviation)
         ax.errorbar([x for x, _, _ in spread], [y for _, y, _ in spread], yerr=[e for _, _, e in spread], fmt="none",
                     ecolor="#9aa5b1", elinewidth=1, capsize=2, zorder=1)

@@ -165,10 +165,8 @@ def _write_csv(path: Path, results: list[TrialResult], space: Space) -> None:
 
     for r in results:
         writer.writerow([r.number, r.state, r.status, *[r.bindings.get(n, "") for n in names],
-                         "" if r.accuracy is None else f"{r.accuracy:.6f}",
-                         "" if r.accuracy_std is None else f"{r.accuracy_std:.6f}",
-                         "" if r.test_accuracy is None else f"{r.test_accuracy:.6f}",
-                         r.params if r.params is not None else "", r.macs if r.macs is not None else "",
+                         number(r.accuracy, ".6f"), number(r.accuracy_std, ".6f"), number(r.test_accuracy, ".6f"),
+                         number(r.params, "d"), number(r.macs, "d"),
                          number(r.seconds, ".2f"), number(r.compile_seconds, ".2f"), number(r.throughput, ".0f"),
                          *(number((r.latency_ms or {}).get(b), ".4f") for b in batches), r.run_dir or "",
                          r.reason or ""])

@@ -160,6 +160,7 @@ class _Sweep:
                 if shared.get(key) is not None:
                     trial.set_user_attr(key, shared[key])
             trial.set_user_attr("status", "trained")
+            trial.set_user_attr("origin", shared["origin"])
             trial.set_user_attr("reason", f"trained once for both families, as {shared['origin']}")
             self.report(f"[{trained_count(trial.study) + 1}/{self.trials}] trial {trial.number}: "
                         f"{self.space.label(member)} is {shared['origin']}'s network and settings: its results")
@@ -218,7 +219,7 @@ class _Sweep:
             trial.set_user_attr("accuracies", accuracies)
             trial.set_user_attr("accuracy_std", spread)
         trial.set_user_attr("seconds", time.perf_counter() - started)
-        measured = self._measure(result.net, histories)
+        measured = self._measure(result, histories)
         for key, value in measured.items():
             trial.set_user_attr(key, value)
         trial.set_user_attr("status", "trained")
@@ -262,16 +263,17 @@ class _Sweep:
             judge.finish(score(result.history.best))
         return result
 
-    def _measure(self, net: Any, histories: list[list[dict[str, Any]]]) -> dict[str, Any]:
+    def _measure(self, result: Any, histories: list[list[dict[str, Any]]]) -> dict[str, Any]:
         """The measured objectives: training throughput (the median images/s of the epochs after each run's
-        first, which compiled; all of a one-epoch run's) and each latency objective's forward time here."""
+        first, which compiled; all of a one-epoch run's) and each latency objective's forward time here, timed
+        on the trained module of `result` (the last run's)."""
         rates = [e["images_per_s"] for epochs in histories for e in (epochs[1:] or epochs) if e.get("images_per_s")]
         measured: dict[str, Any] = {"throughput": statistics.median(rates)} if rates else {}
         batches = [b for b in map(latency_batch, self.objectives) if b is not None]
         if batches:
             from cnndsl.nn.timing import forward_latency
 
-            measured["latency_ms"] = {str(b): forward_latency(net, b) for b in batches}
+            measured["latency_ms"] = {str(b): forward_latency(result.net, b, result.model) for b in batches}
         return measured
 
     def _values(self, accuracy: float, loss: float, report: Any, measured: Mapping[str, Any]) -> tuple[float, ...]:
@@ -443,9 +445,7 @@ def trained_experiments(study: Any) -> dict[str, dict[str, Any]]:
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         a = t.user_attrs
         if a.get("status") == "trained" and a.get("identity") and a["identity"] not in found:
-            reason = a.get("reason") or ""
-            origin = reason.partition(", as ")[2] if reason.startswith("trained once") else \
-                f"{study.study_name} trial {t.number}"
+            origin = a.get("origin") or f"{study.study_name} trial {t.number}"  # a shared one keeps its first
             found[a["identity"]] = {"origin": origin, **{k: a.get(k) for k in _RESULT_KEYS}}
     return found
 
