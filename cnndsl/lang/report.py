@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from cnndsl.lang import ir
@@ -74,7 +75,7 @@ class Report:
         return (f"Report({self.name!r}: {fmt(self.input_shape)} -> {fmt(self.output_shape)}, {len(self.rows)} layers, "
                 f"{self.params:,} params, {self.macs:,} MACs)")
 
-    @property
+    @cached_property  # read once per node by the diagram, the editor's hints and the emitters: built once
     def node_shapes(self) -> tuple[ir.Shape, ...]:
         """The output shape of every graph node, in node order (node 0 is the input)."""
         return (self.input_shape,) + tuple(r.output_shape for r in self.rows)
