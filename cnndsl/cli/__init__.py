@@ -16,7 +16,7 @@ from types import ModuleType
 from typing import Any
 
 from cnndsl.cli.arguments import set_pair
-from cnndsl.cli.process import note_interrupts, runtime_errors, use_compilation_cache
+from cnndsl.cli.process import note_interrupts, runtime_errors
 from cnndsl.lang.errors import CnnError, UsageError
 from cnndsl.lang.version import __version__
 
@@ -100,6 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _default_interrupts()  # from here KeyboardInterrupt is handled below (nothing half-written is left)
     try:
         if args.command in ("train", "eval", "predict", "sweep"):
+            from cnndsl.training.cache import use_compilation_cache
+
             use_compilation_cache()  # imports jax: inside the try, where a Ctrl-C reads as an interruption
         if args.command == "train":  # before any JAX array exists
             from cnndsl.training.distributed import start_processes

@@ -24,19 +24,6 @@ def runtime_errors() -> tuple[type[Exception], ...]:
             SweepError)
 
 
-def use_compilation_cache() -> None:
-    """Keep XLA's compiled programs between runs (jax's persistent cache), so a second `cnndsl train`
-    or `eval` of the same network starts without recompiling: $JAX_COMPILATION_CACHE_DIR if set, else
-    the cnndsl cache. The library leaves jax's configuration to its caller; the command line sets it."""
-    import jax
-
-    from cnndsl.data import cache_dir
-
-    if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-        jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "xla"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-
-
 def note_interrupts() -> None:
     """Ctrl-C outside the training loop ends the command at once: exit status 130, "interrupted". Raising
     KeyboardInterrupt instead is not safe while JAX starts: it can land in a Python callback called from C++

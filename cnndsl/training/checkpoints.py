@@ -136,6 +136,12 @@ def restore(manager: Any, template: dict[str, Any], step: int | None = None) -> 
         return None
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
     restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    # orbax puts each array on its template's devices committed; a fresh state's single-device arrays are not,
+    # and jit keys its programs on that, so a resumed run compiled its train step twice (for the restored
+    # state, then for the step's own outputs). Those are restored uncommitted, as a fresh state's are.
+    restored = jax.tree.map(lambda array, like: jax.device_put(np.asarray(array))
+                            if isinstance(array, jax.Array) and isinstance(like, jax.Array) and not like.committed
+                            else array, restored, template)
     saved = (manager.metadata(step).custom_metadata or {}).get("cnndsl_digest")
     if saved and digest(restored) not in (None, saved):  # runs before the digest have none: nothing to compare
         raise CheckpointDamaged(f"checkpoint step {step}: its parameters are not the ones saved (their digest "

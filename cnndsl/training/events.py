@@ -13,7 +13,7 @@ its lines. Only the main process writes.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -108,11 +108,6 @@ class EventLog:
     def close(self) -> None:
         """Everything on disk."""
         self.writer.close()
-
-
-def learning_rate(schedule: Callable[[int], Any] | float, step: int) -> float:
-    """The schedule's learning rate at a step (a constant one is a number)."""
-    return float(schedule(step)) if callable(schedule) else float(schedule)
 
 
 def write_session(folder: Path, hparams: dict[str, Any], metrics: dict[str, float]) -> None:

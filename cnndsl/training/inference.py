@@ -23,7 +23,7 @@ from cnndsl.nn.compiler import CompiledNetwork
 from cnndsl.nn.compiler import compile as compile_spec
 from cnndsl.training.checkpoints import checkpoint_managers, restore
 from cnndsl.training.compat import check_compatible, classes_of
-from cnndsl.training.optim import run_optimizer
+from cnndsl.training.optim import run_optimizer, scheduled_record
 from cnndsl.training.preprocess import Preprocess
 from cnndsl.training.rundir import SPEC, RunDir
 from cnndsl.training.steps import DTYPES, EVAL_BATCH, Trainer
@@ -108,7 +108,8 @@ def load_run(spec: str | os.PathLike[str] | None, run_dir: str | Path, checkpoin
     net = compile_spec(spec, set=bindings, dtype=DTYPES[settings.dtype], scan=settings.scan)
     preprocess = Preprocess.from_run(saved, net.input_shape[:2])
     model = net.init(settings.seed)
-    trainer = Trainer(net, model, run_optimizer(net, model, settings, saved["steps_per_epoch"])[0], preprocess,
+    trainer = Trainer(net, model, run_optimizer(net, model, settings, saved["steps_per_epoch"],
+                                                   scheduled_record(saved))[0], preprocess,
                       settings, saved["num_classes"])
     output = net.report.output_shape
     if len(output) not in (1, 3) or output[-1] != saved["num_classes"]:  # class scores, or a map of them per pixel

@@ -36,6 +36,7 @@ from cnndsl.data.sources import absolute_source, open_source
 from cnndsl.lang.settings import Settings, TrainingError
 from cnndsl.nn.compiler import CompiledNetwork
 from cnndsl.nn.compiler import compile as compile_spec
+from cnndsl.training.cache import use_compilation_cache
 from cnndsl.training.checkpoints import Checkpointer, restore_newest
 from cnndsl.training.compat import check_compatible, classes_of
 from cnndsl.training.curves import CurvesPainter
@@ -48,8 +49,8 @@ from cnndsl.training.interrupts import (
     StopRun,
     stop_on_signals,
 )
-from cnndsl.training.events import EventLog, learning_rate
-from cnndsl.training.optim import make_schedule, run_optimizer
+from cnndsl.training.events import EventLog
+from cnndsl.training.optim import learning_rates, run_optimizer, scheduled_record
 from cnndsl.training.preprocess import Preprocess, normalization
 from cnndsl.training.progress import EpochClock, Progress, epoch_line, in_background
 from cnndsl.training.record import new_run_dir, run_hparams, run_record
@@ -79,7 +80,10 @@ def train(spec: str | os.PathLike[str] | None, settings: Settings | None = None,
     share each global batch (data parallelism, cnndsl/training/distributed.py); it does not change the
     results. `shard_params`: split parameters and optimizer state over those devices too (FSDP-style)
     instead of replicating them; it does not change the results either.
+    Compiled programs are kept in XLA's persistent cache between runs (cnndsl.training.cache: the cnndsl cache,
+    or the directory the caller configured in jax), so a later run of the same network compiles nothing.
     """
+    use_compilation_cache(unless_configured=True)  # compiled programs kept between runs, unless jax's is set
     run: RunDir | None = None
     # With several processes (jax.distributed), process 0 owns the run directory: it locks it and writes its
     # files; every process writes the checkpoints (orbax, together) and trains its share of each batch.
@@ -152,14 +156,17 @@ def _train(net: CompiledNetwork, settings: Settings, run: RunDir, resume: bool, 
             data, skipped = _open_data(settings, net, progress)
         check_compatible(net, data, settings.resize, bindings)
         _warn_missing_classes(data, progress)
-        settings, trainer, steps_per_epoch = _create_trainer(net, settings, data, devices, shard_params, progress)
+        scheduled = resume and scheduled_record(run.read_settings())
+        settings, trainer, steps_per_epoch = _create_trainer(net, settings, data, devices, shard_params, progress,
+                                                             scheduled)
         state, history = _starting_state(trainer, net, settings, data, run, resume, steps_per_epoch, progress, main)
         events = None
         if main:  # settings.json first (atomically): from now on the directory holds a run --resume continues
             record = run_record(
                 settings, trainer.preprocess.to_dict(), net, num_classes=data.num_classes, classes=data.classes,
                 steps_per_epoch=steps_per_epoch, data_shape=data.image_shape, bindings=bindings,
-                devices=trainer.placement.count, processes=jax.process_count(), pipeline=_pipeline_name(data))
+                devices=trainer.placement.count, processes=jax.process_count(), pipeline=_pipeline_name(data),
+                scheduled=scheduled)
             run.write_settings(record)
             events = EventLog(run.path, completed_epochs=len(history.epochs))
             if not resume:
@@ -212,9 +219,10 @@ def _pipeline_name(data: Any) -> str:
 
 
 def _create_trainer(net: CompiledNetwork, settings: Settings, data: Any, devices: int | str | None,
-                    shard_params: bool, progress: Progress) -> tuple[Settings, Trainer, int]:
+                    shard_params: bool, progress: Progress, scheduled: bool = False) -> tuple[Settings, Trainer, int]:
     """The run's settings with the batch size the data allows, its `Trainer` (placement, preprocessing,
-    optimizer with frozen parameters masked, the jitted steps) and its steps per epoch."""
+    optimizer with frozen parameters masked, the jitted steps) and its steps per epoch. `scheduled`: the
+    optimizer of a run recorded before injected learning rates (cnndsl.training.optim)."""
     streaming = isinstance(data, ImageData)
     examples = len(data.train) if streaming else len(data.x_train)
     batch = min(settings.batch_size, examples)
@@ -228,7 +236,7 @@ def _create_trainer(net: CompiledNetwork, settings: Settings, data: Any, devices
     preprocess = Preprocess(data.scale, mean, std, net.input_shape[:2],
                             tuple(a for a in settings.augment if a != "resized-crop"))  # that one is the pipeline's
     model = net.init(settings.seed)
-    optimizer, frozen = run_optimizer(net, model, settings, steps_per_epoch)
+    optimizer, frozen = run_optimizer(net, model, settings, steps_per_epoch, scheduled)
     if frozen:
         progress.line(f"frozen: {len(frozen)} parameter arrays ({', '.join(sorted(frozen)[:6])}"
                       f"{', ...' if len(frozen) > 6 else ''})")
@@ -270,7 +278,7 @@ class _Loop:
         self.meters, self.step = state["meters"], int(state["step"])
         self.saved_step = self.step
         self.total_steps = steps_per_epoch * settings.epochs
-        self.events, self.schedule = events, make_schedule(settings, steps_per_epoch)
+        self.events, self.learning_rates = events, learning_rates(settings, steps_per_epoch)
         self.seed = np.int32(settings.seed)
         self.checkpoints = Checkpointer(run.path, settings.keep, donated=bool(trainer.donated))
         # An epoch's clock runs from the end of the previous epoch's record (or the loop's start) to the end of
@@ -323,7 +331,7 @@ class _Loop:
             for index in range(index, steps):
                 self.params, self.stats, self.opt_state, self.meters, _ = self.trainer.train_step(
                     self.params, self.stats, self.opt_state, self.meters, *self.feed.batch(index), self.seed,
-                    np.int32(self.step))
+                    np.int32(self.step), self.learning_rates[self.step])
                 self.step += 1
                 boundary = settings.checkpoint_every and self.step % settings.checkpoint_every == 0
                 if index % 10 == 9:  # show the meters copied at the last update (no stall), copy these
@@ -393,7 +401,7 @@ class _Loop:
         if self.main:
             self.run_dir.append_metrics(record)
         if self.events is not None:
-            self.events.epoch(record, learning_rate(self.schedule, self.step - 1))
+            self.events.epoch(record, float(self.learning_rates[self.step - 1]))
         with self.clock.timing("checkpoint"):
             self.checkpoints.save(self.step, self.snapshot(), best=improved)
         self.saved_step = self.step

@@ -12,19 +12,24 @@ from typing import Any
 
 from cnndsl.lang.settings import Settings
 
+#: settings.json's "optimizer_state" of runs whose learning rate is handed to each step (cnndsl.training.optim);
+#: runs recorded before have none: their optimizer holds the schedule.
+INJECTED = "optax.inject_hyperparams"
+
 
 def run_record(settings: Settings, normalization: dict[str, Any], net: Any, *, num_classes: int,
                classes: list[str] | tuple[str, ...], steps_per_epoch: int, data_shape: tuple[int, ...] | list[int],
                bindings: dict[str, Any] | None, pipeline: str, devices: int = 1, processes: int = 1,
-               **extra: Any) -> dict[str, Any]:
+               scheduled: bool = False, **extra: Any) -> dict[str, Any]:
     """settings.json's content: the settings, the input normalization (`Preprocess.to_dict()`), the classes,
     the spec as trained (standalone text) with its `--set` bindings, how batches were fed (`pipeline`) and
-    over how many devices and processes; `extra` for what only some runs have (`eval_transform`, `weights`)."""
+    over how many devices and processes; `extra` for what only some runs have (`eval_transform`, `weights`).
+    `scheduled`: the run's optimizer holds its schedule (a run recorded before injected learning rates, resumed)."""
     return {**settings.to_dict(), "normalization": dict(normalization), "num_classes": num_classes,
             "classes": list(classes), "steps_per_epoch": steps_per_epoch, "input_shape": list(net.input_shape),
             "data_shape": list(data_shape), "spec": net.report.graph.standalone_text,
             "bindings": dict(bindings or {}), "devices": devices, "processes": processes, "pipeline": pipeline,
-            **extra}
+            **({} if scheduled else {"optimizer_state": INJECTED}), **extra}
 
 
 #: The settings that decide a run's result (not where it saves, how often, or how it reads its data).

@@ -17,6 +17,7 @@ from cnndsl.lang.settings import Settings, TrainingError
 from cnndsl.nn.compiler import CompiledNetwork, compiler_options
 from cnndsl.nn.flax_backend import flatten_state, unflatten_state
 from cnndsl.training.distributed import Placement
+from cnndsl.training.optim import with_learning_rate
 from cnndsl.training.preprocess import Preprocess
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -138,10 +139,12 @@ class Trainer:
 
     def _train_step(self, params: Any, stats: Any, opt_state: Any, meters: jax.Array, x_all: jax.Array,
                     y_all: jax.Array, order: jax.Array | None, index: jax.Array | None, weights: jax.Array | None,
-                    seed: jax.Array, step: jax.Array) -> tuple[Any, ...]:
+                    seed: jax.Array, step: jax.Array, rate: jax.Array | None = None) -> tuple[Any, ...]:
         """One step: the batch at `index` of the epoch's `order` of the arrays on the device, or, with `order`
         None, the batch `x_all`, `y_all` itself (the input pipeline's); its randomness from the seed and the
-        step. `weights` (pipeline batches) are 0 for images that could not be read: they count for nothing."""
+        step. `weights` (pipeline batches) are 0 for images that could not be read: they count for nothing.
+        `rate`: this step's learning rate (cnndsl.training.optim.learning_rates), written into the optimizer
+        state before its update; None keeps the rate the state holds."""
         batch = self.settings.batch_size
         if order is not None:
             picked = jax.lax.dynamic_slice_in_dim(order, index * batch, batch)
@@ -177,6 +180,8 @@ class Trainer:
             return mean(losses), (logits, new_stats, heads)
 
         (loss, (logits, new_stats, head_losses)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        if rate is not None:
+            opt_state = with_learning_rate(opt_state, rate)
         updates, opt_state = self.optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         hits = self._hits(logits, y)
