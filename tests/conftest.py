@@ -20,6 +20,11 @@ if _SESSION_CACHE is not None:
 # program that took XLA more than a tenth of a second is compiled once per session.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(os.environ["CNNDSL_CACHE"]) / "xla"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
+# Convolutions as XLA lowers them, in every test process and command (cnndsl.nn.convolution): a choice measured
+# by one process on a busy machine could differ from another's, and the tests compare runs bit for bit across
+# processes (resumed, killed, exported, distributed). tests/nn/test_convolution.py and one training test
+# measure and use the chosen lowerings.
+os.environ.setdefault("CNNDSL_CONV_LOWERING", "xla")
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.cnn"))

@@ -20,9 +20,11 @@ import numpy as np
 from flax import nnx
 
 from cnndsl.interop.weights import converted, pair_layers, read_tensors
+from cnndsl.lang import ir
 from cnndsl.lang.frontend import SetValue, check
 from cnndsl.lang.report import Report
-from cnndsl.nn.flax_backend import Network, flatten_state, unflatten_state
+from cnndsl.nn.convolution import ConvShape, Plan, tune
+from cnndsl.nn.flax_backend import Network, flatten_state, plan, unflatten_state
 
 
 def compiler_options() -> dict[str, Any]:
@@ -138,6 +140,22 @@ class CompiledNetwork:
 
         x = jax.ShapeDtypeStruct((batch, *self.input_shape), jnp.float32)
         return {name: tuple(s.shape) for name, s in jax.eval_shape(run, state, x).items()}
+
+    def conv_shapes(self) -> list[ConvShape]:
+        """The distinct shapes of the network's plain and depthwise convolutions (no dilation), whose lowering
+        `tune_convolutions` chooses (cnndsl.nn.convolution)."""
+        dtype = jnp.dtype(self.dtype or jnp.float32).name
+        return list(dict.fromkeys(
+            ConvShape(*step.in_shape, step.op.kernel, step.op.filters, step.op.stride, step.pads, dtype,
+                      input_grad=step.inputs[0] != 0, groups=step.op.groups)  # the input needs no gradient
+            for step in plan(self.report.graph, self.report.node_shapes)
+            if isinstance(step.op, ir.Conv) and step.op.dilation == (1, 1)
+            and (step.op.groups == 1 or step.op.groups == step.op.filters == step.in_shape[-1])))
+
+    def tune_convolutions(self, batch: int) -> dict[ConvShape, Plan]:
+        """Choose how each convolution is lowered, by measurement at this batch size on this machine (cached per
+        shape; nothing with $CNNDSL_CONV_LOWERING=xla): call before the programs that use them are traced."""
+        return tune(self.conv_shapes(), batch)
 
     def param_count(self) -> int:
         """The module's real number of trainable parameters."""

@@ -1,0 +1,152 @@
+"""CPU convolutions: each network's train step with XLA's lowering of every convolution, with the lowerings
+chosen by measurement (cnndsl.nn.convolution), and in PyTorch eager, side by side in one run.
+
+    python benchmarks/convolutions.py [--repeat 5] [--steps 3] [--only lenet,vgg,resnet18,mobilenet_v2]
+
+One SGD-momentum train step (forward, cross-entropy, backward, update; benchmarks/compile.py's harness) of:
+LeNet-style (28x28x1, batch 64: benchmarks/peers.py's network), the VGG-style CIFAR net (batch 64), ResNet-18
+at 32x32 (batch 32) and MobileNetV2 at 64x64 (batch 16, its depthwise convolutions stay XLA's); PyTorch runs
+the same architectures (torchvision's ResNet-18 and MobileNetV2) on 2 threads, where torch is installed. The
+three are timed alternately, median of --repeat rounds of --steps steps. Also prints each network's chosen
+lowerings (output / input gradient / kernel gradient per convolution shape) and how long choosing took.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("CNNDSL_CACHE", tempfile.mkdtemp(prefix="cnndsl-conv-bench-"))  # measured afresh
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+import cnndsl  # noqa: E402
+from benchmarks.compile import make_step, time_steps  # noqa: E402
+from cnndsl.nn import convolution  # noqa: E402
+
+LENET = """network LeNetStyle
+input 28x28x1
+input -> conv(6, 5x5, pad=same) -> relu -> maxpool(2x2) -> conv(16, 5x5) -> relu -> maxpool(2x2)
+    -> fc(120) -> relu -> fc(84) -> relu -> fc(10)
+"""
+
+
+def spec(name: str) -> str:
+    if name == "lenet":
+        return LENET
+    if name == "resnet18":
+        return (ROOT / "examples" / "resnet18.cnn").read_text().replace("input 224x224x3", "input 32x32x3")
+    if name == "mobilenet_v2":
+        return (ROOT / "examples" / "mobilenet_v2.cnn").read_text().replace("input 224x224x3", "input 64x64x3")
+    return (ROOT / "examples" / "vgg_cifar.cnn").read_text()
+
+
+BATCH = {"lenet": 64, "vgg": 64, "resnet18": 32, "mobilenet_v2": 16}
+
+
+def torch_model(name: str) -> Any:
+    import torch
+    from torch import nn
+
+    if name == "lenet":
+        return nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5), nn.ReLU(),
+                             nn.MaxPool2d(2), nn.Flatten(), nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84),
+                             nn.ReLU(), nn.Linear(84, 10))
+    if name == "vgg":
+        layers: list[Any] = []
+        cin = 3
+        for width in (64, 128, 256):
+            for _ in range(2):
+                layers += [nn.Conv2d(cin, width, 3, padding=1), nn.ReLU()]
+                cin = width
+            layers.append(nn.MaxPool2d(2))
+        return nn.Sequential(*layers, nn.Flatten(), nn.Linear(4096, 256), nn.ReLU(), nn.Linear(256, 10))
+    import torchvision
+
+    torch.manual_seed(0)
+    return {"resnet18": torchvision.models.resnet18, "mobilenet_v2": torchvision.models.mobilenet_v2}[name]()
+
+
+def torch_runner(name: str, shape: tuple[int, ...], batch: int, classes: int) -> Any:
+    try:
+        import torch
+        from torch import nn
+    except ImportError:
+        return None
+    torch.set_num_threads(2)
+    model = torch_model(name)
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x = torch.randn(batch, shape[2], shape[0], shape[1])
+    y = torch.randint(0, classes, (batch,))
+
+    def run(steps: int) -> float:
+        started = time.perf_counter()
+        for _ in range(steps):
+            optimizer.zero_grad(set_to_none=True)
+            nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+        return (time.perf_counter() - started) / steps
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--only", default="lenet,vgg,resnet18,mobilenet_v2")
+    args = parser.parse_args()
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} CPUs, load "
+          f"{os.getloadavg()[0]:.1f}; median of {args.repeat} x {args.steps} steps; ms per train step")
+    print(f"{'network':<13} {'batch':>5} {'XLA lowering':>13} {'chosen':>9} {'PyTorch':>9} {'chosen/XLA':>11} "
+          f"{'chosen/PyTorch':>15} {'XLA/PyTorch':>12} {'choosing s':>11}")
+    for name in args.only.split(","):
+        net = cnndsl.compile(spec(name))
+        batch, classes = BATCH[name], net.report.output_shape[0]
+        rng = np.random.default_rng(0)
+        x = jnp.asarray(rng.normal(size=(batch, *net.input_shape)).astype(np.float32))
+        y = jnp.asarray(rng.integers(0, classes, batch))
+        os.environ["CNNDSL_CONV_LOWERING"] = "xla"
+        model = net.init(0)
+        model.train()
+        runs = {"xla": make_step(model)}
+        time_steps(*runs["xla"], x, y, 1)  # traced with XLA's lowering
+        os.environ["CNNDSL_CONV_LOWERING"] = "measure"
+        started = time.perf_counter()
+        plans = net.tune_convolutions(batch)
+        choosing = time.perf_counter() - started
+        runs["chosen"] = make_step(model)  # a new jitted step: traced with the chosen lowerings
+        time_steps(*runs["chosen"], x, y, 1)
+        torch_run = torch_runner(name, net.input_shape, batch, classes)
+        if torch_run is not None:
+            torch_run(1)
+        times: dict[str, list[float]] = {"xla": [], "chosen": [], "torch": []}
+        for _ in range(args.repeat):  # alternate, so that drift in the machine hits all alike
+            for key, (step, state) in runs.items():
+                times[key].append(time_steps(step, state, x, y, args.steps))
+            if torch_run is not None:
+                times["torch"].append(torch_run(args.steps))
+        xla, chosen = statistics.median(times["xla"]), statistics.median(times["chosen"])
+        torch_ms = statistics.median(times["torch"]) if times["torch"] else float("nan")
+        print(f"{name:<13} {batch:>5} {xla * 1e3:>13.1f} {chosen * 1e3:>9.1f} {torch_ms * 1e3:>9.1f} "
+              f"{chosen / xla:>11.2f} {chosen / torch_ms:>15.2f} {xla / torch_ms:>12.2f} {choosing:>11.1f}", flush=True)
+        for shape, plan in plans.items():
+            if not plan.native:
+                print(f"    {shape.key():<44} output {plan.output}, input grad {plan.input_grad}, "
+                      f"kernel grad {plan.kernel_grad}")
+    print(f"choices cached in {convolution.cache_file()}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,242 @@
+"""Convolution lowerings chosen by measurement (cnndsl.nn.convolution) and the max pool's gradient: every
+lowering computes XLA's convolution, forward and gradients; plans reach the traced programs; choices are
+cached per shape; a training run with chosen lowerings trains as with XLA's."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import cnndsl
+from cnndsl.nn import convolution
+from cnndsl.nn.convolution import ConvShape, Plan, conv_shape, planned_conv, xla_conv
+from cnndsl.nn.flax_backend import max_pool
+from tests.tolerances import LAYER, NETWORK
+
+
+@pytest.fixture(autouse=True)
+def measured(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Choices on (the tests' default is XLA's lowering), a cache of this test's own, no plans from before."""
+    monkeypatch.setenv("CNNDSL_CONV_LOWERING", "measure")
+    monkeypatch.setenv("CNNDSL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(convolution, "PLANS", {})
+
+
+#: (input h, w, c), kernel, filters, stride, padding: 1x1, 3x3, 5x5, 7x7; strides 1 and 2; asymmetric and no
+#: padding; odd sizes; maps smaller than the kernel's reach (2x2 and 1x1 maps under a padded 3x3).
+PLAIN = [((9, 9, 3), (3, 3), 4, (1, 1), ((1, 1), (1, 1))), ((8, 11, 5), (3, 3), 6, (2, 2), ((1, 0), (0, 1))),
+         ((10, 10, 4), (1, 1), 8, (1, 1), ((0, 0), (0, 0))), ((9, 7, 6), (1, 1), 3, (2, 2), ((0, 0), (0, 0))),
+         ((12, 12, 2), (5, 5), 3, (1, 1), ((2, 2), (2, 2))), ((16, 16, 3), (7, 7), 4, (2, 2), ((3, 3), (3, 3))),
+         ((2, 2, 8), (3, 3), 5, (1, 1), ((1, 1), (1, 1))), ((1, 1, 16), (3, 3), 4, (1, 1), ((1, 1), (1, 1))),
+         ((6, 5, 4), (3, 2), 3, (1, 2), ((0, 2), (1, 0)))]
+#: depthwise: one filter per channel, strides 1 and 2, 3x3 and 5x5
+DEPTHWISE = [((8, 8, 6), (3, 3), (1, 1), ((1, 1), (1, 1))), ((9, 9, 4), (3, 3), (2, 2), ((1, 1), (1, 1))),
+             ((10, 7, 3), (5, 5), (1, 1), ((2, 2), (2, 2))), ((4, 4, 5), (3, 3), (2, 2), ((0, 1), (0, 1)))]
+
+
+def shapes() -> list[ConvShape]:
+    found = [ConvShape(*size, kernel, filters, stride, padding, "float32") for size, kernel, filters, stride, padding
+             in PLAIN]
+    return found + [ConvShape(*size, kernel, size[2], stride, padding, "float32", groups=size[2])
+                    for size, kernel, stride, padding in DEPTHWISE]
+
+
+def operands(shape: ConvShape, batch: int = 3, seed: int = 0) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Input, kernel (scaled by 1/sqrt(fan-in): outputs of order 1) and an output gradient, standard normal."""
+    rng = np.random.default_rng(seed)
+    fan_in = shape.kernel[0] * shape.kernel[1] * shape.channels // shape.groups
+    x = jnp.asarray(rng.normal(size=(batch, shape.height, shape.width, shape.channels)), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(*shape.kernel, shape.channels // shape.groups, shape.filters))
+                         / np.sqrt(fan_in), jnp.float32)
+    grad = jnp.asarray(rng.normal(size=xla_conv(x, kernel, shape).shape), jnp.float32)
+    return x, kernel, grad
+
+
+@pytest.mark.parametrize("shape", shapes(), ids=lambda s: s.key())
+def test_every_lowering_computes_xlas_convolution_and_its_gradients(shape: ConvShape) -> None:
+    x, kernel, grad = operands(shape)
+    expected, pullback = jax.vjp(lambda v, k: xla_conv(v, k, shape), x, kernel)
+    expected_grads = pullback(grad)
+    for name in shape.candidates:
+        plan = Plan(name, name, name)
+        got, pullback = jax.vjp(lambda v, k: planned_conv(v, k, shape, plan), x, kernel)
+        # LAYER: sums of at most 7*7*3 = 147 products per output (and per gradient entry, 5*5*6*... of the same
+        # size here), computed in another order
+        np.testing.assert_allclose(got, expected, **LAYER, err_msg=f"{name} output")
+        for part, a, b in zip(("input", "kernel"), pullback(grad), expected_grads):
+            np.testing.assert_allclose(a, b, **LAYER, err_msg=f"{name} {part} gradient")
+
+
+def test_a_plan_lowers_each_computation_its_own_way() -> None:
+    """The output, the input's gradient and the kernel's each by the lowering the plan names."""
+    shape = ConvShape(6, 6, 3, (3, 3), 4, (1, 1), ((1, 1), (1, 1)), "float32")
+    used: list[str] = []
+    lowerings = dict(convolution.LOWERINGS)
+    for name, function in lowerings.items():
+        convolution.LOWERINGS[name] = lambda x, k, s, name=name, function=function: (used.append(name),
+                                                                                      function(x, k, s))[1]
+    try:
+        x, kernel, grad = operands(shape)
+        for plan in (Plan("matmul", "xla", "xla"), Plan("xla", "matmul", "xla"), Plan("xla", "xla", "matmul")):
+            used.clear()
+            jax.vjp(lambda v, k, plan=plan: planned_conv(v, k, shape, plan), x, kernel)[1](grad)
+            assert used == [plan.output, plan.input_grad, plan.kernel_grad], (plan, used)
+    finally:
+        convolution.LOWERINGS.update(lowerings)
+
+
+SPEC = """network Mixed
+input 12x12x3
+input -> conv(8, 3x3, pad=1) -> bn -> relu -> conv(8, 3x3, stride=2, pad=1, groups=8) -> relu
+    -> conv(16, 1x1) -> maxpool(2x2) -> conv(16, 3x3, stride=2, pad=1) -> relu
+    -> conv(32, 3x3, pad=1) -> relu -> global_avgpool -> fc(5)
+"""
+
+
+def test_a_network_with_chosen_lowerings_computes_what_xla_lowers() -> None:
+    """Plans for every convolution (forced: no timing) reach the traced forward pass and its gradients, with
+    the same outputs and parameter gradients as XLA's lowering, and the programs differ (they were used)."""
+    net = cnndsl.compile(SPEC)
+    found = net.conv_shapes()
+    assert {s.groups for s in found} == {1, 8} and any(not s.input_grad for s in found)
+    model = net.init(0)
+    model.train()
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(4, 12, 12, 3)), jnp.float32)
+
+    def loss(model: object, x: jax.Array) -> jax.Array:
+        return jnp.sum(model(x) ** 2)
+
+    from flax import nnx
+
+    def run() -> tuple[jax.Array, dict[str, np.ndarray], str]:
+        graph, state = nnx.split(model)
+        fn = jax.jit(jax.value_and_grad(lambda s, x: loss(nnx.merge(graph, s, copy=True), x)))
+        value, grads = fn(state, x)
+        flat = {"/".join(map(str, k)): np.asarray(v) for k, v in jax.tree_util.tree_leaves_with_path(grads)}
+        return value, flat, fn.lower(state, x).as_text()
+
+    native_value, native_grads, native_text = run()
+    for shape in found:
+        other = "taps" if shape.groups > 1 else "matmul"
+        convolution.PLANS[shape] = Plan(other, other, other)
+    value, grads, text = run()
+    assert text != native_text
+    scale = max(float(np.max(np.abs(g))) for g in native_grads.values())
+    # NETWORK: the whole network computed twice in float32, relative to the largest value
+    assert abs(float(value) - float(native_value)) <= NETWORK * abs(float(native_value))
+    for name, g in native_grads.items():
+        assert float(np.max(np.abs(grads[name] - g))) <= NETWORK * scale, name
+
+
+def test_choices_are_cached_per_shape_and_read_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`tune` measures a shape once (here measure is replaced: what it times is not tested, only what is done
+    with it), writes the cache, and a new process (PLANS emptied) reads it without measuring."""
+    measured: list[ConvShape] = []
+
+    def fake_measure(shape: ConvShape, batch: int, deadline: float) -> Plan:
+        measured.append(shape)
+        return Plan("matmul", "xla", "matmul") if shape.groups == 1 else Plan("taps", "taps", "xla")
+
+    monkeypatch.setattr(convolution, "measure", fake_measure)
+    net = cnndsl.compile(SPEC)
+    plans = net.tune_convolutions(32)
+    assert set(plans) == set(net.conv_shapes()) == set(measured)
+    cache = json.loads(convolution.cache_file().read_text())
+    entries = cache[convolution.device_key()]
+    assert {s.key() for s in measured} == set(entries)
+    measured.clear()
+    monkeypatch.setattr(convolution, "PLANS", {})  # as a new process starts
+    assert net.tune_convolutions(32) == plans and not measured
+    # another network's new shape is measured and added beside the cached ones
+    net2 = cnndsl.compile(SPEC.replace("conv(32, 3x3, pad=1)", "conv(24, 3x3, pad=1)"))
+    net2.tune_convolutions(32)
+    assert len(measured) == 1 and len(json.loads(convolution.cache_file().read_text())[convolution.device_key()]) == \
+        len(entries) + 1
+
+
+def test_a_damaged_cache_is_measured_again_and_xla_lowering_turns_choosing_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[ConvShape] = []
+    monkeypatch.setattr(convolution, "measure", lambda shape, batch, deadline: calls.append(shape) or Plan())
+    convolution.cache_file().parent.mkdir(parents=True, exist_ok=True)
+    convolution.cache_file().write_text("{not json")
+    net = cnndsl.compile(SPEC)
+    assert len(net.tune_convolutions(8)) == len(net.conv_shapes()) == len(calls)
+    assert json.loads(convolution.cache_file().read_text())  # rewritten whole
+    monkeypatch.setattr(convolution, "PLANS", {})
+    monkeypatch.setenv("CNNDSL_CONV_LOWERING", "xla")
+    calls.clear()
+    assert net.tune_convolutions(8) == {} and not calls and not convolution.PLANS
+    # and a budget spent measures nothing more (the rest keep XLA's lowering until a later run)
+    monkeypatch.setenv("CNNDSL_CONV_LOWERING", "measure")
+    monkeypatch.setattr(convolution, "PLANS", {})
+    convolution.cache_file().unlink()
+    assert convolution.tune(net.conv_shapes(), 8, budget_s=-1.0) == {} and not calls
+
+
+def test_measuring_runs_each_candidate_and_returns_a_plan_of_them() -> None:
+    """The real measurement, on one small shape: a plan of known lowerings (which one wins is the machine's)."""
+    shape = ConvShape(4, 4, 8, (3, 3), 8, (1, 1), ((1, 1), (1, 1)), "float32")
+    plan = convolution.measure(shape, 4, deadline=0.0)
+    assert {plan.output, plan.input_grad, plan.kernel_grad} <= set(shape.candidates)
+    depthwise = ConvShape(4, 4, 8, (3, 3), 8, (1, 1), ((1, 1), (1, 1)), "float32", input_grad=False, groups=8)
+    plan = convolution.measure(depthwise, 4, deadline=0.0)
+    assert plan.input_grad == "xla" and {plan.output, plan.kernel_grad} <= set(depthwise.candidates)
+
+
+def test_conv_shape_is_what_nnx_conv_calls_with() -> None:
+    shape = conv_shape((2, 9, 7, 3), (3, 3, 3, 5), (2, 1), [(1, 1), (0, 2)], jnp.float32)
+    assert shape == ConvShape(9, 7, 3, (3, 3), 5, (2, 1), ((1, 1), (0, 2)), "float32")
+    assert "9x7x3 k3x3 f5 s2x1 p1,1,0,2 float32" == shape.key()
+
+
+# ---- the max pool's gradient ----------------------------------------------------------------------------------
+
+POOLS = [((2, 8, 8, 3), 2, 2, ((0, 0), (0, 0))), ((2, 9, 9, 2), 3, 2, ((1, 1), (1, 1))),
+         ((1, 7, 10, 3), 3, 1, ((1, 2), (0, 1))), ((2, 11, 11, 2), 3, 2, ((0, 1), (0, 1))),
+         ((1, 6, 6, 4), 2, 1, ((0, 0), (0, 0)))]
+
+
+@pytest.mark.parametrize("shape,window,stride,padding", POOLS)
+@pytest.mark.parametrize("data", ["normal", "ties"])
+def test_the_max_pools_gradient_is_select_and_scatters(shape, window, stride, padding, data) -> None:
+    """Each window's gradient goes to its first maximal element, as XLA's select_and_scatter sends it, also on
+    maps full of ties (integers 0..2) and with -inf padding; overlapping windows add in another order."""
+    rng = np.random.default_rng(window * 10 + stride)
+    x = jnp.asarray(rng.normal(size=shape) if data == "normal" else rng.integers(0, 3, size=shape), jnp.float32)
+    dims, strides, pads = (1, window, window, 1), (1, stride, stride, 1), ((0, 0), *padding, (0, 0))
+
+    def native(x: jax.Array) -> jax.Array:
+        return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, dims, strides, pads)
+
+    expected, pullback = jax.vjp(native, x)
+    grad = jnp.asarray(rng.normal(size=expected.shape), jnp.float32)
+    got, ours = jax.vjp(lambda v: max_pool(v, dims, strides, pads), x)
+    assert np.array_equal(got, expected)
+    if stride >= window:  # each element in one window at most: the same single term
+        assert np.array_equal(ours(grad)[0], pullback(grad)[0])
+    else:  # an element in several windows sums their terms (at most 9, each a standard normal draw, |g| < 5
+        # here) in another order: 9 roundings of a sum below 9 * 5 (measured: 4.8e-7)
+        np.testing.assert_allclose(ours(grad)[0], pullback(grad)[0], rtol=0, atol=9 * 2.0**-24 * 9 * 5)
+
+
+def test_a_training_run_uses_chosen_lowerings_and_trains_as_with_xlas(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`cnndsl.train` chooses before tracing its step (the choice forced here, not timed): the run uses the
+    plans and its first epoch's figures match a run with XLA's lowering to float32 rounding, amplified by
+    20 steps of Adam (a relative 1e-3 bound: measured at most 8.4e-7)."""
+    spec = tmp_path / "mixed.cnn"
+    spec.write_text(SPEC.replace("input 12x12x3", "input 8x8x1").replace("fc(5)", "fc(10)"))
+    monkeypatch.setattr(convolution, "measure", lambda shape, batch, deadline:
+                        Plan("taps", "taps", "taps") if shape.groups > 1 else Plan("matmul", "matmul", "matmul"))
+    chosen = cnndsl.train(spec, run_dir=tmp_path / "chosen", epochs=1, quiet=True)
+    assert convolution.PLANS and all(not plan.native for plan in convolution.PLANS.values())
+    monkeypatch.setenv("CNNDSL_CONV_LOWERING", "xla")
+    native = cnndsl.train(spec, run_dir=tmp_path / "native", epochs=1, quiet=True)
+    a, b = chosen.history.epochs[0], native.history.epochs[0]
+    for key in ("train_loss", "val_loss", "test_loss"):
+        assert a[key] == pytest.approx(b[key], rel=1e-3), key
