@@ -376,7 +376,7 @@ def pool(x: jax.Array, mode: str, window: tuple[int, int], stride: tuple[int, in
                  for a in range(window[1]) for b in range(window[2])]
         return jnp.max(jnp.stack(views), axis=0)
     if mode == "max":
-        return max_pool(x, window, strides, full)
+        return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, window, strides, full)
     total = jax.lax.reduce_window(x, 0.0, jax.lax.add, window, strides, full)
     ones = jnp.ones((1, x.shape[1], x.shape[2], 1), x.dtype)
     if count_pad:  # padding counts in the divisor, the ceil-mode extra does not
@@ -386,44 +386,6 @@ def pool(x: jax.Array, mode: str, window: tuple[int, int], stride: tuple[int, in
         counted = full
     divisor = jax.lax.reduce_window(ones, 0.0, jax.lax.add, window, strides, counted)
     return total / divisor
-
-
-def max_pool(x: jax.Array, window: tuple[int, ...], strides: tuple[int, ...],
-             padding: tuple[tuple[int, int], ...]) -> jax.Array:
-    """XLA's max pool (reduce_window) with its gradient computed from the window's k*k strided views.
-
-    JAX's gradient of reduce_window max is XLA's select_and_scatter, which XLA:CPU runs 5-10x slower than
-    this on VGG-sized maps (a (64, 32, 32, 64) pool: 64 ms against 6 ms, benchmarks/convolutions.py). The
-    same gradient: each window's output gradient goes to its first maximal element in row-major order, the
-    element select_and_scatter picks (tests/nn/test_convolution.py compares them on maps full of ties)."""
-
-    @jax.custom_vjp
-    def run(x: jax.Array) -> jax.Array:
-        return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, window, strides, padding)
-
-    def forward(x: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-        y = run(x)
-        return y, (x, y)
-
-    def backward(saved: tuple[jax.Array, jax.Array], grad: jax.Array) -> tuple[jax.Array]:
-        x, y = saved
-        padded = jnp.pad(x, padding, constant_values=-jnp.inf)
-        (_, kh, kw, _), (_, sh, sw, _), (_, rows, cols, _) = window, strides, y.shape
-        taken = jnp.zeros(y.shape, bool)
-        total = jnp.zeros(padded.shape, grad.dtype)
-        for i in range(kh):
-            for j in range(kw):
-                view = padded[:, i:i + (rows - 1) * sh + 1:sh, j:j + (cols - 1) * sw + 1:sw]
-                hit = (view == y) & ~taken  # the first maximal element of each window takes its gradient
-                taken = taken | hit
-                spread = ((0, 0, 0), (i, padded.shape[1] - i - (rows - 1) * sh - 1, sh - 1),
-                          (j, padded.shape[2] - j - (cols - 1) * sw - 1, sw - 1), (0, 0, 0))
-                total = total + jax.lax.pad(jnp.where(hit, grad, 0), jnp.zeros((), grad.dtype), spread)
-        (top, _), (left, _) = padding[1], padding[2]
-        return (total[:, top:top + x.shape[1], left:left + x.shape[2]].astype(x.dtype),)
-
-    run.defvjp(forward, backward)
-    return run(x)
 
 
 def mul(*xs: jax.Array) -> jax.Array:

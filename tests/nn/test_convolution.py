@@ -1,4 +1,4 @@
-"""Convolution lowerings chosen by measurement (cnndsl.nn.convolution) and the max pool's gradient: every
+"""Convolution lowerings chosen by measurement (cnndsl.nn.convolution): every
 lowering computes XLA's convolution, forward and gradients; plans reach the traced programs; choices are
 cached per shape; a training run with chosen lowerings trains as with XLA's."""
 
@@ -15,7 +15,6 @@ import pytest
 import cnndsl
 from cnndsl.nn import convolution
 from cnndsl.nn.convolution import ConvShape, Plan, conv_shape, planned_conv, xla_conv
-from cnndsl.nn.flax_backend import max_pool
 from tests.tolerances import LAYER, NETWORK
 
 
@@ -192,36 +191,6 @@ def test_conv_shape_is_what_nnx_conv_calls_with() -> None:
     shape = conv_shape((2, 9, 7, 3), (3, 3, 3, 5), (2, 1), [(1, 1), (0, 2)], jnp.float32)
     assert shape == ConvShape(9, 7, 3, (3, 3), 5, (2, 1), ((1, 1), (0, 2)), "float32")
     assert "9x7x3 k3x3 f5 s2x1 p1,1,0,2 float32" == shape.key()
-
-
-# ---- the max pool's gradient ----------------------------------------------------------------------------------
-
-POOLS = [((2, 8, 8, 3), 2, 2, ((0, 0), (0, 0))), ((2, 9, 9, 2), 3, 2, ((1, 1), (1, 1))),
-         ((1, 7, 10, 3), 3, 1, ((1, 2), (0, 1))), ((2, 11, 11, 2), 3, 2, ((0, 1), (0, 1))),
-         ((1, 6, 6, 4), 2, 1, ((0, 0), (0, 0)))]
-
-
-@pytest.mark.parametrize("shape,window,stride,padding", POOLS)
-@pytest.mark.parametrize("data", ["normal", "ties"])
-def test_the_max_pools_gradient_is_select_and_scatters(shape, window, stride, padding, data) -> None:
-    """Each window's gradient goes to its first maximal element, as XLA's select_and_scatter sends it, also on
-    maps full of ties (integers 0..2) and with -inf padding; overlapping windows add in another order."""
-    rng = np.random.default_rng(window * 10 + stride)
-    x = jnp.asarray(rng.normal(size=shape) if data == "normal" else rng.integers(0, 3, size=shape), jnp.float32)
-    dims, strides, pads = (1, window, window, 1), (1, stride, stride, 1), ((0, 0), *padding, (0, 0))
-
-    def native(x: jax.Array) -> jax.Array:
-        return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, dims, strides, pads)
-
-    expected, pullback = jax.vjp(native, x)
-    grad = jnp.asarray(rng.normal(size=expected.shape), jnp.float32)
-    got, ours = jax.vjp(lambda v: max_pool(v, dims, strides, pads), x)
-    assert np.array_equal(got, expected)
-    if stride >= window:  # each element in one window at most: the same single term
-        assert np.array_equal(ours(grad)[0], pullback(grad)[0])
-    else:  # an element in several windows sums their terms (at most 9, each a standard normal draw, |g| < 5
-        # here) in another order: 9 roundings of a sum below 9 * 5 (measured: 4.8e-7)
-        np.testing.assert_allclose(ours(grad)[0], pullback(grad)[0], rtol=0, atol=9 * 2.0**-24 * 9 * 5)
 
 
 def test_a_training_run_uses_chosen_lowerings_and_trains_as_with_xlas(tmp_path: Path,
