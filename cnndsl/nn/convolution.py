@@ -20,18 +20,21 @@ keyed by the backend, the device and the layer's shape; `conv_general_dilated`, 
 The lowerings compute the same sums in another order: they agree to float32 rounding (tests/nn/test_convolution.py).
 
 $CNNDSL_CONV_LOWERING=xla turns the choice off (every convolution as XLA lowers it; the tests' default, so
-their runs compare bit for bit from process to process); "measure", the default, chooses.
+their runs compare bit for bit from process to process); "measure", the default, chooses. Whatever it says,
+a convolution inside a scanned run of repeated blocks takes the matrix product's kernel gradient on CPU
+(`traced_in_loop`): XLA:CPU's is 18x slower inside a loop than unrolled.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import contextlib
 import functools
 import json
 import os
 import statistics
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +105,21 @@ class Plan:
 
 #: The choices known to this process, by shape (read while tracing).
 PLANS: dict[ConvShape, Plan] = {}
+
+#: How many loops (`jax.lax.scan` bodies) are being traced around the current convolution.
+_LOOPS = [0]
+
+
+@contextlib.contextmanager
+def traced_in_loop() -> Iterator[None]:
+    """Convolutions traced inside take their kernel gradient as the matrix product's on CPU: XLA:CPU computes a
+    convolution's kernel gradient inside a loop 18x slower than unrolled (8 layers of 3x3, 64 channels, 28x28:
+    2,262 against 124 ms; the matrix product's 202 against 163 ms; `python benchmarks/scan_repro.py`)."""
+    _LOOPS[0] += 1
+    try:
+        yield
+    finally:
+        _LOOPS[0] -= 1
 
 
 def enabled() -> bool:
@@ -197,6 +215,9 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Any, pa
         plan = PLANS.get(shape) or PLANS.get(dataclasses.replace(shape, input_grad=False))
         if plan is not None and not plan.native:
             return planned_conv(lhs, rhs, shape, plan)
+    if plain and _LOOPS[0] and feature_group_count == 1 and jax.default_backend() == "cpu":
+        shape = conv_shape(lhs.shape, rhs.shape, window_strides, padding, lhs.dtype)
+        return planned_conv(lhs, rhs, shape, Plan(kernel_grad="matmul"))
     return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
                                     rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
                                     feature_group_count=feature_group_count, precision=precision, **kwargs)

@@ -158,9 +158,10 @@ class Network(nnx.Module):
             local = {entry: carry}
             layers = iter(copy.layers)
             copy_rngs = nnx.Rngs(dropout=jax.random.fold_in(key, k)) if key is not None else None
-            for step in template:
-                layer = next(layers) if layer_constructor(step) is not None else None
-                local[step.id] = self._run(step, [local[i] for i in step.inputs], copy_rngs, layer)
+            with convolution.traced_in_loop():  # kernel gradients XLA:CPU computes fast inside a loop
+                for step in template:
+                    layer = next(layers) if layer_constructor(step) is not None else None
+                    local[step.id] = self._run(step, [local[i] for i in step.inputs], copy_rngs, layer)
             return local[template[-1].id], nnx.state(copy, nnx.Not(nnx.Param))
 
         out, changed = jax.lax.scan(body, values[entry], (stacked, jnp.arange(run.count)))

@@ -209,3 +209,27 @@ def test_a_training_run_uses_chosen_lowerings_and_trains_as_with_xlas(tmp_path: 
     a, b = chosen.history.epochs[0], native.history.epochs[0]
     for key in ("train_loss", "val_loss", "test_loss"):
         assert a[key] == pytest.approx(b[key], rel=1e-3), key
+
+
+def test_convolutions_in_a_scanned_loop_take_the_matrix_products_kernel_gradient(monkeypatch) -> None:
+    """XLA:CPU's kernel gradient is 18x slower inside a loop (benchmarks/scan_repro.py): scanned blocks' convolutions
+    use the matrix product's, unrolled ones XLA's, whatever CNNDSL_CONV_LOWERING says; gradients agree."""
+    monkeypatch.setenv("CNNDSL_CONV_LOWERING", "xla")
+    spec = ("network S\ninput 8x8x4\nblock b = conv(4, 3x3, pad=1) -> relu\n"
+            "input -> [b]*3 -> global_avgpool -> fc(3)\n")
+    used: list[str] = []
+    original = convolution.LOWERINGS["matmul"]
+    monkeypatch.setitem(convolution.LOWERINGS, "matmul", lambda x, k, s: (used.append("matmul"), original(x, k, s))[1])
+    from flax import nnx
+
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 8, 8, 4)), jnp.float32)
+    grads = {}
+    for scan in (False, True):
+        used.clear()
+        net = cnndsl.compile(spec, scan=scan)
+        graph, state = nnx.split(net.init(0))
+        grad = jax.grad(lambda s: jnp.sum(nnx.merge(graph, s, copy=True)(x) ** 2))(state)
+        grads[scan] = {"/".join(map(str, k)): np.asarray(v) for k, v in jax.tree_util.tree_leaves_with_path(grad)}
+        assert bool(used) == (scan and jax.default_backend() == "cpu"), (scan, used)
+    for name, g in grads[False].items():  # NETWORK: the same network's gradients computed two ways
+        np.testing.assert_allclose(grads[True][name], g, rtol=NETWORK, atol=NETWORK * float(np.max(np.abs(g))))
