@@ -181,6 +181,20 @@ def bench_pair(name: str, repeat: int, steps: int) -> dict[str, float]:
     return out
 
 
+def torch_vgg() -> Any:
+    """The VGG-style CIFAR net (examples/vgg_cifar.cnn) in PyTorch."""
+    from torch import nn
+
+    layers: list[Any] = []
+    cin = 3
+    for width in (64, 128, 256):
+        for _ in range(2):
+            layers += [nn.Conv2d(cin, width, 3, padding=1), nn.ReLU()]
+            cin = width
+        layers.append(nn.MaxPool2d(2))
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(4096, 256), nn.ReLU(), nn.Linear(256, 10))
+
+
 def bench_torch_vgg(repeat: int, steps: int) -> float | None:
     """Seconds per train step of the VGG-style net in PyTorch eager on the CPU, or None without torch."""
     try:
@@ -188,14 +202,7 @@ def bench_torch_vgg(repeat: int, steps: int) -> float | None:
         from torch import nn
     except ImportError:
         return None
-    layers: list[nn.Module] = []
-    cin = 3
-    for width in (64, 128, 256):
-        for _ in range(2):
-            layers += [nn.Conv2d(cin, width, 3, padding=1), nn.ReLU()]
-            cin = width
-        layers.append(nn.MaxPool2d(2))
-    model = nn.Sequential(*layers, nn.Flatten(), nn.Linear(4096, 256), nn.ReLU(), nn.Linear(256, 10))
+    model = torch_vgg()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x = torch.randn(BATCH["vgg"], 3, 32, 32)
     y = torch.randint(0, 10, (BATCH["vgg"],))

@@ -31,7 +31,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import cnndsl  # noqa: E402
-from benchmarks.compile import make_step, time_steps  # noqa: E402
+from benchmarks.compile import make_step, time_steps, torch_vgg  # noqa: E402
 from cnndsl.nn import convolution  # noqa: E402
 
 LENET = """network LeNetStyle
@@ -63,14 +63,7 @@ def torch_model(name: str) -> Any:
                              nn.MaxPool2d(2), nn.Flatten(), nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84),
                              nn.ReLU(), nn.Linear(84, 10))
     if name == "vgg":
-        layers: list[Any] = []
-        cin = 3
-        for width in (64, 128, 256):
-            for _ in range(2):
-                layers += [nn.Conv2d(cin, width, 3, padding=1), nn.ReLU()]
-                cin = width
-            layers.append(nn.MaxPool2d(2))
-        return nn.Sequential(*layers, nn.Flatten(), nn.Linear(4096, 256), nn.ReLU(), nn.Linear(256, 10))
+        return torch_vgg()
     import torchvision
 
     torch.manual_seed(0)
