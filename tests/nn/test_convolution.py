@@ -4,6 +4,7 @@ cached per shape; a training run with chosen lowerings trains as with XLA's."""
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -59,15 +60,20 @@ def operands(shape: ConvShape, batch: int = 3, seed: int = 0) -> tuple[jax.Array
 @pytest.mark.parametrize("shape", shapes(), ids=lambda s: s.key())
 def test_every_lowering_computes_xlas_convolution_and_its_gradients(shape: ConvShape) -> None:
     x, kernel, grad = operands(shape)
-    expected, pullback = jax.vjp(lambda v, k: xla_conv(v, k, shape), x, kernel)
-    expected_grads = pullback(grad)
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def output_and_gradients(conv, x, kernel, grad):  # one program each (eager, every small op compiles)
+        out, pullback = jax.vjp(conv, x, kernel)
+        return out, *pullback(grad)
+
+    expected, *expected_grads = output_and_gradients(lambda v, k: xla_conv(v, k, shape), x, kernel, grad)
     for name in shape.candidates:
         plan = Plan(name, name, name)
-        got, pullback = jax.vjp(lambda v, k: planned_conv(v, k, shape, plan), x, kernel)
+        got, *grads = output_and_gradients(lambda v, k, plan=plan: planned_conv(v, k, shape, plan), x, kernel, grad)
         # LAYER: sums of at most 7*7*3 = 147 products per output (and per gradient entry, 5*5*6*... of the same
         # size here), computed in another order
         np.testing.assert_allclose(got, expected, **LAYER, err_msg=f"{name} output")
-        for part, a, b in zip(("input", "kernel"), pullback(grad), expected_grads):
+        for part, a, b in zip(("input", "kernel"), grads, expected_grads):
             np.testing.assert_allclose(a, b, **LAYER, err_msg=f"{name} {part} gradient")
 
 
