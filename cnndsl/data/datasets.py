@@ -44,6 +44,7 @@ import numpy as np
 from cnndsl.data.errors import DataError
 from cnndsl.data.examples import FileExamples
 from cnndsl.data.images import ImageError, decode
+from cnndsl.lang.outputs import cache_dir
 
 TEST_FRACTION = 0.2  # held out when a source has no test split of its own
 VAL_FRACTION = 0.1  # of the training data, held out for validation when a source has no validation split
@@ -107,11 +108,6 @@ BUILTIN_SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {
 }
 SYNTHETIC_BYTES = 64 << 20  # the default synthetic dataset's size
 SYNTHETIC_MAX = 1_000_000  # images
-
-
-def cache_dir() -> Path:
-    """Where downloads go: `$CNNDSL_CACHE` or ~/.cache/cnndsl."""
-    return Path(os.environ.get("CNNDSL_CACHE") or Path.home() / ".cache" / "cnndsl")
 
 
 def _md5(path: Path) -> str:

@@ -185,6 +185,12 @@ def check_output_dir(path: str | os.PathLike[str], kind: str, force: bool = Fals
                       "choose a new or empty folder; cnndsl never overwrites files it did not create")
 
 
+def cache_dir() -> Path:
+    """Where cnndsl keeps what it can make again (downloads, XLA's compiled programs, convolution timings):
+    `$CNNDSL_CACHE` or ~/.cache/cnndsl."""
+    return Path(os.environ.get("CNNDSL_CACHE") or Path.home() / ".cache" / "cnndsl")
+
+
 def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> None:
     """Write `data` to `path` through a temporary file beside it and a rename: readers see the old file
     or the new one, never half of one. An OSError becomes an OutputError naming the path."""

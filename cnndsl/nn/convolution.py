@@ -27,8 +27,8 @@ a convolution inside a scanned run of repeated blocks takes the matrix product's
 
 from __future__ import annotations
 
-import dataclasses
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -44,6 +44,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+
+from cnndsl.lang.outputs import OutputError, cache_dir, write_atomic
 
 #: The lowerings a plain convolution's computations can take, and a depthwise one's.
 CANDIDATES = ("xla", "matmul")
@@ -135,34 +137,33 @@ def xla_conv(x: jax.Array, kernel: jax.Array, shape: ConvShape) -> jax.Array:
                                     feature_group_count=shape.groups)
 
 
+def shifted_views(x: jax.Array, shape: ConvShape) -> list[jax.Array]:
+    """The kh*kw strided slices of the padded input, in the kernel's (i, j) order: view (i, j) holds, at each
+    output position, the input element that the kernel's tap (i, j) multiplies."""
+    (kh, kw), (sh, sw) = shape.kernel, shape.stride
+    x = jnp.pad(x, ((0, 0), *shape.padding, (0, 0))) if any(p for pair in shape.padding for p in pair) else x
+    out_h, out_w = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
+    return [x[:, i : i + (out_h - 1) * sh + 1 : sh, j : j + (out_w - 1) * sw + 1 : sw, :]
+            for i in range(kh) for j in range(kw)]
+
+
 def matmul_conv(x: jax.Array, kernel: jax.Array, shape: ConvShape) -> jax.Array:
     """The convolution as one matrix product: the kh*kw strided slices of the padded input side by side
     (channels last, in the kernel's (i, j, c) order) times the kernel reshaped to (kh*kw*c, filters)."""
-    (kh, kw), (sh, sw) = shape.kernel, shape.stride
-    x = jnp.pad(x, ((0, 0), *shape.padding, (0, 0))) if any(p for pair in shape.padding for p in pair) else x
-    batch, height, width, channels = x.shape
-    out_h, out_w = (height - kh) // sh + 1, (width - kw) // sw + 1
-    if (kh, kw) == (1, 1):
-        columns = x[:, : (out_h - 1) * sh + 1 : sh, : (out_w - 1) * sw + 1 : sw, :]
-    else:
-        columns = jnp.concatenate([x[:, i : i + (out_h - 1) * sh + 1 : sh, j : j + (out_w - 1) * sw + 1 : sw, :]
-                                   for i in range(kh) for j in range(kw)], axis=-1)
-    product = jnp.dot(columns.reshape(-1, kh * kw * channels), kernel.reshape(kh * kw * channels, -1),
-                      preferred_element_type=x.dtype)
+    views = shifted_views(x, shape)
+    columns = views[0] if len(views) == 1 else jnp.concatenate(views, axis=-1)
+    batch, out_h, out_w, width = columns.shape
+    product = jnp.dot(columns.reshape(-1, width), kernel.reshape(width, -1), preferred_element_type=x.dtype)
     return product.reshape(batch, out_h, out_w, kernel.shape[-1])
 
 
 def taps_conv(x: jax.Array, kernel: jax.Array, shape: ConvShape) -> jax.Array:
     """A depthwise convolution (kernel (kh, kw, 1, channels)) as the sum over its kh*kw taps of the input's
     strided slice times that tap's weights, channel by channel: one elementwise loop XLA fuses."""
-    (kh, kw), (sh, sw) = shape.kernel, shape.stride
-    x = jnp.pad(x, ((0, 0), *shape.padding, (0, 0))) if any(p for pair in shape.padding for p in pair) else x
-    out_h, out_w = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
+    taps = kernel.reshape(-1, kernel.shape[-1])  # (kh*kw, channels), in the views' (i, j) order
     total = None
-    for i in range(kh):
-        for j in range(kw):
-            term = x[:, i : i + (out_h - 1) * sh + 1 : sh, j : j + (out_w - 1) * sw + 1 : sw, :] * kernel[i, j, 0]
-            total = term if total is None else total + term
+    for view, tap in zip(shifted_views(x, shape), taps):
+        total = view * tap if total is None else total + view * tap
     return total
 
 
@@ -234,7 +235,7 @@ def _nhwc(numbers: Any) -> bool:
 
 def cache_file() -> Path:
     """Where the choices are kept: $CNNDSL_CACHE/conv-lowerings.json (default ~/.cache/cnndsl)."""
-    return Path(os.environ.get("CNNDSL_CACHE") or Path.home() / ".cache" / "cnndsl") / "conv-lowerings.json"
+    return cache_dir() / "conv-lowerings.json"
 
 
 def device_key() -> str:
@@ -254,14 +255,12 @@ def _read_cache() -> dict[str, Any]:
 def _write_cache(found: dict[str, dict[str, str]]) -> None:
     """Merge this process's new choices into the cache file, atomically (several processes may write)."""
     path = cache_file()
+    data = _read_cache()
+    data.setdefault(device_key(), {}).update(found)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        data = _read_cache()
-        data.setdefault(device_key(), {}).update(found)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}")
-        temporary.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(temporary, path)
-    except OSError:  # a read-only cache: the choices hold for this process
+        write_atomic(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+    except (OSError, OutputError):  # a read-only cache: the choices hold for this process
         pass
 
 

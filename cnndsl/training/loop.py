@@ -236,6 +236,11 @@ def _create_trainer(net: CompiledNetwork, settings: Settings, data: Any, devices
     preprocess = Preprocess(data.scale, mean, std, net.input_shape[:2],
                             tuple(a for a in settings.augment if a != "resized-crop"))  # that one is the pipeline's
     model = net.init(settings.seed)
+    # each convolution lowered as measured fastest at this batch (cached per shape), before the step is traced;
+    # on one device only: the programs of several processes must be the same (each would measure its own), and
+    # partitioned programs were not measured
+    if jax.process_count() == 1 and placement.mesh is None:
+        net.tune_convolutions(batch)
     optimizer, frozen = run_optimizer(net, model, settings, steps_per_epoch, scheduled)
     if frozen:
         progress.line(f"frozen: {len(frozen)} parameter arrays ({', '.join(sorted(frozen)[:6])}"

@@ -93,11 +93,6 @@ class Trainer:
                          self.placement.state_shardings(opt_shapes), replicated, replicated)
         self.opt_shardings = shardings[2] if shardings else None
         options = compiler_options()
-        # each convolution lowered as measured fastest at this batch (cached per shape), on one device: not
-        # across processes, whose programs must be the same (each would measure its own), nor over a mesh,
-        # whose partitioned programs were not measured
-        if jax.process_count() == 1 and self.placement.mesh is None:
-            net.tune_convolutions(settings.batch_size)
         self.train_step = jax.jit(self._train_step, donate_argnums=donate, compiler_options=options,
                                   **({"out_shardings": shardings} if shardings else {}))
         self.evaluate_splits = jax.jit(self._evaluate_splits, compiler_options=options)
