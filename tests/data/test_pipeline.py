@@ -18,7 +18,8 @@ import pytest
 pytest.importorskip("grain", reason="the pipeline needs the `stream` extra (installed by the test extra)")
 
 import cnndsl  # noqa: E402
-from cnndsl.data.pipeline import epoch_order, open_images, train_batches  # noqa: E402
+from cnndsl.data import pipeline  # noqa: E402
+from cnndsl.data.pipeline import epoch_order, eval_batches, open_images, train_batches  # noqa: E402
 from cnndsl.lang.settings import TrainingError  # noqa: E402
 
 SPEC = """network Tiny
@@ -196,6 +197,37 @@ def test_two_processes_read_disjoint_shares_whose_union_is_each_batch(tmp_path: 
             np.testing.assert_array_equal(np.concatenate([first, second]), order[step * batch:(step + 1) * batch])
     every = np.concatenate(shares[0][:steps] + shares[1][:steps])
     assert len(set(every.tolist())) == steps * batch  # one epoch: each example at most once
+
+
+def test_evaluation_batches_are_the_same_from_worker_processes_and_from_threads(tmp_path: Path, monkeypatch) -> None:
+    """A small split decodes on threads (starting workers for it took longer than decoding it); from
+    EVAL_WORKERS_FROM images a split goes to the worker processes; the batches are the same either way."""
+    from cnndsl.training.feed import close_iterator
+
+    data, _ = open_images(f"folder:{jpeg_folder(tmp_path / 'mixed', 12)}", shape=(24, 24, 3), mode="stream",
+                          val_fraction=0.0)
+    started: list[int] = []
+    prefetched = pipeline._prefetched
+    monkeypatch.setattr(pipeline, "_prefetched", lambda grain, dataset, workers: (
+        started.append(workers), prefetched(grain, dataset, workers))[1])
+
+    def batches(workers: int) -> list[dict[str, np.ndarray]]:
+        iterator = eval_batches(data, "val", 4, workers)
+        try:
+            return [{key: np.array(value) for key, value in batch.items()} for batch in iterator]
+        finally:
+            close_iterator(iterator)
+
+    on_threads = batches(1)
+    assert started == [0] and len(data.val) < pipeline.EVAL_WORKERS_FROM  # one worker asked for, none started
+    monkeypatch.setattr(pipeline, "EVAL_WORKERS_FROM", len(data.val))
+    in_workers = batches(1)
+    assert started == [0, 1]
+    assert len(on_threads) == len(in_workers) == -(-len(data.val) // 4)
+    for a, b in zip(on_threads, in_workers):
+        assert a.keys() == b.keys()
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
 def test_stream_choices_and_errors_are_clear(tmp_path: Path, monkeypatch, capsys) -> None:
