@@ -127,16 +127,13 @@ def finish(processes: list[subprocess.Popen[str]]) -> list[tuple[int, str, str]]
 
 
 def final_arrays(run: Path) -> dict:
-    script = ("import sys, json, numpy as np\nfrom cnndsl.training import load_run\n"
-              "r = load_run(None, sys.argv[1], 'last')\n"
-              "np.savez(sys.argv[2], **{k.replace('/', '|'): np.asarray(v) for k, v in {**r.params, **r.stats}.items()})")
-    target = run.parent / f"{run.name}.npz"
-    subprocess.run([sys.executable, "-c", script, str(run), str(target)], check=True, timeout=120,
-                   env={**os.environ, "PYTHONPATH": str(ROOT)})
+    """The last checkpoint's parameters and statistics, loaded here (one device) whatever layout saved them."""
     import numpy as np
 
-    with np.load(target) as data:
-        return {k: data[k] for k in data.files}
+    from cnndsl.training import load_run
+
+    loaded = load_run(None, run, "last")
+    return {k: np.asarray(v) for k, v in {**loaded.params, **loaded.stats}.items()}
 
 
 def worst_difference(a: dict, b: dict) -> float:
