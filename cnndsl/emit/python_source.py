@@ -26,6 +26,7 @@ from cnndsl.nn.flax_backend import (
     channel_shuffle,
     layer_constructor,
     lrn,
+    max_pool,
     mul,
     pixel_shuffle,
     plan,
@@ -127,7 +128,7 @@ def to_python(report: Report, origin: str = "") -> str:
     call.append(f"        return {names[report.graph.output]}")
     helpers = []
     if any(isinstance(s.op, ir.Pool) for s in steps):
-        helpers.append(inspect.getsource(pool))
+        helpers += [inspect.getsource(pool), inspect.getsource(max_pool)]
     if any(isinstance(s.op, ir.LocalResponseNorm) for s in steps):
         helpers.append(inspect.getsource(lrn))
     if any(isinstance(s.op, ir.Mul) for s in steps):

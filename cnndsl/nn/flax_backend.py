@@ -377,7 +377,7 @@ def pool(x: jax.Array, mode: str, window: tuple[int, int], stride: tuple[int, in
                  for a in range(window[1]) for b in range(window[2])]
         return jnp.max(jnp.stack(views), axis=0)
     if mode == "max":
-        return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, window, strides, full)
+        return max_pool(x, window, strides, full)
     total = jax.lax.reduce_window(x, 0.0, jax.lax.add, window, strides, full)
     ones = jnp.ones((1, x.shape[1], x.shape[2], 1), x.dtype)
     if count_pad:  # padding counts in the divisor, the ceil-mode extra does not
@@ -387,6 +387,52 @@ def pool(x: jax.Array, mode: str, window: tuple[int, int], stride: tuple[int, in
         counted = full
     divisor = jax.lax.reduce_window(ones, 0.0, jax.lax.add, window, strides, counted)
     return total / divisor
+
+
+def max_pool(x: jax.Array, window: tuple[int, ...], strides: tuple[int, ...],
+             padding: tuple[tuple[int, int], ...]) -> jax.Array:
+    """XLA's max pool (reduce_window) with its gradient computed from the window's k*k strided views.
+
+    JAX's gradient of reduce_window max is XLA's select_and_scatter, which XLA:CPU runs 5-20x slower than
+    this on VGG-sized maps (benchmarks/convolutions.py). The same gradient: each window's output gradient
+    goes to its first maximal element in row-major order, the element select_and_scatter picks
+    (tests/nn/test_pooling.py compares them, on maps full of ties too).
+
+    The backward pass finds each window's maximal element among the views of `x` alone, never by comparing
+    them with the forward's output: XLA may fuse the elementwise layers before the pool (batch norm, ReLU)
+    into the forward and the backward separately and compute `x` there a few ulps apart, and an element
+    compared with an output computed elsewhere can then match nowhere (that gradient lost) or twice."""
+
+    @jax.custom_vjp
+    def run(x: jax.Array) -> jax.Array:
+        return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, window, strides, padding)
+
+    def forward(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return run(x), x
+
+    def backward(x: jax.Array, grad: jax.Array) -> tuple[jax.Array]:
+        padded = jnp.pad(x, padding, constant_values=-jnp.inf)
+        (_, kh, kw, _), (_, sh, sw, _), (_, rows, cols, _) = window, strides, grad.shape
+        offsets = [(i, j) for i in range(kh) for j in range(kw)]
+
+        def view(i: int, j: int) -> jax.Array:
+            return padded[:, i:i + (rows - 1) * sh + 1:sh, j:j + (cols - 1) * sw + 1:sw]
+
+        best, chosen = view(*offsets[0]), jnp.zeros(grad.shape, jnp.int32)
+        for k, (i, j) in enumerate(offsets[1:], start=1):  # strictly greater: the first maximum keeps its place
+            candidate = view(i, j)
+            better = candidate > best
+            best, chosen = jnp.where(better, candidate, best), jnp.where(better, k, chosen)
+        total = jnp.zeros(padded.shape, grad.dtype)
+        for k, (i, j) in enumerate(offsets):  # each window's gradient to its chosen element, in place
+            spread = ((0, 0, 0), (i, padded.shape[1] - i - (rows - 1) * sh - 1, sh - 1),
+                      (j, padded.shape[2] - j - (cols - 1) * sw - 1, sw - 1), (0, 0, 0))
+            total = total + jax.lax.pad(jnp.where(chosen == k, grad, 0), jnp.zeros((), grad.dtype), spread)
+        (top, _), (left, _) = padding[1], padding[2]
+        return (total[:, top:top + x.shape[1], left:left + x.shape[2]].astype(x.dtype),)
+
+    run.defvjp(forward, backward)
+    return run(x)
 
 
 def mul(*xs: jax.Array) -> jax.Array:
