@@ -1,5 +1,7 @@
-"""CPU convolutions: each network's train step with XLA's lowering of every convolution, with the lowerings
-chosen by measurement (cnndsl.nn.convolution), and in PyTorch eager, side by side in one run.
+"""CPU convolutions and pools: each network's train step as XLA lowers it (every convolution, and max pool's
+gradient as select_and_scatter), as cnndsl lowers it (convolutions chosen by measurement, cnndsl.nn.convolution;
+max pool's gradient from the window's views, cnndsl.nn.flax_backend.max_pool), and in PyTorch eager, side by
+side in one run.
 
     python benchmarks/convolutions.py [--repeat 5] [--steps 3] [--only lenet,vgg,resnet18,mobilenet_v2]
 
@@ -32,7 +34,14 @@ import numpy as np  # noqa: E402
 
 import cnndsl  # noqa: E402
 from benchmarks.compile import make_step, time_steps, torch_vgg  # noqa: E402
-from cnndsl.nn import convolution  # noqa: E402
+from cnndsl.nn import convolution, flax_backend  # noqa: E402
+
+OUR_MAX_POOL = flax_backend.max_pool
+
+
+def xla_max_pool(x: jax.Array, window: Any, strides: Any, padding: Any) -> jax.Array:
+    """Max pool as JAX differentiates it by default: its gradient is XLA's select_and_scatter."""
+    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, window, strides, padding)
 
 LENET = """network LeNetStyle
 input 28x28x1
@@ -102,8 +111,8 @@ def main() -> None:
     args = parser.parse_args()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} CPUs, load "
           f"{os.getloadavg()[0]:.1f}; median of {args.repeat} x {args.steps} steps; ms per train step")
-    print(f"{'network':<13} {'batch':>5} {'XLA lowering':>13} {'chosen':>9} {'PyTorch':>9} {'chosen/XLA':>11} "
-          f"{'chosen/PyTorch':>15} {'XLA/PyTorch':>12} {'choosing s':>11}")
+    print(f"{'network':<13} {'batch':>5} {'XLA as is':>13} {'cnndsl':>9} {'PyTorch':>9} {'cnndsl/XLA':>11} "
+          f"{'cnndsl/PyTorch':>15} {'XLA/PyTorch':>12} {'choosing s':>11}")
     for name in args.only.split(","):
         net = cnndsl.compile(spec(name))
         batch, classes = BATCH[name], net.report.output_shape[0]
@@ -111,11 +120,13 @@ def main() -> None:
         x = jnp.asarray(rng.normal(size=(batch, *net.input_shape)).astype(np.float32))
         y = jnp.asarray(rng.integers(0, classes, batch))
         os.environ["CNNDSL_CONV_LOWERING"] = "xla"
+        flax_backend.max_pool = xla_max_pool
         model = net.init(0)
         model.train()
         runs = {"xla": make_step(model)}
-        time_steps(*runs["xla"], x, y, 1)  # traced with XLA's lowering
+        time_steps(*runs["xla"], x, y, 1)  # traced with XLA's lowerings
         os.environ["CNNDSL_CONV_LOWERING"] = "measure"
+        flax_backend.max_pool = OUR_MAX_POOL
         started = time.perf_counter()
         plans = net.tune_convolutions(batch)
         choosing = time.perf_counter() - started
