@@ -6,6 +6,8 @@ For each network (LeNet-5, a VGG-style net and ResNet-18, all at 32x32 input) on
 (forward, cross-entropy, backward, update) is timed for the module `cnndsl.compile` builds and for the same
 network written by hand in plain Flax NNX the way the Flax examples write it, in the same process, the same
 harness, alternating between the two. Prints the median step time of each and the ratio (target <= 1.03).
+Like for like: the compiled module's convolutions and max pools are traced as XLA lowers them, as the
+hand-written ones are (cnndsl's own lowerings, faster on CPU, are benchmarks/convolutions.py's subject).
 With torch installed (`pip install -e '.[bench]'`) the VGG-style step is also timed in PyTorch eager on the CPU.
 Last, the first-step latency (trace + XLA compile + one step) of ResNet-18 in fresh processes: without a
 compilation cache, with an empty persistent cache (`jax_compilation_cache_dir`), and with the cache filled.
@@ -34,6 +36,7 @@ import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
 import cnndsl  # noqa: E402
+from cnndsl.nn import flax_backend  # noqa: E402
 
 BATCH = {"lenet5": 128, "vgg": 64, "resnet18": 32}
 
@@ -238,6 +241,12 @@ def first_step_latency(cache: str | None) -> float:
     return float(result.stdout.strip().splitlines()[-1])
 
 
+def xla_max_pool(x: jax.Array, window: Any, strides: Any, padding: Any) -> jax.Array:
+    """Max pool as JAX differentiates it by default (its gradient is XLA's select_and_scatter), what
+    `nnx.max_pool` in the hand-written networks computes; stands in for cnndsl's `flax_backend.max_pool`."""
+    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, window, strides, padding)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
@@ -246,6 +255,8 @@ def main() -> None:
     parser.add_argument("--no-latency", action="store_true")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object too")
     args = parser.parse_args()
+    os.environ["CNNDSL_CONV_LOWERING"] = "xla"  # like for like with the hand-written networks (see above)
+    flax_backend.max_pool = xla_max_pool
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} CPUs; "
           f"median of {args.repeat} x {args.steps} steps")
     figures: dict[str, Any] = {}

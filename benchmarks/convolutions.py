@@ -33,15 +33,10 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import cnndsl  # noqa: E402
-from benchmarks.compile import make_step, time_steps, torch_vgg  # noqa: E402
+from benchmarks.compile import make_step, time_steps, torch_vgg, xla_max_pool  # noqa: E402
 from cnndsl.nn import convolution, flax_backend  # noqa: E402
 
 OUR_MAX_POOL = flax_backend.max_pool
-
-
-def xla_max_pool(x: jax.Array, window: Any, strides: Any, padding: Any) -> jax.Array:
-    """Max pool as JAX differentiates it by default: its gradient is XLA's select_and_scatter."""
-    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, window, strides, padding)
 
 LENET = """network LeNetStyle
 input 28x28x1

@@ -1,6 +1,6 @@
 """How fast the main job starts: `cnndsl train examples/digits.cnn --epochs 1`, as whole commands.
 
-    python benchmarks/startup.py [--repeat 3] [--quick]
+    python benchmarks/startup.py [--repeat 3] [--quick | --deep SIZE]
 
 Prints, in one run on this machine:
 - the wall time of the command with an empty compilation cache (cold) and with the cache it filled (warm),
@@ -11,8 +11,8 @@ Prints, in one run on this machine:
   validation and test evaluation, one checkpoint), where torch is installed, and the ratio of the warm
   cnndsl command to it (target <= 1.5);
 - for a LeNet-5 on 5,000 images, the share of each epoch spent on evaluation and checkpointing;
-- trace + compile time of the ResNet-50 and ResNet-152 train steps, unrolled and scanned (target: ResNet-152
-  at most 2x ResNet-50), and what scanning costs a step on this backend.
+- trace + compile time and one step of the ResNet-50, -101 and -152 train steps, unrolled, scanned and as
+  chosen by default (target: ResNet-152 at most 2x ResNet-50 by default); `--deep SIZE` prints only these.
 """
 
 from __future__ import annotations
@@ -72,7 +72,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="the main job's figures only (no LeNet-5, no ResNets)")
+    parser.add_argument("--deep", type=int, metavar="SIZE", help="only the deep networks' figures, at SIZE x SIZE")
     args = parser.parse_args()
+    if args.deep:
+        deep(args.deep)
+        return
     spec = str(ROOT / "examples" / "digits.cnn")
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
@@ -125,10 +129,9 @@ def main() -> None:
         deep()
 
 
-def deep() -> None:
-    """Trace + compile seconds of the train step of ResNet-50 and ResNet-152 (batch 8, 224x224), unrolled
-    and with `scan=True`; then one step's time, unrolled and scanned, for ResNet-50 at 64x64 (on XLA's CPU
-    backend the weight gradients of convolutions inside a loop are slow)."""
+def deep(size: int = 224) -> None:
+    """For ResNet-50, -101 and -152 (train step, batch 8, size x size, SGD): trace + compile seconds and one
+    step's time, unrolled, scanned, and as `cnndsl.compile` chooses by default (`repeats.scan_by_default`)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -137,48 +140,37 @@ def deep() -> None:
     from cnndsl.lang.settings import Settings
     from cnndsl.training import Preprocess, Trainer, make_optimizer
 
-    def trainer(text: str, scan: bool, size: int) -> Trainer:
+    def trainer(text: str, scan: bool | None) -> tuple[Trainer, bool]:
         net = cnndsl.compile(text.replace("input 224x224x3", f"input {size}x{size}x3"), scan=scan)
         settings = Settings(batch_size=8, optimizer="sgd")
         return Trainer(net, net.init(0), make_optimizer(settings, 10), Preprocess(1.0, (0.0,) * 3, (1.0,) * 3,
-                       (size, size)), settings, 1000)
+                       (size, size)), settings, 1000), net.scan
 
-    def arguments(t: Trainer, size: int) -> tuple:
-        x = jax.ShapeDtypeStruct((8, size, size, 3), jnp.float32)
-        scalar = jax.ShapeDtypeStruct((), jnp.int32)
-        return (t.params, t.stats, jax.eval_shape(t.optimizer.init, t.params), jax.ShapeDtypeStruct((3,), jnp.float32),
-                x, jax.ShapeDtypeStruct((8,), jnp.int32), jax.ShapeDtypeStruct((8,), jnp.int32), scalar, None, scalar, scalar)
-
-    print("train step of deep networks (batch 8, 224x224, sgd): trace + compile seconds")
-    specs = {name: cnndsl.check(ROOT / "examples" / f"{stem}.cnn").graph.standalone_text  # imports written in
-             for name, stem in (("ResNet-50", "resnet50"), ("ResNet-152", "resnet152"))}
-    totals = {}
-    for name, text in specs.items():
-        for scan in (False, True):
-            t = trainer(text, scan, 224)
+    print(f"train step of deep networks (batch 8, {size}x{size}, sgd): trace + compile seconds, one step's ms")
+    totals: dict[tuple[str, str], float] = {}
+    for stem in ("resnet50", "resnet101", "resnet152"):
+        text = cnndsl.check(ROOT / "examples" / f"{stem}.cnn").graph.standalone_text  # imports written in
+        line = []
+        for mode, scan in (("unrolled", False), ("scanned", True), ("default", None)):
+            t, scanned = trainer(text, scan)
+            state = t.initial_state()
+            arguments = (state["params"], state["stats"], state["opt_state"], state["meters"],
+                         jnp.zeros((8, size, size, 3)), jnp.zeros(8, jnp.int32), jnp.arange(8), np.int32(0), None,
+                         np.int32(0), np.int32(0))
             started = time.perf_counter()
-            lowered = t.train_step.lower(*arguments(t, 224))
-            traced = time.perf_counter() - started
-            lowered.compile()
-            totals[name, scan] = time.perf_counter() - started
-            print(f"  {name:<11} {'scanned' if scan else 'unrolled':<9} trace {traced:5.1f} s + compile "
-                  f"{totals[name, scan] - traced:5.1f} s = {totals[name, scan]:5.1f} s")
-    print(f"  ResNet-152 / ResNet-50: unrolled {totals['ResNet-152', False] / totals['ResNet-50', False]:.2f}, "
-          f"scanned {totals['ResNet-152', True] / totals['ResNet-50', True]:.2f} (target <= 2)")
-    steps = {}
-    for scan in (False, True):
-        t = trainer(specs["ResNet-50"], scan, 64)
-        state = t.initial_state()
-        args = [state["params"], state["stats"], state["opt_state"], state["meters"]]
-        data = (jnp.zeros((8, 64, 64, 3)), jnp.zeros(8, jnp.int32), jnp.arange(8), np.int32(0), None, np.int32(0))
-        *args, loss = t.train_step(*args, *data, np.int32(0))
-        jax.block_until_ready(loss)
-        started = time.perf_counter()
-        *args, loss = t.train_step(*args, *data, np.int32(1))
-        jax.block_until_ready(loss)
-        steps[scan] = time.perf_counter() - started
-    print(f"  one ResNet-50 step at 64x64 on {jax.default_backend()}: unrolled {steps[False] * 1e3:.0f} ms, scanned "
-          f"{steps[True] * 1e3:.0f} ms (scanned / unrolled = {steps[True] / steps[False]:.1f})")
+            compiled = t.train_step.lower(*arguments).compile()
+            totals[stem, mode] = time.perf_counter() - started
+            out = compiled(*arguments)  # the first run of a program pays for allocation: not timed
+            jax.block_until_ready(out)
+            started = time.perf_counter()
+            jax.block_until_ready(compiled(*arguments))
+            step = time.perf_counter() - started
+            chosen = f" ({'scanned' if scanned else 'unrolled'})" if scan is None else ""
+            line.append(f"{mode}{chosen} {totals[stem, mode]:5.1f} s, {step * 1e3:6.0f} ms")
+        print(f"  {stem:<10} " + " | ".join(line), flush=True)
+    for mode in ("unrolled", "scanned", "default"):
+        print(f"  ResNet-152 / ResNet-50 trace + compile, {mode}: "
+              f"{totals['resnet152', mode] / totals['resnet50', mode]:.2f}" + (" (target <= 2)" * (mode == "default")))
 
 
 def overhead(tmp: Path) -> None:

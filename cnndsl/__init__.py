@@ -13,7 +13,7 @@ __all__ = ["CnnError", "Diagnostic", "Report", "UsageError", "check", "compile",
            "load_source", "parse", "train", "__version__"]
 
 
-def compile(spec, set=None, dtype=None, scan=False):  # noqa: A001 - the name users expect, as in re.compile
+def compile(spec, set=None, dtype=None, scan=None):  # noqa: A001 - the name users expect, as in re.compile
     """Check a spec and compile it to a Flax module; see `cnndsl.nn.compiler.compile`.
 
     Imported lazily so that `check` never loads JAX.

@@ -38,7 +38,7 @@ class Settings:
     clip: float = 0.0  # global gradient-norm clipping; 0 = off
     augment: tuple[str, ...] = ()
     dtype: str = "float32"
-    scan: bool = False  # apply runs of identical repeated blocks with one jax.lax.scan (see cnndsl.compile)
+    scan: bool | None = None  # runs of identical repeated blocks with one jax.lax.scan; None: deep networks (cnndsl.compile)
     seed: int = 0
     resize: bool = False
     val_fraction: float = 0.1  # of the training data, held out to choose the best checkpoint (0: none)
@@ -111,8 +111,8 @@ class Settings:
 
 def _typed(name: str, value: Any, default: Any) -> Any:
     """`value` as the type of the setting's default, or a TrainingError saying what was expected."""
-    if isinstance(default, bool):
-        ok, what = isinstance(value, bool), "true or false"
+    if isinstance(default, bool) or name in _BOOL_FIELDS:  # scan's default is None: chosen by the network
+        ok, what = isinstance(value, bool) or (default is None and value is None), "true or false"
     elif isinstance(default, int):
         ok, what = isinstance(value, int) and not isinstance(value, bool), "a whole number"
     elif isinstance(default, float):

@@ -25,6 +25,7 @@ from cnndsl.lang.frontend import SetValue, check
 from cnndsl.lang.report import Report
 from cnndsl.nn.convolution import ConvShape, Plan, tune
 from cnndsl.nn.flax_backend import Network, flatten_state, plan, unflatten_state
+from cnndsl.nn.repeats import scan_by_default
 
 
 def compiler_options() -> dict[str, Any]:
@@ -163,12 +164,14 @@ class CompiledNetwork:
 
 
 def compile(spec: str | os.PathLike[str], set: Mapping[str, SetValue] | None = None,
-            dtype: Any = None, scan: bool = False) -> CompiledNetwork:
+            dtype: Any = None, scan: bool | None = None) -> CompiledNetwork:
     """Check a spec (a path or its text) and prepare it to run; `dtype=jnp.bfloat16` computes in bfloat16
     while parameters stay float32. `scan=True` applies each run of identical repeated blocks with one
-    `jax.lax.scan`: a deep network traces and compiles each distinct block once (ResNet-152's train step
-    in 9.6 s instead of 22 s here), with the same parameters and outputs. On XLA's CPU backend the weight
-    gradients of convolutions inside a loop are far slower (a ResNet-50 train step 59 s instead of 3 s),
-    so it is off by default; use it for inference on CPU, or on GPU and TPU. Raises `CnnError` with every
-    problem in the spec."""
-    return CompiledNetwork(check(spec, set=set), dtype, scan)
+    `jax.lax.scan`: a deep network traces and compiles each distinct block once, with the same parameters
+    and outputs. `scan=None`, the default, scans the networks deep enough for it to pay
+    (`cnndsl.nn.repeats.scan_by_default`: ResNet-101 and ResNet-152, not ResNet-50). Raises `CnnError` with
+    every problem in the spec."""
+    report = check(spec, set=set)
+    if scan is None:
+        scan = scan_by_default(report.graph, report.node_shapes)
+    return CompiledNetwork(report, dtype, scan)

@@ -87,3 +87,44 @@ def test_training_with_scan_records_it_and_resumes(tmp_path) -> None:
     result = cnndsl.train(spec, run_dir=tmp_path / "run", epochs=1, scan=True, quiet=True)
     assert result.history.epochs[-1]["train_loss"] > 0
     assert cnndsl.evaluate(tmp_path / "run")["n"] == 359
+
+
+@pytest.mark.parametrize("body, scanned", [
+    ("[conv(4, 3x3, pad=same) -> relu]*17", True),  # 16 copies saved: SCAN_FROM_COPIES
+    ("[conv(4, 3x3, pad=same) -> relu]*16", False),  # 15
+    ("[conv(4, 3x3, pad=same) -> relu]*9 -> conv(6, 1x1) -> [conv(6, 3x3, pad=same) -> bn]*9", True),  # 8 + 8
+    ("[conv(4, 3x3, pad=same, groups=4) -> relu]*20", False),  # grouped convolutions: slow in a loop on CPU
+    ("[conv(4 + i, 3x3, pad=same)]*20 as i", False),  # no identical copies
+])
+def test_deep_networks_are_scanned_by_default(body: str, scanned: bool) -> None:
+    """`scan=None` (cnndsl.compile's and a run's default) scans when the runs save SCAN_FROM_COPIES copies or
+    more and hold no grouped convolution; True and False always win."""
+    spec = f"network T\ninput 12x12x4\ninput -> {body} -> global_avgpool -> fc(3)"
+    assert cnndsl.compile(spec).scan is scanned
+    assert cnndsl.compile(spec, scan=True).scan is True and cnndsl.compile(spec, scan=False).scan is False
+
+
+def test_the_examples_deep_enough_are_scanned_by_default() -> None:
+    chosen = {stem: cnndsl.compile(ROOT / "examples" / f"{stem}.cnn").scan
+              for stem in ("resnet18", "resnet50", "resnet101", "resnet152", "mobilenet_v2", "vgg16")}
+    assert chosen == {"resnet18": False, "resnet50": False, "resnet101": True, "resnet152": True,
+                      "mobilenet_v2": False, "vgg16": False}
+
+
+def test_a_run_records_the_default_and_the_command_line_overrides_it(tmp_path, capsys) -> None:
+    """settings.json keeps `scan: null` (the network decides, again when resumed: the checkpoint's parameters
+    are the same either way); --scan and --no-scan record their choice."""
+    import json
+
+    from tests.conftest import in_process
+
+    spec = tmp_path / "deep.cnn"
+    spec.write_text("network T\ninput 8x8x1\ninput -> conv(4, 3x3, pad=same) -> [conv(4, 3x3, pad=same) -> relu]*17"
+                    " -> global_avgpool -> fc(10)\ntrain epochs = 1, batch_size = 128\n")
+    for flag, recorded in ((None, None), ("--no-scan", False), ("--scan", True)):
+        run = tmp_path / f"run{flag}"
+        args = ["train", str(spec), "--out", str(run), "--quiet", *([flag] if flag else [])]
+        assert in_process(capsys, *args).returncode == 0
+        assert json.loads((run / "settings.json").read_text())["scan"] is recorded
+    assert in_process(capsys, "train", "--resume", str(tmp_path / "runNone"), "--epochs", "2", "--quiet").returncode == 0
+    assert in_process(capsys, "eval", "--run", str(tmp_path / "runNone")).returncode == 0
