@@ -4,6 +4,8 @@ with the same parameters under the same names."""
 
 from __future__ import annotations
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -86,6 +88,7 @@ def test_training_with_scan_records_it_and_resumes(tmp_path) -> None:
                     " -> global_avgpool -> fc(10)\n")
     result = cnndsl.train(spec, run_dir=tmp_path / "run", epochs=1, scan=True, quiet=True)
     assert result.history.epochs[-1]["train_loss"] > 0
+    assert json.loads((tmp_path / "run" / "settings.json").read_text())["scan"] is True  # 2 copies: not by default
     assert cnndsl.evaluate(tmp_path / "run")["n"] == 359
 
 
@@ -113,15 +116,13 @@ def test_the_examples_deep_enough_are_scanned_by_default() -> None:
 
 def test_a_run_records_the_default_and_the_command_line_overrides_it(tmp_path, capsys) -> None:
     """settings.json keeps `scan: null` (the network decides, again when resumed: the checkpoint's parameters
-    are the same either way); --scan and --no-scan record their choice."""
-    import json
-
+    are the same either way); --no-scan records its choice (--scan's is test_training_with_scan_records_it_and_resumes)."""
     from tests.conftest import in_process
 
     spec = tmp_path / "deep.cnn"
     spec.write_text("network T\ninput 8x8x1\ninput -> conv(4, 3x3, pad=same) -> [conv(4, 3x3, pad=same) -> relu]*17"
                     " -> global_avgpool -> fc(10)\ntrain epochs = 1, batch_size = 128\n")
-    for flag, recorded in ((None, None), ("--no-scan", False), ("--scan", True)):
+    for flag, recorded in ((None, None), ("--no-scan", False)):
         run = tmp_path / f"run{flag}"
         args = ["train", str(spec), "--out", str(run), "--quiet", *([flag] if flag else [])]
         assert in_process(capsys, *args).returncode == 0
