@@ -73,6 +73,17 @@ def _run_from_root(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)
 
 
+def final_arrays(run: Path) -> dict:
+    """A run's last checkpoint's parameters and batch statistics by name, as numpy arrays, loaded in this process
+    (on one device, whatever layout saved them)."""
+    import numpy as np
+
+    from cnndsl.training import load_run
+
+    loaded = load_run(None, run, "last")
+    return {k: np.asarray(v) for k, v in {**loaded.params, **loaded.stats}.items()}
+
+
 def in_process(capsys: pytest.CaptureFixture[str], *args: str) -> subprocess.CompletedProcess[str]:
     """A `cnndsl` command run by `cnndsl.cli.main` in this process: its exit status and what it printed, as a
     subprocess would give them, without a second of interpreter and JAX start-up. For checks that need no

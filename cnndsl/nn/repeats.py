@@ -33,9 +33,10 @@ class Run:
 #: The fewest copies worth a scan.
 MIN_COPIES = 2
 #: Scanning is the default (`scan_by_default`) from this many copies saved. Measured on a 2-core CPU, batch 8 at
-#: 64x64 (trace, compile and one step; `python benchmarks/startup.py --deep`): ResNet-50 saves 8 copies and
-#: compiles slower scanned (9.3 against 6.8 s), ResNet-101 saves 25 (11.1 against 16.5 s), ResNet-152 42 (12.6
-#: against 33.8 s); their steps are 0.86-0.94x the unrolled ones'.
+#: 64x64 (`python benchmarks/startup.py --deep 64`, trace + compile): ResNet-50 saves 8 copies and compiles
+#: slower scanned (7.9 against 5.9 s), ResNet-101 saves 25 (9.7 against 13.8 s), ResNet-152 42 (11.3 against
+#: 29.7 s). Not fewer: a ResNet-34 (12 copies of 3x3 basic blocks) trained 1.9x slower scanned at 224x224 (its
+#: 3x3 kernel gradients in a loop take the matrix product's lowering, cnndsl.nn.convolution.traced_in_loop).
 SCAN_FROM_COPIES = 16
 
 

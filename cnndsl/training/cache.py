@@ -14,7 +14,7 @@ def use_compilation_cache(*, unless_configured: bool = False) -> None:
     cache directory the caller configured in jax is left as it is, with jax's own settings."""
     import jax
 
-    from cnndsl.data import cache_dir
+    from cnndsl.lang.outputs import cache_dir
 
     if unless_configured and jax.config.jax_compilation_cache_dir:
         return

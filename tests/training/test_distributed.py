@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, final_arrays
 
 # Batch norm and dropout: the global-batch statistics and the per-example dropout masks must not depend on
 # how the batch is split. Convolutions before batch norm have no bias: its gradient is zero up to rounding.
@@ -124,16 +124,6 @@ def finish(processes: list[subprocess.Popen[str]]) -> list[tuple[int, str, str]]
             raise
         results.append((p.returncode, out, err))
     return results
-
-
-def final_arrays(run: Path) -> dict:
-    """The last checkpoint's parameters and statistics, loaded here (one device) whatever layout saved them."""
-    import numpy as np
-
-    from cnndsl.training import load_run
-
-    loaded = load_run(None, run, "last")
-    return {k: np.asarray(v) for k, v in {**loaded.params, **loaded.stats}.items()}
 
 
 def worst_difference(a: dict, b: dict) -> float:

@@ -10,15 +10,9 @@ import numpy as np
 import pytest
 
 from cnndsl.cli import main
-from cnndsl.training import load_run
-from tests.conftest import ROOT
+from tests.conftest import ROOT, final_arrays
 
 DIGITS = ROOT / "examples" / "digits.cnn"
-
-
-def arrays(run: Path) -> dict[str, np.ndarray]:
-    loaded = load_run(None, run, "last")
-    return {k: np.asarray(v) for k, v in {**loaded.params, **loaded.stats}.items()}
 
 
 def test_init_from_a_run_with_a_new_head_and_frozen_stages(tmp_path: Path, capsys) -> None:
@@ -32,7 +26,7 @@ def test_init_from_a_run_with_a_new_head_and_frozen_stages(tmp_path: Path, capsy
     err = capsys.readouterr().err
     assert "initialized 8 layers from" in err and "re-initialized 2: fc1 (bias 10 in the source, 32 here, kernel " \
                                                   "64x10 in the source, 64x32 here); fc2 (not in the source)" in err
-    before, after = arrays(source), arrays(tuned)
+    before, after = final_arrays(source), final_arrays(tuned)
     for name in ("conv1/kernel", "conv2/kernel", "bn1/scale", "bn2/bias", "conv3/kernel"):  # frozen
         np.testing.assert_array_equal(after[name], before[name], err_msg=name)
     assert not np.array_equal(after["conv4/kernel"], before["conv4/kernel"])  # initialized from it, then trained
@@ -61,7 +55,7 @@ def test_init_from_a_weights_file_and_a_clear_error_for_a_bad_pattern(tmp_path: 
     from safetensors.numpy import load_file
 
     source = load_file(str(weights))
-    after = arrays(run)
+    after = final_arrays(run)
     np.testing.assert_array_equal(after["conv1/kernel"], source["conv1.weight"].transpose(2, 3, 1, 0))
     np.testing.assert_array_equal(after["conv2/kernel"], source["layer1.conv1.weight"].transpose(2, 3, 1, 0))
     assert not np.array_equal(after["conv4/kernel"], source["layer2.conv1.weight"].transpose(2, 3, 1, 0))

@@ -22,7 +22,7 @@ import pytest
 import cnndsl
 from cnndsl.lang.settings import TrainingError
 from cnndsl.training import checkpoint_managers, load_run, restore, save_checkpoint
-from tests.conftest import ROOT, in_process
+from tests.conftest import ROOT, final_arrays, in_process
 
 DIGITS = ROOT / "examples" / "digits.cnn"
 TRAIN = ["--epochs", "2", "--seed", "3", "--quiet"]
@@ -44,11 +44,6 @@ def wait_for(path: Path, process: subprocess.Popen[str], seconds: float = 240) -
         assert process.poll() is None, f"the trainer ended early: {process.stderr.read()}"
         assert time.monotonic() < deadline, f"{path} never appeared"
         time.sleep(0.005)
-
-
-def final_arrays(run: Path) -> dict[str, np.ndarray]:
-    loaded = load_run(None, run, "last")
-    return {k: np.asarray(v) for k, v in {**loaded.params, **loaded.stats}.items()}
 
 
 def assert_same_run(a: Path, b: Path) -> None:

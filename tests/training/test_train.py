@@ -21,7 +21,7 @@ from cnndsl.cli import main
 from cnndsl.data import load_dataset
 from cnndsl.lang.settings import Settings
 from cnndsl.training import Preprocess, load_run, make_optimizer
-from tests.conftest import ROOT, in_process
+from tests.conftest import ROOT, final_arrays, in_process
 from tests.tolerances import NETWORK, NETWORK_CLOSE
 
 DIGITS = ROOT / "examples" / "digits.cnn"
@@ -100,12 +100,6 @@ def _train_args(run: Path, epochs: int, every: int) -> list[str]:
             "--quiet", "--seed", "5"]
 
 
-def _final(run: Path) -> dict[str, np.ndarray]:
-    loaded = load_run(None, run, "last")
-    return {**{k: np.asarray(v) for k, v in loaded.params.items()},
-            **{k: np.asarray(v) for k, v in loaded.stats.items()}}
-
-
 def test_sigkill_mid_epoch_then_resume_ends_with_the_same_parameters(tmp_path: Path) -> None:
     epochs, every, per_epoch = 30, 25, 20
     reference = tmp_path / "reference"
@@ -128,7 +122,7 @@ def test_sigkill_mid_epoch_then_resume_ends_with_the_same_parameters(tmp_path: P
     assert saved < epochs * per_epoch
     resumed = cli("train", "--resume", str(killed), "--quiet")
     assert resumed.returncode == 0, resumed.stderr
-    a, b = _final(reference), _final(killed)
+    a, b = final_arrays(reference), final_arrays(killed)
     assert a.keys() == b.keys()
     for name in a:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
