@@ -16,6 +16,7 @@ compilation cache, with an empty persistent cache (`jax_compilation_cache_dir`),
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -36,7 +37,7 @@ import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
 import cnndsl  # noqa: E402
-from cnndsl.nn import flax_backend  # noqa: E402
+from cnndsl.nn import compiler_options, flax_backend  # noqa: E402
 
 BATCH = {"lenet5": 128, "vgg": 64, "resnet18": 32}
 
@@ -124,13 +125,14 @@ NETWORKS: dict[str, tuple[Callable[[], Any], Callable[[nnx.Rngs], nnx.Module], i
 
 # ---- one harness for both ------------------------------------------------------------------------------------
 
-def make_step(model: nnx.Module) -> tuple[Callable[..., Any], Any]:
-    """A jitted functional train step (split once, merge inside: the fast way to drive an NNX module)."""
+def make_step(model: nnx.Module, options: dict[str, Any] | None = None) -> tuple[Callable[..., Any], Any]:
+    """A jitted functional train step (split once, merge inside: the fast way to drive an NNX module), compiled
+    with `options` (default: cnndsl's, `cnndsl.nn.compiler_options`, what a training run's steps take)."""
     optimizer = optax.sgd(0.01, momentum=0.9)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     opt_state = optimizer.init(params)
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=compiler_options() if options is None else options)
     def step(params: Any, rest: Any, opt_state: Any, x: jax.Array, y: jax.Array) -> tuple[Any, ...]:
         def loss_fn(params: Any) -> tuple[jax.Array, Any]:
             module = nnx.merge(graphdef, params, rest, copy=True)  # fresh variables at this trace level

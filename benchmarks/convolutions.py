@@ -1,7 +1,8 @@
 """CPU convolutions and pools: each network's train step as XLA lowers it (every convolution, and max pool's
-gradient as select_and_scatter), as cnndsl lowers it (convolutions chosen by measurement, cnndsl.nn.convolution;
-max pool's gradient from the window's views, cnndsl.nn.flax_backend.max_pool), and in PyTorch eager, side by
-side in one run.
+gradient as select_and_scatter) with XLA's default options, the same with cnndsl's compiler options
+(`cnndsl.nn.compiler_options`: no YNNPACK fusions), as cnndsl lowers it (those options, convolutions chosen by
+measurement, cnndsl.nn.convolution; max pool's gradient from the window's views, cnndsl.nn.flax_backend.max_pool),
+and in PyTorch eager, side by side in one run.
 
     python benchmarks/convolutions.py [--repeat 5] [--steps 3] [--only lenet,vgg,resnet18,mobilenet_v2]
 
@@ -9,7 +10,7 @@ One SGD-momentum train step (forward, cross-entropy, backward, update; benchmark
 LeNet-style (28x28x1, batch 64: benchmarks/peers.py's network), the VGG-style CIFAR net (batch 64), ResNet-18
 at 32x32 (batch 32) and MobileNetV2 at 64x64 (batch 16, its depthwise convolutions stay XLA's); PyTorch runs
 the same architectures (torchvision's ResNet-18 and MobileNetV2) on 2 threads, where torch is installed. The
-three are timed alternately, median of --repeat rounds of --steps steps. Also prints each network's chosen
+four are timed alternately, median of --repeat rounds of --steps steps. Also prints each network's chosen
 lowerings (output / input gradient / kernel gradient per convolution shape) and how long choosing took.
 """
 
@@ -106,8 +107,8 @@ def main() -> None:
     args = parser.parse_args()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} CPUs, load "
           f"{os.getloadavg()[0]:.1f}; median of {args.repeat} x {args.steps} steps; ms per train step")
-    print(f"{'network':<13} {'batch':>5} {'XLA as is':>13} {'cnndsl':>9} {'PyTorch':>9} {'cnndsl/XLA':>11} "
-          f"{'cnndsl/PyTorch':>15} {'XLA/PyTorch':>12} {'choosing s':>11}")
+    print(f"{'network':<13} {'batch':>5} {'XLA as is':>10} {'+options':>9} {'cnndsl':>9} {'PyTorch':>9} "
+          f"{'cnndsl/XLA':>11} {'cnndsl/PyTorch':>15} {'XLA/PyTorch':>12} {'choosing s':>11}")
     for name in args.only.split(","):
         net = cnndsl.compile(spec(name))
         batch, classes = BATCH[name], net.report.output_shape[0]
@@ -118,8 +119,9 @@ def main() -> None:
         flax_backend.max_pool = xla_max_pool
         model = net.init(0)
         model.train()
-        runs = {"xla": make_step(model)}
-        time_steps(*runs["xla"], x, y, 1)  # traced with XLA's lowerings
+        runs = {"xla": make_step(model, {}), "options": make_step(model)}
+        for key in runs:
+            time_steps(*runs[key], x, y, 1)  # traced with XLA's lowerings
         os.environ["CNNDSL_CONV_LOWERING"] = "measure"
         flax_backend.max_pool = OUR_MAX_POOL
         started = time.perf_counter()
@@ -130,15 +132,15 @@ def main() -> None:
         torch_run = torch_runner(name, net.input_shape, batch, classes)
         if torch_run is not None:
             torch_run(1)
-        times: dict[str, list[float]] = {"xla": [], "chosen": [], "torch": []}
+        times: dict[str, list[float]] = {"xla": [], "options": [], "chosen": [], "torch": []}
         for _ in range(args.repeat):  # alternate, so that drift in the machine hits all alike
             for key, (step, state) in runs.items():
                 times[key].append(time_steps(step, state, x, y, args.steps))
             if torch_run is not None:
                 times["torch"].append(torch_run(args.steps))
-        xla, chosen = statistics.median(times["xla"]), statistics.median(times["chosen"])
+        xla, options, chosen = (statistics.median(times[key]) for key in ("xla", "options", "chosen"))
         torch_ms = statistics.median(times["torch"]) if times["torch"] else float("nan")
-        print(f"{name:<13} {batch:>5} {xla * 1e3:>13.1f} {chosen * 1e3:>9.1f} {torch_ms * 1e3:>9.1f} "
+        print(f"{name:<13} {batch:>5} {xla * 1e3:>10.1f} {options * 1e3:>9.1f} {chosen * 1e3:>9.1f} {torch_ms * 1e3:>9.1f} "
               f"{chosen / xla:>11.2f} {chosen / torch_ms:>15.2f} {xla / torch_ms:>12.2f} {choosing:>11.1f}", flush=True)
         for shape, plan in plans.items():
             if not plan.native:

@@ -3,7 +3,7 @@ identical blocks applied with one `jax.lax.scan`, and pretrained weights put int
 
 from cnndsl.lang.lazy import lazy_exports
 
-_EXPORTS = {"compile": "compiler", "CompiledNetwork": "compiler", "compiler_options": "compiler",
+_EXPORTS = {"compile": "compiler", "CompiledNetwork": "compiler", "compiler_options": "options",
             "Network": "flax_backend", "flatten_state": "flax_backend", "unflatten_state": "flax_backend",
             "count_compilations": "compilations"}
 __all__ = sorted(_EXPORTS)

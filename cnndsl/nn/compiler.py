@@ -24,18 +24,9 @@ from cnndsl.lang import ir
 from cnndsl.lang.frontend import SetValue, check
 from cnndsl.lang.report import Report
 from cnndsl.nn.convolution import ConvShape, Plan, tune
+from cnndsl.nn.options import compiler_options
 from cnndsl.nn.flax_backend import Network, flatten_state, plan, unflatten_state
 from cnndsl.nn.repeats import scan_by_default
-
-
-def compiler_options() -> dict[str, Any]:
-    """XLA options for cnndsl's programs: on CPU, the backend's optimization level 1 (LLVM's cheaper pipeline).
-
-    Measured on the 2-core CI machine, level 1 against the default: the same train-step times (VGG-style CIFAR
-    batch 32: 317 vs 318 ms; LeNet-5 batch 64: 14.5 vs 14.0 ms; ResNet-18 batch 4: 503 vs 548 ms) and faster
-    compilation (the digits network's initialization 0.6 s instead of 2.2 s, ResNet-18's first step 5.1 s
-    instead of 6.5 s). Other backends keep their defaults (their code generation was not measured)."""
-    return {"xla_backend_optimization_level": 1} if jax.default_backend() == "cpu" else {}
 
 
 @nnx.jit

@@ -21,8 +21,11 @@ The lowerings compute the same sums in another order: they agree to float32 roun
 
 $CNNDSL_CONV_LOWERING=xla turns the choice off (every convolution as XLA lowers it; the tests' default, so
 their runs compare bit for bit from process to process); "measure", the default, chooses. Whatever it says,
-a convolution inside a scanned run of repeated blocks takes the matrix product's kernel gradient on CPU
-(`traced_in_loop`): XLA:CPU's is 18x slower inside a loop than unrolled.
+a convolution inside a scanned run of repeated blocks (`traced_in_loop`) on CPU takes its gradients as
+*canonical* forward convolutions: XLA folds the transposes its own gradients need into the convolution's
+dimension numbers, and inside a loop XLA:CPU then computes them without Eigen (the kernel's gradient 18x, the
+input's 3x slower than unrolled); written out with the transposes materialized they run as fast as unrolled and
+give the same bits (`canonical_input_grad`, `canonical_kernel_grad`; `python benchmarks/scan_repro.py`).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ import numpy as np
 from jax import lax
 
 from cnndsl.lang.outputs import OutputError, cache_dir, write_atomic
+from cnndsl.nn.options import compiler_options
 
 #: The lowerings a plain convolution's computations can take, and a depthwise one's.
 CANDIDATES = ("xla", "matmul")
@@ -114,9 +118,7 @@ _LOOPS = [0]
 
 @contextlib.contextmanager
 def traced_in_loop() -> Iterator[None]:
-    """Convolutions traced inside take their kernel gradient as the matrix product's on CPU: XLA:CPU computes a
-    convolution's kernel gradient inside a loop 18x slower than unrolled (8 layers of 3x3, 64 channels, 28x28:
-    2,262 against 124 ms; the matrix product's 202 against 163 ms; `python benchmarks/scan_repro.py`)."""
+    """Convolutions traced inside take their gradients as canonical forward convolutions on CPU (`in_loop`)."""
     _LOOPS[0] += 1
     try:
         yield
@@ -167,6 +169,35 @@ def taps_conv(x: jax.Array, kernel: jax.Array, shape: ConvShape) -> jax.Array:
     return total
 
 
+def canonical_input_grad(grad: jax.Array, kernel: jax.Array, shape: ConvShape) -> jax.Array:
+    """The gradient for a stride-1 convolution's input as a forward NHWC/HWIO convolution: the output's gradient,
+    padded by the kernel's size less the forward padding, with the kernel flipped and its channels swapped,
+    materialized (an optimization barrier keeps XLA from folding the transpose into the convolution's dimension
+    numbers, a layout XLA:CPU computes without Eigen inside a loop, 3x slower). The sums of XLA's own input
+    gradient, in its order: equal bit for bit (tests/nn/test_convolution.py)."""
+    (kh, kw), ((t, b), (left, right)) = shape.kernel, shape.padding
+    flipped = lax.optimization_barrier(jnp.flip(jnp.swapaxes(kernel, 2, 3), (0, 1)))
+    return lax.conv_general_dilated(grad, flipped, (1, 1), ((kh - 1 - t, kh - 1 - b), (kw - 1 - left, kw - 1 - right)),
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def canonical_kernel_grad(x: jax.Array, grad: jax.Array, shape: ConvShape) -> jax.Array:
+    """The gradient for a stride-1 convolution's kernel as a forward NHWC/HWIO convolution: the padded input with
+    its batch and channels swapped (channels as the batch) convolved with the output's gradient (batch as the input
+    channels), both materialized (as in `canonical_input_grad`; XLA:CPU's own kernel gradient runs 18x slower inside
+    a loop). Equal bit for bit to XLA's own kernel gradient (tests/nn/test_convolution.py)."""
+    padded = jnp.pad(x, ((0, 0), *shape.padding, (0, 0))) if any(p for pair in shape.padding for p in pair) else x
+    lhs, rhs = lax.optimization_barrier((jnp.transpose(padded, (3, 1, 2, 0)), jnp.transpose(grad, (1, 2, 0, 3))))
+    out = lax.conv_general_dilated(lhs, rhs, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return jnp.transpose(out, (1, 2, 0, 3))  # (channels, kh, kw, filters) -> HWIO
+
+
+def canonical_fits(shape: ConvShape) -> bool:
+    """Whether the canonical gradients apply: a plain stride-1 convolution padded by less than its kernel."""
+    return (shape.groups == 1 and shape.stride == (1, 1)
+            and all(0 <= p < k for pair, k in zip(shape.padding, shape.kernel) for p in pair))
+
+
 LOWERINGS = {"xla": xla_conv, "matmul": matmul_conv, "taps": taps_conv}
 
 
@@ -182,9 +213,16 @@ def _planned_forward(x: jax.Array, kernel: jax.Array, shape: ConvShape, plan: Pl
 
 def _planned_backward(shape: ConvShape, plan: Plan, saved: Any, grad: jax.Array) -> tuple[jax.Array, jax.Array]:
     x, kernel = saved
-    # each gradient is the transpose of one lowering, taken for that argument alone (the other's is not built)
-    input_grad = jax.vjp(lambda v: LOWERINGS[plan.input_grad](v, kernel, shape), x)[1](grad)[0]
-    kernel_grad = jax.vjp(lambda k: LOWERINGS[plan.kernel_grad](x, k, shape), kernel)[1](grad)[0]
+    # each gradient is the transpose of one lowering, taken for that argument alone (the other's is not built),
+    # or written out as a forward convolution ("canonical")
+    if plan.input_grad == "canonical":
+        input_grad = canonical_input_grad(grad, kernel, shape)
+    else:
+        input_grad = jax.vjp(lambda v: LOWERINGS[plan.input_grad](v, kernel, shape), x)[1](grad)[0]
+    if plan.kernel_grad == "canonical":
+        kernel_grad = canonical_kernel_grad(x, grad, shape)
+    else:
+        kernel_grad = jax.vjp(lambda k: LOWERINGS[plan.kernel_grad](x, k, shape), kernel)[1](grad)[0]
     return input_grad, kernel_grad
 
 
@@ -211,17 +249,30 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Any, pa
              and not isinstance(padding, str)
              and all(d in (None, 1) for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
              and _nhwc(dimension_numbers) and lhs.ndim == 4)
-    if plain and PLANS and enabled():
+    if plain and ((PLANS and enabled()) or (_LOOPS[0] and jax.default_backend() == "cpu")):
         shape = conv_shape(lhs.shape, rhs.shape, window_strides, padding, lhs.dtype, feature_group_count)
-        plan = PLANS.get(shape) or PLANS.get(dataclasses.replace(shape, input_grad=False))
-        if plan is not None and not plan.native:
+        plan = (PLANS.get(shape) or PLANS.get(dataclasses.replace(shape, input_grad=False)) or Plan()) if enabled() \
+            else Plan()
+        if _LOOPS[0] and jax.default_backend() == "cpu":
+            plan = in_loop(plan, shape)
+        if not plan.native:
             return planned_conv(lhs, rhs, shape, plan)
-    if plain and _LOOPS[0] and feature_group_count == 1 and jax.default_backend() == "cpu":
-        shape = conv_shape(lhs.shape, rhs.shape, window_strides, padding, lhs.dtype)
-        return planned_conv(lhs, rhs, shape, Plan(kernel_grad="matmul"))
     return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
                                     rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
                                     feature_group_count=feature_group_count, precision=precision, **kwargs)
+
+
+def in_loop(plan: Plan, shape: ConvShape) -> Plan:
+    """The plan for a convolution traced inside a loop on CPU: XLA's own gradients, which XLA:CPU computes there
+    without Eigen (the kernel's 18x, the input's 3x slower than unrolled), written out as canonical forward
+    convolutions where they apply (stride 1); otherwise the kernel's as the matrix product's. Depthwise
+    convolutions keep their plan."""
+    if shape.groups != 1:
+        return plan
+    if not canonical_fits(shape):
+        return plan if plan.kernel_grad != "xla" else dataclasses.replace(plan, kernel_grad="matmul")
+    return dataclasses.replace(plan, **{part: "canonical" for part in ("input_grad", "kernel_grad")
+                                        if getattr(plan, part) == "xla"})
 
 
 def _nhwc(numbers: Any) -> bool:
@@ -306,7 +357,7 @@ def measure(shape: ConvShape, batch: int, deadline: float) -> Plan:
         "kernel_grad": lambda name: (lambda x, k, g: jax.vjp(lambda w: LOWERINGS[name](x, w, shape), k)[1](g)[0]),
     }
     parts = [part for part in PARTS if part != "input_grad" or shape.input_grad]
-    options = {"xla_backend_optimization_level": 1} if jax.default_backend() == "cpu" else {}  # as the runs' own
+    options = compiler_options()  # as the runs' own programs
     jobs = [(part, name) for part in parts for name in shape.candidates]
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # XLA compiles outside the GIL: all at once
         compiled = dict(zip(jobs, pool.map(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -143,6 +144,7 @@ def _restored(run: RunDir, checkpoint: str, keep: int, template: dict[str, Any],
         if isinstance(err, (ValueError, KeyError)) and not any(word in first for word in DAMAGE_WORDS):
             raise TrainingError(f"{run.path}: the checkpoint does not fit this spec ({first[:200]}); use the spec "
                                 f"the run was trained with ({trained_spec})") from None
+        _quiet_sibling_failures()
         raise TrainingError(f"{run.checkpoints / checkpoint}: the checkpoint cannot be read ({type(err).__name__}: "
                             f"{first[:160]}); it is damaged: train again, or use the other checkpoint "
                             f"(--checkpoint {'last' if checkpoint == 'best' else 'best'})") from None
@@ -152,6 +154,24 @@ def _restored(run: RunDir, checkpoint: str, keep: int, template: dict[str, Any],
                 manager.close()
             except Exception:  # noqa: BLE001, S110 - closing after a failure: the failure is what is reported
                 pass
+
+
+class _DamageAlreadyReported(logging.Filter):
+    """Drops asyncio's "Task exception was never retrieved" for a damaged checkpoint's files: orbax reads the
+    arrays in parallel tasks, the first failure is reported (one line), and the others' identical errors were
+    logged at exit, when the garbage collector found them (a screen of tensorstore specs after the one line)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (record.getMessage().startswith("Task exception was never retrieved") and error is not None
+                    and any(word in str(error) for word in DAMAGE_WORDS))
+
+
+def _quiet_sibling_failures() -> None:
+    """Install `_DamageAlreadyReported` on asyncio's logger, once."""
+    logger = logging.getLogger("asyncio")
+    if not any(isinstance(f, _DamageAlreadyReported) for f in logger.filters):
+        logger.addFilter(_DamageAlreadyReported())
 
 
 def evaluate(spec: str | os.PathLike[str] | None, run_dir: str | Path, data: str | None = None,

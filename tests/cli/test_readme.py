@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, in_process
 
 #: The documentation whose code blocks run, in order: the front page, then the reference pages.
 PAGES = ["README.md", "docs/commands.md", "docs/performance.md", "docs/reliability.md", "docs/design.md",
@@ -112,9 +112,15 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+#: The README's one command for the main job.
+MAIN_JOB = "cnndsl train examples/digits.cnn"
+
+
 def run(args: list[str], cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    # the environment's own scripts first (pygmentize with cnndsl's lexer), as in an activated environment
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "PATH": path})
 
 
 def as_argv(part: str) -> list[str]:
@@ -125,10 +131,14 @@ def as_argv(part: str) -> list[str]:
 def test_the_readme_has_the_blocks_this_test_runs() -> None:
     assert len(blocks("bash")) >= 3 and len(blocks("python")) >= 3 and len(blocks("console")) >= 2
     main_job = commands(blocks("bash")[0][0])[0]
-    assert runnable(main_job) == ["cnndsl train examples/digits.cnn"]  # the main job itself runs
+    assert runnable(main_job) == [MAIN_JOB]  # the main job itself runs
 
 
-def test_shell_blocks(workdir: Path) -> None:
+def test_shell_blocks(workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every shell command of the README and docs, in order, in a user's checkout. The main job runs as the user
+    types it, a process of its own; the other `cnndsl` commands run in this process (`in_process`: the same
+    `main`, without each one's seconds of interpreter and JAX start-up), the rest as processes."""
+    monkeypatch.chdir(workdir)
     ran: set[str] = set()
     for block, line in blocks("bash"):
         for command in commands(block):
@@ -137,9 +147,13 @@ def test_shell_blocks(workdir: Path) -> None:
                     continue
                 ran.add(part)
                 started = time.perf_counter()
-                result = run(as_argv(part), workdir)
+                argv = shlex.split(part)
+                if argv[0] == "cnndsl" and part != MAIN_JOB:
+                    result = in_process(capsys, *argv[1:])
+                else:
+                    result = run(as_argv(part), workdir)
                 assert result.returncode == 0, f"{line}: {part}\n{result.stderr[-2000:]}"
-                if part == "cnndsl train examples/digits.cnn" and not (workdir / "main-job.txt").exists():
+                if part == MAIN_JOB and not (workdir / "main-job.txt").exists():
                     (workdir / "main-job.txt").write_text(f"{time.perf_counter() - started:.1f}\n{result.stdout}")
     seconds, *output = (workdir / "main-job.txt").read_text().splitlines()
     accuracy = float(re.search(r"its test accuracy ([\d.]+)%", output[-1]).group(1))

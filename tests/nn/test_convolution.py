@@ -217,25 +217,90 @@ def test_a_training_run_uses_chosen_lowerings_and_trains_as_with_xlas(tmp_path: 
         assert a[key] == pytest.approx(b[key], rel=1e-3), key
 
 
-def test_convolutions_in_a_scanned_loop_take_the_matrix_products_kernel_gradient(monkeypatch) -> None:
-    """XLA:CPU's kernel gradient is 18x slower inside a loop (benchmarks/scan_repro.py): scanned blocks' convolutions
-    use the matrix product's, unrolled ones XLA's, whatever CNNDSL_CONV_LOWERING says; gradients agree."""
+@pytest.mark.parametrize("shape", [s for s in shapes() if convolution.canonical_fits(s)], ids=lambda s: s.key())
+def test_canonical_gradients_are_xlas(shape: ConvShape) -> None:
+    """The gradients written out as forward convolutions (what convolutions inside a loop take) are XLA's own."""
+    x, kernel, grad = operands(shape)
+    expected = jax.jit(lambda x, k, g: jax.vjp(lambda v, w: xla_conv(v, w, shape), x, k)[1](g))(x, kernel, grad)
+    got = jax.jit(lambda x, k, g: (convolution.canonical_input_grad(g, k, shape),
+                                   convolution.canonical_kernel_grad(x, g, shape)))(x, kernel, grad)
+    for part, a, b in zip(("input", "kernel"), got, expected):  # LAYER: the same sums (measured: the same bits)
+        np.testing.assert_allclose(a, b, **LAYER, err_msg=f"{part} gradient")
+
+
+def test_canonical_gradients_apply_to_plain_stride_1_convolutions_only() -> None:
+    fits = {s.key(): convolution.canonical_fits(s) for s in shapes()}
+    assert fits == {s.key(): s.groups == 1 and s.stride == (1, 1) and s.padding[0][0] < s.kernel[0]
+                    and s.padding[1][1] < s.kernel[1] for s in shapes()}
+    assert sum(fits.values()) >= 4 and not all(fits.values())  # both kinds are in the table
+
+
+SCANNED_SPEC = ("network S\ninput 8x8x4\nblock b = conv(4, 3x3, pad=1) -> relu -> conv(4, 3x3, stride=2, pad=1) "
+                "-> upsample(2)\ninput -> [b]*3 -> global_avgpool -> fc(3)\n")
+
+
+def test_convolutions_in_a_scanned_loop_take_canonical_gradients(monkeypatch) -> None:
+    """XLA:CPU computes its own convolution gradients inside a loop without Eigen, 3-18x slower
+    (benchmarks/scan_repro.py): scanned blocks' stride-1 convolutions take canonical gradients, strided ones the
+    matrix product's kernel gradient, unrolled ones XLA's, whatever CNNDSL_CONV_LOWERING says; gradients agree."""
     monkeypatch.setenv("CNNDSL_CONV_LOWERING", "xla")
-    spec = ("network S\ninput 8x8x4\nblock b = conv(4, 3x3, pad=1) -> relu\n"
-            "input -> [b]*3 -> global_avgpool -> fc(3)\n")
     used: list[str] = []
-    original = convolution.LOWERINGS["matmul"]
-    monkeypatch.setitem(convolution.LOWERINGS, "matmul", lambda x, k, s: (used.append("matmul"), original(x, k, s))[1])
+    for name in ("canonical_input_grad", "canonical_kernel_grad"):
+        original = getattr(convolution, name)
+        monkeypatch.setattr(convolution, name, lambda *a, original=original, name=name: (used.append(name),
+                                                                                           original(*a))[1])
+    matmul = convolution.LOWERINGS["matmul"]
+    monkeypatch.setitem(convolution.LOWERINGS, "matmul", lambda x, k, s: (used.append(f"matmul s{s.stride[0]}"),
+                                                                          matmul(x, k, s))[1])
     from flax import nnx
 
     x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 8, 8, 4)), jnp.float32)
     grads = {}
     for scan in (False, True):
         used.clear()
-        net = cnndsl.compile(spec, scan=scan)
+        net = cnndsl.compile(SCANNED_SPEC, scan=scan)
         graph, state = nnx.split(net.init(0))
         grad = jax.grad(lambda s: jnp.sum(nnx.merge(graph, s, copy=True)(x) ** 2))(state)
         grads[scan] = {"/".join(map(str, k)): np.asarray(v) for k, v in jax.tree_util.tree_leaves_with_path(grad)}
-        assert bool(used) == (scan and jax.default_backend() == "cpu"), (scan, used)
+        if scan and jax.default_backend() == "cpu":
+            assert set(used) == {"canonical_input_grad", "canonical_kernel_grad", "matmul s2"}, used
+        else:
+            assert not used, (scan, used)
     for name, g in grads[False].items():  # NETWORK: the same network's gradients computed two ways
         np.testing.assert_allclose(grads[True][name], g, rtol=NETWORK, atol=NETWORK * float(np.max(np.abs(g))))
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU's lowering")
+def test_a_scanned_train_steps_convolutions_are_all_in_eigens_layout() -> None:
+    """What makes the loop fast, read off XLA's optimized program: every convolution of a scanned network's
+    gradient, inside the loop bodies too, has the NHWC/HWIO dimension numbers XLA:CPU hands to Eigen, and none is
+    a YNNPACK fusion (cnndsl's compiler options keep YNNPACK to dots and reductions)."""
+    from flax import nnx
+
+    from cnndsl.nn.options import compiler_options
+
+    # XLA:CPU's default hands convolutions of this size (not of 8x8x4 or 16x16x16) to YNNPACK
+    spec = "network S\ninput 16x16x32\nblock b = conv(32, 3x3, pad=1) -> relu\ninput -> [b]*4 -> global_avgpool -> fc(3)\n"
+    net = cnndsl.compile(spec, scan=True)
+    graph, state = nnx.split(net.init(0))
+    x = jnp.zeros((2, 16, 16, 32))
+    text = jax.jit(jax.grad(lambda s: jnp.sum(nnx.merge(graph, s, copy=True)(x) ** 2)),
+                   compiler_options=compiler_options()).lower(state).compile().as_text()
+    convolutions = [line for line in text.splitlines() if " convolution(" in line]
+    assert len(convolutions) >= 3 and any("while/body" in line for line in convolutions), convolutions
+    assert all("dim_labels=b01f_01io->b01f" in line for line in convolutions), convolutions
+    ynn_bodies = {line.split("calls=%")[1].split(",")[0] for line in text.splitlines() if '"__ynn_fusion"' in line}
+    bodies = {name: body for name, body in (part.split(" ", 1) for part in text.split("\n%")[1:])}
+    assert not [name for name in ynn_bodies if " convolution(" in bodies.get(name, "")], ynn_bodies
+
+
+def test_compiler_options_leave_ynnpack_to_a_user_who_sets_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cnndsl.nn import options
+
+    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    assert options.compiler_options()[options.YNN_OPTION] == options.YNN_FUSIONS
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=DOT")
+    assert options.YNN_OPTION not in options.compiler_options()
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert options.compiler_options() == {}
