@@ -158,7 +158,7 @@ class Network(nnx.Module):
             local = {entry: carry}
             layers = iter(copy.layers)
             copy_rngs = nnx.Rngs(dropout=jax.random.fold_in(key, k)) if key is not None else None
-            with convolution.traced_in_loop():  # kernel gradients XLA:CPU computes fast inside a loop
+            with convolution.traced_in_loop():  # gradients XLA:CPU computes with Eigen inside a loop too
                 for step in template:
                     layer = next(layers) if layer_constructor(step) is not None else None
                     local[step.id] = self._run(step, [local[i] for i in step.inputs], copy_rngs, layer)

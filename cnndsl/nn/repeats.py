@@ -32,11 +32,12 @@ class Run:
 
 #: The fewest copies worth a scan.
 MIN_COPIES = 2
-#: Scanning is the default (`scan_by_default`) from this many copies saved. Measured on a 2-core CPU, batch 8 at
-#: 64x64 (`python benchmarks/startup.py --deep 64`, trace + compile): ResNet-50 saves 8 copies and compiles
-#: slower scanned (7.9 against 5.9 s), ResNet-101 saves 25 (9.7 against 13.8 s), ResNet-152 42 (11.3 against
-#: 29.7 s). Not fewer: a ResNet-34 (12 copies of 3x3 basic blocks) trained 1.9x slower scanned at 224x224 (its
-#: 3x3 kernel gradients in a loop take the matrix product's lowering, cnndsl.nn.convolution.traced_in_loop).
+#: Scanning is the default (`scan_by_default`) from this many copies saved, where it shortens compilation.
+#: Measured on a 2-core CPU, batch 8 at 64x64 (`python benchmarks/startup.py --deep 64`, trace + compile):
+#: ResNet-50 saves 8 copies and compiles slower scanned (10.0 against 7.4 s), ResNet-101 saves 25 (11.2 against
+#: 18.8 s), ResNet-152 42 (15.4 against 37.5 s); a ResNet-34 (12 copies of 3x3 basic blocks) at 224x224 7.5
+#: against 4.6 s. Per step scanned and unrolled are the same (convolutions in a loop take canonical gradients,
+#: cnndsl.nn.convolution.in_loop).
 SCAN_FROM_COPIES = 16
 
 
