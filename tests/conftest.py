@@ -91,6 +91,9 @@ def in_process(capsys: pytest.CaptureFixture[str], *args: str) -> subprocess.Com
     from cnndsl.cli import main
 
     capsys.readouterr()
-    status = main(list(args))
+    try:
+        status = main(list(args))
+    except SystemExit as exit_:  # a usage error (argparse exits 2)
+        status = exit_.code if isinstance(exit_.code, int) else 1
     printed = capsys.readouterr()
     return subprocess.CompletedProcess(list(args), status, printed.out, printed.err)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import json
 import os
 import shlex
@@ -23,7 +24,7 @@ import cnndsl
 from cnndsl.search.family import load_space
 from cnndsl.search.results import pareto_front
 from cnndsl.search.sweep import sweep
-from tests.conftest import ROOT
+from tests.conftest import ROOT, in_process
 
 pytest.importorskip("optuna")
 
@@ -272,7 +273,9 @@ def _two_workers(tmp_path: Path, storage: str, trials: int, opened) -> tuple[lis
     return [t for t in study.trials if t.user_attrs.get("status") == "trained"], {w.pid for w in workers}
 
 
-def test_sweep_errors_are_one_line(tmp_path: Path) -> None:
+def test_sweep_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each a one-line message and its exit status, run by the command line's `main` in this process."""
+    cli = functools.partial(in_process, capsys)
     spec = write(tmp_path)
     out = tmp_path / "s"
     assert cli("sweep", str(spec), "--trials", "1", "--out", str(out), "--sampler", "random").returncode == 0

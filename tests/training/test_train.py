@@ -62,11 +62,12 @@ def test_run_directory_holds_everything(digits_run) -> None:
     assert best == [best_epoch["step"]]
 
 
-def test_eval_reports_the_best_and_last_checkpoints(digits_run) -> None:
+def test_eval_reports_the_best_and_last_checkpoints(digits_run, capsys: pytest.CaptureFixture[str]) -> None:
     run, _ = digits_run
     epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    best = json.loads(cli("eval", str(DIGITS), "--run", str(run), "--json").stdout)
-    last = json.loads(cli("eval", str(DIGITS), "--run", str(run), "--json", "--checkpoint", "last").stdout)
+    best = json.loads(in_process(capsys, "eval", str(DIGITS), "--run", str(run), "--json").stdout)
+    last = json.loads(in_process(capsys, "eval", str(DIGITS), "--run", str(run), "--json", "--checkpoint",
+                                 "last").stdout)
     assert best["n"] == last["n"] == 359 and best["val_n"] == last["val_n"] == 144
     chosen = max(epochs, key=lambda e: e["val_accuracy"])  # chosen on validation; test is only reported
     # accuracies are counts over the same images (pytest.approx: equal up to the division); losses are means of
@@ -78,20 +79,21 @@ def test_eval_reports_the_best_and_last_checkpoints(digits_run) -> None:
     assert last["val_loss"] == pytest.approx(epochs[-1]["val_loss"], rel=NETWORK)
 
 
-def test_predict_classifies_training_digits(digits_run, tmp_path: Path) -> None:
+def test_predict_classifies_training_digits(digits_run, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run, _ = digits_run
     digits = load_dataset("digits")
     paths = []
     for i in range(5):
         np.save(tmp_path / f"d{i}.npy", digits.x_train[i])
         paths.append(str(tmp_path / f"d{i}.npy"))
-    result = cli("predict", str(DIGITS), "--run", str(run), "--checkpoint", "last", "--json", "--top", "2", *paths)
+    result = in_process(capsys, "predict", str(DIGITS), "--run", str(run), "--checkpoint", "last", "--json", "--top",
+                        "2", *paths)
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [row["top"][0]["class"] for row in rows] == list(digits.y_train[:5])
     assert all(row["top"][0]["probability"] > 0.5 for row in rows)
     np.save(tmp_path / "vector.npy", np.zeros(5))
-    bad = cli("predict", str(DIGITS), "--run", str(run), str(tmp_path / "vector.npy"))
+    bad = in_process(capsys, "predict", str(DIGITS), "--run", str(run), str(tmp_path / "vector.npy"))
     assert bad.returncode == 1 and "vector.npy: expected one image" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -245,7 +247,7 @@ def test_bfloat16_compute_trains_with_float32_parameters(tmp_path: Path) -> None
     assert {str(v.dtype) for v in loaded.params.values()} == {"float32"}
 
 
-def test_export_of_a_trained_run_takes_raw_pixels(digits_run, tmp_path: Path) -> None:
+def test_export_of_a_trained_run_takes_raw_pixels(digits_run, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from cnndsl.training import predict
 
     run, _ = digits_run
@@ -271,7 +273,7 @@ def test_export_of_a_trained_run_takes_raw_pixels(digits_run, tmp_path: Path) ->
     via_export = subprocess.run([sys.executable, "-m", "cnndsl", "run", str(tmp_path / "art"), *pngs, "--json",
                                  "--top", "10"], capture_output=True, text=True, timeout=300,
                                 env={**os.environ, "PYTHONPATH": str(ROOT)})
-    via_run = cli("predict", "--run", str(run), *pngs, "--json", "--top", "10")
+    via_run = in_process(capsys, "predict", "--run", str(run), *pngs, "--json", "--top", "10")
     assert via_export.returncode == 0 and via_run.returncode == 0, via_export.stderr + via_run.stderr
     for a, b in zip(via_export.stdout.splitlines(), via_run.stdout.splitlines(), strict=True):
         top_a, top_b = (sorted((t["class"], t["probability"]) for t in json.loads(line)["top"]) for line in (a, b))
