@@ -136,6 +136,7 @@ def _restored(run: RunDir, checkpoint: str, keep: int, template: dict[str, Any],
     """The run's `best` or `last` checkpoint shaped like `template` (None if it has none); a TrainingError
     that says whether the checkpoint is damaged or was written for another spec. The managers are closed
     before returning, so that no orbax thread outlives a failed restore (they printed tracebacks at exit)."""
+    _quiet_sibling_failures()  # before: a sibling's failure can be collected while the restore still runs
     last, best = checkpoint_managers(run.path, keep)
     try:
         return restore(best if checkpoint == "best" else last, template)
@@ -144,7 +145,6 @@ def _restored(run: RunDir, checkpoint: str, keep: int, template: dict[str, Any],
         if isinstance(err, (ValueError, KeyError)) and not any(word in first for word in DAMAGE_WORDS):
             raise TrainingError(f"{run.path}: the checkpoint does not fit this spec ({first[:200]}); use the spec "
                                 f"the run was trained with ({trained_spec})") from None
-        _quiet_sibling_failures()
         raise TrainingError(f"{run.checkpoints / checkpoint}: the checkpoint cannot be read ({type(err).__name__}: "
                             f"{first[:160]}); it is damaged: train again, or use the other checkpoint "
                             f"(--checkpoint {'last' if checkpoint == 'best' else 'best'})") from None
@@ -158,8 +158,9 @@ def _restored(run: RunDir, checkpoint: str, keep: int, template: dict[str, Any],
 
 class _DamageAlreadyReported(logging.Filter):
     """Drops asyncio's "Task exception was never retrieved" for a damaged checkpoint's files: orbax reads the
-    arrays in parallel tasks, the first failure is reported (one line), and the others' identical errors were
-    logged at exit, when the garbage collector found them (a screen of tensorstore specs after the one line)."""
+    arrays (and their metadata) in parallel tasks, the first failure is reported (one line), and the others'
+    identical errors were logged whenever the garbage collector found them, during the restore or at exit (a
+    screen of tensorstore specs around the one line). Errors of other kinds still reach asyncio's log."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
