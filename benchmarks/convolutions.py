@@ -1,8 +1,8 @@
 """CPU convolutions and pools: each network's train step as XLA lowers it (every convolution, and max pool's
 gradient as select_and_scatter) with XLA's default options, the same with cnndsl's compiler options
-(`cnndsl.nn.compiler_options`: no YNNPACK fusions), as cnndsl lowers it (those options, convolutions chosen by
+(`cnndsl.nn.compiler_options`: YNNPACK kept to dots and reductions), as cnndsl lowers it (those options, convolutions chosen by
 measurement, cnndsl.nn.convolution; max pool's gradient from the window's views, cnndsl.nn.flax_backend.max_pool),
-and in PyTorch eager, side by side in one run.
+and in PyTorch eager, in one run.
 
     python benchmarks/convolutions.py [--repeat 5] [--steps 3] [--only lenet,vgg,resnet18,mobilenet_v2]
 
@@ -10,15 +10,19 @@ One SGD-momentum train step (forward, cross-entropy, backward, update; benchmark
 LeNet-style (28x28x1, batch 64: benchmarks/peers.py's network), the VGG-style CIFAR net (batch 64), ResNet-18
 at 32x32 (batch 32) and MobileNetV2 at 64x64 (batch 16, its depthwise convolutions stay XLA's); PyTorch runs
 the same architectures (torchvision's ResNet-18 and MobileNetV2) on 2 threads, where torch is installed. The
-four are timed alternately, median of --repeat rounds of --steps steps. Also prints each network's chosen
+three JAX steps are timed alternately, median of --repeat rounds of --steps steps; PyTorch the same way in a
+process of its own, right after (in JAX's process a short step paid for XLA's worker threads: LeNet's took
+7.9 ms there, ~4.5 ms alone). Also prints each network's chosen
 lowerings (output / input gradient / kernel gradient per convolution shape) and how long choosing took.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -99,12 +103,34 @@ def torch_runner(name: str, shape: tuple[int, ...], batch: int, classes: int) ->
     return run
 
 
+def torch_alone(name: str, shape: tuple[int, ...], batch: int, classes: int, repeat: int, steps: int) -> float:
+    """PyTorch's median seconds per step in a process of its own (NaN without torch): in this process, right after
+    JAX's steps, a short step paid for XLA's worker threads (LeNet's: 7.9 ms here, ~4.5 ms alone)."""
+    command = [sys.executable, __file__, "--torch-child", json.dumps([name, list(shape), batch, classes, repeat, steps])]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=1800)
+    return float(result.stdout.split()[-1]) if result.returncode == 0 else float("nan")
+
+
+def torch_child(arguments: str) -> None:
+    """The child's side of `torch_alone`: prints the median seconds per step (no JAX work in this process)."""
+    name, shape, batch, classes, repeat, steps = json.loads(arguments)
+    run = torch_runner(name, tuple(shape), batch, classes)
+    if run is None:
+        sys.exit(1)
+    run(1)
+    print(statistics.median(run(steps) for _ in range(repeat)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--only", default="lenet,vgg,resnet18,mobilenet_v2")
+    parser.add_argument("--torch-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.torch_child:
+        torch_child(args.torch_child)
+        return
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} CPUs, load "
           f"{os.getloadavg()[0]:.1f}; median of {args.repeat} x {args.steps} steps; ms per train step")
     print(f"{'network':<13} {'batch':>5} {'XLA as is':>10} {'+options':>9} {'cnndsl':>9} {'PyTorch':>9} "
@@ -129,17 +155,12 @@ def main() -> None:
         choosing = time.perf_counter() - started
         runs["chosen"] = make_step(model)  # a new jitted step: traced with the chosen lowerings
         time_steps(*runs["chosen"], x, y, 1)
-        torch_run = torch_runner(name, net.input_shape, batch, classes)
-        if torch_run is not None:
-            torch_run(1)
-        times: dict[str, list[float]] = {"xla": [], "options": [], "chosen": [], "torch": []}
+        times: dict[str, list[float]] = {"xla": [], "options": [], "chosen": []}
         for _ in range(args.repeat):  # alternate, so that drift in the machine hits all alike
             for key, (step, state) in runs.items():
                 times[key].append(time_steps(step, state, x, y, args.steps))
-            if torch_run is not None:
-                times["torch"].append(torch_run(args.steps))
         xla, options, chosen = (statistics.median(times[key]) for key in ("xla", "options", "chosen"))
-        torch_ms = statistics.median(times["torch"]) if times["torch"] else float("nan")
+        torch_ms = torch_alone(name, net.input_shape, batch, classes, args.repeat, args.steps)
         print(f"{name:<13} {batch:>5} {xla * 1e3:>10.1f} {options * 1e3:>9.1f} {chosen * 1e3:>9.1f} {torch_ms * 1e3:>9.1f} "
               f"{chosen / xla:>11.2f} {chosen / torch_ms:>15.2f} {xla / torch_ms:>12.2f} {choosing:>11.1f}", flush=True)
         for shape, plan in plans.items():
