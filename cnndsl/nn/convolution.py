@@ -24,8 +24,8 @@ their runs compare bit for bit from process to process); "measure", the default,
 a convolution inside a scanned run of repeated blocks (`traced_in_loop`) on CPU takes its gradients as
 *canonical* forward convolutions: XLA folds the transposes its own gradients need into the convolution's
 dimension numbers, and inside a loop XLA:CPU then computes them without Eigen (the kernel's gradient 18x, the
-input's 3x slower than unrolled); written out with the transposes materialized they run as fast as unrolled and
-give the same bits (`canonical_input_grad`, `canonical_kernel_grad`; `python benchmarks/scan_repro.py`).
+input's 3x slower than unrolled); written out with the transposes materialized they run with Eigen there too and
+give XLA's sums (`canonical_input_grad`, `canonical_kernel_grad`; `python benchmarks/scan_repro.py`).
 """
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ def canonical_input_grad(grad: jax.Array, kernel: jax.Array, shape: ConvShape) -
     padded by the kernel's size less the forward padding, with the kernel flipped and its channels swapped,
     materialized (an optimization barrier keeps XLA from folding the transpose into the convolution's dimension
     numbers, a layout XLA:CPU computes without Eigen inside a loop, 3x slower). The sums of XLA's own input
-    gradient, in its order: equal bit for bit (tests/nn/test_convolution.py)."""
+    gradient (the same bits where measured; tests/nn/test_convolution.py checks to float32 rounding)."""
     (kh, kw), ((t, b), (left, right)) = shape.kernel, shape.padding
     flipped = lax.optimization_barrier(jnp.flip(jnp.swapaxes(kernel, 2, 3), (0, 1)))
     return lax.conv_general_dilated(grad, flipped, (1, 1), ((kh - 1 - t, kh - 1 - b), (kw - 1 - left, kw - 1 - right)),
@@ -185,7 +185,7 @@ def canonical_kernel_grad(x: jax.Array, grad: jax.Array, shape: ConvShape) -> ja
     """The gradient for a stride-1 convolution's kernel as a forward NHWC/HWIO convolution: the padded input with
     its batch and channels swapped (channels as the batch) convolved with the output's gradient (batch as the input
     channels), both materialized (as in `canonical_input_grad`; XLA:CPU's own kernel gradient runs 18x slower inside
-    a loop). Equal bit for bit to XLA's own kernel gradient (tests/nn/test_convolution.py)."""
+    a loop). The sums of XLA's own kernel gradient (the same bits where measured; checked to float32 rounding)."""
     padded = jnp.pad(x, ((0, 0), *shape.padding, (0, 0))) if any(p for pair in shape.padding for p in pair) else x
     lhs, rhs = lax.optimization_barrier((jnp.transpose(padded, (3, 1, 2, 0)), jnp.transpose(grad, (1, 2, 0, 3))))
     out = lax.conv_general_dilated(lhs, rhs, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
