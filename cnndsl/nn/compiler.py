@@ -24,8 +24,8 @@ from cnndsl.lang import ir
 from cnndsl.lang.frontend import SetValue, check
 from cnndsl.lang.report import Report
 from cnndsl.nn.convolution import ConvShape, Plan, tune
-from cnndsl.nn.options import compiler_options
 from cnndsl.nn.flax_backend import Network, flatten_state, plan, unflatten_state
+from cnndsl.nn.options import compiler_options
 from cnndsl.nn.repeats import scan_by_default
 
 

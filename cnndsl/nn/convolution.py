@@ -139,11 +139,16 @@ def xla_conv(x: jax.Array, kernel: jax.Array, shape: ConvShape) -> jax.Array:
                                     feature_group_count=shape.groups)
 
 
+def padded(x: jax.Array, shape: ConvShape) -> jax.Array:
+    """The NHWC input with the convolution's explicit padding around its height and width."""
+    return jnp.pad(x, ((0, 0), *shape.padding, (0, 0))) if any(p for pair in shape.padding for p in pair) else x
+
+
 def shifted_views(x: jax.Array, shape: ConvShape) -> list[jax.Array]:
     """The kh*kw strided slices of the padded input, in the kernel's (i, j) order: view (i, j) holds, at each
     output position, the input element that the kernel's tap (i, j) multiplies."""
     (kh, kw), (sh, sw) = shape.kernel, shape.stride
-    x = jnp.pad(x, ((0, 0), *shape.padding, (0, 0))) if any(p for pair in shape.padding for p in pair) else x
+    x = padded(x, shape)
     out_h, out_w = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
     return [x[:, i : i + (out_h - 1) * sh + 1 : sh, j : j + (out_w - 1) * sw + 1 : sw, :]
             for i in range(kh) for j in range(kw)]
@@ -186,8 +191,8 @@ def canonical_kernel_grad(x: jax.Array, grad: jax.Array, shape: ConvShape) -> ja
     its batch and channels swapped (channels as the batch) convolved with the output's gradient (batch as the input
     channels), both materialized (as in `canonical_input_grad`; XLA:CPU's own kernel gradient runs 18x slower inside
     a loop). The sums of XLA's own kernel gradient (the same bits where measured; checked to float32 rounding)."""
-    padded = jnp.pad(x, ((0, 0), *shape.padding, (0, 0))) if any(p for pair in shape.padding for p in pair) else x
-    lhs, rhs = lax.optimization_barrier((jnp.transpose(padded, (3, 1, 2, 0)), jnp.transpose(grad, (1, 2, 0, 3))))
+    lhs, rhs = lax.optimization_barrier((jnp.transpose(padded(x, shape), (3, 1, 2, 0)),
+                                         jnp.transpose(grad, (1, 2, 0, 3))))
     out = lax.conv_general_dilated(lhs, rhs, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
     return jnp.transpose(out, (1, 2, 0, 3))  # (channels, kh, kw, filters) -> HWIO
 
@@ -249,11 +254,12 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Any, pa
              and not isinstance(padding, str)
              and all(d in (None, 1) for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
              and _nhwc(dimension_numbers) and lhs.ndim == 4)
-    if plain and ((PLANS and enabled()) or (_LOOPS[0] and jax.default_backend() == "cpu")):
+    chosen = bool(PLANS) and enabled()
+    looped = bool(_LOOPS[0]) and jax.default_backend() == "cpu"
+    if plain and (chosen or looped):
         shape = conv_shape(lhs.shape, rhs.shape, window_strides, padding, lhs.dtype, feature_group_count)
-        plan = (PLANS.get(shape) or PLANS.get(dataclasses.replace(shape, input_grad=False)) or Plan()) if enabled() \
-            else Plan()
-        if _LOOPS[0] and jax.default_backend() == "cpu":
+        plan = (chosen and (PLANS.get(shape) or PLANS.get(dataclasses.replace(shape, input_grad=False)))) or Plan()
+        if looped:
             plan = in_loop(plan, shape)
         if not plan.native:
             return planned_conv(lhs, rhs, shape, plan)
