@@ -149,8 +149,8 @@ class StreamFeed:
 
 
 def close_iterator(iterator: Any) -> None:
-    """Stop a pipeline iterator's workers, and wait until the shared memory of the batches it handed out
-    is released: Grain frees it on a background thread, which an exiting process would not wait for
+    """Stop a pipeline iterator's workers, and wait until the shared memory of its batches is released: Grain
+    frees it on a background thread, which an exiting process would not wait for
     (Python's resource tracker then warns of "leaked shared_memory objects" and frees them itself)."""
     close = getattr(iterator, "close", None)
     if close is not None:
@@ -161,7 +161,16 @@ def close_iterator(iterator: Any) -> None:
         return
     import gc
 
-    gc.collect()  # batches handed out can sit in reference cycles; freed, each queues its release
+    # Batches handed out or still buffered can sit in reference cycles, which only the collector frees; it
+    # also runs the finalizer of each one's shared memory, so with Grain's background thread releasing the
+    # same memory, two threads would close one file descriptor (the second close hitting whatever file took
+    # the number in between: seen as orbax's EBADF while a checkpoint was written). While this collection
+    # runs, the arrays release their memory on this thread, one after the other.
     pool = getattr(SharedMemoryArray, "_del_thread_pool", None)
     if pool is not None:
         pool.apply(int)  # one thread, in order: returns once every release queued before it has run
+    SharedMemoryArray._del_thread_pool = None
+    try:
+        gc.collect()
+    finally:
+        SharedMemoryArray._del_thread_pool = pool

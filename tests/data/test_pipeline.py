@@ -230,6 +230,41 @@ def test_evaluation_batches_are_the_same_from_worker_processes_and_from_threads(
             np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
+def test_closing_a_pipeline_releases_each_shared_batch_on_one_thread(tmp_path: Path, monkeypatch) -> None:
+    """Batches the worker processes had made but the loop never took sit in the closed iterators' reference
+    cycles; collected, Grain's background thread and the collector would both close each one's shared memory,
+    two closes of one file descriptor (the second hit a checkpoint's file, seen as EBADF from orbax). Whatever
+    the timing, each shared-memory block is closed from one thread (fails without close_iterator's care)."""
+    import itertools
+    import threading
+    from multiprocessing import shared_memory
+
+    from cnndsl.training.feed import close_iterator
+
+    data, _ = open_images(f"folder:{jpeg_folder(tmp_path / 'mixed', 12)}", shape=(24, 24, 3), mode="stream",
+                          val_fraction=0.0)
+    closers: dict[tuple[int, str], set[str]] = {}
+    tags = itertools.count()  # one per object (ids are reused once an object is freed)
+    close = shared_memory.SharedMemory.close
+
+    def recorded(self: shared_memory.SharedMemory) -> None:
+        tag = self.__dict__.setdefault("_closing_tag", next(tags))
+        closers.setdefault((tag, self.name), set()).add(threading.current_thread().name)
+        close(self)
+
+    monkeypatch.setattr(shared_memory.SharedMemory, "close", recorded)
+    steps = len(data.train) // 4
+    iterator = train_batches(data, seed=0, batch=4, steps_per_epoch=steps, epochs=3, workers=1, random_crop=False)
+    cycle: list[object] = [next(iterator) for _ in range(2)]  # the rest of the run is still being made
+    cycle.append(cycle)  # batches held in a reference cycle (a frame, a traceback): only the collector frees them
+    taken = [batch["index"].tolist() for batch in cycle[:2]]
+    del cycle
+    close_iterator(iterator)
+    assert len(taken) == 2 and len(closers) >= 2  # batches were made in shared memory and released
+    twice = {name: threads for (_, name), threads in closers.items() if len(threads) > 1}
+    assert not twice, f"shared memory closed from two threads: {twice}"
+
+
 def test_stream_choices_and_errors_are_clear(tmp_path: Path, monkeypatch, capsys) -> None:
     from cnndsl.cli import main
 
