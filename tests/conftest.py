@@ -20,13 +20,6 @@ if _SESSION_CACHE is not None:
 # program that took XLA more than a tenth of a second is compiled once per session.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(os.environ["CNNDSL_CACHE"]) / "xla"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
-# XLA's machine code generated with LLVM's cheaper settings in every test process and command: the tests check
-# what programs compute, never how fast, and a sixth of their time went to LLVM optimizing programs that
-# run a few steps (test_train.py and test_onnx.py: 132 -> 112 s). The programs' HLO, the lowerings' choices in
-# it and every comparison are unchanged; benchmarks/ never import this file. Flags a caller set come first.
-_FAST_CODEGEN = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
-if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_FAST_CODEGEN}".strip()
 # Convolutions as XLA lowers them, in every test process and command (cnndsl.nn.convolution): a choice measured
 # by one process on a busy machine could differ from another's, and the tests compare runs bit for bit across
 # processes (resumed, killed, exported, distributed). tests/nn/test_convolution.py and one training test
