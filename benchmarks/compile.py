@@ -274,8 +274,8 @@ def main() -> None:
             print("PyTorch: not installed (pip install -e '.[bench]'), no comparison")
         else:
             figures["torch_vgg"] = torch_step
-            print(f"vgg PyTorch eager CPU {torch_step * 1e3:.2f} ms/step; cnndsl / PyTorch = "
-                  f"{figures['vgg']['cnndsl'] / torch_step:.3f}")
+            print(f"vgg PyTorch eager CPU {torch_step * 1e3:.2f} ms/step; the step above (XLA's lowerings) / PyTorch = "
+                  f"{figures['vgg']['cnndsl'] / torch_step:.3f} (cnndsl's chosen lowerings: benchmarks/convolutions.py)")
     if not args.no_latency:
         with tempfile.TemporaryDirectory() as cache:
             cold = first_step_latency(None)
