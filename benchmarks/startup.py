@@ -131,7 +131,7 @@ def main() -> None:
 
 def deep(size: int = 224) -> None:
     """For ResNet-50, -101 and -152 (train step, batch 8, size x size, SGD): trace + compile seconds and a
-    step's time (median of 3), unrolled, scanned, and as `cnndsl.compile` chooses by default (`repeats.scan_by_default`)."""
+    step's time (median of 5), unrolled, scanned, and as `cnndsl.compile` chooses by default (`repeats.scan_by_default`)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -146,7 +146,7 @@ def deep(size: int = 224) -> None:
         return Trainer(net, net.init(0), make_optimizer(settings, 10), Preprocess(1.0, (0.0,) * 3, (1.0,) * 3,
                        (size, size)), settings, 1000), net.scan
 
-    print(f"train step of deep networks (batch 8, {size}x{size}, sgd): trace + compile seconds, a step's ms (median of 3)")
+    print(f"train step of deep networks (batch 8, {size}x{size}, sgd): trace + compile seconds, a step's ms (median of 5)")
     totals: dict[tuple[str, str], float] = {}
     for stem in ("resnet50", "resnet101", "resnet152"):
         text = cnndsl.check(ROOT / "examples" / f"{stem}.cnn").graph.standalone_text  # imports written in
@@ -163,7 +163,7 @@ def deep(size: int = 224) -> None:
             out = compiled(*arguments)  # the first run of a program pays for allocation: not timed
             jax.block_until_ready(out)
             times = []
-            for _ in range(3):  # the median of 3 steps: one step alone varied by 1.5x on this 2-core machine
+            for _ in range(5):  # the median of 5 steps: one step alone varied by 1.5x on this 2-core machine
                 started = time.perf_counter()
                 jax.block_until_ready(compiled(*arguments))
                 times.append(time.perf_counter() - started)
