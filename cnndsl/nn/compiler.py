@@ -26,7 +26,7 @@ from cnndsl.lang.report import Report
 from cnndsl.nn.convolution import ConvShape, Plan, tune
 from cnndsl.nn.flax_backend import Network, flatten_state, plan, unflatten_state
 from cnndsl.nn.options import compiler_options
-from cnndsl.nn.repeats import scan_by_default
+from cnndsl.nn.repeats import DEFAULT_SCAN_COPIES, MIN_COPIES, scan_by_default
 
 
 @nnx.jit
@@ -41,6 +41,7 @@ class CompiledNetwork:
     report: Report
     dtype: Any = None
     scan: bool = False  # lower runs of identical repeated blocks once, with jax.lax.scan (see Network)
+    scan_from: int = MIN_COPIES  # the fewest copies of a run that is scanned (the default scan's: longer runs)
 
     def __repr__(self) -> str:
         dtype = "" if self.dtype is None else f", dtype={getattr(self.dtype, '__name__', self.dtype)}"
@@ -88,7 +89,7 @@ class CompiledNetwork:
 
     def _build(self, seed: Any) -> Network:
         return Network(self.report.graph, self.report.node_shapes, rngs=nnx.Rngs(jax.random.key(seed)),
-                       dtype=self.dtype, scan=self.scan)
+                       dtype=self.dtype, scan=self.scan, scan_from=self.scan_from)
 
     def load_weights(self, model: Network, path: str | os.PathLike[str], mapping: str = "auto") -> Network:
         """Put pretrained weights (safetensors; a PyTorch .pth/.pt with torch installed) into `model`,
@@ -160,9 +161,11 @@ def compile(spec: str | os.PathLike[str], set: Mapping[str, SetValue] | None = N
     while parameters stay float32. `scan=True` applies each run of identical repeated blocks with one
     `jax.lax.scan`: a deep network traces and compiles each distinct block once, with the same parameters
     and outputs. `scan=None`, the default, scans the networks deep enough for it to pay
-    (`cnndsl.nn.repeats.scan_by_default`: ResNet-101 and ResNet-152, not ResNet-50). Raises `CnnError` with
+    (`cnndsl.nn.repeats.scan_by_default`: ResNet-101 and ResNet-152, not ResNet-50), and in them the runs of
+    `DEFAULT_SCAN_COPIES` copies or more (shorter ones compile faster unrolled). Raises `CnnError` with
     every problem in the spec."""
     report = check(spec, set=set)
     if scan is None:
         scan = scan_by_default(report.graph, report.node_shapes)
+        return CompiledNetwork(report, dtype, scan, DEFAULT_SCAN_COPIES if scan else MIN_COPIES)
     return CompiledNetwork(report, dtype, scan)

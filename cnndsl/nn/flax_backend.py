@@ -20,7 +20,7 @@ from flax import nnx
 from cnndsl.lang import ir
 from cnndsl.lang.shapes import window_output
 from cnndsl.nn import convolution
-from cnndsl.nn.repeats import identical_runs
+from cnndsl.nn.repeats import MIN_COPIES, identical_runs
 
 #: Each activation as a Python expression of `x` (and `slope`): the backend evaluates these, and the
 #: Python emitter writes them into ejected source, so both compute exactly the same thing.
@@ -84,20 +84,22 @@ def plan(graph: ir.Graph, shapes: tuple[ir.Shape, ...]) -> tuple[Step, ...]:
 class Network(nnx.Module):
     """A checked cnndsl network as a Flax NNX module: `logits_BxK = Network(...)(x_BxHxWxC)`.
 
-    With `scan`, each run of identical repeated blocks (`cnndsl.nn.repeats`) is applied by one
-    `jax.lax.scan` over the copies' stacked parameters, so a deep network traces and compiles each
-    distinct block once (see `cnndsl.nn.compiler.compile` for when that pays). Parameters stay one variable per layer, named as the unrolled network names
-    them (checkpoints, exports and ejected source see no difference); only the forward pass changes."""
+    With `scan`, each run of identical repeated blocks (`cnndsl.nn.repeats`) of `scan_from` copies or more is
+    applied by one `jax.lax.scan` over the copies' stacked parameters, so a deep network traces and compiles each
+    distinct block once (see `cnndsl.nn.compiler.compile` for when that pays). Parameters stay one variable per
+    layer, named as the unrolled network names them (checkpoints, exports and ejected source see no difference);
+    only the forward pass changes."""
 
     def __init__(self, graph: ir.Graph, shapes: tuple[ir.Shape, ...], *, rngs: nnx.Rngs,
-                 dtype: Any = None, param_dtype: Any = jnp.float32, scan: bool = False) -> None:
+                 dtype: Any = None, param_dtype: Any = jnp.float32, scan: bool = False,
+                 scan_from: int = MIN_COPIES) -> None:
         self.steps = plan(graph, shapes)
         self.output_id = graph.output
         self.head_ids = {head.name: head.node for head in graph.heads}
         self.training_only = graph.training_only_nodes  # skipped unless `heads` asks for every output
         self.dtype = dtype
         # Runs by the index of their first step (node n is step n - 1).
-        self.runs = {run.start - 1: run for run in identical_runs(graph, shapes)} if scan else {}
+        self.runs = {run.start - 1: run for run in identical_runs(graph, shapes, scan_from)} if scan else {}
         for step in self.steps:
             layer = _make_layer(step, rngs, dtype, param_dtype)
             if layer is not None:

@@ -32,6 +32,14 @@ class Run:
 
 #: The fewest copies worth a scan.
 MIN_COPIES = 2
+
+#: The fewest copies of a run that the default scan (`scan_by_default`) applies with a scan; shorter runs stay
+#: unrolled, as a scanned run of 2 or 3 copies compiles slower than unrolled. Measured on a 2-core CPU, batch 8 at
+#: 64x64, two rounds: ResNet-101 (runs of 2, 3, 22 and 2 copies) traced and compiled in 6.3 and 6.5 s with its
+#: short runs unrolled against 8.8 and 9.1 s with every run scanned, its step the same (548, 536 against 530,
+#: 533 ms); ResNet-152 (2, 7, 35, 2) in 9.1 and 9.1 against 10.0 and 9.7 s (steps 636, 631 against 636, 680
+#: ms). `scan=True` given explicitly scans every run from MIN_COPIES.
+DEFAULT_SCAN_COPIES = 4
 #: Scanning is the default (`scan_by_default`) from this many copies saved, where it shortens compilation.
 #: Measured on a 2-core CPU, batch 8 at 64x64 (`python benchmarks/startup.py --deep 64`, trace + compile):
 #: ResNet-50 saves 8 copies and compiles slower scanned (10.0 against 7.4 s), ResNet-101 saves 25 (11.2 against
@@ -41,8 +49,8 @@ MIN_COPIES = 2
 SCAN_FROM_COPIES = 16
 
 
-def identical_runs(graph: ir.Graph, shapes: tuple[ir.Shape, ...]) -> tuple[Run, ...]:
-    """The runs to scan, in node order (see the module docstring)."""
+def identical_runs(graph: ir.Graph, shapes: tuple[ir.Shape, ...], min_copies: int = MIN_COPIES) -> tuple[Run, ...]:
+    """The runs to scan, in node order (see the module docstring): those of at least `min_copies` copies."""
     segments = _repetition_segments(graph)
     consumers = _last_consumer(graph)
     runs: list[Run] = []
@@ -56,7 +64,7 @@ def identical_runs(graph: ir.Graph, shapes: tuple[ir.Shape, ...]) -> tuple[Run, 
                    and graph.nodes[group[end][0]].inputs and _external_input(graph, *group[end]) == group[end - 1][1]):
                 end += 1
             a, b = group[k]
-            if end - k >= MIN_COPIES and a > taken:
+            if end - k >= max(min_copies, MIN_COPIES) and a > taken:
                 runs.append(Run(a, b - a + 1, end - k))
                 taken = group[end - 1][1]
             k = end
@@ -111,10 +119,11 @@ def _segment_key(graph: ir.Graph, shapes: tuple[ir.Shape, ...], consumers: list[
 
 
 def scan_by_default(graph: ir.Graph, shapes: tuple[ir.Shape, ...]) -> bool:
-    """Whether a network is deep enough that scanning its runs pays: they save at least SCAN_FROM_COPIES
-    copies from tracing and compiling, and no run holds a grouped convolution (XLA:CPU runs those inside a
-    loop slowly: MobileNetV2's scanned step 4x the unrolled one's)."""
-    runs = identical_runs(graph, shapes)
+    """Whether a network is deep enough that scanning its runs pays: its runs of DEFAULT_SCAN_COPIES copies
+    or more (the ones the default scan applies) save at least SCAN_FROM_COPIES copies from tracing and
+    compiling, and none holds a grouped convolution (XLA:CPU runs those inside a loop slowly: MobileNetV2's
+    scanned step 4x the unrolled one's)."""
+    runs = identical_runs(graph, shapes, DEFAULT_SCAN_COPIES)
     grouped = any(isinstance(node.op, ir.Conv) and node.op.groups > 1
                   for run in runs for node in graph.nodes[run.start:run.stop])
     return not grouped and sum(run.count - 1 for run in runs) >= SCAN_FROM_COPIES

@@ -107,6 +107,27 @@ def test_deep_networks_are_scanned_by_default(body: str, scanned: bool) -> None:
     assert cnndsl.compile(spec, scan=True).scan is True and cnndsl.compile(spec, scan=False).scan is False
 
 
+def test_the_default_scan_leaves_short_runs_unrolled() -> None:
+    """Scanned by default, a network's runs of DEFAULT_SCAN_COPIES copies or more take a scan and shorter ones
+    stay unrolled (they compile faster so); `scan=True` scans every run; the deep count ignores short runs."""
+    from cnndsl.nn.repeats import DEFAULT_SCAN_COPIES
+
+    short = DEFAULT_SCAN_COPIES - 1
+    spec = (f"network T\ninput 12x12x4\ninput -> [conv(4, 3x3, pad=same) -> relu]*{short} -> conv(6, 1x1)"
+            " -> [conv(6, 3x3, pad=same) -> bn]*17 -> global_avgpool -> fc(3)")
+    counts = {label: sorted(run.count for run in net.init(0).runs.values())
+              for label, net in (("default", cnndsl.compile(spec)), ("scan", cnndsl.compile(spec, scan=True)))}
+    assert counts == {"default": [17], "scan": [short, 17]}
+    x = np.random.default_rng(0).random((2, 12, 12, 4), np.float32)
+    outputs = [np.asarray(cnndsl.compile(spec, scan=scan).init(0)(x)) for scan in (None, True, False)]
+    np.testing.assert_allclose(outputs[0], outputs[2], rtol=1e-5, atol=1e-6)  # float32 sums in another order
+    np.testing.assert_allclose(outputs[1], outputs[2], rtol=1e-5, atol=1e-6)
+    # short runs do not make a network deep: 16 copies saved in 8 runs of 3 (enough in one run) scan nothing
+    many_short = "network T\ninput 12x12x4\ninput -> " + " -> conv(4, 1x1) -> ".join(
+        [f"[conv(4, 3x3, pad=same) -> relu]*{short}"] * 8) + " -> global_avgpool -> fc(3)"
+    assert cnndsl.compile(many_short).scan is False
+
+
 def test_the_examples_deep_enough_are_scanned_by_default() -> None:
     chosen = {stem: cnndsl.compile(ROOT / "examples" / f"{stem}.cnn").scan
               for stem in ("resnet18", "resnet50", "resnet101", "resnet152", "mobilenet_v2", "vgg16")}
