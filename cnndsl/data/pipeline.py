@@ -229,8 +229,18 @@ def _prefetched(grain: Any, dataset: Any, workers: int) -> Any:
     threads = 0 if workers else max(2, os.cpu_count() or 2)  # without workers, threads transform (Pillow frees the GIL)
     iterable = dataset.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=4))
     if workers:
-        iterable = iterable.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=2))
+        iterable = iterable.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=2),
+                                        worker_init_fn=_ignore_interrupts)
     return iterable
+
+
+def _ignore_interrupts(worker: int, workers: int) -> None:
+    """In each worker process: Ctrl-C (SIGINT, sent to the whole foreground process group) is left to the
+    training process, which saves a checkpoint and stops the workers; a worker interrupted on its own printed
+    a KeyboardInterrupt traceback beside the one-line message."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def iterator_state(iterator: Any) -> np.ndarray:
