@@ -265,6 +265,41 @@ def test_closing_a_pipeline_releases_each_shared_batch_on_one_thread(tmp_path: P
     assert not twice, f"shared memory closed from two threads: {twice}"
 
 
+def test_ctrl_c_on_a_streamed_run_prints_one_line_and_no_worker_traceback(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C reaches the whole process group, the worker processes too: they leave it to the
+    training process, which saves a checkpoint and says so in one line (a worker's own KeyboardInterrupt
+    traceback was printed beside it)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT
+
+    folder = jpeg_folder(tmp_path / "mixed", 12)
+    run = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "cnndsl", "train", str(spec_file(tmp_path)), "--data",
+                                f"folder:{folder}", "--stream", "--workers", "1", "--epochs", "500", "--out", str(run)],
+                               env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        metrics = run / "metrics.jsonl"
+        while time.monotonic() < deadline and process.poll() is None and not (
+                metrics.is_file() and len(metrics.read_text().splitlines()) >= 2):
+            time.sleep(0.05)  # two epochs done: the workers are running
+        os.killpg(process.pid, signal.SIGINT)  # as a terminal sends it: to the group
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 130, err[-2000:]
+    assert "interrupted at step" in err and "--resume" in err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
+
+
 def test_stream_choices_and_errors_are_clear(tmp_path: Path, monkeypatch, capsys) -> None:
     from cnndsl.cli import main
 
